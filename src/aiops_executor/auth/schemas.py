@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aiops_executor.auth.models import Role
+
+USERNAME_PATTERN = r"^[A-Za-z0-9_.@-]{1,100}$"
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+class UserCreate(BaseModel):
+    username: str = Field(pattern=USERNAME_PATTERN)
+    password: str = Field(min_length=8, max_length=256)
+    role: Role
+
+
+class UserRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    username: str
+    role: Role
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ApiKeyCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    role: Role
+
+
+class ApiKeyRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    role: Role
+    key_prefix: str
+    created_at: datetime
+    updated_at: datetime
+    last_used_at: datetime | None
+
+
+class ApiKeyCreated(BaseModel):
+    id: uuid.UUID
+    name: str
+    role: Role
+    key: str = Field(description="The key itself. Shown only in this response; only a hash is stored.")
+    created_at: datetime

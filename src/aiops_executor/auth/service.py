@@ -1,0 +1,132 @@
+"""Users, API keys and sign-in."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aiops_executor.audit import service as audit
+from aiops_executor.auth.dependencies import Principal
+from aiops_executor.auth.models import ApiKey, Role, User
+from aiops_executor.auth.schemas import ApiKeyCreate, ApiKeyCreated, TokenResponse, UserCreate
+from aiops_executor.auth.security import (
+    generate_api_key,
+    hash_api_key,
+    hash_password,
+    issue_access_token,
+    verify_password,
+)
+from aiops_executor.core.context import AppContext
+from aiops_executor.core.db import utcnow
+from aiops_executor.core.errors import ConflictError, NotFoundError, UnauthorizedError
+
+
+async def authenticate(session: AsyncSession, context: AppContext, username: str, password: str) -> TokenResponse:
+    user = await session.scalar(select(User).where(User.username == username))
+    if not verify_password(password, user.password_hash if user else None) or user is None or not user.is_active:
+        raise UnauthorizedError("invalid username or password")
+    issued = issue_access_token(
+        user.id,
+        user.role,
+        secret=context.secrets.jwt_secret,
+        algorithm=context.settings.jwt_algorithm,
+        lifetime=timedelta(minutes=context.settings.access_token_expire_minutes),
+    )
+    return TokenResponse(access_token=issued.token, expires_in=issued.expires_in)
+
+
+async def create_user(session: AsyncSession, data: UserCreate, *, actor: str) -> User:
+    user = User(username=data.username, password_hash=hash_password(data.password), role=data.role.value)
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError:
+        await session.rollback()
+        raise ConflictError(
+            f"username {data.username!r} is taken", error_code="USERNAME_EXISTS", details={"username": data.username}
+        ) from None
+    audit.record(
+        session, actor=actor, action="create", resource_type="user", resource_id=user.id,
+        details={"username": user.username, "role": user.role},
+    )
+    await session.commit()
+    return user
+
+
+async def list_users(session: AsyncSession, *, offset: int, limit: int) -> tuple[list[User], int]:
+    total = await session.scalar(select(func.count()).select_from(User)) or 0
+    rows = await session.scalars(select(User).order_by(User.created_at, User.id).offset(offset).limit(limit))
+    return list(rows), total
+
+
+async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFoundError("user", user_id)
+    return user
+
+
+async def delete_user(session: AsyncSession, user_id: uuid.UUID, *, actor: str) -> None:
+    user = await get_user(session, user_id)
+    if user.role == Role.admin.value:
+        admins = await session.scalar(select(func.count()).select_from(User).where(User.role == Role.admin.value))
+        if (admins or 0) <= 1:
+            raise ConflictError("the last admin cannot be deleted", error_code="LAST_ADMIN")
+    await session.delete(user)
+    audit.record(
+        session, actor=actor, action="delete", resource_type="user", resource_id=user_id,
+        details={"username": user.username},
+    )
+    await session.commit()
+
+
+async def ensure_bootstrap_admin(session: AsyncSession, username: str | None, password: str | None) -> bool:
+    """Create the first admin from settings when no user exists yet. Returns whether one was created."""
+    if not username or not password:
+        return False
+    if await session.scalar(select(func.count()).select_from(User)):
+        return False
+    await create_user(session, UserCreate(username=username, password=password, role=Role.admin), actor="system:bootstrap")
+    return True
+
+
+async def create_api_key(session: AsyncSession, data: ApiKeyCreate, principal: Principal) -> ApiKeyCreated:
+    key = generate_api_key()
+    row = ApiKey(
+        name=data.name,
+        role=data.role.value,
+        key_hash=hash_api_key(key),
+        key_prefix=key[:10],
+        created_by=principal.id if principal.kind == "user" else None,
+    )
+    session.add(row)
+    await session.flush()
+    audit.record(
+        session, actor=principal.actor, action="create", resource_type="api_key", resource_id=row.id,
+        details={"name": row.name, "role": row.role},
+    )
+    await session.commit()
+    return ApiKeyCreated(id=row.id, name=row.name, role=Role(row.role), key=key, created_at=row.created_at)
+
+
+async def list_api_keys(session: AsyncSession, *, offset: int, limit: int) -> tuple[list[ApiKey], int]:
+    live = ApiKey.revoked_at.is_(None)
+    total = await session.scalar(select(func.count()).select_from(ApiKey).where(live)) or 0
+    rows = await session.scalars(
+        select(ApiKey).where(live).order_by(ApiKey.created_at, ApiKey.id).offset(offset).limit(limit)
+    )
+    return list(rows), total
+
+
+async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID, *, actor: str) -> None:
+    row = await session.get(ApiKey, key_id)
+    if row is None or row.revoked_at is not None:
+        raise NotFoundError("api_key", key_id)
+    row.revoked_at = utcnow()
+    audit.record(session, actor=actor, action="delete", resource_type="api_key", resource_id=key_id,
+                 details={"name": row.name})
+    await session.commit()

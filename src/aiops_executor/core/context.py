@@ -1,0 +1,33 @@
+"""The long-lived objects one service process runs with, built once at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiops_executor.core.cache import ConfigCache
+from aiops_executor.core.crypto import EnvelopeCipher
+from aiops_executor.core.db import Database
+from aiops_executor.core.settings import ResolvedSecrets, Settings, resolve_secrets
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    secrets: ResolvedSecrets
+    database: Database
+    cipher: EnvelopeCipher
+    config_cache: ConfigCache
+
+    @classmethod
+    def build(cls, settings: Settings) -> AppContext:
+        secrets = resolve_secrets(settings)
+        return cls(
+            settings=settings,
+            secrets=secrets,
+            database=Database(settings.resolved_database_url),
+            cipher=EnvelopeCipher(secrets.master_keys, secrets.master_key_id),
+            config_cache=ConfigCache(ttl_seconds=settings.config_cache_ttl_seconds),
+        )
+
+    async def close(self) -> None:
+        await self.database.dispose()

@@ -1,0 +1,132 @@
+"""The service's error type and the handlers that render every failure in the contract's shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from aiops_executor.core.request_context import current_request_id
+
+
+class AppError(Exception):
+    """An expected failure with a stable error code, rendered as the contract's error body."""
+
+    status_code = 400
+    error_code = "BAD_REQUEST"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_code: str | None = None,
+        status_code: int | None = None,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if error_code is not None:
+            self.error_code = error_code
+        if status_code is not None:
+            self.status_code = status_code
+        self.details = details or {}
+        self.headers = headers
+
+
+class NotFoundError(AppError):
+    status_code = 404
+
+    def __init__(self, resource: str, resource_id: object) -> None:
+        super().__init__(
+            f"{resource.replace('_', ' ')} {resource_id} not found",
+            error_code=f"{resource.upper()}_NOT_FOUND",
+            details={"id": str(resource_id)},
+        )
+
+
+class ConflictError(AppError):
+    status_code = 409
+    error_code = "CONFLICT"
+
+
+class ValidationFailed(AppError):
+    status_code = 422
+    error_code = "VALIDATION_ERROR"
+
+
+class UnauthorizedError(AppError):
+    status_code = 401
+    error_code = "UNAUTHORIZED"
+
+    def __init__(self, message: str = "authentication required") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class ForbiddenError(AppError):
+    status_code = 403
+    error_code = "FORBIDDEN"
+
+
+class NotImplementedYetError(AppError):
+    status_code = 501
+    error_code = "NOT_IMPLEMENTED"
+
+
+def error_body(error_code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "error_code": error_code,
+        "error_message": message,
+        "details": details or {},
+        "request_id": current_request_id(),
+    }
+
+
+def error_response(
+    status_code: int,
+    error_code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(error_body(error_code, message, details), status_code=status_code, headers=headers)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Pydantic echoes the rejected input; it may be a secret (an oversized api_key), so it is dropped.
+    return [
+        {"loc": list(err.get("loc", ())), "message": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
+        return error_response(exc.status_code, exc.error_code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "VALIDATION_ERROR", "request validation failed", {"errors": _validation_errors(exc)})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR" if exc.status_code < 500 else "INTERNAL_ERROR")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ").lower()
+        return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))

@@ -1,0 +1,32 @@
+"""structlog configuration: readable in dev, JSON in production."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+from aiops_executor.core.settings import Settings
+
+
+def configure_logging(settings: Settings) -> None:
+    fmt = settings.log_format or ("json" if settings.is_prod else "console")
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    level = logging.getLevelName(settings.log_level.upper())
+    if not isinstance(level, int):
+        level = logging.INFO
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

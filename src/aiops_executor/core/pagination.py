@@ -1,0 +1,50 @@
+"""The list envelope shared by every collection route."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Depends, Query
+from pydantic import BaseModel
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    page: int
+    size: int
+    pages: int
+
+    @classmethod
+    def build(cls, items: list[T], total: int, params: PageParams) -> Page[T]:
+        return cls(
+            items=items,
+            total=total,
+            page=params.page,
+            size=params.size,
+            pages=math.ceil(total / params.size) if total else 0,
+        )
+
+
+@dataclass(frozen=True)
+class PageParams:
+    page: int = 1
+    size: int = 20
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.size
+
+
+def _page_params(
+    page: Annotated[int, Query(ge=1, description="1-based page number")] = 1,
+    size: Annotated[int, Query(ge=1, le=100, description="items per page")] = 20,
+) -> PageParams:
+    return PageParams(page=page, size=size)
+
+
+PageQuery = Annotated[PageParams, Depends(_page_params)]

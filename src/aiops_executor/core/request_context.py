@@ -1,0 +1,87 @@
+"""Per-request context (request id) and the outermost ASGI middleware that owns it.
+
+The middleware also turns any unhandled exception into the contract's 500 body: Starlette's own
+server-error handler sits outside user middleware, so it could not add ``X-Request-ID``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from contextvars import ContextVar
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REQUEST_ID_HEADER = "X-Request-ID"
+
+logger = structlog.get_logger(__name__)
+
+
+def current_request_id() -> str | None:
+    return _request_id.get()
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        for name, value in scope.get("headers", []):
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else new_request_id()
+        token = _request_id.set(request_id)
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        response_started = False
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        except Exception:
+            logger.exception("unhandled error", path=scope.get("path"), method=scope.get("method"))
+            if response_started:
+                raise
+            body = json.dumps(
+                {
+                    "error_code": "INTERNAL_ERROR",
+                    "error_message": "internal server error",
+                    "details": {},
+                    "request_id": request_id,
+                }
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"x-request-id", request_id.encode("latin-1")),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id")
+            _request_id.reset(token)

@@ -1,0 +1,177 @@
+"""Service settings, read from the environment (prefix ``AIOPS_``) or a ``.env`` file."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+MASTER_KEY_BYTES = 32
+MASTER_KEYS_FILE = "master_keys.json"
+JWT_SECRET_FILE = "jwt_secret"
+
+
+class Environment(StrEnum):
+    dev = "dev"
+    prod = "prod"
+
+
+class ConfigurationError(Exception):
+    """A setting is missing or malformed; the message is one line an operator can act on."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AIOPS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Environment = Environment.dev
+    data_dir: Path = Path("./.aiops")
+    database_url: str | None = None
+    redis_url: str | None = None
+
+    # Key id -> base64 of 32 random bytes. NoDecode: parsed by the validator below so that a
+    # malformed value produces our one-line message instead of a settings parse error dump.
+    master_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    master_key_id: str | None = None
+    jwt_secret: str | None = None
+    jwt_algorithm: str = "HS256"
+    access_token_expire_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
+
+    admin_username: str | None = None
+    admin_password: str | None = None
+
+    log_level: str = "INFO"
+    log_format: str | None = None  # "json" or "console"; default depends on env
+
+    config_cache_ttl_seconds: float = Field(default=60.0, ge=0)
+
+    max_endpoints_per_provider: int = Field(default=10, ge=1)
+    max_credentials_per_provider: int = Field(default=20, ge=1)
+    max_api_key_length: int = Field(default=500, ge=1)
+
+    @field_validator("master_keys", mode="before")
+    @classmethod
+    def _parse_master_keys(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return {}
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    "AIOPS_MASTER_KEYS must be a JSON object mapping key ids to base64 keys"
+                ) from exc
+        if not isinstance(value, dict):
+            raise ValueError("AIOPS_MASTER_KEYS must be a JSON object mapping key ids to base64 keys")
+        return value
+
+    @property
+    def is_prod(self) -> bool:
+        return self.env is Environment.prod
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'aiops.db').resolve()}"
+
+    @property
+    def is_embedded_database(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+
+def decode_master_key(key_id: str, encoded: str) -> bytes:
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigurationError(f"master key {key_id!r} is not valid base64") from exc
+    if len(raw) != MASTER_KEY_BYTES:
+        raise ConfigurationError(
+            f"master key {key_id!r} must decode to {MASTER_KEY_BYTES} bytes, got {len(raw)}"
+        )
+    return raw
+
+
+def _write_private_file(path: Path, content: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(content)
+
+
+class ResolvedSecrets:
+    """Key material the process runs with, after dev-mode generation and validation."""
+
+    def __init__(self, master_keys: dict[str, bytes], master_key_id: str, jwt_secret: str,
+                 generated: list[str]) -> None:
+        self.master_keys = master_keys
+        self.master_key_id = master_key_id
+        self.jwt_secret = jwt_secret
+        self.generated = generated
+
+
+def resolve_secrets(settings: Settings) -> ResolvedSecrets:
+    """Validate key settings; in dev, load or create them once under the data dir.
+
+    Raises ConfigurationError with a single line when the process must not start.
+    """
+    generated: list[str] = []
+    master_keys = dict(settings.master_keys)
+    master_key_id = settings.master_key_id
+    jwt_secret = settings.jwt_secret
+
+    if not master_keys:
+        if settings.is_prod:
+            raise ConfigurationError(
+                "AIOPS_MASTER_KEYS is not set; production needs a JSON object of key id -> base64 32-byte key"
+            )
+        key_file = settings.data_dir / MASTER_KEYS_FILE
+        if key_file.exists():
+            stored = json.loads(key_file.read_text(encoding="utf-8"))
+            master_keys = stored["keys"]
+            master_key_id = master_key_id or stored["current"]
+        else:
+            master_key_id = master_key_id or "dev-1"
+            master_keys = {master_key_id: base64.b64encode(secrets.token_bytes(MASTER_KEY_BYTES)).decode()}
+            _write_private_file(key_file, json.dumps({"current": master_key_id, "keys": master_keys}))
+            generated.append(str(key_file))
+
+    if not master_key_id:
+        if len(master_keys) == 1:
+            master_key_id = next(iter(master_keys))
+        else:
+            raise ConfigurationError("AIOPS_MASTER_KEY_ID must name the current key when several master keys are set")
+    if master_key_id not in master_keys:
+        raise ConfigurationError(f"AIOPS_MASTER_KEY_ID {master_key_id!r} is not a key of AIOPS_MASTER_KEYS")
+    decoded = {key_id: decode_master_key(key_id, value) for key_id, value in master_keys.items()}
+
+    if not jwt_secret:
+        if settings.is_prod:
+            raise ConfigurationError("AIOPS_JWT_SECRET is not set; production needs a random secret of 32+ characters")
+        secret_file = settings.data_dir / JWT_SECRET_FILE
+        if secret_file.exists():
+            jwt_secret = secret_file.read_text(encoding="utf-8").strip()
+        else:
+            jwt_secret = secrets.token_urlsafe(48)
+            _write_private_file(secret_file, jwt_secret)
+            generated.append(str(secret_file))
+    if settings.is_prod and len(jwt_secret) < 32:
+        raise ConfigurationError("AIOPS_JWT_SECRET is too short; use at least 32 characters")
+
+    return ResolvedSecrets(decoded, master_key_id, jwt_secret, generated)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

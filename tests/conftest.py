@@ -1,0 +1,159 @@
+"""Shared fixtures. API and data-layer tests run against both SQLite and the real local PostgreSQL.
+
+Each test session creates its own PostgreSQL database (and drops it at the end) and its own SQLite file;
+both are migrated once with Alembic, and every test starts from empty tables.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from aiops_executor.app import create_app
+from aiops_executor.core.context import AppContext
+from aiops_executor.core.migrate import upgrade_url
+from aiops_executor.core.models_registry import metadata
+from aiops_executor.core.settings import Settings
+
+PG_HOST = os.environ.get("AIOPS_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("AIOPS_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("AIOPS_TEST_PG_USER", "postgres")
+
+TEST_MASTER_KEY = base64.b64encode(b"k" * 32).decode()
+ADMIN_USERNAME = "admin"
+ADMIN_PASSWORD = "admin-password-1"
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+async def _pg_admin() -> asyncpg.Connection:
+    return await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres")
+
+
+@pytest.fixture(scope="session")
+async def postgres_url() -> AsyncIterator[str]:
+    name = f"aiops_test_{uuid.uuid4().hex[:12]}"
+    conn = await _pg_admin()
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+    await upgrade_url(url)
+    yield url
+    conn = await _pg_admin()
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("sqlite") / "aiops.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    await upgrade_url(url)
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def database_url(backend: str, postgres_url: str, sqlite_url: str) -> AsyncIterator[str]:
+    url = postgres_url if backend == "postgresql" else sqlite_url
+    yield url
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            for table in reversed(metadata.sorted_tables):
+                await connection.execute(delete(table))
+    finally:
+        await engine.dispose()
+
+
+def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "env": "dev",
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "master_keys": {"test-1": TEST_MASTER_KEY},
+        "master_key_id": "test-1",
+        "jwt_secret": "test-jwt-secret-" + "x" * 32,
+        "admin_username": ADMIN_USERNAME,
+        "admin_password": ADMIN_PASSWORD,
+        "log_format": "json",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type, call-arg]
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path / "data")
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture
+def context(app: FastAPI) -> AppContext:
+    ctx: AppContext = app.state.context
+    return ctx
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+async def login(client: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:
+    response = await client.post("/api/v1/auth/token", data={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+@pytest.fixture
+async def admin_headers(client: httpx.AsyncClient) -> dict[str, str]:
+    return await login(client, ADMIN_USERNAME, ADMIN_PASSWORD)
+
+
+RoleHeaders = Callable[[str], Awaitable[dict[str, str]]]
+
+
+@pytest.fixture
+def role_headers(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> RoleHeaders:
+    """Returns a function giving JWT headers for a fresh user of the given role."""
+    cache: dict[str, dict[str, str]] = {"admin": admin_headers}
+
+    async def _headers(role: str) -> dict[str, str]:
+        if role not in cache:
+            username = f"{role}-{uuid.uuid4().hex[:8]}"
+            password = "password-" + uuid.uuid4().hex
+            created = await client.post(
+                "/api/v1/users", json={"username": username, "password": password, "role": role}, headers=admin_headers
+            )
+            assert created.status_code == 201, created.text
+            cache[role] = await login(client, username, password)
+        return cache[role]
+
+    return _headers
