@@ -24,6 +24,8 @@ from aiops_executor.core.settings import Settings, get_settings
 from aiops_executor.llm.endpoints import router as llm_router
 
 API_PREFIX = "/api/v1"
+# Every /api/v1 router, in one place so the policy test can walk all of their routes.
+API_ROUTERS: tuple[APIRouter, ...] = (auth_router, llm_router, audit_router)
 logger = structlog.get_logger(__name__)
 
 
@@ -38,6 +40,10 @@ async def start_context(settings: Settings) -> AppContext:
     async with context.database.sessionmaker() as session:
         if await auth_service.ensure_bootstrap_admin(session, settings.admin_username, settings.admin_password):
             logger.info("created the bootstrap admin", username=settings.admin_username)
+        elif not settings.is_prod and not settings.admin_username:
+            password_file = await auth_service.ensure_dev_admin(session, settings.data_dir)
+            if password_file is not None:
+                logger.warning("created user 'admin'; its password is in the data dir", path=str(password_file))
     return context
 
 
@@ -84,9 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health_router)
     api = APIRouter(prefix=API_PREFIX)
-    api.include_router(auth_router)
-    api.include_router(llm_router)
-    api.include_router(audit_router)
+    for router in API_ROUTERS:
+        api.include_router(router)
     app.include_router(api)
     app.add_middleware(RequestContextMiddleware)
     return app

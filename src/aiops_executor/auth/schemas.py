@@ -12,7 +12,7 @@ USERNAME_PATTERN = r"^[A-Za-z0-9_.@-]{1,100}$"
 
 class TokenResponse(BaseModel):
     access_token: str
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
     expires_in: int
 
 

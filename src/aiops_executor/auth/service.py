@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -23,6 +25,7 @@ from aiops_executor.auth.security import (
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.db import utcnow
 from aiops_executor.core.errors import ConflictError, NotFoundError, UnauthorizedError
+from aiops_executor.core.settings import write_private_file
 
 
 async def authenticate(session: AsyncSession, context: AppContext, username: str, password: str) -> TokenResponse:
@@ -50,7 +53,11 @@ async def create_user(session: AsyncSession, data: UserCreate, *, actor: str) ->
             f"username {data.username!r} is taken", error_code="USERNAME_EXISTS", details={"username": data.username}
         ) from None
     audit.record(
-        session, actor=actor, action="create", resource_type="user", resource_id=user.id,
+        session,
+        actor=actor,
+        action="create",
+        resource_type="user",
+        resource_id=user.id,
         details={"username": user.username, "role": user.role},
     )
     await session.commit()
@@ -78,7 +85,11 @@ async def delete_user(session: AsyncSession, user_id: uuid.UUID, *, actor: str) 
             raise ConflictError("the last admin cannot be deleted", error_code="LAST_ADMIN")
     await session.delete(user)
     audit.record(
-        session, actor=actor, action="delete", resource_type="user", resource_id=user_id,
+        session,
+        actor=actor,
+        action="delete",
+        resource_type="user",
+        resource_id=user_id,
         details={"username": user.username},
     )
     await session.commit()
@@ -90,8 +101,28 @@ async def ensure_bootstrap_admin(session: AsyncSession, username: str | None, pa
         return False
     if await session.scalar(select(func.count()).select_from(User)):
         return False
-    await create_user(session, UserCreate(username=username, password=password, role=Role.admin), actor="system:bootstrap")
+    await create_user(
+        session, UserCreate(username=username, password=password, role=Role.admin), actor="system:bootstrap"
+    )
     return True
+
+
+DEV_ADMIN_USERNAME = "admin"
+DEV_ADMIN_PASSWORD_FILE = "admin_password"  # noqa: S105 - a file name
+
+
+async def ensure_dev_admin(session: AsyncSession, data_dir: Path) -> Path | None:
+    """In dev mode with no user and no configured admin, create ``admin`` with a random password
+    written to a private file in the data dir, so a fresh install can be signed in to."""
+    if await session.scalar(select(func.count()).select_from(User)):
+        return None
+    password = secrets.token_urlsafe(18)
+    path = data_dir / DEV_ADMIN_PASSWORD_FILE
+    write_private_file(path, password + "\n", replace=True)
+    await create_user(
+        session, UserCreate(username=DEV_ADMIN_USERNAME, password=password, role=Role.admin), actor="system:bootstrap"
+    )
+    return path
 
 
 async def create_api_key(session: AsyncSession, data: ApiKeyCreate, principal: Principal) -> ApiKeyCreated:
@@ -106,7 +137,11 @@ async def create_api_key(session: AsyncSession, data: ApiKeyCreate, principal: P
     session.add(row)
     await session.flush()
     audit.record(
-        session, actor=principal.actor, action="create", resource_type="api_key", resource_id=row.id,
+        session,
+        actor=principal.actor,
+        action="create",
+        resource_type="api_key",
+        resource_id=row.id,
         details={"name": row.name, "role": row.role},
     )
     await session.commit()
@@ -127,6 +162,7 @@ async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID, *, actor: str
     if row is None or row.revoked_at is not None:
         raise NotFoundError("api_key", key_id)
     row.revoked_at = utcnow()
-    audit.record(session, actor=actor, action="delete", resource_type="api_key", resource_id=key_id,
-                 details={"name": row.name})
+    audit.record(
+        session, actor=actor, action="delete", resource_type="api_key", resource_id=key_id, details={"name": row.name}
+    )
     await session.commit()

@@ -10,15 +10,14 @@ import secrets
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 MASTER_KEY_BYTES = 32
 MASTER_KEYS_FILE = "master_keys.json"
-JWT_SECRET_FILE = "jwt_secret"
+JWT_SECRET_FILE = "jwt_secret"  # noqa: S105 - a file name
 
 
 class Environment(StrEnum):
@@ -31,9 +30,7 @@ class ConfigurationError(Exception):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="AIOPS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="AIOPS_", env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     env: Environment = Environment.dev
     data_dir: Path = Path("./.aiops")
@@ -69,9 +66,7 @@ class Settings(BaseSettings):
             try:
                 value = json.loads(value)
             except json.JSONDecodeError as exc:
-                raise ValueError(
-                    "AIOPS_MASTER_KEYS must be a JSON object mapping key ids to base64 keys"
-                ) from exc
+                raise ValueError("AIOPS_MASTER_KEYS must be a JSON object mapping key ids to base64 keys") from exc
         if not isinstance(value, dict):
             raise ValueError("AIOPS_MASTER_KEYS must be a JSON object mapping key ids to base64 keys")
         return value
@@ -97,15 +92,15 @@ def decode_master_key(key_id: str, encoded: str) -> bytes:
     except (binascii.Error, ValueError) as exc:
         raise ConfigurationError(f"master key {key_id!r} is not valid base64") from exc
     if len(raw) != MASTER_KEY_BYTES:
-        raise ConfigurationError(
-            f"master key {key_id!r} must decode to {MASTER_KEY_BYTES} bytes, got {len(raw)}"
-        )
+        raise ConfigurationError(f"master key {key_id!r} must decode to {MASTER_KEY_BYTES} bytes, got {len(raw)}")
     return raw
 
 
-def _write_private_file(path: Path, content: str) -> None:
+def write_private_file(path: Path, content: str, *, replace: bool = False) -> None:
+    """Write a file only its owner can read; refuse to overwrite unless ``replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
+    fd = os.open(path, flags, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(content)
 
@@ -113,8 +108,9 @@ def _write_private_file(path: Path, content: str) -> None:
 class ResolvedSecrets:
     """Key material the process runs with, after dev-mode generation and validation."""
 
-    def __init__(self, master_keys: dict[str, bytes], master_key_id: str, jwt_secret: str,
-                 generated: list[str]) -> None:
+    def __init__(
+        self, master_keys: dict[str, bytes], master_key_id: str, jwt_secret: str, generated: list[str]
+    ) -> None:
         self.master_keys = master_keys
         self.master_key_id = master_key_id
         self.jwt_secret = jwt_secret
@@ -144,7 +140,7 @@ def resolve_secrets(settings: Settings) -> ResolvedSecrets:
         else:
             master_key_id = master_key_id or "dev-1"
             master_keys = {master_key_id: base64.b64encode(secrets.token_bytes(MASTER_KEY_BYTES)).decode()}
-            _write_private_file(key_file, json.dumps({"current": master_key_id, "keys": master_keys}))
+            write_private_file(key_file, json.dumps({"current": master_key_id, "keys": master_keys}))
             generated.append(str(key_file))
 
     if not master_key_id:
@@ -164,7 +160,7 @@ def resolve_secrets(settings: Settings) -> ResolvedSecrets:
             jwt_secret = secret_file.read_text(encoding="utf-8").strip()
         else:
             jwt_secret = secrets.token_urlsafe(48)
-            _write_private_file(secret_file, jwt_secret)
+            write_private_file(secret_file, jwt_secret)
             generated.append(str(secret_file))
     if settings.is_prod and len(jwt_secret) < 32:
         raise ConfigurationError("AIOPS_JWT_SECRET is too short; use at least 32 characters")

@@ -1,0 +1,151 @@
+"""The ``aiops-executor`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from aiops_executor.auth.models import Role
+from aiops_executor.core.settings import ConfigurationError, Settings, get_settings, resolve_secrets
+
+app = typer.Typer(help="aiops-agent-executor: LLM agent teams for resource topologies.", no_args_is_help=True)
+users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage master encryption keys.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+def _load_settings() -> Settings:
+    try:
+        settings = get_settings()
+        resolved = resolve_secrets(settings)
+    except ConfigurationError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except ValueError as exc:  # pydantic-settings rejects a malformed variable
+        first = str(exc).splitlines()
+        console.print(f"[red]configuration error:[/red] {' '.join(first[:3])}")
+        raise typer.Exit(2) from None
+    for path in resolved.generated:
+        console.print(
+            f"[yellow]generated a development secret at {path}[/yellow] (set it in the environment for production)"
+        )
+    return settings
+
+
+async def _migrate(settings: Settings) -> None:
+    from aiops_executor.core.migrate import upgrade_url
+
+    if settings.is_embedded_database:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await upgrade_url(settings.resolved_database_url)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """Start the HTTP API (on the embedded default, migrations are applied first)."""
+    import uvicorn
+
+    from aiops_executor.app import create_app
+
+    settings = _load_settings()
+    console.print(f"aiops-executor listening on http://{host}:{port} (docs at /docs)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def migrate() -> None:
+    """Upgrade the database schema to the latest revision."""
+    settings = _load_settings()
+    asyncio.run(_migrate(settings))
+    console.print("database schema is up to date")
+
+
+@users_app.command("create")
+def users_create(
+    username: Annotated[str, typer.Option(help="Login name.")],
+    password: Annotated[str, typer.Option(help="Password (8+ characters).", prompt=True, hide_input=True)],
+    role: Annotated[Role, typer.Option(help="admin, operator or viewer.")] = Role.viewer,
+) -> None:
+    """Create a user."""
+    from pydantic import ValidationError
+
+    from aiops_executor.auth import service
+    from aiops_executor.auth.schemas import UserCreate
+    from aiops_executor.core.db import Database
+    from aiops_executor.core.errors import AppError
+
+    settings = _load_settings()
+    try:
+        data = UserCreate(username=username, password=password, role=role)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        console.print(f"[red]invalid user:[/red] {problems}")
+        raise typer.Exit(2) from None
+
+    async def _create() -> None:
+        await _migrate(settings)
+        database = Database(settings.resolved_database_url)
+        try:
+            async with database.sessionmaker() as session:
+                await service.create_user(session, data, actor="cli")
+        finally:
+            await database.dispose()
+
+    try:
+        asyncio.run(_create())
+    except AppError as exc:
+        console.print(f"[red]{exc.error_code}:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    console.print(f"created {role.value} user {username!r}")
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Re-wrap every stored data key under the current master key (AIOPS_MASTER_KEY_ID)."""
+    from aiops_executor.core.crypto import EnvelopeCipher
+    from aiops_executor.core.db import Database
+    from aiops_executor.core.key_rotation import rotate_master_key
+
+    settings = _load_settings()
+    secrets = resolve_secrets(settings)
+    cipher = EnvelopeCipher(secrets.master_keys, secrets.master_key_id)
+
+    async def _rotate() -> None:
+        await _migrate(settings)
+        database = Database(settings.resolved_database_url)
+        try:
+            report = await rotate_master_key(database.engine, cipher)
+        finally:
+            await database.dispose()
+        console.print(
+            f"re-wrapped {report.rewrapped} secret(s) under key {cipher.current_key_id!r}; "
+            f"{report.already_current} already current"
+        )
+        in_use = ", ".join(f"{key_id}: {count}" for key_id, count in sorted(report.key_ids_in_use.items()))
+        console.print(f"key ids in use: {in_use or 'none'}")
+        retired = sorted(cipher.key_ids - set(report.key_ids_in_use))
+        if retired:
+            console.print(f"no secret uses {', '.join(retired)} any more; they can be removed from AIOPS_MASTER_KEYS")
+        if report.failed:
+            for problem in report.failed:
+                console.print(f"[red]could not re-wrap[/red] {problem}")
+            raise typer.Exit(1)
+
+    asyncio.run(_rotate())
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app(prog_name="aiops-executor")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,135 @@
+"""The command line: migrate, users create, keys rotate, and start-up refusal in prod."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from aiops_executor.auth.models import User
+from aiops_executor.auth.security import verify_password
+from aiops_executor.cli import app
+from aiops_executor.core.crypto import Envelope, EnvelopeCipher, associated_data
+from aiops_executor.core.db import Database
+from aiops_executor.core.settings import get_settings
+from aiops_executor.llm.models import Provider, ProviderCredential
+
+runner = CliRunner()
+KEY_1 = base64.b64encode(os.urandom(32)).decode()
+KEY_2 = base64.b64encode(os.urandom(32)).decode()
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    for name in list(os.environ):
+        if name.startswith("AIOPS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    values = {"AIOPS_DATA_DIR": str(tmp_path / "data")}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    yield values
+    get_settings.cache_clear()
+
+
+def _invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    get_settings.cache_clear()
+    result = runner.invoke(app, list(args), env=env)
+    return result.exit_code, result.output
+
+
+def _db_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{(tmp_path / 'data' / 'aiops.db').resolve()}"
+
+
+def test_users_create_on_a_fresh_data_dir(env: dict[str, str], tmp_path: Path) -> None:
+    code, output = _invoke(
+        "users", "create", "--username", "alice", "--password", "correct-horse", "--role", "operator"
+    )
+    assert code == 0, output
+
+    async def _check() -> User | None:
+        database = Database(_db_url(tmp_path))
+        async with database.sessionmaker() as session:
+            user = await session.scalar(select(User).where(User.username == "alice"))
+        await database.dispose()
+        return user
+
+    user = asyncio.run(_check())
+    assert user is not None and user.role == "operator"
+    assert verify_password("correct-horse", user.password_hash)
+
+    code, output = _invoke("users", "create", "--username", "alice", "--password", "correct-horse")
+    assert code == 1 and "USERNAME_EXISTS" in output
+
+
+def test_users_create_rejects_a_short_password(env: dict[str, str]) -> None:
+    code, output = _invoke("users", "create", "--username", "bob", "--password", "short")
+    assert code == 2 and "password" in output
+
+
+def test_prod_without_keys_refuses_with_one_line(env: dict[str, str]) -> None:
+    code, output = _invoke("migrate", env={"AIOPS_ENV": "prod"})
+    assert code == 2
+    assert output.strip().count("\n") == 0
+    assert "AIOPS_MASTER_KEYS is not set" in output
+
+
+def test_malformed_master_keys_variable_refuses(env: dict[str, str]) -> None:
+    code, output = _invoke("migrate", env={"AIOPS_MASTER_KEYS": "{nope"})
+    assert code == 2 and "AIOPS_MASTER_KEYS" in output
+
+
+def test_keys_rotate_rewraps_under_the_new_key(env: dict[str, str], tmp_path: Path) -> None:
+    first = {"AIOPS_MASTER_KEYS": json.dumps({"k1": KEY_1}), "AIOPS_MASTER_KEY_ID": "k1"}
+    code, output = _invoke("migrate", env=first)
+    assert code == 0, output
+    row_id = uuid.uuid4()
+    aad = associated_data("provider_credentials", "api_key_encrypted", row_id)
+
+    async def _seed() -> None:
+        database = Database(_db_url(tmp_path))
+        async with database.sessionmaker() as session:
+            provider = Provider(name="p", type="openai")
+            session.add(provider)
+            await session.flush()
+            cipher = EnvelopeCipher({"k1": base64.b64decode(KEY_1)}, "k1")
+            session.add(
+                ProviderCredential(
+                    id=row_id,
+                    provider_id=provider.id,
+                    alias="a",
+                    api_key_masked="****",
+                    api_key_encrypted=cipher.encrypt("sk-rotate-me-please", aad),
+                )
+            )
+            await session.commit()
+        await database.dispose()
+
+    asyncio.run(_seed())
+    both = {"AIOPS_MASTER_KEYS": json.dumps({"k1": KEY_1, "k2": KEY_2}), "AIOPS_MASTER_KEY_ID": "k2"}
+    code, output = _invoke("keys", "rotate", env=both)
+    assert code == 0, output
+    assert "re-wrapped 1 secret(s) under key 'k2'" in output
+    assert "k1" in output and "can be removed" in output
+
+    async def _read() -> str:
+        database = Database(_db_url(tmp_path))
+        async with database.sessionmaker() as session:
+            row = await session.get(ProviderCredential, row_id)
+        await database.dispose()
+        assert row is not None
+        return row.api_key_encrypted
+
+    stored = asyncio.run(_read())
+    assert Envelope.parse(stored).key_id == "k2"
+    assert EnvelopeCipher({"k2": base64.b64decode(KEY_2)}, "k2").decrypt(stored, aad) == "sk-rotate-me-please"

@@ -1,0 +1,76 @@
+"""Start-up key handling: dev generates once and says so; prod refuses with one line."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from aiops_executor.core.settings import ConfigurationError, Settings, resolve_secrets
+
+GOOD_KEY = base64.b64encode(os.urandom(32)).decode()
+
+
+def _settings(tmp_path: Path, **values: object) -> Settings:
+    return Settings(_env_file=None, data_dir=tmp_path, **values)  # type: ignore[arg-type, call-arg]
+
+
+def test_dev_generates_keys_once_and_reuses_them(tmp_path: Path) -> None:
+    first = resolve_secrets(_settings(tmp_path))
+    assert len(first.generated) == 2
+    key_file = tmp_path / "master_keys.json"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    second = resolve_secrets(_settings(tmp_path))
+    assert second.generated == []
+    assert second.master_keys == first.master_keys
+    assert second.jwt_secret == first.jwt_secret
+    assert json.loads(key_file.read_text())["current"] == first.master_key_id
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"jwt_secret": "j" * 40}, "AIOPS_MASTER_KEYS is not set"),
+        ({"master_keys": {"a": GOOD_KEY}}, "AIOPS_JWT_SECRET is not set"),
+        ({"master_keys": {"a": "not base64!"}, "jwt_secret": "j" * 40}, "not valid base64"),
+        ({"master_keys": {"a": base64.b64encode(b"x" * 16).decode()}, "jwt_secret": "j" * 40}, "32 bytes"),
+        ({"master_keys": {"a": GOOD_KEY, "b": GOOD_KEY}, "jwt_secret": "j" * 40}, "AIOPS_MASTER_KEY_ID must name"),
+        ({"master_keys": {"a": GOOD_KEY}, "master_key_id": "b", "jwt_secret": "j" * 40}, "is not a key"),
+        ({"master_keys": {"a": GOOD_KEY}, "jwt_secret": "short"}, "too short"),
+    ],
+)
+def test_prod_refuses_missing_or_malformed_keys(tmp_path: Path, values: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message) as caught:
+        resolve_secrets(_settings(tmp_path, env="prod", **values))
+    assert "\n" not in str(caught.value)
+    assert not any(tmp_path.iterdir()), "prod must not generate key files"
+
+
+def test_dev_still_rejects_a_malformed_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="not valid base64"):
+        resolve_secrets(_settings(tmp_path, master_keys={"a": "%%%"}))
+
+
+def test_master_keys_from_environment_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIOPS_MASTER_KEYS", json.dumps({"k1": GOOD_KEY}))
+    monkeypatch.setenv("AIOPS_ENV", "prod")
+    monkeypatch.setenv("AIOPS_JWT_SECRET", "j" * 40)
+    resolved = resolve_secrets(_settings(tmp_path))
+    assert resolved.master_key_id == "k1"
+    assert resolved.master_keys["k1"] == base64.b64decode(GOOD_KEY)
+
+
+def test_malformed_master_keys_json_is_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AIOPS_MASTER_KEYS", "{not json")
+    with pytest.raises(ValueError, match="AIOPS_MASTER_KEYS must be a JSON object"):
+        _settings(tmp_path)
+
+
+def test_default_database_is_sqlite_in_data_dir(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    assert settings.is_embedded_database
+    assert settings.resolved_database_url == f"sqlite+aiosqlite:///{tmp_path.resolve() / 'aiops.db'}"
