@@ -1,0 +1,436 @@
+"""Request and response bodies of the LLM configuration API (providers, endpoints, credentials, models)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    model_validator,
+)
+
+INT32_MAX = 2_147_483_647
+
+
+class ProviderType(StrEnum):
+    openai = "openai"
+    azure_openai = "azure_openai"
+    anthropic = "anthropic"
+    aws_bedrock = "aws_bedrock"
+    aliyun_dashscope = "aliyun_dashscope"
+    baidu_qianfan = "baidu_qianfan"
+    ollama = "ollama"
+    vllm = "vllm"
+    openai_compatible = "openai_compatible"
+    simulator = "simulator"
+
+
+class HealthStatus(StrEnum):
+    unknown = "unknown"
+    healthy = "healthy"
+    degraded = "degraded"
+    unhealthy = "unhealthy"
+
+
+class ValidationStatus(StrEnum):
+    unknown = "unknown"
+    valid = "valid"
+    invalid = "invalid"
+    expired = "expired"
+    undecryptable = "undecryptable"
+
+
+class ModelType(StrEnum):
+    chat = "chat"
+    completion = "completion"
+    embedding = "embedding"
+    vision = "vision"
+
+
+class ModelStatus(StrEnum):
+    available = "available"
+    maintenance = "maintenance"
+    deprecated = "deprecated"
+
+
+class Capability(StrEnum):
+    text_generation = "text_generation"
+    chat = "chat"
+    code_generation = "code_generation"
+    function_calling = "function_calling"
+    vision = "vision"
+    embedding = "embedding"
+    structured_output = "structured_output"
+    streaming = "streaming"
+
+
+# --------------------------------------------------------------------------------------------- field types
+
+
+def _blank_to_none(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+def _check_http_url(value: str) -> str:
+    if any(ch.isspace() or ord(ch) < 32 for ch in value):
+        raise ValueError("base_url must not contain whitespace or control characters")
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"base_url is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError("base_url must be an absolute http:// or https:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("base_url must not embed credentials; store keys as provider credentials")
+    return value
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+OptionalText = Annotated[
+    Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] | None, BeforeValidator(_blank_to_none)
+]
+BaseUrl = Annotated[
+    Annotated[str, StringConstraints(strip_whitespace=True, max_length=2048), AfterValidator(_check_http_url)] | None,
+    BeforeValidator(_blank_to_none),
+]
+ShortText = Annotated[
+    Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)] | None, BeforeValidator(_blank_to_none)
+]
+# Prices are exact decimals in the database and plain JSON numbers on the wire.
+Price = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=14, decimal_places=6),
+    PlainSerializer(float, return_type=float, when_used="json"),
+]
+PositiveInt32 = Annotated[int, Field(ge=1, le=INT32_MAX)]
+
+
+def _reject_nulls(values: Any, fields: tuple[str, ...]) -> Any:
+    """In partial updates a field may be omitted, but these ones may not be set to null."""
+    if isinstance(values, dict):
+        nulls = [name for name in fields if name in values and values[name] is None]
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} may be omitted but not null")
+    return values
+
+
+# --------------------------------------------------------------------------------------------- providers
+
+
+class ProviderCreate(BaseModel):
+    name: Name
+    type: ProviderType
+    description: OptionalText = None
+    is_active: bool = True
+
+
+class ProviderUpdate(BaseModel):
+    """Partial update: omitted fields keep their value."""
+
+    name: Name | None = None
+    type: ProviderType | None = None
+    description: OptionalText = None
+    is_active: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, values: Any) -> Any:
+        return _reject_nulls(values, ("name", "type", "is_active"))
+
+
+class ProviderStatusUpdate(BaseModel):
+    is_active: bool
+
+
+class ProviderRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    type: ProviderType
+    description: str | None
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+# --------------------------------------------------------------------------------------------- endpoints
+
+
+class EndpointCreate(BaseModel):
+    name: Name
+    base_url: BaseUrl = None
+    api_version: ShortText = None
+    region: ShortText = None
+    timeout_connect: float = Field(default=10.0, gt=0, le=300, description="seconds")
+    timeout_read: float = Field(default=60.0, gt=0, le=3600, description="seconds")
+    retry_count: int = Field(default=2, ge=0, le=10)
+    retry_interval: float = Field(default=1.0, ge=0, le=300, description="seconds")
+    priority: int = Field(default=100, ge=0, le=1_000_000, description="failover order, lower first")
+    is_default: bool = False
+    is_active: bool = True
+
+
+class EndpointUpdate(BaseModel):
+    """Partial update: omitted fields keep their value; base_url, api_version and region may be cleared with null."""
+
+    name: Name | None = None
+    base_url: BaseUrl = None
+    api_version: ShortText = None
+    region: ShortText = None
+    timeout_connect: float | None = Field(default=None, gt=0, le=300)
+    timeout_read: float | None = Field(default=None, gt=0, le=3600)
+    retry_count: int | None = Field(default=None, ge=0, le=10)
+    retry_interval: float | None = Field(default=None, ge=0, le=300)
+    priority: int | None = Field(default=None, ge=0, le=1_000_000)
+    is_default: bool | None = None
+    is_active: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, values: Any) -> Any:
+        return _reject_nulls(
+            values,
+            (
+                "name",
+                "timeout_connect",
+                "timeout_read",
+                "retry_count",
+                "retry_interval",
+                "priority",
+                "is_default",
+                "is_active",
+            ),
+        )
+
+
+class EndpointRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    provider_id: uuid.UUID
+    name: str
+    base_url: str | None
+    api_version: str | None
+    region: str | None
+    timeout_connect: float
+    timeout_read: float
+    retry_count: int
+    retry_interval: float
+    priority: int
+    is_default: bool
+    is_active: bool
+    health_status: HealthStatus
+    last_health_check: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+# --------------------------------------------------------------------------------------------- credentials
+
+# api_key / secret_key length limits come from settings and are enforced by the service; pydantic errors
+# never echo the rejected input (core/errors.py drops it), and neither do the service's messages.
+
+
+class CredentialCreate(BaseModel):
+    alias: Name
+    api_key: str = Field(min_length=1, repr=False)
+    secret_key: str | None = Field(default=None, min_length=1, repr=False)
+    access_token: str | None = Field(default=None, min_length=1, repr=False)
+    expires_at: AwareDatetime | None = None
+    quota_limit: int | None = Field(default=None, ge=0, le=INT32_MAX)
+
+
+class CredentialUpdate(BaseModel):
+    """Edit metadata and/or rotate secrets. A given api_key/secret_key/access_token is re-encrypted;
+    secret_key/access_token set to null are removed."""
+
+    alias: Name | None = None
+    api_key: str | None = Field(default=None, min_length=1, repr=False)
+    secret_key: str | None = Field(default=None, min_length=1, repr=False)
+    access_token: str | None = Field(default=None, min_length=1, repr=False)
+    expires_at: AwareDatetime | None = None
+    quota_limit: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    is_active: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, values: Any) -> Any:
+        return _reject_nulls(values, ("alias", "api_key", "is_active"))
+
+
+class CredentialRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    provider_id: uuid.UUID
+    alias: str
+    api_key_masked: str
+    has_secret_key: bool
+    has_access_token: bool
+    expires_at: datetime | None
+    quota_limit: int | None
+    quota_used: int
+    is_active: bool
+    validation_status: ValidationStatus
+    last_validated_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+# --------------------------------------------------------------------------------------------- models
+
+
+class CapabilitySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    supported: bool
+    score: int = Field(ge=1, le=5)
+
+
+def _check_default_params(params: dict[str, Any]) -> dict[str, Any]:
+    def number(key: str) -> float | None:
+        value = params.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"default_params.{key} must be a number")
+        return float(value)
+
+    temperature = number("temperature")
+    if temperature is not None and not 0 <= temperature <= 2:
+        raise ValueError("default_params.temperature must be between 0 and 2")
+    top_p = number("top_p")
+    if top_p is not None and not 0 <= top_p <= 1:
+        raise ValueError("default_params.top_p must be between 0 and 1")
+    if params.get("max_tokens") is not None:
+        max_tokens = params["max_tokens"]
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= INT32_MAX:
+            raise ValueError("default_params.max_tokens must be an integer >= 1")
+    latency = number("latency_ms")
+    if latency is not None and not 0 <= latency <= 600_000:
+        raise ValueError("default_params.latency_ms must be between 0 and 600000")
+    return params
+
+
+DefaultParams = Annotated[dict[str, Any], Field(max_length=50), AfterValidator(_check_default_params)]
+Capabilities = dict[Capability, CapabilitySpec]
+Scenarios = Annotated[
+    list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]],
+    Field(max_length=50),
+]
+
+
+class ModelCreate(BaseModel):
+    model_id: Name = Field(description="the provider's identifier of the model")
+    name: Name
+    version: ShortText = None
+    type: ModelType = ModelType.chat
+    context_window: PositiveInt32 | None = None
+    max_output_tokens: PositiveInt32 | None = None
+    input_price: Price | None = Field(default=None, description="per 1K input tokens")
+    output_price: Price | None = Field(default=None, description="per 1K output tokens")
+    status: ModelStatus = ModelStatus.available
+    default_params: DefaultParams = Field(default_factory=dict)
+    capabilities: Capabilities = Field(default_factory=dict)
+    recommended_scenarios: Scenarios = Field(default_factory=list)
+
+
+class ModelUpdate(BaseModel):
+    """Partial update: omitted fields keep their value."""
+
+    model_id: Name | None = None
+    name: Name | None = None
+    version: ShortText = None
+    type: ModelType | None = None
+    context_window: PositiveInt32 | None = None
+    max_output_tokens: PositiveInt32 | None = None
+    input_price: Price | None = None
+    output_price: Price | None = None
+    status: ModelStatus | None = None
+    default_params: DefaultParams | None = None
+    capabilities: Capabilities | None = None
+    recommended_scenarios: Scenarios | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, values: Any) -> Any:
+        return _reject_nulls(
+            values,
+            ("model_id", "name", "type", "status", "default_params", "capabilities", "recommended_scenarios"),
+        )
+
+
+class ModelRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    provider_id: uuid.UUID
+    model_id: str
+    name: str
+    version: str | None
+    type: ModelType
+    context_window: int | None
+    max_output_tokens: int | None
+    input_price: Price | None
+    output_price: Price | None
+    status: ModelStatus
+    default_params: dict[str, Any]
+    capabilities: dict[str, CapabilitySpec]
+    recommended_scenarios: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+# --------------------------------------------------------------------------------------------- export / import
+
+
+class EndpointConfig(EndpointCreate):
+    """An endpoint in a configuration document: no id, provider id or health state."""
+
+
+class ModelConfig(ModelCreate):
+    """A model in a configuration document: no id or provider id."""
+
+
+class ProviderConfig(BaseModel):
+    name: Name
+    type: ProviderType
+    description: OptionalText = None
+    is_active: bool = True
+    endpoints: list[EndpointConfig] = Field(default_factory=list, max_length=100)
+    models: list[ModelConfig] = Field(default_factory=list, max_length=1000)
+
+
+class ConfigDocument(BaseModel):
+    version: Literal[1] = 1
+    exported_at: AwareDatetime | None = None
+    providers: list[ProviderConfig] = Field(default_factory=list, max_length=1000)
+
+
+class ImportCounts(BaseModel):
+    providers: int = 0
+    endpoints: int = 0
+    models: int = 0
+
+
+class ImportResult(BaseModel):
+    created: ImportCounts = Field(default_factory=ImportCounts)
+    updated: ImportCounts = Field(default_factory=ImportCounts)
+    unchanged: ImportCounts = Field(default_factory=ImportCounts)
