@@ -36,6 +36,8 @@ ADMIN_PASSWORD = "admin-password-1"
 
 BACKENDS = ["sqlite", "postgresql"]
 
+pytest_plugins = ["tests.mock_providers"]
+
 
 async def _pg_admin() -> asyncpg.Connection:
     return await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres")

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
 
     config_cache_ttl_seconds: float = Field(default=60.0, ge=0)
 
+    failover_cooldown_seconds: float = Field(default=30.0, ge=0)
+    max_concurrent_calls_per_endpoint: int = Field(default=16, ge=1)
+
     max_endpoints_per_provider: int = Field(default=10, ge=1)
     max_credentials_per_provider: int = Field(default=20, ge=1)
     max_api_key_length: int = Field(default=500, ge=1)

@@ -1,0 +1,1 @@
+"""The model runtime: stored LLM configuration in, working LangChain chat models out."""

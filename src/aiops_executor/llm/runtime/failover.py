@@ -1,0 +1,370 @@
+"""A chat model that spreads one logical model over every endpoint and credential that can serve it.
+
+Each call goes to the best route first: active endpoints by health then priority, each with every
+usable credential (active, not expired, not over quota). Connection errors, 429, 5xx and rejected keys
+move the call to the next route, and the failing endpoint or key cools down for a while so that the
+calls after it do not keep hitting it. Per-endpoint semaphores cap how many calls are in flight, so a
+team of hundreds of agents cannot flood a provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import LanguageModelInput
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableBinding
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from aiops_executor.llm.runtime.clients import build_client
+from aiops_executor.llm.runtime.config import (
+    CredentialConfig,
+    DecryptedSecrets,
+    EndpointConfig,
+    ModelBinding,
+    ModelConfig,
+)
+from aiops_executor.llm.runtime.errors import Failure, FailureKind, NoUsableRouteError, ProviderCallError, classify
+
+logger = structlog.get_logger(__name__)
+
+TOOLS_KWARG = "_aiops_tools"
+TOOL_CHOICE_KWARG = "_aiops_tool_choice"
+
+
+@dataclass(frozen=True)
+class Route:
+    endpoint: EndpointConfig | None
+    credential: CredentialConfig | None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.endpoint.name if self.endpoint else None,
+            "credential": self.credential.alias if self.credential else None,
+        }
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One attempt at a provider, for usage, quota and metrics."""
+
+    model: ModelConfig
+    endpoint_id: uuid.UUID | None
+    credential_id: uuid.UUID | None
+    outcome: str  # "success" or a FailureKind value
+    latency_ms: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: Decimal = Decimal(0)
+
+
+CallSink = Callable[[CallRecord], Awaitable[None]]
+SecretOpener = Callable[[CredentialConfig], Awaitable[DecryptedSecrets]]
+
+
+def cost_of(model: ModelConfig, input_tokens: int, output_tokens: int) -> Decimal:
+    """Prices are per 1K tokens."""
+    cost = Decimal(0)
+    if model.input_price:
+        cost += model.input_price * input_tokens / 1000
+    if model.output_price:
+        cost += model.output_price * output_tokens / 1000
+    return cost
+
+
+@dataclass
+class RuntimeState:
+    """Process-wide failover memory: cool-downs and in-flight limits, shared by every model instance."""
+
+    cooldown_seconds: float = 30.0
+    max_concurrency_per_endpoint: int = 16
+    _cooling: dict[tuple[str, uuid.UUID], float] = field(default_factory=dict)
+    _semaphores: dict[uuid.UUID, asyncio.Semaphore] = field(default_factory=dict)
+    # Credentials that reached their quota since their configuration was loaded.
+    exhausted: set[uuid.UUID] = field(default_factory=set)
+    failovers: int = 0
+
+    def cool_down(self, kind: str, key: uuid.UUID, seconds: float | None = None) -> None:
+        self._cooling[(kind, key)] = time.monotonic() + (seconds if seconds is not None else self.cooldown_seconds)
+
+    def cooling_until(self, route: Route) -> float:
+        now = time.monotonic()
+        until = 0.0
+        if route.endpoint:
+            until = max(until, self._cooling.get(("endpoint", route.endpoint.id), 0.0))
+        if route.credential:
+            until = max(until, self._cooling.get(("credential", route.credential.id), 0.0))
+        return until if until > now else 0.0
+
+    def semaphore(self, endpoint: EndpointConfig | None) -> asyncio.Semaphore | None:
+        if endpoint is None:
+            return None
+        semaphore = self._semaphores.get(endpoint.id)
+        if semaphore is None:
+            semaphore = asyncio.Semaphore(self.max_concurrency_per_endpoint)
+            self._semaphores[endpoint.id] = semaphore
+        return semaphore
+
+    def reset(self) -> None:
+        self._cooling.clear()
+
+
+def credential_usable(credential: CredentialConfig, now: datetime | None = None) -> bool:
+    now = now or datetime.now(UTC)
+    if credential.expires_at is not None and credential.expires_at <= now:
+        return False
+    return credential.quota_limit is None or credential.quota_used < credential.quota_limit
+
+
+def plan_routes(binding: ModelBinding, state: RuntimeState, now: datetime | None = None) -> list[Route]:
+    """Every route in preference order: routes not cooling down first, each group by health and priority."""
+    if binding.model.provider_type == "simulator":
+        return [Route(None, None)]
+    endpoints = sorted(binding.endpoints, key=lambda e: (e.health_status == "unhealthy", e.priority, not e.is_default))
+    credentials = [c for c in binding.credentials if credential_usable(c, now) and c.id not in state.exhausted]
+    needs_credential = binding.model.provider_type != "ollama"
+    if needs_credential and not credentials:
+        raise NoUsableRouteError(
+            f"provider {binding.model.provider_name!r} has no usable credential (active, unexpired, within quota)",
+            details={"provider": binding.model.provider_name},
+        )
+    options: list[CredentialConfig | None] = list(credentials) if credentials else [None]
+    routes = [Route(endpoint, credential) for endpoint in endpoints for credential in options]
+    if not routes:
+        raise NoUsableRouteError(
+            f"provider {binding.model.provider_name!r} has no active endpoint",
+            details={"provider": binding.model.provider_name},
+        )
+    ready = [r for r in routes if not state.cooling_until(r)]
+    cooling = sorted((r for r in routes if state.cooling_until(r)), key=state.cooling_until)
+    return ready + cooling
+
+
+class FailoverChatModel(BaseChatModel):
+    """One logical model over many routes (see module docstring)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    binding: ModelBinding
+    params: dict[str, Any] = Field(default_factory=dict)
+    state: RuntimeState
+    open_secrets: SecretOpener
+    on_call: CallSink | None = None
+
+    _clients: dict[tuple[uuid.UUID | None, uuid.UUID | None], BaseChatModel] = PrivateAttr(default_factory=dict)
+
+    @property
+    def _llm_type(self) -> str:
+        return f"aiops-failover:{self.binding.model.provider_type}"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        model = self.binding.model
+        return {"provider": model.provider_name, "model_id": model.model_id}
+
+    def bind_tools(
+        self,
+        tools: Sequence[Any],
+        *,
+        tool_choice: Any = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        # Tools are converted per route by the provider's own client, which knows its wire format.
+        return self.bind(**{TOOLS_KWARG: list(tools), TOOL_CHOICE_KWARG: tool_choice}, **kwargs)
+
+    async def _client(self, route: Route) -> BaseChatModel:
+        key = (route.endpoint.id if route.endpoint else None, route.credential.id if route.credential else None)
+        client = self._clients.get(key)
+        if client is None:
+            secrets = await self.open_secrets(route.credential) if route.credential else None
+            client = build_client(self.binding.model, route.endpoint, secrets, self.params)
+            self._clients[key] = client
+        return client
+
+    @staticmethod
+    def _call_kwargs(client: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]:
+        kwargs = dict(kwargs)
+        tools = kwargs.pop(TOOLS_KWARG, None)
+        tool_choice = kwargs.pop(TOOL_CHOICE_KWARG, None)
+        if tools:
+            bound = client.bind_tools(tools, tool_choice=tool_choice)
+            if isinstance(bound, RunnableBinding):
+                kwargs = {**bound.kwargs, **kwargs}
+        return kwargs
+
+    async def _record(self, route: Route, outcome: str, started: float, message: AIMessage | None) -> Decimal:
+        usage = message.usage_metadata if message is not None else None
+        input_tokens = usage["input_tokens"] if usage else 0
+        output_tokens = usage["output_tokens"] if usage else 0
+        cost = cost_of(self.binding.model, input_tokens, output_tokens)
+        if self.on_call is not None:
+            await self.on_call(
+                CallRecord(
+                    model=self.binding.model,
+                    endpoint_id=route.endpoint.id if route.endpoint else None,
+                    credential_id=route.credential.id if route.credential else None,
+                    outcome=outcome,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    cost=cost,
+                )
+            )
+        return cost
+
+    def _penalise(self, route: Route, failure: Failure) -> None:
+        if failure.kind in (FailureKind.unreachable, FailureKind.server) and route.endpoint:
+            self.state.cool_down("endpoint", route.endpoint.id)
+        elif failure.kind in (FailureKind.credential, FailureKind.rate_limited) and route.credential:
+            self.state.cool_down("credential", route.credential.id, failure.retry_after)
+        elif route.endpoint:
+            self.state.cool_down("endpoint", route.endpoint.id)
+
+    def _attempt_plan(self) -> Iterator[tuple[Route, float]]:
+        """Routes in order; then further rounds for endpoints whose retry_count allows, after retry_interval."""
+        routes = plan_routes(self.binding, self.state)
+        yield from ((route, 0.0) for route in routes)
+        rounds = max((r.endpoint.retry_count for r in routes if r.endpoint), default=0)
+        for round_number in range(1, rounds + 1):
+            for route in routes:
+                if route.endpoint and route.endpoint.retry_count >= round_number:
+                    yield route, route.endpoint.retry_interval
+
+    def _exhausted(self, failures: list[tuple[Route, Failure]]) -> ProviderCallError:
+        attempts = [{**route.describe(), "error_code": f.error_code, "status": f.status} for route, f in failures]
+        last = failures[-1][1] if failures else Failure(FailureKind.unreachable, "no route was tried")
+        return ProviderCallError(
+            Failure(
+                last.kind, f"every route to {self.binding.model.model_id} failed; last: {last.message}", last.status
+            ),
+            attempts=attempts,
+        )
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        failures: list[tuple[Route, Failure]] = []
+        for route, wait in self._attempt_plan():
+            if failures and not failures[-1][1].fails_over:
+                break
+            if wait:
+                await asyncio.sleep(wait)
+            client = await self._client(route)
+            started = time.perf_counter()
+            semaphore = self.state.semaphore(route.endpoint)
+            try:
+                if semaphore is None:
+                    result = await client._agenerate(messages, stop=stop, **self._call_kwargs(client, kwargs))
+                else:
+                    async with semaphore:
+                        result = await client._agenerate(messages, stop=stop, **self._call_kwargs(client, kwargs))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failure = classify(exc)
+                failures.append((route, failure))
+                self._penalise(route, failure)
+                self.state.failovers += 1
+                await self._record(route, failure.kind.value, started, None)
+                logger.warning(
+                    "model call failed",
+                    **route.describe(),
+                    error_code=failure.error_code,
+                    status=failure.status,
+                    model=self.binding.model.model_id,
+                )
+                continue
+            message = result.generations[0].message if result.generations else None
+            ai = message if isinstance(message, AIMessage) else None
+            cost = await self._record(route, "success", started, ai)
+            if ai is not None:
+                ai.response_metadata = {**ai.response_metadata, **self._metadata(route, cost)}
+            return result
+        raise self._exhausted(failures)
+
+    def _metadata(self, route: Route, cost: Decimal) -> dict[str, Any]:
+        model = self.binding.model
+        return {
+            "aiops_provider": model.provider_name,
+            "aiops_model_id": model.model_id,
+            "aiops_endpoint": route.endpoint.name if route.endpoint else None,
+            "aiops_cost": float(cost),
+        }
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        failures: list[tuple[Route, Failure]] = []
+        for route, wait in self._attempt_plan():
+            if failures and not failures[-1][1].fails_over:
+                break
+            if wait:
+                await asyncio.sleep(wait)
+            client = await self._client(route)
+            started = time.perf_counter()
+            semaphore = self.state.semaphore(route.endpoint)
+            emitted = False
+            merged: AIMessageChunk | None = None
+            try:
+                if semaphore is not None:
+                    await semaphore.acquire()
+                try:
+                    stream = client._astream(messages, stop=stop, **self._call_kwargs(client, kwargs))
+                    async for chunk in stream:
+                        emitted = True
+                        if isinstance(chunk.message, AIMessageChunk):
+                            merged = chunk.message if merged is None else merged + chunk.message
+                        if run_manager and isinstance(chunk.message.content, str) and chunk.message.content:
+                            await run_manager.on_llm_new_token(chunk.message.content, chunk=chunk)
+                        yield chunk
+                finally:
+                    if semaphore is not None:
+                        semaphore.release()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failure = classify(exc)
+                self._penalise(route, failure)
+                await self._record(route, failure.kind.value, started, None)
+                if emitted:  # part of an answer reached the caller; switching routes would garble it
+                    raise ProviderCallError(failure) from None
+                failures.append((route, failure))
+                self.state.failovers += 1
+                continue
+            cost = await self._record(route, "success", started, merged)
+            yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=self._metadata(route, cost)))
+            return
+        raise self._exhausted(failures)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        """Synchronous calls run the async path on a private loop (scripts and notebooks)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self._agenerate(messages, stop=stop, **kwargs))
+        raise RuntimeError("FailoverChatModel is async-first; use ainvoke/astream inside an event loop")
