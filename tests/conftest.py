@@ -98,6 +98,7 @@ def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
         "admin_username": ADMIN_USERNAME,
         "admin_password": ADMIN_PASSWORD,
         "log_format": "json",
+        "seed_simulator": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type, call-arg]

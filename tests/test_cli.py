@@ -133,3 +133,35 @@ def test_keys_rotate_rewraps_under_the_new_key(env: dict[str, str], tmp_path: Pa
     stored = asyncio.run(_read())
     assert Envelope.parse(stored).key_id == "k2"
     assert EnvelopeCipher({"k2": base64.b64decode(KEY_2)}, "k2").decrypt(stored, aad) == "sk-rotate-me-please"
+
+
+def test_mock_llm_serves_the_openai_protocol(env: dict[str, str]) -> None:
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "aiops_executor.cli", "mock-llm", "--port", str(port), "--key", "cli-key-1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                response = httpx.get(
+                    f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": "Bearer cli-key-1"}
+                )
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "mock-llm did not start"
+                time.sleep(0.1)
+        assert response.status_code == 200 and response.json()["data"]
+        wrong = httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

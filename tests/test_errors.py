@@ -6,21 +6,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-ERROR_KEYS = {"error_code", "error_message", "details", "request_id"}
+from tests.helpers import assert_error
 
 
 @pytest.fixture
 def backend() -> str:
     return "sqlite"
-
-
-def _assert_error(response: httpx.Response, status: int, code: str) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == ERROR_KEYS
-    assert body["error_code"] == code
-    assert body["request_id"] == response.headers["x-request-id"]
-    return dict(body)
 
 
 async def test_request_id_is_echoed_or_generated(client: httpx.AsyncClient) -> None:
@@ -32,8 +23,8 @@ async def test_request_id_is_echoed_or_generated(client: httpx.AsyncClient) -> N
 
 
 async def test_unknown_route_and_wrong_method(client: httpx.AsyncClient) -> None:
-    _assert_error(await client.get("/api/v1/nothing-here"), 404, "NOT_FOUND")
-    _assert_error(await client.delete("/health"), 405, "METHOD_NOT_ALLOWED")
+    assert_error(await client.get("/api/v1/nothing-here"), 404, "NOT_FOUND")
+    assert_error(await client.delete("/health"), 405, "METHOD_NOT_ALLOWED")
 
 
 async def test_validation_error_shape_and_no_echo_of_input(
@@ -43,7 +34,7 @@ async def test_validation_error_shape_and_no_echo_of_input(
     response = await client.post(
         "/api/v1/users", json={"username": secret_like, "password": "p", "role": "admin"}, headers=admin_headers
     )
-    body = _assert_error(response, 422, "VALIDATION_ERROR")
+    body = assert_error(response, 422, "VALIDATION_ERROR")
     assert secret_like not in response.text
     errors = body["details"]["errors"]  # type: ignore[index]
     assert {"loc", "message", "type"} <= set(errors[0])
@@ -53,7 +44,7 @@ async def test_malformed_json_is_a_validation_error(client: httpx.AsyncClient, a
     response = await client.post(
         "/api/v1/users", content=b"{not json", headers={**admin_headers, "content-type": "application/json"}
     )
-    _assert_error(response, 422, "VALIDATION_ERROR")
+    assert_error(response, 422, "VALIDATION_ERROR")
 
 
 async def test_unhandled_exception_is_a_clean_500(app: FastAPI, client: httpx.AsyncClient) -> None:
@@ -62,7 +53,7 @@ async def test_unhandled_exception_is_a_clean_500(app: FastAPI, client: httpx.As
         raise RuntimeError("internal detail that must not leak: /etc/passwd")
 
     response = await client.get("/boom", headers={"X-Request-ID": "req-500"})
-    body = _assert_error(response, 500, "INTERNAL_ERROR")
+    body = assert_error(response, 500, "INTERNAL_ERROR")
     assert body["request_id"] == "req-500"
     assert "passwd" not in response.text and "Traceback" not in response.text
 
@@ -84,4 +75,4 @@ async def test_readiness_fails_when_database_is_gone(app: FastAPI, client: httpx
     finally:
         await context.database.dispose()
         context.database = original
-    _assert_error(response, 503, "SERVICE_UNAVAILABLE")
+    assert_error(response, 503, "SERVICE_UNAVAILABLE")

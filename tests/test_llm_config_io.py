@@ -11,16 +11,10 @@ from sqlalchemy import select
 
 from aiops_executor.audit.models import AuditLog
 from aiops_executor.core.context import AppContext
+from tests.helpers import assert_error
 
 API = "/api/v1"
 API_KEY = "sk-export-test-0123456789abcdef"
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = dict(response.json())
-    assert body["error_code"] == code
-    return body
 
 
 async def post(client: httpx.AsyncClient, headers: dict[str, str], path: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from aiops_executor.core.errors import AppError
 from aiops_executor.llm import service
 from aiops_executor.llm.models import ProviderCredential
 from aiops_executor.llm.schemas import CredentialRead
+from tests.helpers import assert_error, make_provider
 
 API = "/api/v1"
 API_KEY = "sk-live-4f9a8b7c6d5e4f3a2b1c"
@@ -41,14 +42,6 @@ READ_FIELDS = {
 }
 
 
-async def make_provider(
-    client: httpx.AsyncClient, headers: dict[str, str], name: str = "p", provider_type: str = "openai"
-) -> str:
-    response = await client.post(f"{API}/providers", json={"name": name, "type": provider_type}, headers=headers)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
 async def make_credential(
     client: httpx.AsyncClient, headers: dict[str, str], provider_id: str, alias: str = "main", **extra: Any
 ) -> dict[str, Any]:
@@ -56,13 +49,6 @@ async def make_credential(
     response = await client.post(f"{API}/providers/{provider_id}/credentials", json=body, headers=headers)
     assert response.status_code == 201, response.text
     return dict(response.json())
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = dict(response.json())
-    assert body["error_code"] == code
-    return body
 
 
 async def raw_rows(context: AppContext, table: str) -> list[dict[str, Any]]:
@@ -326,37 +312,6 @@ async def test_revoke_destroys_the_row(
             )
         )
     assert actions == ["create", "delete"]
-
-
-async def test_validate_route_and_roles(
-    client: httpx.AsyncClient, admin_headers: dict[str, str], role_headers: Any
-) -> None:
-    pid = await make_provider(client, admin_headers)
-    created = await make_credential(client, admin_headers, pid)
-    assert_error(
-        await client.post(f"{API}/credentials/{created['id']}/validate", headers=admin_headers), 501, "NOT_IMPLEMENTED"
-    )
-    assert_error(
-        await client.post(f"{API}/credentials/{uuid.uuid4()}/validate", headers=admin_headers),
-        404,
-        "CREDENTIAL_NOT_FOUND",
-    )
-    viewer = await role_headers("viewer")
-    assert (await client.get(f"{API}/credentials/{created['id']}", headers=viewer)).status_code == 200
-    assert (await client.get(f"{API}/providers/{pid}/credentials", headers=viewer)).status_code == 200
-    operator = await role_headers("operator")
-    for headers in (viewer, operator):
-        assert_error(
-            await client.post(f"{API}/credentials/{created['id']}/validate", headers=headers), 403, "FORBIDDEN"
-        )
-        assert_error(await client.put(f"{API}/credentials/{created['id']}", json={}, headers=headers), 403, "FORBIDDEN")
-        assert_error(
-            await client.post(
-                f"{API}/providers/{pid}/credentials", json={"alias": "x", "api_key": "y"}, headers=headers
-            ),
-            403,
-            "FORBIDDEN",
-        )
 
 
 @pytest.mark.parametrize("damage", ["tamper", "swap"])

@@ -11,16 +11,9 @@ from sqlalchemy import select
 from aiops_executor.audit.models import AuditLog
 from aiops_executor.core.context import AppContext
 from aiops_executor.llm import service
+from tests.helpers import assert_error, make_provider
 
 API = "/api/v1"
-
-
-async def make_provider(
-    client: httpx.AsyncClient, headers: dict[str, str], name: str = "p", provider_type: str = "openai"
-) -> str:
-    response = await client.post(f"{API}/providers", json={"name": name, "type": provider_type}, headers=headers)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
 
 
 async def make_endpoint(
@@ -31,14 +24,6 @@ async def make_endpoint(
     )
     assert response.status_code == 201, response.text
     return dict(response.json())
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = dict(response.json())
-    assert body["error_code"] == code
-    assert set(body) == {"error_code", "error_message", "details", "request_id"}
-    return body
 
 
 async def test_create_with_defaults_get_list_update_delete(
@@ -221,28 +206,6 @@ async def test_single_default_per_provider(client: httpx.AsyncClient, admin_head
     assert (await client.get(f"{API}/endpoints/{b['id']}", headers=admin_headers)).json()["is_default"] is False
     assert await defaults(other_pid) == ["x"]  # other providers are untouched
     assert other["is_default"] is True
-
-
-async def test_health_check_is_not_implemented(
-    client: httpx.AsyncClient, admin_headers: dict[str, str], role_headers: Any
-) -> None:
-    pid = await make_provider(client, admin_headers)
-    endpoint = await make_endpoint(client, admin_headers, pid)
-    response = await client.post(f"{API}/endpoints/{endpoint['id']}/health-check", headers=admin_headers)
-    assert_error(response, 501, "NOT_IMPLEMENTED")
-    missing = await client.post(f"{API}/endpoints/{uuid.uuid4()}/health-check", headers=admin_headers)
-    assert_error(missing, 404, "ENDPOINT_NOT_FOUND")
-    operator = await role_headers("operator")
-    assert_error(
-        await client.post(f"{API}/endpoints/{endpoint['id']}/health-check", headers=operator), 403, "FORBIDDEN"
-    )
-    viewer = await role_headers("viewer")
-    assert (await client.get(f"{API}/endpoints/{endpoint['id']}", headers=viewer)).status_code == 200
-    assert (await client.get(f"{API}/providers/{pid}/endpoints", headers=viewer)).status_code == 200
-    assert_error(
-        await client.post(f"{API}/providers/{pid}/endpoints", json={"name": "v"}, headers=viewer), 403, "FORBIDDEN"
-    )
-    assert_error(await client.delete(f"{API}/endpoints/{endpoint['id']}", headers=viewer), 403, "FORBIDDEN")
 
 
 async def test_endpoint_reads_are_cached(

@@ -17,16 +17,9 @@ from aiops_executor.audit.models import AuditLog
 from aiops_executor.core.context import AppContext
 from aiops_executor.llm import service
 from aiops_executor.llm.models import LLMModel
+from tests.helpers import assert_error, make_provider
 
 API = "/api/v1"
-
-
-async def make_provider(
-    client: httpx.AsyncClient, headers: dict[str, str], name: str = "p", provider_type: str = "openai"
-) -> str:
-    response = await client.post(f"{API}/providers", json={"name": name, "type": provider_type}, headers=headers)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
 
 
 def caps(**scores: int | None) -> dict[str, dict[str, Any]]:
@@ -44,13 +37,6 @@ async def make_model(
     response = await client.post(f"{API}/providers/{provider_id}/models", json=body, headers=headers)
     assert response.status_code == 201, response.text
     return dict(response.json())
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = dict(response.json())
-    assert body["error_code"] == code
-    return body
 
 
 @contextmanager
@@ -255,31 +241,6 @@ async def test_by_capability_ranks_and_skips_deprecated(
     ).json()
     assert [m["model_id"] for m in second["items"]] == ["good"]
     assert_error(await client.get(f"{API}/models/by-capability/telepathy", headers=viewer), 422, "VALIDATION_ERROR")
-
-
-async def test_provider_calling_routes_are_not_implemented(
-    client: httpx.AsyncClient, admin_headers: dict[str, str], role_headers: Any
-) -> None:
-    pid = await make_provider(client, admin_headers)
-    model = await make_model(client, admin_headers, pid, "m")
-    assert_error(await client.post(f"{API}/models/{model['id']}/test", headers=admin_headers), 501, "NOT_IMPLEMENTED")
-    assert_error(await client.post(f"{API}/models/{uuid.uuid4()}/test", headers=admin_headers), 404, "MODEL_NOT_FOUND")
-    assert_error(await client.post(f"{API}/providers/{pid}/models/sync", headers=admin_headers), 501, "NOT_IMPLEMENTED")
-    assert_error(
-        await client.post(f"{API}/providers/{uuid.uuid4()}/models/sync", headers=admin_headers),
-        404,
-        "PROVIDER_NOT_FOUND",
-    )
-    operator = await role_headers("operator")
-    assert_error(await client.post(f"{API}/models/{model['id']}/test", headers=operator), 403, "FORBIDDEN")
-    assert_error(await client.post(f"{API}/providers/{pid}/models/sync", headers=operator), 403, "FORBIDDEN")
-    assert_error(
-        await client.post(f"{API}/providers/{pid}/models", json={"model_id": "x", "name": "x"}, headers=operator),
-        403,
-        "FORBIDDEN",
-    )
-    assert_error(await client.delete(f"{API}/models/{model['id']}", headers=operator), 403, "FORBIDDEN")
-    assert (await client.get(f"{API}/models/{model['id']}", headers=operator)).status_code == 200
 
 
 async def test_model_reads_are_cached_and_writes_invalidate(

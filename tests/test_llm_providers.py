@@ -19,6 +19,7 @@ from aiops_executor.auth.dependencies import RoleGuard
 from aiops_executor.core.context import AppContext
 from aiops_executor.llm import service
 from aiops_executor.llm.models import Provider, ProviderCredential
+from tests.helpers import assert_error
 
 API = "/api/v1"
 
@@ -54,14 +55,6 @@ def statements_on(engine: Engine, table: str) -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", listener)
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = dict(response.json())
-    assert body["error_code"] == code
-    assert set(body) == {"error_code", "error_message", "details", "request_id"}
-    return body
 
 
 async def test_provider_crud_and_audit(

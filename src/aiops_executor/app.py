@@ -21,6 +21,7 @@ from aiops_executor.core.logging import configure_logging
 from aiops_executor.core.migrate import upgrade_engine
 from aiops_executor.core.request_context import RequestContextMiddleware
 from aiops_executor.core.settings import Settings, get_settings
+from aiops_executor.llm import service as llm_service
 from aiops_executor.llm.endpoints import router as llm_router
 
 API_PREFIX = "/api/v1"
@@ -37,6 +38,10 @@ async def start_context(settings: Settings) -> AppContext:
     if settings.is_embedded_database:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         await upgrade_engine(context.database.engine)
+    if settings.seeds_simulator:
+        async with context.database.sessionmaker() as session:
+            if await llm_service.seed_simulator(session, context):
+                logger.info("registered the offline simulator provider", provider=llm_service.SIMULATOR_PROVIDER)
     async with context.database.sessionmaker() as session:
         if await auth_service.ensure_bootstrap_admin(session, settings.admin_username, settings.admin_password):
             logger.info("created the bootstrap admin", username=settings.admin_username)

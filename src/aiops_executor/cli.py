@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -67,6 +68,31 @@ def migrate() -> None:
     settings = _load_settings()
     asyncio.run(_migrate(settings))
     console.print("database schema is up to date")
+
+
+class MockKind(StrEnum):
+    openai = "openai"
+    anthropic = "anthropic"
+
+
+@app.command("mock-llm")
+def mock_llm(
+    kind: Annotated[MockKind, typer.Option(help="Wire protocol: openai (also Azure paths) or anthropic.")] = (
+        MockKind.openai
+    ),
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="TCP port (default 8811 openai, 8812 anthropic).")] = None,
+    key: Annotated[list[str] | None, typer.Option(help="A valid API key (repeatable; default mock-api-key).")] = None,
+    model: Annotated[list[str] | None, typer.Option(help="A model id it serves (repeatable).")] = None,
+    latency_ms: Annotated[float, typer.Option(help="Delay added to every request.")] = 0.0,
+) -> None:
+    """Run a local mock LLM provider speaking the real OpenAI or Anthropic HTTP protocol (offline testing)."""
+    from aiops_executor.llm.mock_servers.runner import DEFAULT_PORTS, serve
+
+    bound = port if port is not None else DEFAULT_PORTS[kind.value]
+    suffix = "/v1" if kind is MockKind.openai else ""
+    console.print(f"mock {kind.value} provider on http://{host}:{bound}{suffix} (steer it at /_mock/behaviour)")
+    serve(kind.value, host, bound, keys=key, models=model, latency_ms=latency_ms, log_level="warning")
 
 
 @users_app.command("create")

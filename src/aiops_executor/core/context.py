@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from aiops_executor.core.cache import ConfigCache
 from aiops_executor.core.crypto import EnvelopeCipher
 from aiops_executor.core.db import Database
 from aiops_executor.core.settings import ResolvedSecrets, Settings, resolve_secrets
+
+if TYPE_CHECKING:
+    from aiops_executor.llm.runtime.service import ModelRuntime
 
 
 @dataclass
@@ -28,6 +33,13 @@ class AppContext:
             cipher=EnvelopeCipher(secrets.master_keys, secrets.master_key_id),
             config_cache=ConfigCache(ttl_seconds=settings.config_cache_ttl_seconds),
         )
+
+    @cached_property
+    def model_runtime(self) -> ModelRuntime:
+        """Turns stored LLM configuration into chat models; holds the process's failover state."""
+        from aiops_executor.llm.runtime.service import ModelRuntime
+
+        return ModelRuntime(self)
 
     async def close(self) -> None:
         await self.database.dispose()

@@ -71,11 +71,6 @@ class ForbiddenError(AppError):
     error_code = "FORBIDDEN"
 
 
-class NotImplementedYetError(AppError):
-    status_code = 501
-    error_code = "NOT_IMPLEMENTED"
-
-
 def error_body(error_code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "error_code": error_code,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from contextvars import ContextVar
 
@@ -46,11 +47,14 @@ class RequestContextMiddleware:
         token = _request_id.set(request_id)
         structlog.contextvars.bind_contextvars(request_id=request_id)
         response_started = False
+        status = 500
+        started = time.perf_counter()
 
         async def send_with_request_id(message: Message) -> None:
-            nonlocal response_started
+            nonlocal response_started, status
             if message["type"] == "http.response.start":
                 response_started = True
+                status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
                 message["headers"] = headers
@@ -83,5 +87,13 @@ class RequestContextMiddleware:
             )
             await send({"type": "http.response.body", "body": body})
         finally:
+            # The path only: query strings are not logged, as clients sometimes put tokens there.
+            logger.info(
+                "request",
+                method=scope.get("method"),
+                path=scope.get("path"),
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
             structlog.contextvars.unbind_contextvars("request_id")
             _request_id.reset(token)

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     admin_username: str | None = None
     admin_password: str | None = None
 
+    # Register the offline simulator provider on first start; default: on the embedded (SQLite) database.
+    seed_simulator: bool | None = None
+
     log_level: str = "INFO"
     log_format: str | None = None  # "json" or "console"; default depends on env
 
@@ -55,6 +58,7 @@ class Settings(BaseSettings):
 
     failover_cooldown_seconds: float = Field(default=30.0, ge=0)
     max_concurrent_calls_per_endpoint: int = Field(default=16, ge=1)
+    health_degraded_latency_ms: float = Field(default=2000.0, gt=0)
 
     max_endpoints_per_provider: int = Field(default=10, ge=1)
     max_credentials_per_provider: int = Field(default=20, ge=1)
@@ -87,6 +91,10 @@ class Settings(BaseSettings):
     @property
     def is_embedded_database(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def seeds_simulator(self) -> bool:
+        return self.is_embedded_database if self.seed_simulator is None else self.seed_simulator
 
 
 def decode_master_key(key_id: str, encoded: str) -> bytes:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from fastapi import status as http_status
 
 from aiops_executor.auth.dependencies import AdminDep, ViewerDep
 from aiops_executor.core.deps import ContextDep, SessionDep
-from aiops_executor.core.errors import NotImplementedYetError
 from aiops_executor.core.pagination import Page, PageQuery
-from aiops_executor.llm import config_io, service
+from aiops_executor.llm import config_io, provider_calls, service
+from aiops_executor.llm.provider_calls import CredentialValidation, HealthCheckResult, ModelSyncResult, ModelTestResult
 from aiops_executor.llm.schemas import (
     Capability,
     ConfigDocument,
@@ -39,9 +39,6 @@ router = APIRouter(tags=["llm"])
 
 NO_CONTENT = http_status.HTTP_204_NO_CONTENT
 CREATED = http_status.HTTP_201_CREATED
-NOT_IMPLEMENTED: dict[int | str, dict[str, Any]] = {
-    501: {"description": "Provider calls are not available in this version (NOT_IMPLEMENTED)"}
-}
 
 
 def _no_content() -> Response:
@@ -134,10 +131,11 @@ async def delete_endpoint(
     return _no_content()
 
 
-@router.post("/endpoints/{endpoint_id}/health-check", responses=NOT_IMPLEMENTED)
-async def health_check_endpoint(endpoint_id: uuid.UUID, _: AdminDep, session: SessionDep) -> None:
-    await service.get_endpoint_row(session, endpoint_id)
-    raise NotImplementedYetError("endpoint health checks are not implemented yet")
+@router.post("/endpoints/{endpoint_id}/health-check", response_model=HealthCheckResult)
+async def health_check_endpoint(
+    endpoint_id: uuid.UUID, _: AdminDep, session: SessionDep, context: ContextDep
+) -> HealthCheckResult:
+    return await provider_calls.check_endpoint_health(session, context, endpoint_id)
 
 
 # --------------------------------------------------------------------------------------------- credentials
@@ -179,10 +177,11 @@ async def delete_credential(
     return _no_content()
 
 
-@router.post("/credentials/{credential_id}/validate", responses=NOT_IMPLEMENTED)
-async def validate_credential(credential_id: uuid.UUID, _: AdminDep, session: SessionDep) -> None:
-    await service.get_credential_row(session, credential_id)
-    raise NotImplementedYetError("credential validation is not implemented yet")
+@router.post("/credentials/{credential_id}/validate", response_model=CredentialValidation)
+async def validate_credential(
+    credential_id: uuid.UUID, principal: AdminDep, session: SessionDep, context: ContextDep
+) -> CredentialValidation:
+    return await provider_calls.validate_credential(session, context, credential_id, actor=principal.actor)
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -195,10 +194,11 @@ async def create_model(
     return await service.create_model(session, context, provider_id, data, actor=principal.actor)
 
 
-@router.post("/providers/{provider_id}/models/sync", responses=NOT_IMPLEMENTED)
-async def sync_models(provider_id: uuid.UUID, _: AdminDep, session: SessionDep) -> None:
-    await service.get_provider_row(session, provider_id)
-    raise NotImplementedYetError("model synchronisation is not implemented yet")
+@router.post("/providers/{provider_id}/models/sync", response_model=ModelSyncResult)
+async def sync_models(
+    provider_id: uuid.UUID, principal: AdminDep, session: SessionDep, context: ContextDep
+) -> ModelSyncResult:
+    return await provider_calls.sync_models(session, context, provider_id, actor=principal.actor)
 
 
 @router.get("/models", response_model=Page[ModelRead])
@@ -242,10 +242,9 @@ async def delete_model(model_id: uuid.UUID, principal: AdminDep, session: Sessio
     return _no_content()
 
 
-@router.post("/models/{model_id}/test", responses=NOT_IMPLEMENTED)
-async def test_model(model_id: uuid.UUID, _: AdminDep, session: SessionDep) -> None:
-    await service.get_model_row(session, model_id)
-    raise NotImplementedYetError("model tests are not implemented yet")
+@router.post("/models/{model_id}/test", response_model=ModelTestResult)
+async def test_model(model_id: uuid.UUID, _: AdminDep, session: SessionDep, context: ContextDep) -> ModelTestResult:
+    return await provider_calls.run_model_test(session, context, model_id)
 
 
 # --------------------------------------------------------------------------------------------- export / import

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from enum import Enum
 from typing import Any, Protocol, TypeVar
 
@@ -1043,3 +1044,53 @@ async def delete_model(session: AsyncSession, context: AppContext, model_uuid: u
         details={"provider_id": str(model.provider_id), "model_id": model.model_id},
     )
     await commit_and_invalidate(session, context)
+
+
+# --------------------------------------------------------------------------------------------- embedded default
+
+SIMULATOR_PROVIDER = "local-sim"
+SIMULATOR_MODEL = "sim-1"
+SEED_ACTOR = "system:seed"
+
+
+async def seed_simulator(session: AsyncSession, context: AppContext) -> bool:
+    """On a fresh embedded install, register the offline ``local-sim`` provider with its ``sim-1`` model,
+    so the service runs a team with no network and no keys. Never re-seeds once any provider existed
+    (a deleted ``local-sim`` stays deleted)."""
+    if await session.scalar(select(func.count()).select_from(Provider)):
+        return False
+    provider = await create_provider(
+        session,
+        context,
+        ProviderCreate(
+            name=SIMULATOR_PROVIDER,
+            type=ProviderType.simulator,
+            description="Built-in offline simulator: deterministic and rule-based, not an AI.",
+        ),
+        actor=SEED_ACTOR,
+    )
+    supported = {"supported": True, "score": 3}
+    await create_model(
+        session,
+        context,
+        provider.id,
+        ModelCreate(
+            model_id=SIMULATOR_MODEL,
+            name="Simulator (not an AI)",
+            input_price=Decimal(0),
+            output_price=Decimal(0),
+            capabilities={
+                capability.value: supported
+                for capability in (
+                    Capability.chat,
+                    Capability.text_generation,
+                    Capability.function_calling,
+                    Capability.structured_output,
+                    Capability.streaming,
+                )
+            },
+            recommended_scenarios=["demo", "testing", "load testing"],
+        ),
+        actor=SEED_ACTOR,
+    )
+    return True

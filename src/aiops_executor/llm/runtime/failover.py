@@ -27,6 +27,7 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableBinding
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from aiops_executor.core.errors import AppError
 from aiops_executor.llm.runtime.clients import build_client
 from aiops_executor.llm.runtime.config import (
     CredentialConfig,
@@ -151,6 +152,16 @@ def plan_routes(binding: ModelBinding, state: RuntimeState, now: datetime | None
     return ready + cooling
 
 
+def _rejected_earlier(route: Route, failures: list[tuple[Route, Failure]]) -> bool:
+    """A key the provider refused during this call is not offered again in a retry round."""
+    return route.credential is not None and any(
+        failed.credential is not None
+        and failed.credential.id == route.credential.id
+        and f.kind is FailureKind.credential
+        for failed, f in failures
+    )
+
+
 class FailoverChatModel(BaseChatModel):
     """One logical model over many routes (see module docstring)."""
 
@@ -191,6 +202,17 @@ class FailoverChatModel(BaseChatModel):
             client = build_client(self.binding.model, route.endpoint, secrets, self.params)
             self._clients[key] = client
         return client
+
+    async def _client_or_skip(self, route: Route, failures: list[tuple[Route, Failure]]) -> BaseChatModel | None:
+        """The route's client, or None when its credential cannot be opened (it is then never tried again)."""
+        try:
+            return await self._client(route)
+        except AppError as exc:
+            if route.credential is None:
+                raise
+            self.state.exhausted.add(route.credential.id)
+            failures.append((route, Failure(FailureKind.credential, exc.message)))
+            return None
 
     @staticmethod
     def _call_kwargs(client: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -262,9 +284,13 @@ class FailoverChatModel(BaseChatModel):
         for route, wait in self._attempt_plan():
             if failures and not failures[-1][1].fails_over:
                 break
+            if _rejected_earlier(route, failures):
+                continue
             if wait:
                 await asyncio.sleep(wait)
-            client = await self._client(route)
+            client = await self._client_or_skip(route, failures)
+            if client is None:
+                continue
             started = time.perf_counter()
             semaphore = self.state.semaphore(route.endpoint)
             try:
@@ -317,9 +343,13 @@ class FailoverChatModel(BaseChatModel):
         for route, wait in self._attempt_plan():
             if failures and not failures[-1][1].fails_over:
                 break
+            if _rejected_earlier(route, failures):
+                continue
             if wait:
                 await asyncio.sleep(wait)
-            client = await self._client(route)
+            client = await self._client_or_skip(route, failures)
+            if client is None:
+                continue
             started = time.perf_counter()
             semaphore = self.state.semaphore(route.endpoint)
             emitted = False
