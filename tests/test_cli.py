@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from aiops_executor.audit.models import AuditLog
 from aiops_executor.auth.models import User
 from aiops_executor.auth.security import verify_password
 from aiops_executor.cli import app
@@ -132,10 +133,28 @@ def test_keys_rotate_rewraps_under_the_new_key(env: dict[str, str], tmp_path: Pa
 
     stored = asyncio.run(_read())
     assert Envelope.parse(stored).key_id == "k2"
+
+    async def _audited() -> list[AuditLog]:
+        database = Database(_db_url(tmp_path))
+        async with database.sessionmaker() as session:
+            rows = list(await session.scalars(select(AuditLog).where(AuditLog.resource_type == "master_key")))
+        await database.dispose()
+        return rows
+
+    [entry] = asyncio.run(_audited())
+    assert (entry.actor, entry.action, entry.resource_id) == ("cli", "rotate", "k2")
+    assert entry.details["rewrapped"] == 1 and entry.details["key_ids_in_use"] == {"k2": 1}
     assert EnvelopeCipher({"k2": base64.b64decode(KEY_2)}, "k2").decrypt(stored, aad) == "sk-rotate-me-please"
 
 
-def test_mock_llm_serves_the_openai_protocol(env: dict[str, str]) -> None:
+def _auth_headers(kind: str, key: str) -> dict[str, str]:
+    if kind == "anthropic":
+        return {"x-api-key": key, "anthropic-version": "2023-06-01"}
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+def test_mock_llm_serves_each_protocol(env: dict[str, str], kind: str) -> None:
     import socket
     import subprocess
     import sys
@@ -146,22 +165,59 @@ def test_mock_llm_serves_the_openai_protocol(env: dict[str, str]) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "aiops_executor.cli", "mock-llm", "--port", str(port), "--key", "cli-key-1"]
+    command = [
+        sys.executable,
+        "-m",
+        "aiops_executor.cli",
+        "mock-llm",
+        "--kind",
+        kind,
+        "--port",
+        str(port),
+        "--key",
+        "cli-key-1",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    base = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 20
         while True:
             try:
-                response = httpx.get(
-                    f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": "Bearer cli-key-1"}
-                )
+                response = httpx.get(f"{base}/models", headers=_auth_headers(kind, "cli-key-1"))
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "mock-llm did not start"
                 time.sleep(0.1)
         assert response.status_code == 200 and response.json()["data"]
-        wrong = httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": "Bearer nope"})
+        wrong = httpx.get(f"{base}/models", headers=_auth_headers(kind, "nope"))
         assert wrong.status_code == 401
+        model = response.json()["data"][0]["id"]
+        if kind == "openai":
+            path, body = "/chat/completions", {"model": model, "messages": [{"role": "user", "content": "ping"}]}
+        else:
+            path = "/messages"
+            body = {"model": model, "max_tokens": 32, "messages": [{"role": "user", "content": "ping"}]}
+        answered = httpx.post(f"{base}{path}", json=body, headers=_auth_headers(kind, "cli-key-1"))
+        assert answered.status_code == 200, answered.text
+        assert "ping" in answered.text
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_dev_generates_keys_once_and_says_so(env: dict[str, str], tmp_path: Path) -> None:
+    code, output = _invoke("migrate")
+    assert code == 0, output
+    data = tmp_path / "data"
+    assert f"generated a development secret at {data / 'master_keys.json'}" in output
+    assert f"generated a development secret at {data / 'jwt_secret'}" in output
+    code, output = _invoke("migrate")
+    assert code == 0 and "generated" not in output
+
+
+def test_a_damaged_dev_key_file_refuses_with_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "master_keys.json").write_text("{truncated")
+    code, output = _invoke("migrate")
+    assert code == 2
+    assert output.strip().count("\n") == 0 and "not a valid master key file" in output

@@ -347,3 +347,86 @@ async def test_quota_and_undecryptable_keys_stop_being_used(
     }
     assert statuses == {"main": "unknown", "spare": "undecryptable", "backup": "unknown"}
     assert limited["quota_limit"] == 1
+
+
+async def test_quota_counts_show_at_once_and_fixed_credentials_are_used_again(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], openai_mock: MockLLMServer, context: AppContext
+) -> None:
+    from sqlalchemy import update
+
+    from aiops_executor.llm.models import ProviderCredential
+
+    pid, _, cred = await openai_provider(client, admin_headers, openai_mock.client_base_url, quota_limit=1)
+    model = await created(client, admin_headers, f"/providers/{pid}/models", {"model_id": "gpt-4o-mini", "name": "m"})
+    test_url, cred_url = f"{API}/models/{model['id']}/test", f"{API}/credentials/{cred['id']}"
+    assert (await client.get(cred_url, headers=admin_headers)).json()["quota_used"] == 0  # cached now
+    assert (await client.post(test_url, headers=admin_headers)).json()["ok"] is True
+    usage = context.model_runtime.ledger.totals[("openai-main", "gpt-4o-mini")]  # per-call usage, for callers
+    assert (usage.calls, usage.failures) == (1, 0) and usage.input_tokens > 0 and usage.output_tokens > 0
+    assert (await client.get(cred_url, headers=admin_headers)).json()["quota_used"] == 1, "the count is not stale"
+    listed = (await client.get(f"{API}/providers/{pid}/credentials", headers=admin_headers)).json()["items"]
+    assert listed[0]["quota_used"] == 1
+    assert (await client.post(test_url, headers=admin_headers)).json()["error_code"] == "NO_USABLE_CREDENTIAL"
+
+    # Raising the quota makes the spent key usable again in this process, without a restart.
+    assert (await client.put(cred_url, json={"quota_limit": 3}, headers=admin_headers)).status_code == 200
+    assert (await client.post(test_url, headers=admin_headers)).json()["ok"] is True
+
+    # So does re-entering a key that could not be decrypted.
+    async with context.database.sessionmaker() as session:
+        await session.execute(
+            update(ProviderCredential)
+            .where(ProviderCredential.id == uuid.UUID(cred["id"]))
+            .values(api_key_encrypted=context.cipher.encrypt(OPENAI_KEY, b"some other row"))
+        )
+        await session.commit()
+    context.config_cache.invalidate()
+    broken = (await client.post(test_url, headers=admin_headers)).json()
+    assert (
+        broken["ok"] is False
+        and (await client.get(cred_url, headers=admin_headers)).json()["validation_status"] == "undecryptable"
+    )
+    assert (await client.put(cred_url, json={"api_key": OPENAI_KEY}, headers=admin_headers)).status_code == 200
+    assert (await client.post(test_url, headers=admin_headers)).json()["ok"] is True
+
+
+async def test_provider_failures_map_to_clear_error_codes(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    openai_mock: MockLLMServer,
+    context: AppContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiops_executor.llm import provider_calls
+
+    pid, endpoint, _ = await openai_provider(client, admin_headers, openai_mock.client_base_url)
+    no_retries = await client.put(f"{API}/endpoints/{endpoint['id']}", json={"retry_count": 0}, headers=admin_headers)
+    assert no_retries.status_code == 200
+    model = await created(client, admin_headers, f"/providers/{pid}/models", {"model_id": "gpt-4o-mini", "name": "m"})
+    openai_mock.behaviour.fail_next(10, 429, retry_after=1)
+    throttled = (await client.post(f"{API}/models/{model['id']}/test", headers=admin_headers)).json()
+    assert throttled["ok"] is False and throttled["error_code"] == "PROVIDER_RATE_LIMITED"
+    openai_mock.behaviour.clear_faults()
+    context.model_runtime.state.reset()
+    openai_mock.behaviour.fail_next(10, 503)
+    down = (await client.post(f"{API}/models/{model['id']}/test", headers=admin_headers)).json()
+    assert down["ok"] is False and down["error_code"] == "PROVIDER_ERROR"
+
+    class Throttled(Exception):
+        status_code = 429
+
+    async def throttled_catalogue(*_args: Any) -> list[Any]:
+        raise Throttled("slow down")
+
+    monkeypatch.setattr(provider_calls, "list_remote_models", throttled_catalogue)
+    assert_error(
+        await client.post(f"{API}/providers/{pid}/models/sync", headers=admin_headers), 429, "PROVIDER_RATE_LIMITED"
+    )
+    monkeypatch.undo()
+
+    dead = await make_provider(client, admin_headers, "dead", "openai")
+    await created(client, admin_headers, f"/providers/{dead}/endpoints", {"name": "e", "base_url": DEAD_URL})
+    await created(client, admin_headers, f"/providers/{dead}/credentials", {"alias": "k", "api_key": OPENAI_KEY})
+    assert_error(
+        await client.post(f"{API}/providers/{dead}/models/sync", headers=admin_headers), 502, "PROVIDER_UNREACHABLE"
+    )

@@ -227,3 +227,61 @@ def test_secrets_never_show_in_repr() -> None:
     secrets = DecryptedSecrets("sk-very-secret-1234", "aws-secret", "token")
     assert "sk-very" not in repr(secrets) and "aws-secret" not in str(secrets)
     assert "sk-very" not in json.dumps(repr(secrets))
+
+
+def test_endpoint_timeouts_reach_every_client_and_retries_are_left_to_failover() -> None:
+    import boto3
+    from botocore.config import Config
+
+    from aiops_executor.llm.runtime.probes import bedrock_control_client
+
+    configured = endpoint("http://127.0.0.1:9/v1", timeout_connect=4.0, timeout_read=25.0, api_version="2024-10-21")
+    for provider_type in ("openai", "azure_openai", "vllm"):
+        openai_style = build_client(model(provider_type, "gpt-4o"), configured, DecryptedSecrets("k"), {})
+        timeout = openai_style.request_timeout  # type: ignore[attr-defined]
+        assert (timeout.connect, timeout.read, openai_style.max_retries) == (4.0, 25.0, 0), provider_type  # type: ignore[attr-defined]
+    claude = build_client(model("anthropic", "claude-haiku-4-5"), configured, DecryptedSecrets("k"), {})
+    assert (claude.default_request_timeout, claude.max_retries) == (25.0, 0)  # type: ignore[attr-defined]
+
+    bedrock_endpoint = endpoint(
+        "https://vpce-123.bedrock-runtime.eu-west-1.vpce.amazonaws.com",
+        region="eu-west-1",
+        timeout_connect=4.0,
+        timeout_read=25.0,
+    )
+    secrets = DecryptedSecrets("AKIAEXAMPLE", "secret-access-key", "session-token")
+    bedrock = build_client(
+        model("aws_bedrock", "anthropic.claude-3-haiku-20240307-v1:0"), bedrock_endpoint, secrets, {}
+    ).client  # type: ignore[attr-defined]
+    control = bedrock_control_client(bedrock_endpoint, secrets, boto3.session.Session(), Config)
+    for boto_client in (bedrock, control):
+        config = boto_client.meta.config
+        assert (config.connect_timeout, config.read_timeout) == (4.0, 25.0)
+        assert config.retries["total_max_attempts"] == 1, "botocore must not retry behind the failover layer"
+        assert boto_client.meta.region_name == "eu-west-1"
+        credentials = boto_client._request_signer._credentials
+        assert (credentials.access_key, credentials.secret_key, credentials.token) == (
+            "AKIAEXAMPLE",
+            "secret-access-key",
+            "session-token",
+        )
+    assert bedrock.meta.endpoint_url == "https://vpce-123.bedrock-runtime.eu-west-1.vpce.amazonaws.com"
+
+
+async def test_a_slow_endpoint_times_out_at_its_read_timeout(openai_mock: MockLLMServer) -> None:
+    import time
+
+    from aiops_executor.llm.runtime.errors import FailureKind, classify
+
+    openai_mock.behaviour.latency_ms = 1500
+    client = build_client(
+        model("openai", "gpt-4o-mini"),
+        endpoint(openai_mock.client_base_url, timeout_read=0.3),
+        DecryptedSecrets(OPENAI_KEY),
+        {},
+    )
+    started = time.perf_counter()
+    with pytest.raises(Exception) as caught:  # whichever timeout class the SDK raises
+        await client.ainvoke("hi")
+    assert time.perf_counter() - started < 1.2
+    assert classify(caught.value).kind is FailureKind.unreachable

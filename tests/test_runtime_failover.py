@@ -238,3 +238,20 @@ async def test_per_endpoint_concurrency_is_capped(monkeypatch: pytest.MonkeyPatc
     await asyncio.gather(*(harness.model.ainvoke("hi") for _ in range(12)))
     assert fake.peak == 3
     assert len(harness.calls) == 12
+
+
+async def test_an_exhausted_credential_stays_out_until_its_configuration_changes(openai_mock: MockLLMServer) -> None:
+    from dataclasses import replace
+
+    spent = credential("spent", quota_limit=1)
+    state = RuntimeState()
+    state.exhaust(spent.id, failover.credential_fingerprint(spent))  # as the runtime does when the quota is reached
+    ep = endpoint(openai_mock.client_base_url)
+    binding = ModelBinding(model("openai", "gpt-4o-mini"), (ep,), (spent,))
+    with pytest.raises(NoUsableRouteError):
+        failover.plan_routes(binding, state)
+    raised = replace(spent, quota_limit=5, quota_used=1)
+    rekeyed = replace(spent, api_key_encrypted="cipher-of-a-re-entered-key")
+    for fixed in (raised, rekeyed):
+        routes = failover.plan_routes(ModelBinding(binding.model, (ep,), (fixed,)), state)
+        assert [r.credential for r in routes] == [fixed]

@@ -74,3 +74,59 @@ def test_default_database_is_sqlite_in_data_dir(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     assert settings.is_embedded_database
     assert settings.resolved_database_url == f"sqlite+aiosqlite:///{tmp_path.resolve() / 'aiops.db'}"
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{not json", '{"keys": {"a": "x"}}', '{"current": "a", "keys": ["x"]}', "[]"],
+)
+def test_dev_refuses_a_damaged_key_file_with_one_line(tmp_path: Path, content: str) -> None:
+    (tmp_path / "master_keys.json").write_text(content)
+    with pytest.raises(ConfigurationError, match="not a valid master key file") as caught:
+        resolve_secrets(_settings(tmp_path))
+    assert "\n" not in str(caught.value)
+    assert (tmp_path / "master_keys.json").read_text() == content, "a damaged key file is never replaced"
+
+
+def test_dev_refuses_an_empty_jwt_secret_file(tmp_path: Path) -> None:
+    (tmp_path / "jwt_secret").write_text("\n")
+    with pytest.raises(ConfigurationError, match="jwt_secret is empty"):
+        resolve_secrets(_settings(tmp_path, master_keys={"a": GOOD_KEY}))
+
+
+def test_simulator_is_seeded_on_the_embedded_default_only(tmp_path: Path) -> None:
+    assert _settings(tmp_path).seeds_simulator
+    assert not _settings(tmp_path, database_url="postgresql+asyncpg://u@h:5432/db").seeds_simulator
+    assert _settings(tmp_path, database_url="postgresql+asyncpg://u@h/db", seed_simulator=True).seeds_simulator
+
+
+async def test_first_dev_start_generates_keys_says_so_and_seeds_the_simulator(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The embedded default with nothing configured: keys are generated once (and logged), the schema is
+    migrated, and the offline simulator is registered."""
+    from asgi_lifespan import LifespanManager
+    from sqlalchemy import select
+
+    from aiops_executor.app import create_app
+    from aiops_executor.llm.models import LLMModel, Provider
+
+    settings = _settings(tmp_path, log_format="json", admin_username="root", admin_password="root-password-1")
+    application = create_app(settings)
+    async with LifespanManager(application), application.state.context.database.sessionmaker() as session:
+        seeded = (
+            await session.execute(
+                select(Provider.name, Provider.type, LLMModel.model_id, Provider.description, LLMModel.name).join(
+                    LLMModel
+                )
+            )
+        ).all()
+    assert [tuple(row[:3]) for row in seeded] == [("local-sim", "simulator", "sim-1")]
+    assert "not an AI" in seeded[0][3] and "not an AI" in seeded[0][4]  # labelled as what it is
+    logs = capfd.readouterr().err
+    assert logs.count("generated a development secret") == 2
+    assert str(tmp_path / "master_keys.json") in logs and str(tmp_path / "jwt_secret") in logs
+
+    async with LifespanManager(create_app(settings)):
+        pass
+    assert "generated a development secret" not in capfd.readouterr().err, "a restart reuses the stored keys"

@@ -21,12 +21,22 @@ from aiops_executor.core.logging import configure_logging
 from aiops_executor.core.migrate import upgrade_engine
 from aiops_executor.core.request_context import RequestContextMiddleware
 from aiops_executor.core.settings import Settings, get_settings
+from aiops_executor.executions.endpoints import router as executions_router
 from aiops_executor.llm import service as llm_service
 from aiops_executor.llm.endpoints import router as llm_router
+from aiops_executor.teams.endpoints import router as teams_router
+from aiops_executor.tools.endpoints import router as tools_router
 
 API_PREFIX = "/api/v1"
 # Every /api/v1 router, in one place so the policy test can walk all of their routes.
-API_ROUTERS: tuple[APIRouter, ...] = (auth_router, llm_router, audit_router)
+API_ROUTERS: tuple[APIRouter, ...] = (
+    auth_router,
+    llm_router,
+    teams_router,
+    executions_router,
+    tools_router,
+    audit_router,
+)
 logger = structlog.get_logger(__name__)
 
 
@@ -81,9 +91,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context = await start_context(settings)
         app.state.context = context
+        await context.executions.start()
         try:
             yield
         finally:
+            await context.executions.stop()
             await context.close()
 
     app = FastAPI(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -68,6 +69,51 @@ def migrate() -> None:
     settings = _load_settings()
     asyncio.run(_migrate(settings))
     console.print("database schema is up to date")
+
+
+@app.command("run")
+def run_team_file(
+    team_file: Annotated[
+        Path, typer.Argument(metavar="TEAM_FILE", help="Team file: the JSON body of POST /teams.", show_default=False)
+    ],
+    task: Annotated[str, typer.Option("--task", help="What the team should find out.", show_default=False)],
+    json_lines: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per event on stdout (logs go to stderr).")
+    ] = False,
+    context: Annotated[
+        str | None, typer.Option(help="Extra facts for the agents, as a JSON object.", show_default=False)
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=1, max=1800, help="Run timeout in seconds (default: the team's timeout_seconds)."),
+    ] = None,
+    output_schema: Annotated[
+        Path | None,
+        typer.Option(help="JSON Schema file: the result then includes structured output.", show_default=False),
+    ] = None,
+) -> None:
+    """Run a team file through the engine with the configured models and show the live event stream.
+
+    Exits 0 on success, 1 if the run fails or times out, 2 on invalid input, 130 if cancelled with Ctrl-C.
+    """
+    from aiops_executor.console import runner
+    from aiops_executor.console.team_file import InputProblem, load_output_schema, load_team_file, parse_context
+
+    try:
+        spec = load_team_file(team_file)
+        options = runner.RunOptions(
+            team_file=team_file,
+            task=task,
+            json_lines=json_lines,
+            context=parse_context(context),
+            timeout_seconds=timeout,
+            output_schema=load_output_schema(output_schema),
+        )
+    except InputProblem as problem:
+        problem.print(console)
+        raise typer.Exit(runner.EXIT_INVALID_INPUT) from None
+    settings = _load_settings()
+    raise typer.Exit(asyncio.run(runner.run_team(settings, spec, options, err=console)))
 
 
 class MockKind(StrEnum):
@@ -139,7 +185,7 @@ def keys_rotate() -> None:
     """Re-wrap every stored data key under the current master key (AIOPS_MASTER_KEY_ID)."""
     from aiops_executor.core.crypto import EnvelopeCipher
     from aiops_executor.core.db import Database
-    from aiops_executor.core.key_rotation import rotate_master_key
+    from aiops_executor.core.key_rotation import record_rotation, rotate_master_key
 
     settings = _load_settings()
     secrets = resolve_secrets(settings)
@@ -150,6 +196,7 @@ def keys_rotate() -> None:
         database = Database(settings.resolved_database_url)
         try:
             report = await rotate_master_key(database.engine, cipher)
+            await record_rotation(database.engine, report, cipher.current_key_id, actor="cli")
         finally:
             await database.dispose()
         console.print(

@@ -27,9 +27,14 @@ class ConfigCache:
     def generation(self) -> int:
         return self._generation
 
-    def invalidate(self) -> None:
+    def invalidate(self, where: Callable[[Hashable], bool] | None = None) -> None:
+        """Drop every entry, or only those whose key ``where`` selects (loads in flight are not stored either)."""
         self._generation += 1
-        self._entries.clear()
+        if where is None:
+            self._entries.clear()
+        else:
+            for key in [key for key in self._entries if where(key)]:
+                del self._entries[key]
 
     async def get_or_load(self, key: Hashable, loader: Callable[[], Awaitable[T]]) -> T:
         if self.ttl_seconds > 0:

@@ -12,6 +12,7 @@ from aiops_executor.core.db import Database
 from aiops_executor.core.settings import ResolvedSecrets, Settings, resolve_secrets
 
 if TYPE_CHECKING:
+    from aiops_executor.executions.manager import ExecutionManager
     from aiops_executor.llm.runtime.service import ModelRuntime
 
 
@@ -40,6 +41,13 @@ class AppContext:
         from aiops_executor.llm.runtime.service import ModelRuntime
 
         return ModelRuntime(self)
+
+    @cached_property
+    def executions(self) -> ExecutionManager:
+        """Runs executions in the background of this process."""
+        from aiops_executor.executions.manager import ExecutionManager
+
+        return ExecutionManager(self)
 
     async def close(self) -> None:
         await self.database.dispose()

@@ -60,11 +60,22 @@ class TimestampedRow:
 
 
 def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Transactions are begun by ``_begin_immediate`` rather than by the driver (see there).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+def _begin_immediate(connection: Any) -> None:
+    """Take SQLite's write lock when a transaction begins, waiting up to ``busy_timeout`` for it.
+
+    A deferred transaction that reads and then writes cannot wait for the lock: SQLite fails it at once
+    with "database is locked" when another writer is active. Readers are not blocked (WAL).
+    """
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Database:
@@ -78,6 +89,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _enable_sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "begin", _begin_immediate)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @property

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from sqlalchemy import Column, Table, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from aiops_executor.core.crypto import DecryptionError, EnvelopeCipher, associated_data
 from aiops_executor.core.models_registry import metadata
@@ -69,6 +69,27 @@ async def rotate_master_key(engine: AsyncEngine, cipher: EnvelopeCipher) -> Rota
                             report.rewrapped += 1
                     report.key_ids_in_use[cipher.current_key_id] += 1
     return report
+
+
+async def record_rotation(engine: AsyncEngine, report: RotationReport, key_id: str, *, actor: str) -> None:
+    """Audit a rotation (counts and key ids only) in its own transaction."""
+    from aiops_executor.audit import service as audit
+
+    async with AsyncSession(engine) as session:
+        audit.record(
+            session,
+            actor=actor,
+            action="rotate",
+            resource_type="master_key",
+            resource_id=key_id,
+            details={
+                "rewrapped": report.rewrapped,
+                "already_current": report.already_current,
+                "failed": len(report.failed),
+                "key_ids_in_use": dict(report.key_ids_in_use),
+            },
+        )
+        await session.commit()
 
 
 def _key_id_or_unknown(stored: str) -> str:

@@ -64,6 +64,23 @@ class Settings(BaseSettings):
     max_credentials_per_provider: int = Field(default=20, ge=1)
     max_api_key_length: int = Field(default=500, ge=1)
 
+    # Diagnostic tools: the Prometheus used when a node names none; a ceiling on every tool call's own
+    # timeout; the largest tool result (JSON characters) handed back to a model.
+    prometheus_url: str | None = None
+    tool_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+    tool_output_max_chars: int = Field(default=8_000, ge=500, le=200_000)
+
+    # Executions: how many run at once (the rest wait as pending); whether a team may run twice at once;
+    # how long executions and their events are kept; SSE keep-alive and idle close; event batching.
+    max_concurrent_executions: int = Field(default=100, ge=1, le=10_000)
+    allow_concurrent_team_executions: bool = False
+    execution_retention_days: float = Field(default=30.0, gt=0)
+    purge_interval_seconds: float = Field(default=3600.0, gt=0)
+    sse_heartbeat_seconds: float = Field(default=30.0, gt=0)
+    sse_idle_close_seconds: float = Field(default=300.0, gt=0)
+    event_flush_interval_ms: float = Field(default=50.0, gt=0, le=5_000)
+    event_flush_batch_size: int = Field(default=200, ge=1, le=10_000)
+
     @field_validator("master_keys", mode="before")
     @classmethod
     def _parse_master_keys(cls, value: Any) -> Any:
@@ -116,6 +133,20 @@ def write_private_file(path: Path, content: str, *, replace: bool = False) -> No
         handle.write(content)
 
 
+def _read_key_file(path: Path) -> tuple[dict[str, str], str]:
+    """The keyring a previous dev start generated: ``{"current": id, "keys": {id: base64}}``."""
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        keys, current = stored["keys"], stored["current"]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ConfigurationError(
+            f"{path} is not a valid master key file ({type(exc).__name__}); restore it or set AIOPS_MASTER_KEYS"
+        ) from None
+    if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()) or not isinstance(current, str):
+        raise ConfigurationError(f"{path} is not a valid master key file; restore it or set AIOPS_MASTER_KEYS")
+    return keys, current
+
+
 class ResolvedSecrets:
     """Key material the process runs with, after dev-mode generation and validation."""
 
@@ -145,9 +176,8 @@ def resolve_secrets(settings: Settings) -> ResolvedSecrets:
             )
         key_file = settings.data_dir / MASTER_KEYS_FILE
         if key_file.exists():
-            stored = json.loads(key_file.read_text(encoding="utf-8"))
-            master_keys = stored["keys"]
-            master_key_id = master_key_id or stored["current"]
+            master_keys, stored_current = _read_key_file(key_file)
+            master_key_id = master_key_id or stored_current
         else:
             master_key_id = master_key_id or "dev-1"
             master_keys = {master_key_id: base64.b64encode(secrets.token_bytes(MASTER_KEY_BYTES)).decode()}
@@ -169,6 +199,10 @@ def resolve_secrets(settings: Settings) -> ResolvedSecrets:
         secret_file = settings.data_dir / JWT_SECRET_FILE
         if secret_file.exists():
             jwt_secret = secret_file.read_text(encoding="utf-8").strip()
+            if not jwt_secret:
+                raise ConfigurationError(
+                    f"{secret_file} is empty; delete it to generate a new one or set AIOPS_JWT_SECRET"
+                )
         else:
             jwt_secret = secrets.token_urlsafe(48)
             write_private_file(secret_file, jwt_secret)

@@ -24,7 +24,7 @@ from aiops_executor.llm import service
 from aiops_executor.llm.models import LLMModel, Provider, ProviderCredential, ProviderEndpoint
 from aiops_executor.llm.runtime.clients import ClientConfigurationError
 from aiops_executor.llm.runtime.config import DecryptedSecrets, EndpointConfig
-from aiops_executor.llm.runtime.errors import FailureKind, classify
+from aiops_executor.llm.runtime.errors import HTTP_STATUS, FailureKind, classify
 from aiops_executor.llm.runtime.probes import RemoteModel, list_remote_models
 from aiops_executor.llm.runtime.service import credential_config, endpoint_config
 from aiops_executor.llm.schemas import HealthStatus, ModelRead, ValidationStatus
@@ -233,7 +233,7 @@ async def sync_models(
         raise AppError(
             f"could not read the model list of {provider.name!r}: {failure.message if failure else 'no answer'}",
             error_code=failure.error_code if failure else "PROVIDER_ERROR",
-            status_code=502,
+            status_code=HTTP_STATUS[failure.kind] if failure else 502,
         )
 
     remote_ids = {m.model_id: m for m in remote}

@@ -50,6 +50,7 @@ from aiops_executor.llm.schemas import (
     ProviderUpdate,
     ValidationStatus,
 )
+from aiops_executor.teams.references import teams_using
 
 T = TypeVar("T")
 
@@ -150,12 +151,14 @@ def register_provider_usage_check(check: ProviderUsageCheck) -> None:
 
 
 async def _ensure_provider_unused(session: AsyncSession, provider: Provider) -> None:
-    reasons = [reason for check in _provider_usage_checks if (reason := await check(session, provider))]
+    teams = await teams_using(session, provider_id=provider.id)
+    reasons = [f"team {team['name']!r} uses it" for team in teams]
+    reasons += [reason for check in _provider_usage_checks if (reason := await check(session, provider))]
     if reasons:
         raise ConflictError(
             f"provider {provider.name!r} is in use: {'; '.join(reasons)}",
             error_code="PROVIDER_IN_USE",
-            details={"id": str(provider.id), "reasons": reasons},
+            details={"id": str(provider.id), "reasons": reasons, "teams": teams},
         )
 
 
@@ -898,9 +901,12 @@ def _live_models() -> Select[LLMModel]:
     return select(LLMModel).join(Provider, Provider.id == LLMModel.provider_id).where(Provider.deleted_at.is_(None))
 
 
-async def get_model_row(session: AsyncSession, model_uuid: uuid.UUID) -> LLMModel:
-    """A model of a live provider, or 404 ``MODEL_NOT_FOUND``."""
-    model = await session.scalar(_live_models().where(LLMModel.id == model_uuid))
+async def get_model_row(session: AsyncSession, model_uuid: uuid.UUID, *, lock: bool = False) -> LLMModel:
+    """A model of a live provider, or 404 ``MODEL_NOT_FOUND``. ``lock`` takes the model's row lock (PostgreSQL)."""
+    stmt = _live_models().where(LLMModel.id == model_uuid)
+    if lock:
+        stmt = stmt.with_for_update(of=LLMModel)
+    model = await session.scalar(stmt)
     if model is None:
         raise NotFoundError("model", model_uuid)
     return model
@@ -1033,7 +1039,15 @@ async def update_model(
 
 
 async def delete_model(session: AsyncSession, context: AppContext, model_uuid: uuid.UUID, *, actor: str) -> None:
-    model = await get_model_row(session, model_uuid)
+    """Refused (409 ``MODEL_IN_USE``) while a team uses the model."""
+    model = await get_model_row(session, model_uuid, lock=True)
+    teams = await teams_using(session, model_row_id=model.id)
+    if teams:
+        raise ConflictError(
+            f"model {model.model_id!r} is in use by team(s) {', '.join(repr(team['name']) for team in teams)}",
+            error_code="MODEL_IN_USE",
+            details={"id": str(model.id), "provider_id": str(model.provider_id), "teams": teams},
+        )
     await session.delete(model)
     audit.record(
         session,

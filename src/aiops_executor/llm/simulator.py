@@ -100,10 +100,11 @@ def conversation_context(messages: Sequence[BaseMessage]) -> dict[str, Any]:
 
 
 def _reports(messages: Sequence[BaseMessage]) -> list[str]:
-    """What others reported: tool results and non-system texts after the first human message."""
+    """What others reported: tool results and model texts after the first human message (the brief)."""
+    first_human = next((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), len(messages))
     reports = []
-    for message in messages[1:]:
-        if isinstance(message, SystemMessage):
+    for message in messages[first_human + 1 :]:
+        if isinstance(message, SystemMessage | HumanMessage):
             continue
         text = _text_of(message).strip()
         if text:

@@ -146,7 +146,8 @@ def build_client(
             "config": Config(
                 connect_timeout=endpoint.timeout_connect,
                 read_timeout=endpoint.timeout_read,
-                retries={"max_attempts": 1, "mode": "standard"},
+                # One attempt: botocore's own ``max_attempts`` counts retries, so it would still retry once.
+                retries={"total_max_attempts": 1, "mode": "standard"},
             ),
             **sampling,
         }

@@ -84,6 +84,19 @@ def cost_of(model: ModelConfig, input_tokens: int, output_tokens: int) -> Decima
     return cost
 
 
+CredentialFingerprint = tuple[str, str | None, str | None, int | None]
+
+
+def credential_fingerprint(credential: CredentialConfig) -> CredentialFingerprint:
+    """The parts of a credential whose change (a key re-entered, a new quota limit) can make it usable again."""
+    return (
+        credential.api_key_encrypted,
+        credential.secret_key_encrypted,
+        credential.access_token_encrypted,
+        credential.quota_limit,
+    )
+
+
 @dataclass
 class RuntimeState:
     """Process-wide failover memory: cool-downs and in-flight limits, shared by every model instance."""
@@ -92,9 +105,16 @@ class RuntimeState:
     max_concurrency_per_endpoint: int = 16
     _cooling: dict[tuple[str, uuid.UUID], float] = field(default_factory=dict)
     _semaphores: dict[uuid.UUID, asyncio.Semaphore] = field(default_factory=dict)
-    # Credentials that reached their quota since their configuration was loaded.
-    exhausted: set[uuid.UUID] = field(default_factory=set)
+    # Credentials that reached their quota or could not be decrypted since their configuration was loaded,
+    # with the fingerprint they had then: re-entered keys or a new quota limit make a credential usable again.
+    exhausted: dict[uuid.UUID, CredentialFingerprint] = field(default_factory=dict)
     failovers: int = 0
+
+    def exhaust(self, credential_id: uuid.UUID, fingerprint: CredentialFingerprint) -> None:
+        self.exhausted[credential_id] = fingerprint
+
+    def is_exhausted(self, credential: CredentialConfig) -> bool:
+        return self.exhausted.get(credential.id) == credential_fingerprint(credential)
 
     def cool_down(self, kind: str, key: uuid.UUID, seconds: float | None = None) -> None:
         self._cooling[(kind, key)] = time.monotonic() + (seconds if seconds is not None else self.cooldown_seconds)
@@ -133,7 +153,7 @@ def plan_routes(binding: ModelBinding, state: RuntimeState, now: datetime | None
     if binding.model.provider_type == "simulator":
         return [Route(None, None)]
     endpoints = sorted(binding.endpoints, key=lambda e: (e.health_status == "unhealthy", e.priority, not e.is_default))
-    credentials = [c for c in binding.credentials if credential_usable(c, now) and c.id not in state.exhausted]
+    credentials = [c for c in binding.credentials if credential_usable(c, now) and not state.is_exhausted(c)]
     needs_credential = binding.model.provider_type != "ollama"
     if needs_credential and not credentials:
         raise NoUsableRouteError(
@@ -210,7 +230,7 @@ class FailoverChatModel(BaseChatModel):
         except AppError as exc:
             if route.credential is None:
                 raise
-            self.state.exhausted.add(route.credential.id)
+            self.state.exhaust(route.credential.id, credential_fingerprint(route.credential))
             failures.append((route, Failure(FailureKind.credential, exc.message)))
             return None
 

@@ -139,6 +139,6 @@ def bedrock_control_client(endpoint: EndpointConfig, secrets: DecryptedSecrets, 
         config=config_cls(
             connect_timeout=endpoint.timeout_connect,
             read_timeout=endpoint.timeout_read,
-            retries={"max_attempts": 1, "mode": "standard"},
+            retries={"total_max_attempts": 1, "mode": "standard"},
         ),
     )

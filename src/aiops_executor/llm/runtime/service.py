@@ -22,7 +22,7 @@ from aiops_executor.llm.runtime.config import (
     ModelBinding,
     ModelConfig,
 )
-from aiops_executor.llm.runtime.failover import CallRecord, FailoverChatModel, RuntimeState
+from aiops_executor.llm.runtime.failover import CallRecord, CallSink, FailoverChatModel, RuntimeState
 
 
 def endpoint_config(row: ProviderEndpoint) -> EndpointConfig:
@@ -70,6 +70,21 @@ def model_config(provider: Provider, row: LLMModel) -> ModelConfig:
         default_params=dict(row.default_params or {}),
         capabilities=dict(row.capabilities or {}),
         max_output_tokens=row.max_output_tokens,
+    )
+
+
+CREDENTIAL_CACHE_KINDS = frozenset({"credential", "credentials"})
+
+
+def invalidate_credential_reads(context: AppContext) -> None:
+    """``quota_used`` changed: drop the cached credential reads (and only those; calls are frequent)."""
+    context.config_cache.invalidate(
+        lambda key: (
+            isinstance(key, tuple)
+            and len(key) > 1
+            and key[0] == llm_service.CACHE_PREFIX
+            and key[1] in CREDENTIAL_CACHE_KINDS
+        )
     )
 
 
@@ -134,20 +149,44 @@ class ModelRuntime:
                 update(ProviderCredential)
                 .where(ProviderCredential.id == record.credential_id)
                 .values(quota_used=ProviderCredential.quota_used + 1)
-                .returning(ProviderCredential.quota_used, ProviderCredential.quota_limit)
+                .returning(
+                    ProviderCredential.quota_used,
+                    ProviderCredential.quota_limit,
+                    ProviderCredential.api_key_encrypted,
+                    ProviderCredential.secret_key_encrypted,
+                    ProviderCredential.access_token_encrypted,
+                )
             )
             row = result.one_or_none()
             await session.commit()
+        invalidate_credential_reads(self.context)
         if row is not None and row.quota_limit is not None and row.quota_used >= row.quota_limit:
-            self.state.exhausted.add(record.credential_id)
+            fingerprint = (
+                row.api_key_encrypted,
+                row.secret_key_encrypted,
+                row.access_token_encrypted,
+                row.quota_limit,
+            )
+            self.state.exhaust(record.credential_id, fingerprint)
 
-    def chat_model(self, binding: ModelBinding, overrides: dict[str, Any] | None = None) -> FailoverChatModel:
+    def chat_model(
+        self, binding: ModelBinding, overrides: dict[str, Any] | None = None, *, also_record: CallSink | None = None
+    ) -> FailoverChatModel:
+        """``also_record`` receives every call too (an execution counting its own usage)."""
+        on_call = self.record_call
+        if also_record is not None:
+            extra = also_record
+
+            async def on_call(record: CallRecord) -> None:
+                await self.record_call(record)
+                await extra(record)
+
         return FailoverChatModel(
             binding=binding,
             params=merged_params(binding.model, overrides),
             state=self.state,
             open_secrets=self.open_secrets,
-            on_call=self.record_call,
+            on_call=on_call,
         )
 
     async def get_chat_model(

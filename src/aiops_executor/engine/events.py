@@ -1,0 +1,85 @@
+"""The event model of a run (contract: SSE events). The engine emits them; executions persist and stream them.
+
+Ids follow the contract: node-level events carry ``node_id``; supervisor events carry ``supervisor_id``
+(``global_supervisor`` or ``<node_id>.supervisor``); agent and tool events carry ``agent_id``.
+``seq`` and ``timestamp`` are stamped in the order events leave the run, so ``seq`` is gap-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+GLOBAL_SUPERVISOR_ID = "global_supervisor"
+
+
+def node_supervisor_id(node_id: str) -> str:
+    return f"{node_id}.supervisor"
+
+
+class EventType(StrEnum):
+    execution_start = "execution_start"
+    global_supervisor_message = "global_supervisor_message"
+    global_supervisor_decision = "global_supervisor_decision"
+    node_supervisor_message = "node_supervisor_message"
+    node_supervisor_decision = "node_supervisor_decision"
+    agent_message = "agent_message"
+    agent_token = "agent_token"  # noqa: S105 (an event name, not a secret)
+    tool_call = "tool_call"
+    node_complete = "node_complete"
+    execution_complete = "execution_complete"
+    execution_error = "execution_error"
+    execution_cancelled = "execution_cancelled"
+    heartbeat = "heartbeat"
+
+
+TERMINAL_EVENTS = frozenset({EventType.execution_complete, EventType.execution_error, EventType.execution_cancelled})
+
+
+@dataclass(frozen=True)
+class ExecutionEvent:
+    type: EventType
+    execution_id: str
+    team_id: str
+    seq: int
+    timestamp: datetime
+    node_id: str | None = None
+    agent_id: str | None = None
+    supervisor_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.type in TERMINAL_EVENTS
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON object of the SSE ``data:`` line: the common fields, the ids present, then the extras."""
+        body: dict[str, Any] = {
+            "execution_id": self.execution_id,
+            "team_id": self.team_id,
+            "seq": self.seq,
+            "timestamp": format_timestamp(self.timestamp),
+        }
+        for key in ("node_id", "agent_id", "supervisor_id"):
+            value = getattr(self, key)
+            if value is not None:
+                body[key] = value
+        body.update(self.data)
+        return body
+
+
+def format_timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """An event as emitted inside the graph, before the run stamps it with its sequence number."""
+
+    type: EventType
+    node_id: str | None = None
+    agent_id: str | None = None
+    supervisor_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,75 @@
+"""What a run produces: per-agent outputs, per-node results, and the outcome of the whole run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from aiops_executor.engine.models import Usage
+
+
+class NodeStatus(StrEnum):
+    success = "success"
+    failed = "failed"
+    skipped = "skipped"
+    timeout = "timeout"
+    cancelled = "cancelled"
+
+
+class RunStatus(StrEnum):
+    success = "success"
+    failed = "failed"
+    timeout = "timeout"
+    cancelled = "cancelled"
+
+
+@dataclass
+class AgentResult:
+    agent_id: str
+    output: str
+    status: str = "success"  # "success" or "failed"
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"agent_id": self.agent_id, "output": self.output, "status": self.status}
+        if self.error:
+            body["error"] = self.error
+        return body
+
+
+@dataclass
+class NodeResult:
+    node_id: str
+    status: NodeStatus
+    output: str
+    agents: list[AgentResult] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "node_id": self.node_id,
+            "status": self.status.value,
+            "output": self.output,
+            "agents": [a.as_dict() for a in self.agents],
+        }
+        if self.error:
+            body["error"] = self.error
+        return body
+
+
+@dataclass
+class RunOutcome:
+    status: RunStatus
+    summary: str
+    node_results: list[NodeResult]
+    duration_ms: int
+    usage: Usage = field(default_factory=Usage)
+    structured_output: Any = None
+    error_code: str | None = None
+    error_message: str | None = None
+    error_details: dict[str, Any] = field(default_factory=dict)
+
+    def result(self) -> dict[str, Any]:
+        """The contract's ``result`` object."""
+        return {"summary": self.summary, "node_results": [n.as_dict() for n in self.node_results]}

@@ -1,0 +1,544 @@
+"""A topology compiled into LangGraph graphs: the Global Supervisor graph and the Node Team subgraph.
+
+The two graphs are built once per team and are generic: which node a Node Team works on, and which
+agent runs next, travel in the graph state. Agents (``create_agent``) and their chat models are built on
+first use and cached for the run, so compiling even the largest topology costs milliseconds.
+
+Global graph:  START -> global_supervisor -(Send per node)-> node_team -> global_supervisor ... -> summarize
+Node subgraph: START -> supervisor -> agent -> supervisor ... -> report -> END
+
+Events are written with ``get_stream_writer()`` as ``PendingEvent`` objects; the run stamps them.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, TypedDict
+
+from langchain.agents import create_agent
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.tools import BaseTool, StructuredTool
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Send
+from pydantic import BaseModel, Field, create_model
+
+from aiops_executor.engine import prompts
+from aiops_executor.engine.events import GLOBAL_SUPERVISOR_ID, EventType, PendingEvent, node_supervisor_id
+from aiops_executor.engine.models import ModelSource
+from aiops_executor.engine.results import AgentResult, NodeResult, NodeStatus
+from aiops_executor.engine.structured import generate_structured_output
+from aiops_executor.teams.graph import OrderingGraph
+from aiops_executor.teams.topology import AgentSpec, GlobalStrategy, ModelRef, NodeSpec, NodeStrategy, TeamSpec
+from aiops_executor.tools.registry import ToolContext, ToolRegistry, redact_value, secrets_in
+
+FINISH = "FINISH"
+NODE_ID_KEY = "aiops_node_id"
+AGENT_ID_KEY = "aiops_agent_id"
+DEFAULT_AGENT_PROMPT = "You are an SRE agent investigating one resource. Use your tools, then report what you found."
+DEFAULT_NODE_SUPERVISOR_PROMPT = "You supervise the agents investigating one resource and report their findings."
+DEFAULT_GLOBAL_SUPERVISOR_PROMPT = "You coordinate the teams investigating a system and summarise their findings."
+
+
+class NodeTeamFailure(Exception):
+    """The node team could not do its work (its supervisor's model broke)."""
+
+
+def _text(message: BaseMessage) -> str:
+    content = message.content
+    if isinstance(content, str):
+        return content
+    return "".join(
+        block if isinstance(block, str) else str(block.get("text", "")) for block in content if block is not None
+    )
+
+
+def _short(text: object, limit: int = 300) -> str:
+    value = str(text or "")
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def _emit(event: PendingEvent) -> None:
+    get_stream_writer()(event)
+
+
+def _error_text(exc: BaseException) -> str:
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {message}"[:1000]
+
+
+class TaskAnswered(BaseModel):
+    """Whether the agents' reports so far answer the task for this resource."""
+
+    answered: bool = Field(description="true when the task is answered and no further agent is needed")
+    reason: str = Field(description="one sentence explaining the decision")
+
+
+def _routing_model(name: str, choices: list[str], *, many: bool) -> type[BaseModel]:
+    """A schema whose ``next`` field is one of ``choices`` (or a list of them) plus ``FINISH``."""
+    options = Literal[tuple([*choices, FINISH])]  # type: ignore[valid-type]
+    field_type: Any = list[options] if many else options  # type: ignore[valid-type]
+    description = (
+        "the ids to run next (any number at once), or FINISH when done"
+        if many
+        else "the id to run next, or FINISH when done"
+    )
+    return create_model(
+        name,
+        __doc__=f"Choose what runs next. Options: {', '.join(choices)}; or {FINISH}.",
+        next=(field_type, Field(description=description)),
+        reason=(str, Field(description="one sentence explaining the choice")),
+    )
+
+
+# ----------------------------------------------------------------------------------------------- state
+
+
+def _merge(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
+    return {**left, **right}
+
+
+class TeamState(TypedDict, total=False):
+    task: str
+    context: dict[str, Any]
+    node_results: Annotated[dict[str, dict[str, Any]], _merge]
+    next_nodes: list[str]
+    decisions: int
+    summary: str
+    structured: dict[str, Any] | None
+
+
+class NodeTeamInput(TypedDict):
+    node_id: str
+    task: str
+    context: dict[str, Any]
+    upstream: dict[str, str]
+
+
+class NodeTeamState(NodeTeamInput, total=False):
+    turns: Annotated[list[dict[str, Any]], operator.add]
+    next_agent: str | None
+    decisions: int
+    answered: bool
+    output: str
+
+
+# ----------------------------------------------------------------------------------------------- run inputs
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    max_iterations: int = 50
+    output_schema: dict[str, Any] | None = None
+    stream_tokens: bool = True
+
+
+@dataclass
+class TeamRun:
+    """Everything one run's graph nodes need, shared by the global graph and every node team."""
+
+    team: CompiledTeam
+    models: ModelSource
+    settings: RunSettings
+    _models: dict[tuple[str, str, str], BaseChatModel] = field(default_factory=dict)
+    _agents: dict[tuple[str, str], Runnable[Any, Any]] = field(default_factory=dict)
+
+    async def model(self, ref: ModelRef, overrides: Mapping[str, Any] | None = None) -> BaseChatModel:
+        params = {k: v for k, v in (overrides or {}).items() if v is not None}
+        key = (ref.model_provider, ref.model_id, json.dumps(params, sort_keys=True))
+        model = self._models.get(key)
+        if model is None:
+            model = await self.models.chat_model(ref.model_provider, ref.model_id, params)
+            self._models[key] = model
+        return model
+
+    async def agent(self, node: NodeSpec, agent: AgentSpec) -> Runnable[Any, Any]:
+        key = (node.node_id, agent.agent_id)
+        built = self._agents.get(key)
+        if built is None:
+            model = await self.model(agent, {"temperature": agent.temperature, "max_tokens": agent.max_tokens})
+            tools = [self.team.tool_for(name, node, agent) for name in agent.tools]
+            built = create_agent(
+                model, tools, system_prompt=agent.system_prompt or DEFAULT_AGENT_PROMPT, name=agent.agent_id
+            )
+            self._agents[key] = built
+        return built
+
+
+# ----------------------------------------------------------------------------------------------- the team
+
+
+class CompiledTeam:
+    """A validated team turned into runnable graphs. Cheap to build; one per team definition."""
+
+    def __init__(self, spec: TeamSpec, tools: ToolRegistry, tool_settings: Mapping[str, Any] | None = None) -> None:
+        self.spec = spec
+        self.topology = spec.topology
+        self.tools = tools
+        self.tool_settings = dict(tool_settings or {})
+        self.nodes = {n.node_id: n for n in self.topology.nodes}
+        self.ordering = OrderingGraph.from_topology(self.topology)
+        self.order = self.ordering.topological_order()
+        self.node_graph = self._build_node_graph()
+        self.graph = self._build_global_graph()
+
+    # -- tools -----------------------------------------------------------------------------------
+
+    def tool_for(self, name: str, node: NodeSpec, agent: AgentSpec) -> BaseTool:
+        spec = self.tools.get(name)
+        if spec is None:
+            raise LookupError(f"tool {name!r} is not registered")
+        context = ToolContext(node.node_id, node.node_type, node.attributes, self.tool_settings)
+        registry = self.tools
+        # A model may copy a credential from the node's attributes into an argument; events never show it.
+        secrets = secrets_in(node.attributes)
+
+        async def call(**arguments: Any) -> str:
+            started = time.perf_counter()
+            outcome = await registry.invoke(name, arguments, context)
+            _emit(
+                PendingEvent(
+                    EventType.tool_call,
+                    node_id=node.node_id,
+                    agent_id=agent.agent_id,
+                    data={
+                        "tool": name,
+                        "input": redact_value(arguments, secrets),
+                        "output": outcome.output,
+                        "status": outcome.status,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    },
+                )
+            )
+            return json.dumps(outcome.output, ensure_ascii=False, default=str)
+
+        # A plain JSON schema: the registry validates, so bad arguments reach the agent as a readable result.
+        return StructuredTool.from_function(
+            coroutine=call, name=name, description=spec.description, args_schema=spec.json_schema()
+        )
+
+    # -- node team -------------------------------------------------------------------------------
+
+    def _build_node_graph(self) -> CompiledStateGraph[Any, Any, Any, Any]:
+        graph = StateGraph(NodeTeamState, input_schema=NodeTeamInput)
+        graph.add_node("supervisor", self._node_supervisor)
+        graph.add_node("agent", self._run_agent)
+        graph.add_node("report", self._node_report)
+        graph.add_edge(START, "supervisor")
+        graph.add_conditional_edges(
+            "supervisor", lambda s: "agent" if s.get("next_agent") else "report", ["agent", "report"]
+        )
+        graph.add_edge("agent", "supervisor")
+        graph.add_edge("report", END)
+        return graph.compile(name="node_team")
+
+    async def _node_supervisor(self, state: NodeTeamState, config: RunnableConfig) -> dict[str, Any]:
+        run = _team_run(config)
+        node = self.nodes[state["node_id"]]
+        strategy = node.supervisor_config.coordination_strategy
+        turns = state.get("turns", [])
+        decisions = state.get("decisions", 0)
+        reason = ""
+        next_agent: str | None
+        if strategy is NodeStrategy.round_robin:
+            next_agent = node.agents[len(turns)].agent_id if len(turns) < len(node.agents) else None
+            reason = "each agent in turn"
+        elif strategy is NodeStrategy.priority:
+            next_agent, reason = await self._priority_choice(run, node, state, turns)
+        else:
+            if decisions >= run.settings.max_iterations:
+                next_agent, reason = None, f"max_iterations ({run.settings.max_iterations}) reached"
+            else:
+                next_agent, reason = await self._adaptive_choice(run, node, state, turns)
+        _emit(
+            PendingEvent(
+                EventType.node_supervisor_decision,
+                node_id=node.node_id,
+                supervisor_id=node_supervisor_id(node.node_id),
+                data={
+                    "decision": f"run {next_agent}: {reason}" if next_agent else f"finish: {reason}",
+                    "next_agents": [next_agent] if next_agent else [],
+                },
+            )
+        )
+        return {"next_agent": next_agent, "decisions": decisions + 1}
+
+    async def _priority_choice(
+        self, run: TeamRun, node: NodeSpec, state: NodeTeamState, turns: list[dict[str, Any]]
+    ) -> tuple[str | None, str]:
+        if len(turns) >= len(node.agents):
+            return None, "every agent has reported"
+        if turns and turns[-1]["status"] == "success":
+            judge = (await run.model(node.supervisor_config)).with_structured_output(TaskAnswered)
+            verdict = await judge.ainvoke(self._node_supervisor_messages(node, state, turns, "Is the task answered?"))
+            if isinstance(verdict, TaskAnswered) and verdict.answered:
+                return None, f"task answered ({_short(verdict.reason)})"
+        return node.agents[len(turns)].agent_id, "next agent by priority"
+
+    async def _adaptive_choice(
+        self, run: TeamRun, node: NodeSpec, state: NodeTeamState, turns: list[dict[str, Any]]
+    ) -> tuple[str | None, str]:
+        choices = [a.agent_id for a in node.agents]
+        router = (await run.model(node.supervisor_config)).with_structured_output(
+            _routing_model("NextAgent", choices, many=False)
+        )
+        answer = await router.ainvoke(
+            self._node_supervisor_messages(node, state, turns, "Which agent should act next? FINISH when done.")
+        )
+        choice = getattr(answer, "next", FINISH)
+        reason = _short(getattr(answer, "reason", ""))
+        return (None, reason or "supervisor finished") if choice == FINISH else (str(choice), reason)
+
+    def _node_supervisor_messages(
+        self, node: NodeSpec, state: NodeTeamState, turns: list[dict[str, Any]], question: str
+    ) -> list[BaseMessage]:
+        messages: list[BaseMessage] = [
+            SystemMessage(node.supervisor_config.system_prompt or DEFAULT_NODE_SUPERVISOR_PROMPT),
+            HumanMessage(prompts.node_supervisor_brief(node, state["task"], state["context"])),
+        ]
+        messages.extend(AIMessage(prompts.report(t["agent_id"], t["output"])) for t in turns)
+        messages.append(HumanMessage(question))
+        return messages
+
+    async def _run_agent(self, state: NodeTeamState, config: RunnableConfig) -> dict[str, Any]:
+        run = _team_run(config)
+        node = self.nodes[state["node_id"]]
+        spec = next(a for a in node.agents if a.agent_id == state["next_agent"])
+        prompt = prompts.agent_prompt(spec, node, state["task"], state["context"], state["upstream"])
+        metadata = {NODE_ID_KEY: node.node_id, AGENT_ID_KEY: spec.agent_id}
+        try:
+            agent = await run.agent(node, spec)
+            final = await agent.ainvoke(
+                {"messages": [HumanMessage(prompt)]},
+                config={"metadata": metadata, "recursion_limit": 2 * run.settings.max_iterations + 1},
+            )
+            output = _text(final["messages"][-1])
+            turn = AgentResult(spec.agent_id, output)
+        except Exception as exc:  # the node team carries on without this agent
+            turn = AgentResult(spec.agent_id, "", status="failed", error=_error_text(exc))
+        data: dict[str, Any] = {"message": turn.output, "status": turn.status}
+        if turn.error:
+            data["error"] = turn.error
+        _emit(PendingEvent(EventType.agent_message, node_id=node.node_id, agent_id=spec.agent_id, data=data))
+        return {"turns": [turn.as_dict()], "next_agent": None}
+
+    async def _node_report(self, state: NodeTeamState, config: RunnableConfig) -> dict[str, Any]:
+        run = _team_run(config)
+        node = self.nodes[state["node_id"]]
+        turns = state.get("turns", [])
+        if turns and all(t["status"] == "failed" for t in turns):
+            raise NodeTeamFailure("every agent of this node team failed: " + "; ".join(t["error"] for t in turns))
+        model = await run.model(node.supervisor_config)
+        answer = await model.ainvoke(
+            self._node_supervisor_messages(node, state, turns, "Report this resource's findings for the task.")
+        )
+        output = _text(answer)
+        _emit(
+            PendingEvent(
+                EventType.node_supervisor_message,
+                node_id=node.node_id,
+                supervisor_id=node_supervisor_id(node.node_id),
+                data={"message": output},
+            )
+        )
+        return {"output": output}
+
+    # -- global supervisor -----------------------------------------------------------------------
+
+    def _build_global_graph(self) -> CompiledStateGraph[Any, Any, Any, Any]:
+        graph = StateGraph(TeamState)
+        graph.add_node("global_supervisor", self._global_supervisor)
+        # It receives a Send payload (one node's work order), not the team state.
+        graph.add_node("node_team", self._node_team)  # type: ignore[arg-type]
+        graph.add_node("summarize", self._summarize)
+        graph.add_edge(START, "global_supervisor")
+        graph.add_conditional_edges("global_supervisor", self._dispatch, ["node_team", "summarize"])
+        graph.add_edge("node_team", "global_supervisor")
+        graph.add_edge("summarize", END)
+        return graph.compile(name="agent_team")
+
+    def _dispatch(self, state: TeamState) -> list[Send] | str:
+        results = state.get("node_results", {})
+        nodes = state.get("next_nodes", [])
+        if not nodes:
+            return "summarize"
+        return [
+            Send(
+                "node_team",
+                {
+                    "node_id": node_id,
+                    "task": state["task"],
+                    "context": state["context"],
+                    "upstream": {
+                        up: str(results[up]["output"]) for up in self.ordering.upstream(node_id) if up in results
+                    },
+                },
+            )
+            for node_id in nodes
+        ]
+
+    def _skip_blocked(self, results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Marks every node downstream of a node that did not succeed as skipped (in dependency order)."""
+        skipped: dict[str, dict[str, Any]] = {}
+        for node_id in self.order:
+            if node_id in results or node_id in skipped:
+                continue
+            blocked = [
+                up
+                for up in self.ordering.upstream(node_id)
+                if (results.get(up) or skipped.get(up) or {}).get("status", NodeStatus.success) != NodeStatus.success
+            ]
+            if blocked:
+                reason = f"skipped: upstream {', '.join(blocked)} did not succeed"
+                skipped |= _finish_node(NodeResult(node_id, NodeStatus.skipped, reason))
+        return skipped
+
+    def _ready(self, results: Mapping[str, Any]) -> list[str]:
+        return [
+            node_id
+            for node_id in self.order
+            if node_id not in results and all(up in results for up in self.ordering.upstream(node_id))
+        ]
+
+    async def _global_supervisor(self, state: TeamState, config: RunnableConfig) -> dict[str, Any]:
+        run = _team_run(config)
+        results = dict(state.get("node_results", {}))
+        decisions = state.get("decisions", 0)
+        strategy = self.topology.global_supervisor.coordination_strategy
+        skipped: dict[str, dict[str, Any]] = {}
+        if strategy is not GlobalStrategy.parallel:
+            skipped = self._skip_blocked(results)
+            results.update(skipped)
+        ready = self._ready(results)
+        reason = ""
+        if strategy is GlobalStrategy.parallel:
+            next_nodes = list(self.order) if decisions == 0 else []
+            reason = "every node team at once"
+        elif strategy is GlobalStrategy.hierarchical:
+            next_nodes, reason = ready, "next dependency wave"
+        elif strategy is GlobalStrategy.sequential:
+            next_nodes, reason = ready[:1], "next node in dependency order"
+        elif decisions >= run.settings.max_iterations:
+            next_nodes, reason = [], f"max_iterations ({run.settings.max_iterations}) reached"
+        elif ready:
+            next_nodes, reason = await self._adaptive_nodes(run, state, results, ready)
+        else:
+            next_nodes = []
+        if not next_nodes:
+            reason = reason if strategy is GlobalStrategy.adaptive and ready else "every node team has finished"
+            for node_id in self.order:
+                if node_id not in results:
+                    why = f"skipped: not dispatched by the global supervisor ({reason})"
+                    skipped |= _finish_node(NodeResult(node_id, NodeStatus.skipped, why))
+        _emit(
+            PendingEvent(
+                EventType.global_supervisor_decision,
+                supervisor_id=GLOBAL_SUPERVISOR_ID,
+                data={
+                    "decision": f"run {', '.join(next_nodes)}: {reason}" if next_nodes else f"finish: {reason}",
+                    "next_nodes": next_nodes,
+                },
+            )
+        )
+        return {"next_nodes": next_nodes, "decisions": decisions + 1, "node_results": skipped}
+
+    async def _adaptive_nodes(
+        self, run: TeamRun, state: TeamState, results: Mapping[str, Any], ready: list[str]
+    ) -> tuple[list[str], str]:
+        router = (await run.model(self.topology.global_supervisor)).with_structured_output(
+            _routing_model("NextNodes", ready, many=True)
+        )
+        answer = await router.ainvoke(
+            self._global_messages(state, results, "Which node teams should run next? FINISH when done.")
+        )
+        chosen = getattr(answer, "next", [FINISH])
+        picked = list(dict.fromkeys(str(c) for c in chosen if c != FINISH and c in ready))
+        return picked, _short(getattr(answer, "reason", "")) or "supervisor choice"
+
+    def _global_messages(self, state: TeamState, results: Mapping[str, Any], question: str) -> list[BaseMessage]:
+        messages: list[BaseMessage] = [
+            SystemMessage(self.topology.global_supervisor.system_prompt or DEFAULT_GLOBAL_SUPERVISOR_PROMPT),
+            HumanMessage(prompts.global_supervisor_brief(state["task"], state["context"], self.topology.nodes)),
+        ]
+        messages.extend(AIMessage(text) for text in self._reports(results))
+        messages.append(HumanMessage(question))
+        return messages
+
+    @staticmethod
+    def _reports(results: Mapping[str, Any]) -> list[str]:
+        return [
+            prompts.report(node_id, f"({r['status']}) {r['output'] or r.get('error') or ''}")
+            for node_id, r in results.items()
+            if r["status"] != NodeStatus.skipped
+        ]
+
+    async def _node_team(self, send: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        node_id = send["node_id"]
+        # Each decision and each agent turn is one step of the subgraph.
+        steps = 2 * (len(self.nodes[node_id].agents) + _team_run(config).settings.max_iterations) + 10
+        try:
+            limits: RunnableConfig = {"recursion_limit": steps}
+            final = await self.node_graph.ainvoke(send, limits)
+            agents = [AgentResult(**t) for t in final.get("turns", [])]
+            result = NodeResult(node_id, NodeStatus.success, final.get("output", ""), agents)
+        except Exception as exc:
+            result = NodeResult(node_id, NodeStatus.failed, "", error=_error_text(exc))
+        return {"node_results": _finish_node(result)}
+
+    async def _summarize(self, state: TeamState, config: RunnableConfig) -> dict[str, Any]:
+        run = _team_run(config)
+        results = state.get("node_results", {})
+        model = await run.model(self.topology.global_supervisor)
+        answer = await model.ainvoke(self._global_messages(state, results, "Summarise the findings for the task."))
+        summary = _text(answer)
+        _emit(
+            PendingEvent(
+                EventType.global_supervisor_message, supervisor_id=GLOBAL_SUPERVISOR_ID, data={"message": summary}
+            )
+        )
+        update: dict[str, Any] = {"summary": summary}
+        if run.settings.output_schema is not None:
+            outcome = await generate_structured_output(
+                model,
+                run.settings.output_schema,
+                self.topology.global_supervisor.system_prompt or DEFAULT_GLOBAL_SUPERVISOR_PROMPT,
+                prompts.global_supervisor_brief(state["task"], state["context"], self.topology.nodes),
+                [prompts.report(GLOBAL_SUPERVISOR_ID, summary), *self._reports(results)],
+            )
+            update["structured"] = {
+                "valid": outcome.valid,
+                "output": outcome.output,
+                "errors": outcome.errors,
+                "attempts": outcome.attempts,
+            }
+        return update
+
+
+def _finish_node(result: NodeResult) -> dict[str, dict[str, Any]]:
+    """Announces a finished node and returns it as a state update."""
+    body = result.as_dict()
+    _emit(
+        PendingEvent(
+            EventType.node_complete,
+            node_id=result.node_id,
+            data={"status": result.status.value, "result": body},
+        )
+    )
+    return {result.node_id: body}
+
+
+RUN_KEY = "aiops_team_run"
+
+
+def _team_run(config: RunnableConfig) -> TeamRun:
+    run = config.get("configurable", {}).get(RUN_KEY)
+    if not isinstance(run, TeamRun):
+        raise RuntimeError("the team graph must be run through engine.run")
+    return run

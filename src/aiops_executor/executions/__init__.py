@@ -1,0 +1,1 @@
+"""Executions: the run lifecycle, the persisted event log, live delivery over SSE, cancel and retention."""

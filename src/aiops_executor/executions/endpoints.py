@@ -1,0 +1,170 @@
+"""Executions API (thin: the rules live in ``executions.service``)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi import status as http_status
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
+
+from aiops_executor.auth.dependencies import OperatorDep, ViewerDep
+from aiops_executor.core.deps import ContextDep, SessionDep
+from aiops_executor.core.errors import AppError
+from aiops_executor.core.pagination import Page, PageQuery
+from aiops_executor.executions import service
+from aiops_executor.executions.schemas import (
+    EventRead,
+    ExecuteRequest,
+    ExecutionRead,
+    ExecutionRequest,
+    ExecutionStatus,
+    StructuredOutputRequest,
+    StructuredOutputResult,
+)
+from aiops_executor.executions.sse import execution_stream
+
+router = APIRouter(tags=["executions"])
+
+API_PREFIX = "/api/v1"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "The execution's events (Server-Sent Events)"}
+}
+
+
+def _location(execution_id: uuid.UUID) -> str:
+    return f"{API_PREFIX}/executions/{execution_id}"
+
+
+@router.post(
+    "/teams/{team_id}/execute",
+    response_model=ExecutionRead,
+    responses={**STREAM_RESPONSE, 408: {"description": "EXECUTION_TIMEOUT, with the partial result"}},
+)
+async def execute_team(
+    team_id: uuid.UUID, body: ExecuteRequest, principal: OperatorDep, session: SessionDep, context: ContextDep
+) -> Response:
+    manager = context.executions
+    execution = await service.start_execution(session, context, manager, team_id, body, actor=principal.actor)
+    headers = {"Location": _location(execution.id)}
+    # Streaming or waiting can last minutes: hold no database transaction meanwhile.
+    await session.close()
+    if body.stream:
+        return EventSourceResponse(
+            execution_stream(context, manager.broadcaster, execution, after=0), headers={**SSE_HEADERS, **headers}
+        )
+    await manager.wait(execution.id)
+    finished = service.execution_read(await service.get_execution_row(session, execution.id))
+    if finished.status is ExecutionStatus.timeout:
+        raise AppError(
+            finished.error_message or "the execution timed out",
+            error_code="EXECUTION_TIMEOUT",
+            status_code=http_status.HTTP_408_REQUEST_TIMEOUT,
+            details={
+                "execution_id": str(finished.execution_id),
+                "partial_result": finished.model_dump(mode="json"),
+            },
+        )
+    return JSONResponse(finished.model_dump(mode="json"), headers=headers)
+
+
+@router.post("/teams/{team_id}/executions", response_model=ExecutionRead, status_code=http_status.HTTP_202_ACCEPTED)
+async def submit_execution(
+    team_id: uuid.UUID,
+    body: ExecutionRequest,
+    principal: OperatorDep,
+    session: SessionDep,
+    context: ContextDep,
+    response: Response,
+) -> ExecutionRead:
+    execution = await service.start_execution(
+        session, context, context.executions, team_id, body, actor=principal.actor
+    )
+    response.headers["Location"] = _location(execution.id)
+    return service.execution_read(execution)
+
+
+@router.get("/teams/{team_id}/executions", response_model=Page[ExecutionRead])
+async def list_team_executions(
+    team_id: uuid.UUID,
+    _: ViewerDep,
+    session: SessionDep,
+    page: PageQuery,
+    status: ExecutionStatus | None = None,
+) -> Page[ExecutionRead]:
+    return await service.list_team_executions(session, team_id, page, status=status)
+
+
+@router.get("/executions/{execution_id}", response_model=ExecutionRead)
+async def get_execution(execution_id: uuid.UUID, _: ViewerDep, session: SessionDep) -> ExecutionRead:
+    return service.execution_read(await service.get_execution_row(session, execution_id))
+
+
+@router.get("/executions/{execution_id}/events", response_model=Page[EventRead])
+async def list_execution_events(
+    execution_id: uuid.UUID,
+    _: ViewerDep,
+    session: SessionDep,
+    page: PageQuery,
+    after: Annotated[int, Query(ge=0, description="only events with a greater seq")] = 0,
+) -> Page[EventRead]:
+    return await service.list_events(session, execution_id, after, page)
+
+
+@router.get("/executions/{execution_id}/stream", responses=STREAM_RESPONSE)
+async def stream_execution(
+    execution_id: uuid.UUID,
+    _: ViewerDep,
+    session: SessionDep,
+    context: ContextDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    after: Annotated[int | None, Query(ge=0, description="like Last-Event-ID, for clients that cannot set it")] = None,
+) -> EventSourceResponse:
+    execution = await service.get_execution_row(session, execution_id)
+    start = after if after is not None else _parse_last_event_id(last_event_id)
+    await session.close()  # the stream may last minutes: hold no database transaction meanwhile
+    return EventSourceResponse(
+        execution_stream(context, context.executions.broadcaster, execution, after=start), headers=SSE_HEADERS
+    )
+
+
+def _parse_last_event_id(value: str | None) -> int:
+    if value is None or value.strip() == "":
+        return 0
+    try:
+        seq = int(value.strip())
+    except ValueError:
+        raise AppError(
+            "Last-Event-ID must be the integer id of an event",
+            error_code="VALIDATION_ERROR",
+            status_code=422,
+            details={"errors": [{"field": "Last-Event-ID", "message": "not an integer"}]},
+        ) from None
+    if seq < 0:
+        raise AppError(
+            "Last-Event-ID must not be negative",
+            error_code="VALIDATION_ERROR",
+            status_code=422,
+            details={"errors": [{"field": "Last-Event-ID", "message": "negative"}]},
+        )
+    return seq
+
+
+@router.post(
+    "/executions/{execution_id}/cancel", response_model=ExecutionRead, status_code=http_status.HTTP_202_ACCEPTED
+)
+async def cancel_execution(
+    execution_id: uuid.UUID, principal: OperatorDep, session: SessionDep, context: ContextDep
+) -> ExecutionRead:
+    execution = await service.cancel_execution(session, context.executions, execution_id, actor=principal.actor)
+    return service.execution_read(execution)
+
+
+@router.post("/teams/{team_id}/structured-output", response_model=StructuredOutputResult)
+async def team_structured_output(
+    team_id: uuid.UUID, body: StructuredOutputRequest, _: OperatorDep, session: SessionDep, context: ContextDep
+) -> StructuredOutputResult:
+    return await service.structured_output(session, context, team_id, body)

@@ -1,0 +1,59 @@
+"""Executions and their persisted event log."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from aiops_executor.core.db import Base, TimestampedRow, UTCDateTime, utcnow
+
+
+class Execution(TimestampedRow, Base):
+    __tablename__ = "executions"
+    __table_args__ = (
+        Index("ix_executions_team_id_created_at", "team_id", "created_at"),
+        Index("ix_executions_status", "status"),
+        Index("ix_executions_completed_at", "completed_at"),
+    )
+
+    team_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("teams.id", ondelete="CASCADE"), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    input: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    timeout_seconds: Mapped[int] = mapped_column(Integer, nullable=False)
+    output_schema: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The team definition as it was when the run was requested: later edits do not change a run.
+    team_snapshot: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    requested_by: Mapped[str] = mapped_column(String(200), nullable=False)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    duration_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    structured_output: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    usage: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    last_seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class ExecutionEventRow(Base):
+    """One event of a run; ``(execution_id, seq)`` is its identity and the order clients replay in."""
+
+    __tablename__ = "execution_events"
+
+    execution_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    type: Mapped[str] = mapped_column(String(40), nullable=False)
+    node_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    supervisor_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow, nullable=False)

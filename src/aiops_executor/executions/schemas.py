@@ -1,0 +1,125 @@
+"""Request and response bodies of the Executions API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from aiops_executor.teams.topology import MAX_TIMEOUT_SECONDS
+
+
+class ExecutionStatus(StrEnum):
+    pending = "pending"
+    running = "running"
+    success = "success"
+    failed = "failed"
+    timeout = "timeout"
+    cancelled = "cancelled"
+
+
+UNFINISHED = (ExecutionStatus.pending.value, ExecutionStatus.running.value)
+
+
+class ExecutionInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExecutionRequest(BaseModel):
+    """``POST /teams/{team_id}/executions``: runs in the background."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: ExecutionInput
+    timeout_seconds: int | None = Field(
+        default=None, ge=1, le=MAX_TIMEOUT_SECONDS, description="default: the team's timeout_seconds"
+    )
+    output_schema: dict[str, Any] | None = Field(default=None, description="JSON Schema of the structured result")
+
+
+class ExecuteRequest(ExecutionRequest):
+    """``POST /teams/{team_id}/execute``: streams the events, or waits for the result."""
+
+    stream: bool = True
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+
+
+class AgentOutput(BaseModel):
+    agent_id: str
+    output: str
+    status: str = "success"
+    error: str | None = None
+
+
+class NodeOutput(BaseModel):
+    node_id: str
+    status: str
+    output: str
+    agents: list[AgentOutput] = Field(default_factory=list)
+    error: str | None = None
+
+
+class ExecutionResult(BaseModel):
+    summary: str
+    node_results: list[NodeOutput]
+
+
+class ExecutionRead(BaseModel):
+    execution_id: uuid.UUID
+    team_id: uuid.UUID
+    status: ExecutionStatus
+    input: dict[str, Any]
+    timeout_seconds: int
+    started_at: datetime | None
+    completed_at: datetime | None
+    duration_ms: int | None
+    result: ExecutionResult | None
+    structured_output: Any | None = None
+    usage: Usage
+    error_code: str | None = None
+    error_message: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class EventRead(BaseModel):
+    seq: int
+    event: str
+    data: dict[str, Any]
+
+
+class StructuredOutputRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    execution_id: uuid.UUID | None = None
+    output_schema: dict[str, Any]
+    include_raw_output: bool = False
+
+
+class SchemaValidation(BaseModel):
+    valid: bool
+    errors: list[dict[str, str]]
+
+
+class StructuredOutputResult(BaseModel):
+    team_id: uuid.UUID
+    execution_id: uuid.UUID
+    structured_output: Any
+    schema_validation: SchemaValidation
+    raw_output: str | None = None
+
+
+class PurgeResult(BaseModel):
+    executions: int
+    events: int

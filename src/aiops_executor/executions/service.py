@@ -1,0 +1,264 @@
+"""Execution rules: who may start what, reads, cancel, structured output from a finished run."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aiops_executor.audit import service as audit
+from aiops_executor.core.context import AppContext
+from aiops_executor.core.errors import AppError, ConflictError, NotFoundError
+from aiops_executor.core.pagination import Page, PageParams
+from aiops_executor.engine import prompts
+from aiops_executor.engine.events import GLOBAL_SUPERVISOR_ID
+from aiops_executor.engine.structured import InvalidOutputSchema, check_schema, generate_structured_output
+from aiops_executor.engine.team import DEFAULT_GLOBAL_SUPERVISOR_PROMPT
+from aiops_executor.executions.manager import ExecutionManager
+from aiops_executor.executions.models import Execution, ExecutionEventRow
+from aiops_executor.executions.schemas import (
+    UNFINISHED,
+    EventRead,
+    ExecutionRead,
+    ExecutionRequest,
+    ExecutionStatus,
+    SchemaValidation,
+    StructuredOutputRequest,
+    StructuredOutputResult,
+)
+from aiops_executor.llm.runtime.model_source import RuntimeModelSource
+from aiops_executor.teams import service as teams_service
+from aiops_executor.teams.topology import TeamSpec
+
+RESOURCE = "execution"
+FINISHED = tuple(s.value for s in ExecutionStatus if s.value not in UNFINISHED)
+
+
+def execution_read(row: Execution) -> ExecutionRead:
+    return ExecutionRead(
+        execution_id=row.id,
+        team_id=row.team_id,
+        status=ExecutionStatus(row.status),
+        input=row.input,
+        timeout_seconds=row.timeout_seconds,
+        started_at=row.started_at,
+        completed_at=row.completed_at,
+        duration_ms=row.duration_ms,
+        result=row.result,
+        structured_output=row.structured_output,
+        usage=row.usage or {},
+        error_code=row.error_code,
+        error_message=row.error_message,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _invalid_schema(exc: InvalidOutputSchema) -> AppError:
+    return AppError(
+        str(exc),
+        error_code="VALIDATION_ERROR",
+        status_code=422,
+        details={"errors": [{"field": "output_schema", "message": str(exc)}]},
+    )
+
+
+async def has_unfinished(session: AsyncSession, team_id: uuid.UUID) -> bool:
+    found = await session.scalar(
+        select(Execution.id).where(Execution.team_id == team_id, Execution.status.in_(UNFINISHED)).limit(1)
+    )
+    return found is not None
+
+
+async def start_execution(
+    session: AsyncSession,
+    context: AppContext,
+    manager: ExecutionManager,
+    team_id: uuid.UUID,
+    request: ExecutionRequest,
+    *,
+    actor: str,
+) -> Execution:
+    """Checks the team can run now, stores a ``pending`` execution with a snapshot of the team, starts it."""
+    if request.output_schema is not None:
+        try:
+            check_schema(request.output_schema)
+        except InvalidOutputSchema as exc:
+            raise _invalid_schema(exc) from exc
+    async with manager.admission:
+        team = await teams_service.get_team_row(session, team_id)
+        teams_service.ensure_active(team)
+        spec = teams_service.team_spec(team)
+        # The team must still hold against today's configuration (a provider may have been switched off).
+        report = await teams_service.check_team(session, spec)
+        if not report.valid:
+            raise teams_service.InvalidTopology(report)
+        if not context.settings.allow_concurrent_team_executions and await has_unfinished(session, team.id):
+            raise ConflictError(
+                f"team {team.name!r} already has an execution running",
+                error_code="EXECUTION_RUNNING",
+                details={"team_id": str(team.id)},
+            )
+        execution = Execution(
+            id=uuid.uuid4(),
+            team_id=team.id,
+            status=ExecutionStatus.pending.value,
+            input=request.input.model_dump(mode="json"),
+            timeout_seconds=request.timeout_seconds or spec.timeout_seconds,
+            output_schema=request.output_schema,
+            team_snapshot=spec.model_dump(mode="json"),
+            requested_by=actor,
+            usage={},
+        )
+        session.add(execution)
+        audit.record(
+            session,
+            actor=actor,
+            action="start",
+            resource_type=RESOURCE,
+            resource_id=execution.id,
+            details={"team_id": str(team.id), "team_name": team.name},
+        )
+        await session.commit()
+        manager.launch(execution)
+    return execution
+
+
+async def get_execution_row(session: AsyncSession, execution_id: uuid.UUID) -> Execution:
+    row = await session.get(Execution, execution_id, populate_existing=True)
+    if row is None:
+        raise NotFoundError("execution", execution_id)
+    return row
+
+
+async def list_team_executions(
+    session: AsyncSession, team_id: uuid.UUID, page: PageParams, *, status: ExecutionStatus | None
+) -> Page[ExecutionRead]:
+    await teams_service.get_team_row(session, team_id)
+    conditions = [Execution.team_id == team_id]
+    if status is not None:
+        conditions.append(Execution.status == status.value)
+    total = await session.scalar(select(func.count()).select_from(Execution).where(*conditions)) or 0
+    rows = await session.scalars(
+        select(Execution)
+        .where(*conditions)
+        .order_by(Execution.created_at.desc(), Execution.id)
+        .offset(page.offset)
+        .limit(page.size)
+    )
+    return Page[ExecutionRead].build([execution_read(r) for r in rows], total, page)
+
+
+async def list_events(session: AsyncSession, execution_id: uuid.UUID, after: int, page: PageParams) -> Page[EventRead]:
+    await get_execution_row(session, execution_id)
+    conditions = [ExecutionEventRow.execution_id == execution_id, ExecutionEventRow.seq > after]
+    total = await session.scalar(select(func.count()).select_from(ExecutionEventRow).where(*conditions)) or 0
+    rows = await session.scalars(
+        select(ExecutionEventRow)
+        .where(*conditions)
+        .order_by(ExecutionEventRow.seq)
+        .offset(page.offset)
+        .limit(page.size)
+    )
+    return Page[EventRead].build([EventRead(seq=r.seq, event=r.type, data=r.payload) for r in rows], total, page)
+
+
+async def cancel_execution(
+    session: AsyncSession, manager: ExecutionManager, execution_id: uuid.UUID, *, actor: str
+) -> Execution:
+    execution = await get_execution_row(session, execution_id)
+    if execution.status not in UNFINISHED:
+        raise ConflictError(
+            f"execution {execution_id} already finished ({execution.status})",
+            error_code="EXECUTION_FINISHED",
+            details={"id": str(execution_id), "status": execution.status},
+        )
+    if not manager.cancel(execution.id):
+        raise ConflictError(
+            f"execution {execution_id} is not running in this process",
+            error_code="EXECUTION_NOT_CANCELLABLE",
+            details={"id": str(execution_id), "status": execution.status},
+        )
+    audit.record(session, actor=actor, action="cancel", resource_type=RESOURCE, resource_id=execution.id)
+    await session.commit()
+    return execution
+
+
+async def structured_output(
+    session: AsyncSession, context: AppContext, team_id: uuid.UUID, request: StructuredOutputRequest
+) -> StructuredOutputResult:
+    """Structured output from a finished run's findings, by the team's global supervisor model."""
+    try:
+        check_schema(request.output_schema)
+    except InvalidOutputSchema as exc:
+        raise _invalid_schema(exc) from exc
+    await teams_service.get_team_row(session, team_id)
+    execution = await _source_execution(session, team_id, request.execution_id)
+    spec = TeamSpec.model_validate(execution.team_snapshot)
+    supervisor = spec.topology.global_supervisor
+    # Model calls take seconds and record usage in their own transactions: end this one first.
+    await session.commit()
+    source = RuntimeModelSource(context.model_runtime)
+    model = await source.chat_model(supervisor.model_provider, supervisor.model_id, {})
+    result: dict[str, Any] = execution.result or {"summary": "", "node_results": []}
+    reports = [prompts.report(GLOBAL_SUPERVISOR_ID, str(result.get("summary", "")))] + [
+        prompts.report(n["node_id"], f"({n['status']}) {n.get('output') or n.get('error') or ''}")
+        for n in result.get("node_results", [])
+    ]
+    outcome = await generate_structured_output(
+        model,
+        request.output_schema,
+        supervisor.system_prompt or DEFAULT_GLOBAL_SUPERVISOR_PROMPT,
+        prompts.global_supervisor_brief(
+            execution.input.get("task", ""), execution.input.get("context", {}), spec.topology.nodes
+        ),
+        reports,
+    )
+    validation = SchemaValidation(valid=outcome.valid, errors=outcome.errors)
+    if not outcome.valid:
+        details: dict[str, Any] = {
+            "execution_id": str(execution.id),
+            "attempts": outcome.attempts,
+            "schema_validation": validation.model_dump(),
+            "partial_output": outcome.output,
+        }
+        if request.include_raw_output:
+            details["raw_output"] = outcome.raw_output
+        raise AppError(
+            f"the structured output did not match output_schema after {outcome.attempts} attempts",
+            error_code="SCHEMA_GENERATION_FAILED",
+            status_code=422,
+            details=details,
+        )
+    return StructuredOutputResult(
+        team_id=team_id,
+        execution_id=execution.id,
+        structured_output=outcome.output,
+        schema_validation=validation,
+        raw_output=outcome.raw_output if request.include_raw_output else None,
+    )
+
+
+async def _source_execution(session: AsyncSession, team_id: uuid.UUID, execution_id: uuid.UUID | None) -> Execution:
+    if execution_id is not None:
+        execution = await get_execution_row(session, execution_id)
+        if execution.team_id != team_id:
+            raise NotFoundError("execution", execution_id)
+        if execution.status in UNFINISHED:
+            raise ConflictError(
+                f"execution {execution_id} has not finished yet",
+                error_code="EXECUTION_RUNNING",
+                details={"id": str(execution_id)},
+            )
+        return execution
+    latest = await session.scalar(
+        select(Execution)
+        .where(Execution.team_id == team_id, Execution.status.in_(FINISHED), Execution.result.is_not(None))
+        .order_by(Execution.completed_at.desc())
+        .limit(1)
+    )
+    if latest is None:
+        raise NotFoundError("execution", f"(latest finished execution of team {team_id})")
+    return latest

@@ -1,0 +1,87 @@
+"""Request and response bodies of the teams API. The create body is ``teams.topology.TeamSpec``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from aiops_executor.teams.topology import Topology
+from aiops_executor.teams.validation import Issue
+
+
+class TeamStatus(StrEnum):
+    active = "active"  # runs
+    inactive = "inactive"  # switched off by a user
+    error = "error"  # its last validation failed against the LLM configuration or the tool registry
+
+
+class TopologySummary(BaseModel):
+    node_count: int
+    agent_count: int
+    edge_count: int
+    depth: int
+
+
+class TeamCreated(BaseModel):
+    team_id: uuid.UUID
+    status: Literal["created"] = "created"
+    created_at: datetime
+    topology_summary: TopologySummary
+
+
+class TeamSummary(BaseModel):
+    """A team in a list: everything but the topology."""
+
+    team_id: uuid.UUID
+    team_name: str
+    description: str
+    status: TeamStatus
+    timeout_seconds: int
+    max_iterations: int
+    topology_summary: TopologySummary
+    created_at: datetime
+    updated_at: datetime
+
+
+class TeamRead(TeamSummary):
+    topology: Topology
+
+
+class TeamUpdate(BaseModel):
+    """Partial update: omitted fields keep their value. A change to the definition (anything but ``status``)
+    is re-validated as a whole against today's LLM configuration, and so is setting ``status`` to ``active``.
+    ``error`` is set by validation only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    team_name: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    description: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    timeout_seconds: int | None = None
+    max_iterations: int | None = Field(default=None, ge=1, le=1000)
+    topology: Topology | None = None
+    status: Literal[TeamStatus.active, TeamStatus.inactive] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            nulls = [name for name, value in values.items() if value is None]
+            if nulls:
+                raise ValueError(f"{', '.join(nulls)} may be omitted but not null")
+        return values
+
+
+class TeamValidation(BaseModel):
+    """``POST /teams/{id}/validate``: the contract's ``valid``/``errors``/``warnings``, plus what the 400
+    ``INVALID_TOPOLOGY`` details carry and the team's status after the check."""
+
+    valid: bool
+    errors: list[Issue]
+    warnings: list[Issue]
+    invalid_nodes: list[str]
+    missing_references: list[dict[str, Any]]
+    status: TeamStatus

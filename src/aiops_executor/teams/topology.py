@@ -1,0 +1,123 @@
+"""The resource topology a team is built from: the body of ``POST /teams`` (contract section Teams).
+
+These models check only the shape of each field. Rules that look across the whole topology (unique ids,
+edges, cycles, depth, references to the LLM configuration and the tool registry) live in
+``teams.validation`` so that every problem is reported at once, with its path.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+ClientId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Prompt = Annotated[str, StringConstraints(max_length=20_000)]
+
+MAX_NODES = 100
+MAX_AGENTS_PER_NODE = 20
+MAX_DEPTH = 10
+MAX_TIMEOUT_SECONDS = 1800
+
+
+class RelationType(StrEnum):
+    calls = "calls"
+    depends_on = "depends_on"
+    integrates = "integrates"
+    monitors = "monitors"
+    data_flow = "data_flow"
+
+
+class NodeStrategy(StrEnum):
+    round_robin = "round_robin"
+    priority = "priority"
+    adaptive = "adaptive"
+
+
+class GlobalStrategy(StrEnum):
+    parallel = "parallel"
+    sequential = "sequential"
+    hierarchical = "hierarchical"
+    adaptive = "adaptive"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelRef(_Strict):
+    """Which configured model a supervisor or agent runs on."""
+
+    model_provider: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    model_id: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+class AgentSpec(ModelRef):
+    agent_id: ClientId
+    agent_name: Name
+    system_prompt: Prompt = ""
+    user_prompt_template: Prompt = "{task}"
+    tools: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=50
+    )
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+
+
+class NodeSupervisorSpec(ModelRef):
+    system_prompt: Prompt = ""
+    coordination_strategy: NodeStrategy = NodeStrategy.round_robin
+
+
+class GlobalSupervisorSpec(ModelRef):
+    system_prompt: Prompt = ""
+    coordination_strategy: GlobalStrategy = GlobalStrategy.hierarchical
+
+
+class NodeSpec(_Strict):
+    node_id: ClientId
+    node_name: Name
+    node_type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    # The count limit is a topology rule (reported with the others), so the list itself is unbounded here.
+    agents: list[AgentSpec] = Field(min_length=1)
+    supervisor_config: NodeSupervisorSpec
+
+
+class EdgeSpec(_Strict):
+    source_node_id: ClientId
+    target_node_id: ClientId
+    relation_type: RelationType
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def ordering(self) -> tuple[str, str] | None:
+        """(runs first, runs after) for edges that impose an order, else None (contract: dependency order)."""
+        if self.relation_type in (RelationType.calls, RelationType.depends_on):
+            return (self.target_node_id, self.source_node_id)
+        if self.relation_type is RelationType.data_flow:
+            return (self.source_node_id, self.target_node_id)
+        return None
+
+
+class Topology(_Strict):
+    nodes: list[NodeSpec] = Field(min_length=1)
+    edges: list[EdgeSpec] = Field(default_factory=list)
+    global_supervisor: GlobalSupervisorSpec
+    allow_isolated_nodes: bool = False
+
+    def node(self, node_id: str) -> NodeSpec:
+        return next(n for n in self.nodes if n.node_id == node_id)
+
+
+class TeamSpec(_Strict):
+    """A team definition: what ``POST /teams`` takes and what ``aiops-executor run`` reads from a file."""
+
+    team_name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    description: Annotated[str, StringConstraints(max_length=2000)] = ""
+    # Range rules are topology rules (reported with the others); only the type is checked here.
+    timeout_seconds: int = 300
+    max_iterations: int = Field(default=50, ge=1, le=1000)
+    topology: Topology

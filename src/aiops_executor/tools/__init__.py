@@ -1,0 +1,1 @@
+"""The tool registry and the built-in, read-only diagnostic tools agents can call."""

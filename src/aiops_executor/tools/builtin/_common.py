@@ -1,0 +1,97 @@
+"""Helpers the built-in tools share: argument defaults from node attributes, targets, timings."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ValidationError
+
+from aiops_executor.tools.registry import (
+    TOOL_INVALID_TARGET,
+    TOOL_MISSING_TARGET,
+    ToolContext,
+    ToolError,
+    validation_errors,
+)
+
+ArgsT = TypeVar("ArgsT", bound=BaseModel)
+
+HOSTNAME_PATTERN = r"^[A-Za-z0-9._:%\[\]\-]+$"
+DEFAULT_PORTS = {
+    "http": 80,
+    "https": 443,
+    "postgres": 5432,
+    "postgresql": 5432,
+    "redis": 6379,
+    "rediss": 6379,
+}
+# Attributes that may hold a URL a host and port can be read from, in order of preference.
+URL_ATTRIBUTES = ("url", "postgres_dsn", "redis_url")
+
+
+def fill_from_attributes(args: ArgsT, context: ToolContext, sources: Mapping[str, Sequence[str]]) -> ArgsT:
+    """``args`` with every omitted (None) field listed in ``sources`` taken from the first node attribute
+    that has a value, re-validated so attribute values get the same checks and coercion as arguments."""
+    values = args.model_dump()
+    taken: dict[str, str] = {}
+    for field_name, attribute_keys in sources.items():
+        if values.get(field_name) is not None:
+            continue
+        for key in attribute_keys:
+            if context.attributes.get(key) is not None:
+                values[field_name] = context.attributes[key]
+                taken[field_name] = key
+                break
+    if not taken:
+        return args
+    try:
+        return type(args).model_validate(values)
+    except ValidationError as exc:
+        keys = sorted(taken.values())
+        raise ToolError(
+            TOOL_INVALID_TARGET,
+            f"node attribute(s) {', '.join(keys)} are not valid for this tool",
+            {"errors": validation_errors(exc)},
+        ) from None
+
+
+def missing_target(what: str, attribute_keys: Sequence[str]) -> ToolError:
+    keys = " or ".join(repr(key) for key in attribute_keys)
+    return ToolError(TOOL_MISSING_TARGET, f"no {what} given and the node has no {keys} attribute")
+
+
+def host_port_from_url_attributes(context: ToolContext) -> tuple[str, int | None] | None:
+    """Host and port of the first URL-like node attribute (``url``, ``postgres_dsn``, ``redis_url``)."""
+    for key in URL_ATTRIBUTES:
+        value = context.attributes.get(key)
+        if not isinstance(value, str) or "://" not in value:
+            continue
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError:
+            continue
+        if parts.hostname:
+            scheme = parts.scheme.split("+", 1)[0].lower()
+            return parts.hostname, port if port is not None else DEFAULT_PORTS.get(scheme)
+    return None
+
+
+def elapsed_ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+def truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(limit - 3, 0)] + "..."
+
+
+def as_float(value: Any) -> float | None:
+    """``value`` as a finite float, else None (JSON has no NaN or infinity)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and abs(number) != float("inf") else None

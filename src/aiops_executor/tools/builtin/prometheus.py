@@ -1,0 +1,202 @@
+"""``prometheus_query``: an instant or range PromQL query, with a bounded number of series in the answer.
+
+The server comes from the ``prometheus_url`` argument, else the node's ``prometheus_url`` attribute, else
+the process setting ``AIOPS_PROMETHEUS_URL``. The query defaults to the node's ``prometheus_query``
+attribute, else ``up``.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from aiops_executor.tools.builtin._common import as_float, elapsed_ms, fill_from_attributes, missing_target
+from aiops_executor.tools.registry import SETTING_PROMETHEUS_URL, ToolContext, ToolError, ToolSpec, describe_exception
+
+PROMETHEUS_UNREACHABLE = "PROMETHEUS_UNREACHABLE"
+PROMETHEUS_QUERY_ERROR = "PROMETHEUS_QUERY_ERROR"
+PROMETHEUS_BAD_RESPONSE = "PROMETHEUS_BAD_RESPONSE"
+DEFAULT_QUERY = "up"
+TARGET_POINTS_PER_SERIES = 60
+MAX_PROMETHEUS_ERROR_CHARS = 300
+
+
+class PrometheusQueryArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4000,
+        description="PromQL expression. Omit to use the node's 'prometheus_query' attribute, else 'up'.",
+    )
+    prometheus_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="Base URL of the Prometheus server (e.g. http://prometheus:9090). "
+        "Omit to use the node's 'prometheus_url' attribute or the service default.",
+    )
+    range_minutes: int | None = Field(
+        default=None,
+        ge=1,
+        le=7 * 24 * 60,
+        description="Run a range query over the last N minutes (omit, with no 'start', for an instant query).",
+    )
+    start: str | None = Field(
+        default=None,
+        max_length=40,
+        description="Range start, RFC 3339 or Unix seconds; makes this a range query (overrides range_minutes).",
+    )
+    end: str | None = Field(
+        default=None, max_length=40, description="Range end, RFC 3339 or Unix seconds (default now)."
+    )
+    step_seconds: int | None = Field(
+        default=None, ge=1, le=86400, description="Range resolution in seconds (default: about 60 points)."
+    )
+    time: str | None = Field(
+        default=None, max_length=40, description="Evaluation time of an instant query, RFC 3339 or Unix seconds."
+    )
+    max_series: int = Field(default=20, ge=1, le=100, description="Most series to return.")
+    max_points: int = Field(default=30, ge=1, le=500, description="Most (latest) points to return per range series.")
+    timeout_seconds: float = Field(default=10.0, gt=0, le=25, description="HTTP timeout in seconds.")
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _http_only(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        return value.strip()
+
+    @field_validator("start", "end", "time")
+    @classmethod
+    def _timestamp(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_timestamp(value)
+            except ValueError:
+                raise ValueError("must be an RFC 3339 time or Unix seconds") from None
+        return value
+
+    @model_validator(mode="after")
+    def _ordered_range(self) -> PrometheusQueryArgs:
+        if self.start is not None and self.end is not None and parse_timestamp(self.start) >= parse_timestamp(self.end):
+            raise ValueError("start must be before end")
+        return self
+
+
+def _series(raw: Any, result_type: str, max_points: int) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        return {"value": raw}
+    entry: dict[str, Any] = {"metric": raw.get("metric", {})}
+    if result_type == "vector":
+        entry["value"] = raw.get("value")
+        return entry
+    values = raw.get("values") or []
+    pairs = [point for point in values if isinstance(point, list) and len(point) == 2]
+    numbers = [n for n in (as_float(value) for _, value in pairs) if n is not None]
+    entry.update(
+        {
+            "point_count": len(values),
+            "min": min(numbers) if numbers else None,
+            "max": max(numbers) if numbers else None,
+            "last": values[-1] if values else None,
+            "values": values[-max_points:],
+        }
+    )
+    return entry
+
+
+def parse_timestamp(text: str) -> float:
+    """Unix seconds of an RFC 3339 time or a Unix timestamp, as Prometheus accepts both."""
+    number = as_float(text)
+    if number is not None:
+        return number
+    moment = datetime.fromisoformat(text)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _request(args: PrometheusQueryArgs, query: str) -> tuple[str, str, dict[str, str]]:
+    """(query kind, API path, parameters)."""
+    if args.start is None and args.range_minutes is None:
+        params = {"query": query}
+        if args.time is not None:
+            params["time"] = args.time
+        return "instant", "/api/v1/query", params
+    end = parse_timestamp(args.end) if args.end is not None else time.time()
+    start = parse_timestamp(args.start) if args.start is not None else end - (args.range_minutes or 0) * 60
+    step = args.step_seconds or max(1, int((end - start) // TARGET_POINTS_PER_SERIES))
+    params = {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": str(step)}
+    return "range", "/api/v1/query_range", params
+
+
+def _prometheus_error(body: Any) -> str | None:
+    if isinstance(body, dict) and body.get("status") == "error":
+        return f"{body.get('errorType', 'error')}: {str(body.get('error', ''))[:MAX_PROMETHEUS_ERROR_CHARS]}"
+    return None
+
+
+async def prometheus_query(args: PrometheusQueryArgs, context: ToolContext) -> dict[str, Any]:
+    args = fill_from_attributes(args, context, {"prometheus_url": ("prometheus_url",), "query": ("prometheus_query",)})
+    base_url = args.prometheus_url or context.settings.get(SETTING_PROMETHEUS_URL)
+    if not base_url:
+        raise missing_target("prometheus_url", ["prometheus_url"])
+    query = args.query or DEFAULT_QUERY
+    kind, path, params = _request(args, query)
+    started = time.perf_counter()
+    async with httpx.AsyncClient(timeout=httpx.Timeout(args.timeout_seconds), trust_env=False) as client:
+        try:
+            response = await client.get(str(base_url).rstrip("/") + path, params=params)
+        except httpx.HTTPError as exc:
+            raise ToolError(PROMETHEUS_UNREACHABLE, describe_exception(exc)) from None
+    try:
+        body = response.json()
+    except ValueError:
+        raise ToolError(
+            PROMETHEUS_BAD_RESPONSE, f"HTTP {response.status_code} with a body that is not JSON", {"path": path}
+        ) from None
+    error = _prometheus_error(body)
+    if error is not None:
+        raise ToolError(PROMETHEUS_QUERY_ERROR, error, {"status_code": response.status_code, "query": query})
+    data = body.get("data") if isinstance(body, dict) else None
+    if response.status_code != 200 or not isinstance(data, dict):
+        raise ToolError(PROMETHEUS_BAD_RESPONSE, f"HTTP {response.status_code} without a Prometheus result")
+    result_type = str(data.get("resultType"))
+    result = data.get("result")
+    report: dict[str, Any] = {
+        "prometheus_url": str(base_url),
+        "query": query,
+        "kind": kind,
+        "result_type": result_type,
+        "latency_ms": elapsed_ms(started),
+    }
+    if kind == "range":
+        report["range"] = {"start": params["start"], "end": params["end"], "step_seconds": int(params["step"])}
+    if result_type in ("scalar", "string"):
+        report["value"] = result
+    else:
+        series = result if isinstance(result, list) else []
+        report["series_total"] = len(series)
+        report["series"] = [_series(s, result_type, args.max_points) for s in series[: args.max_series]]
+        report["series_truncated"] = len(series) > args.max_series
+    if isinstance(body, dict) and body.get("warnings"):
+        report["warnings"] = body["warnings"][:10]
+    return report
+
+
+PROMETHEUS_QUERY = ToolSpec(
+    name="prometheus_query",
+    description="Run a PromQL instant query (or a range query over the last N minutes) against Prometheus "
+    "and return the result type and a bounded number of series.",
+    args_schema=PrometheusQueryArgs,
+    run=prometheus_query,
+    timeout_seconds=30.0,
+    attribute_keys=("prometheus_url", "prometheus_query"),
+)

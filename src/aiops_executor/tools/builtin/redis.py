@@ -1,0 +1,153 @@
+"""``redis_info``: health of a Redis server from ``INFO`` and ``SLOWLOG GET`` (read-only commands only).
+
+Reads the node attribute ``redis_url`` (``redis://[:password@]host:6379/0``, ``rediss://`` for TLS). Like a
+database DSN it may hold a password, so it is never an argument.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from aiops_executor.tools.builtin._common import as_float, elapsed_ms, missing_target, truncate
+from aiops_executor.tools.registry import TOOL_INVALID_TARGET, ToolContext, ToolError, ToolSpec, describe_exception
+
+URL_ATTRIBUTE = "redis_url"
+MAX_KEYSPACE_DBS = 16
+
+MEMORY_FIELDS = (
+    "used_memory",
+    "used_memory_human",
+    "used_memory_rss_human",
+    "used_memory_peak_human",
+    "maxmemory",
+    "maxmemory_human",
+    "maxmemory_policy",
+    "mem_fragmentation_ratio",
+)
+CLIENT_FIELDS = ("connected_clients", "blocked_clients", "maxclients", "rejected_connections")
+STATS_FIELDS = (
+    "instantaneous_ops_per_sec",
+    "total_commands_processed",
+    "keyspace_hits",
+    "keyspace_misses",
+    "evicted_keys",
+    "expired_keys",
+)
+REPLICATION_FIELDS = ("role", "connected_slaves", "master_link_status", "master_last_io_seconds_ago")
+
+
+class RedisInfoArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    slowlog_entries: int = Field(
+        default=10, ge=0, le=128, description="How many of the latest SLOWLOG entries to list (0: none)."
+    )
+    command_chars: int = Field(
+        default=120, ge=20, le=1000, description="Truncate slow-log command lines to this many characters."
+    )
+    timeout_seconds: float = Field(default=5.0, gt=0, le=15, description="Connect and command timeout in seconds.")
+
+
+def _pick(info: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    return {name: info[name] for name in fields if name in info}
+
+
+def summarise_info(info: dict[str, Any]) -> dict[str, Any]:
+    memory = _pick(info, MEMORY_FIELDS)
+    used, limit = as_float(info.get("used_memory")), as_float(info.get("maxmemory"))
+    if used is not None and limit:
+        memory["usage_percent"] = round(100 * used / limit, 1)
+    stats = _pick(info, STATS_FIELDS)
+    hits, misses = as_float(info.get("keyspace_hits")) or 0.0, as_float(info.get("keyspace_misses")) or 0.0
+    stats["hit_ratio"] = round(hits / (hits + misses), 4) if hits + misses else None
+    keyspace = {name: value for name, value in info.items() if name.startswith("db") and isinstance(value, dict)}
+    return {
+        "version": info.get("redis_version"),
+        "mode": info.get("redis_mode"),
+        "uptime_seconds": info.get("uptime_in_seconds"),
+        "memory": memory,
+        "clients": _pick(info, CLIENT_FIELDS),
+        "stats": stats,
+        "replication": _pick(info, REPLICATION_FIELDS),
+        "keyspace": dict(sorted(keyspace.items())[:MAX_KEYSPACE_DBS]),
+    }
+
+
+def _slowlog_entry(entry: dict[str, Any], command_chars: int) -> dict[str, Any]:
+    command = entry.get("command", "")
+    if isinstance(command, bytes):
+        command = command.decode("utf-8", errors="replace")
+    started = entry.get("start_time")
+    return {
+        "id": entry.get("id"),
+        "started_at": datetime.fromtimestamp(started, UTC).isoformat() if isinstance(started, int) else None,
+        "duration_us": entry.get("duration"),
+        "command": truncate(str(command), command_chars),
+        "client_address": entry.get("client_address"),
+    }
+
+
+def _server_answered(exc: Exception) -> bool:
+    """An error reply (e.g. authentication refused) means the server answered; a socket failure that it did not."""
+    if isinstance(exc, redis_errors.AuthenticationError):
+        return True
+    return not isinstance(exc, OSError | redis_errors.ConnectionError | redis_errors.TimeoutError)
+
+
+async def redis_info(args: RedisInfoArgs, context: ToolContext) -> dict[str, Any]:
+    url = context.attributes.get(URL_ATTRIBUTE)
+    if not url:
+        raise missing_target("Redis URL", [URL_ATTRIBUTE])
+    if not isinstance(url, str):
+        raise ToolError(TOOL_INVALID_TARGET, f"node attribute {URL_ATTRIBUTE!r} must be a string")
+    try:
+        client = Redis.from_url(
+            url,
+            socket_timeout=args.timeout_seconds,
+            socket_connect_timeout=args.timeout_seconds,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 0),  # one attempt: a diagnostic reports the failure, it does not hide it
+        )
+    except ValueError as exc:
+        raise ToolError(TOOL_INVALID_TARGET, f"node attribute {URL_ATTRIBUTE!r}: {describe_exception(exc)}") from None
+    started = time.perf_counter()
+    try:
+        try:
+            info = await client.info()
+        except (redis_errors.RedisError, OSError) as exc:
+            return {
+                "connected": False,
+                "reachable": _server_answered(exc),
+                "error": describe_exception(exc),
+                "latency_ms": elapsed_ms(started),
+            }
+        latency_ms = elapsed_ms(started)
+        report: dict[str, Any] = {"connected": True, "latency_ms": latency_ms, **summarise_info(info)}
+        if args.slowlog_entries:
+            try:
+                entries = await client.slowlog_get(args.slowlog_entries)
+                report["slowlog"] = [_slowlog_entry(entry, args.command_chars) for entry in entries]
+            except redis_errors.ResponseError as exc:  # e.g. an ACL that forbids SLOWLOG
+                report["slowlog_error"] = describe_exception(exc)
+        return report
+    finally:
+        await client.aclose()
+
+
+REDIS_INFO = ToolSpec(
+    name="redis_info",
+    description="Read-only Redis health: version, memory vs maxmemory, clients, ops/sec, keyspace hit ratio, "
+    "keyspace and the latest slow-log entries.",
+    args_schema=RedisInfoArgs,
+    run=redis_info,
+    timeout_seconds=20.0,
+    attribute_keys=(URL_ATTRIBUTE,),
+)

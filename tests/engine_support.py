@@ -1,0 +1,176 @@
+"""Building blocks for engine tests: a model source over the simulator, a tool registry, team builders."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatResult
+from pydantic import BaseModel, Field
+
+from aiops_executor.engine import CompiledTeam, ExecutionEvent, ExecutionRun, RunRequest, Usage
+from aiops_executor.llm.simulator import SimulatorChatModel
+from aiops_executor.teams.topology import TeamSpec
+from aiops_executor.tools.registry import ToolContext, ToolOutcome, ToolRegistry, ToolSpec
+
+SIM = "local-sim"
+BROKEN = "broken"
+
+
+class ProviderDown(Exception):
+    pass
+
+
+class BrokenChatModel(BaseChatModel):
+    """A model whose provider is down: every call fails."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "broken"
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        raise ProviderDown("connection refused")
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self
+
+
+class SimulatorSource:
+    """``local-sim`` serves the simulator (with ``latency_ms``); ``broken`` serves a model that always fails."""
+
+    def __init__(self, latency_ms: float = 0.0) -> None:
+        self.latency_ms = latency_ms
+        self.requested: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def chat_model(self, provider: str, model_id: str, overrides: dict[str, Any]) -> BaseChatModel:
+        self.requested.append((provider, model_id, overrides))
+        if provider == BROKEN:
+            return BrokenChatModel()
+        return SimulatorChatModel(model_id=model_id, latency_ms=self.latency_ms)
+
+    def usage(self) -> Usage:
+        return Usage()
+
+
+class ProbeArgs(BaseModel):
+    url: str = Field(description="the URL to probe")
+
+
+class WaitArgs(BaseModel):
+    url: str = Field(description="ignored")
+
+
+def tool_registry(barrier: asyncio.Barrier | None = None, tool_delay: float = 0.0) -> ToolRegistry:
+    """``probe`` echoes its URL and node; ``rendezvous`` waits until ``barrier`` has every party (concurrency)."""
+
+    async def probe(args: ProbeArgs, context: ToolContext) -> dict[str, Any]:
+        if tool_delay:
+            await asyncio.sleep(tool_delay)
+        return {"url": args.url, "node": context.node_id, "status": 200}
+
+    async def rendezvous(args: WaitArgs, context: ToolContext) -> dict[str, Any]:
+        assert barrier is not None
+        await barrier.wait()
+        return {"met": barrier.parties}
+
+    registry = ToolRegistry()
+    registry.register(ToolSpec("probe", "Probe a URL.", ProbeArgs, probe))
+    registry.register(ToolSpec("rendezvous", "Wait for the other node teams.", WaitArgs, rendezvous, timeout_seconds=5))
+    return registry
+
+
+def agent(agent_id: str, tools: Iterable[str] = ("probe",), provider: str = SIM, **extra: Any) -> dict[str, Any]:
+    return {
+        "agent_id": agent_id,
+        "agent_name": f"Agent {agent_id}",
+        "model_provider": provider,
+        "model_id": "sim-1",
+        "tools": list(tools),
+        **extra,
+    }
+
+
+def node(
+    node_id: str,
+    agents: list[dict[str, Any]] | None = None,
+    strategy: str = "round_robin",
+    supervisor_provider: str = SIM,
+    **attributes: Any,
+) -> dict[str, Any]:
+    return {
+        "node_id": node_id,
+        "node_name": f"Node {node_id}",
+        "node_type": "service",
+        "attributes": {"url": f"http://{node_id}.internal/health", **attributes},
+        "agents": agents if agents is not None else [agent("a1")],
+        "supervisor_config": {
+            "model_provider": supervisor_provider,
+            "model_id": "sim-1",
+            "coordination_strategy": strategy,
+        },
+    }
+
+
+def edge(source: str, target: str, relation: str = "depends_on") -> dict[str, Any]:
+    return {"source_node_id": source, "target_node_id": target, "relation_type": relation}
+
+
+def team(
+    nodes: list[dict[str, Any]],
+    edges: list[dict[str, Any]] | None = None,
+    strategy: str = "hierarchical",
+    *,
+    max_iterations: int = 50,
+    global_provider: str = SIM,
+) -> TeamSpec:
+    return TeamSpec.model_validate(
+        {
+            "team_name": "test-team",
+            "max_iterations": max_iterations,
+            "topology": {
+                "nodes": nodes,
+                "edges": edges or [],
+                "global_supervisor": {
+                    "model_provider": global_provider,
+                    "model_id": "sim-1",
+                    "coordination_strategy": strategy,
+                },
+                "allow_isolated_nodes": True,
+            },
+        }
+    )
+
+
+async def run_team(
+    spec: TeamSpec,
+    *,
+    source: SimulatorSource | None = None,
+    registry: ToolRegistry | None = None,
+    task: str = "Why is checkout slow?",
+    **request: Any,
+) -> tuple[ExecutionRun, list[ExecutionEvent]]:
+    run = ExecutionRun(
+        CompiledTeam(spec, registry or tool_registry()),
+        RunRequest("exec-1", "team-1", task, **request),
+        source or SimulatorSource(),
+    )
+    events = [event async for event in run.events()]
+    return run, events
+
+
+def of_type(events: list[ExecutionEvent], kind: str) -> list[ExecutionEvent]:
+    return [e for e in events if e.type == kind]
+
+
+async def outcome_of(run: ExecutionRun) -> Any:
+    assert run.outcome is not None
+    return run.outcome
+
+
+def tool_outcome(output: dict[str, Any]) -> ToolOutcome:
+    return ToolOutcome("success", output)

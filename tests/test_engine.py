@@ -1,0 +1,369 @@
+"""The engine: strategies, ordering, skipping, bounds, timeout, cancel, structured output, and the event model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import pytest
+
+from aiops_executor.engine import CompiledTeam, ExecutionRun, NodeStatus, RunRequest, RunStatus
+from aiops_executor.engine.events import TERMINAL_EVENTS, EventType
+from tests.engine_support import (
+    BROKEN,
+    SimulatorSource,
+    agent,
+    edge,
+    node,
+    of_type,
+    run_team,
+    team,
+    tool_registry,
+)
+
+# gateway calls checkout, checkout depends on the database: db runs first, then checkout, then gateway.
+CHAIN = [edge("gateway", "checkout", "calls"), edge("checkout", "db", "depends_on")]
+
+
+def dispatched(events: list, kind: str = EventType.global_supervisor_decision) -> list[list[str]]:
+    field = "next_nodes" if kind == EventType.global_supervisor_decision else "next_agents"
+    return [e.data[field] for e in of_type(events, kind) if e.data[field]]
+
+
+def node_starts(events: list) -> list[str]:
+    """Node ids in the order their teams first spoke."""
+    seen: list[str] = []
+    for event in of_type(events, EventType.node_supervisor_decision):
+        if event.node_id not in seen:
+            seen.append(event.node_id)
+    return seen
+
+
+# --------------------------------------------------------------------------------------------- event model
+
+
+async def test_event_sequence_follows_the_contract() -> None:
+    spec = team([node("gateway"), node("checkout"), node("db")], CHAIN)
+    run, events = await run_team(spec, context={"ticket": "INC-1"})
+
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert events[0].type == EventType.execution_start
+    assert events[0].data["input"] == {"task": "Why is checkout slow?", "context": {"ticket": "INC-1"}}
+    assert events[-1].type == EventType.execution_complete
+    assert sum(e.type in TERMINAL_EVENTS for e in events) == 1
+    for event in events:
+        payload = event.payload()
+        assert payload["execution_id"] == "exec-1" and payload["team_id"] == "team-1"
+        assert payload["seq"] == event.seq
+        assert payload["timestamp"].endswith("Z")
+        if event.type in (EventType.node_supervisor_decision, EventType.node_supervisor_message):
+            assert payload["supervisor_id"] == f"{payload['node_id']}.supervisor"
+        if event.type in (EventType.global_supervisor_decision, EventType.global_supervisor_message):
+            assert payload["supervisor_id"] == "global_supervisor"
+            assert "node_id" not in payload
+        if event.type in (EventType.agent_message, EventType.agent_token, EventType.tool_call):
+            assert payload["agent_id"] == "a1" and payload["node_id"] in {"gateway", "checkout", "db"}
+        if event.type == EventType.node_complete:
+            assert payload["status"] == "success" and payload["result"]["node_id"] == payload["node_id"]
+    json.dumps([e.payload() for e in events])  # every payload is JSON
+
+    # Within a node team: decision -> tool call -> tokens -> agent message -> report -> node_complete.
+    db_events = [e.type for e in events if e.node_id == "db"]
+    assert db_events[0] == EventType.node_supervisor_decision
+    assert db_events.index(EventType.tool_call) < db_events.index(EventType.agent_message)
+    assert db_events.index(EventType.agent_token) < db_events.index(EventType.agent_message)
+    assert db_events[-2:] == [EventType.node_supervisor_message, EventType.node_complete]
+
+    tool_call = of_type(events, EventType.tool_call)[0]
+    assert tool_call.data["tool"] == "probe"
+    assert tool_call.data["input"] == {"url": "http://db.internal/health"}
+    assert tool_call.data["output"]["node"] == "db"
+    assert tool_call.data["status"] == "success" and tool_call.data["duration_ms"] >= 0
+
+    final = events[-1].data
+    assert final["status"] == "success" and final["duration_ms"] >= 0
+    assert [n["node_id"] for n in final["result"]["node_results"]] == ["db", "checkout", "gateway"]
+    assert final["result"]["summary"].startswith("[simulator]")
+    assert run.outcome is not None and run.outcome.status is RunStatus.success
+
+
+async def test_tokens_are_not_streamed_when_switched_off() -> None:
+    spec = team([node("db")])
+    run = ExecutionRun(
+        CompiledTeam(spec, tool_registry()), RunRequest("e", "t", "task"), SimulatorSource(), stream_tokens=False
+    )
+    events = [e async for e in run.events()]
+    assert not of_type(events, EventType.agent_token)
+    assert of_type(events, EventType.agent_message)
+
+
+# --------------------------------------------------------------------------------------------- global strategies
+
+
+async def test_hierarchical_runs_dependency_waves_and_hands_upstream_findings_down() -> None:
+    upstream_reader = agent("reader", tools=(), user_prompt_template="{upstream}")
+    spec = team(
+        [node("gateway", [upstream_reader]), node("checkout"), node("cache"), node("db")],
+        [*CHAIN, edge("checkout", "cache", "calls")],
+    )
+    _, events = await run_team(spec)
+    assert dispatched(events) == [["cache", "db"], ["checkout"], ["gateway"]]
+    gateway_agent = next(e for e in of_type(events, EventType.agent_message) if e.node_id == "gateway")
+    # The dependent's prompt carried what checkout found (the simulator echoes its brief).
+    assert "[checkout]" in gateway_agent.data["message"]
+
+
+async def test_parallel_dispatches_every_node_team_at_once_and_they_run_concurrently() -> None:
+    # Each node's tool waits until all three node teams are inside it: run one after another, it would time out.
+    barrier = asyncio.Barrier(3)
+    nodes = [node(n, [agent("a1", tools=("rendezvous",))]) for n in ("a", "b", "c")]
+    _, events = await run_team(team(nodes, strategy="parallel"), registry=tool_registry(barrier))
+    assert dispatched(events) == [["a", "b", "c"]]
+    calls = of_type(events, EventType.tool_call)
+    assert [c.data["status"] for c in calls] == ["success"] * 3
+    assert all(c.data["output"] == {"met": 3} for c in calls)
+
+
+async def test_a_dependency_wave_runs_concurrently() -> None:
+    barrier = asyncio.Barrier(2)
+    nodes = [node("api"), *(node(n, [agent("a1", tools=("rendezvous",))]) for n in ("db", "cache"))]
+    edges = [edge("api", "db"), edge("api", "cache")]
+    _, events = await run_team(team(nodes, edges, "hierarchical"), registry=tool_registry(barrier))
+    waits = [c for c in of_type(events, EventType.tool_call) if c.data["tool"] == "rendezvous"]
+    assert [c.data["output"] for c in waits] == [{"met": 2}, {"met": 2}]
+
+
+async def test_sequential_runs_one_node_team_at_a_time_in_dependency_order() -> None:
+    spec = team([node("gateway"), node("checkout"), node("db")], CHAIN, "sequential")
+    _, events = await run_team(spec)
+    assert dispatched(events) == [["db"], ["checkout"], ["gateway"]]
+    # No node team starts before the previous one completed.
+    order = [
+        (e.type, e.node_id) for e in events if e.type in (EventType.node_supervisor_decision, EventType.node_complete)
+    ]
+    finished: list[str] = []
+    for kind, node_id in order:
+        if kind == EventType.node_complete:
+            finished.append(node_id)
+        else:
+            assert len(finished) == ["db", "checkout", "gateway"].index(node_id)
+
+
+async def test_data_flow_orders_source_first_and_monitors_imposes_no_order() -> None:
+    spec = team(
+        [node("ingest"), node("warehouse"), node("grafana")],
+        [edge("ingest", "warehouse", "data_flow"), edge("grafana", "warehouse", "monitors")],
+    )
+    _, events = await run_team(spec)
+    assert dispatched(events) == [["ingest", "grafana"], ["warehouse"]]
+
+
+async def test_adaptive_global_supervisor_chooses_among_ready_node_teams() -> None:
+    spec = team([node("gateway"), node("checkout"), node("db"), node("cache")], CHAIN, "adaptive")
+    _, events = await run_team(spec)
+    batches = dispatched(events)
+    # The simulator picks the first ready node it has not heard from; db and cache are ready first.
+    assert batches[0] == ["db"]
+    flat = [n for batch in batches for n in batch]
+    assert sorted(flat) == ["cache", "checkout", "db", "gateway"]
+    assert flat.index("db") < flat.index("checkout") < flat.index("gateway")
+    assert events[-1].data["status"] == "success"
+
+
+async def test_max_iterations_bounds_the_adaptive_global_loop() -> None:
+    spec = team([node("a"), node("b"), node("c")], strategy="adaptive", max_iterations=2)
+    run, events = await run_team(spec)
+    assert dispatched(events) == [["a"], ["b"]]
+    final = of_type(events, EventType.global_supervisor_decision)[-1]
+    assert final.data["next_nodes"] == [] and "max_iterations (2)" in final.data["decision"]
+    statuses = {n.node_id: n.status for n in run.outcome.node_results}
+    assert statuses == {"a": NodeStatus.success, "b": NodeStatus.success, "c": NodeStatus.skipped}
+
+
+# --------------------------------------------------------------------------------------------- node strategies
+
+
+async def test_round_robin_gives_every_agent_a_turn_in_order() -> None:
+    spec = team([node("db", [agent("first"), agent("second"), agent("third")], "round_robin")])
+    run, events = await run_team(spec)
+    assert dispatched(events, EventType.node_supervisor_decision) == [["first"], ["second"], ["third"]]
+    assert [a.agent_id for a in run.outcome.node_results[0].agents] == ["first", "second", "third"]
+
+
+async def test_priority_stops_once_the_task_is_answered() -> None:
+    spec = team([node("db", [agent("first"), agent("second")], "priority")])
+    run, events = await run_team(spec)
+    # The supervisor judged the first agent's report sufficient (the simulator answers "answered").
+    assert dispatched(events, EventType.node_supervisor_decision) == [["first"]]
+    assert "task answered" in of_type(events, EventType.node_supervisor_decision)[-1].data["decision"]
+    assert [a.agent_id for a in run.outcome.node_results[0].agents] == ["first"]
+
+
+async def test_priority_moves_on_when_an_agent_fails() -> None:
+    spec = team([node("db", [agent("first", provider=BROKEN), agent("second")], "priority")])
+    run, events = await run_team(spec)
+    assert dispatched(events, EventType.node_supervisor_decision) == [["first"], ["second"]]
+    agents = run.outcome.node_results[0].agents
+    assert [(a.agent_id, a.status) for a in agents] == [("first", "failed"), ("second", "success")]
+    assert "connection refused" in (agents[0].error or "")
+    assert run.outcome.node_results[0].status is NodeStatus.success
+
+
+async def test_adaptive_node_supervisor_picks_agents_until_it_finishes() -> None:
+    spec = team([node("db", [agent("logs"), agent("metrics")], "adaptive")])
+    _, events = await run_team(spec)
+    assert dispatched(events, EventType.node_supervisor_decision) == [["logs"], ["metrics"]]
+    assert of_type(events, EventType.node_supervisor_decision)[-1].data["next_agents"] == []
+
+
+async def test_max_iterations_bounds_the_adaptive_node_loop() -> None:
+    spec = team([node("db", [agent("logs"), agent("metrics"), agent("traces")], "adaptive")], max_iterations=2)
+    _, events = await run_team(spec)
+    assert dispatched(events, EventType.node_supervisor_decision) == [["logs"], ["metrics"]]
+    assert "max_iterations (2)" in of_type(events, EventType.node_supervisor_decision)[-1].data["decision"]
+
+
+async def test_agent_overrides_reach_the_model_source() -> None:
+    source = SimulatorSource()
+    spec = team([node("db", [agent("a1", temperature=0.1, max_tokens=256)])])
+    await run_team(spec, source=source)
+    assert ("local-sim", "sim-1", {"temperature": 0.1, "max_tokens": 256}) in source.requested
+
+
+# --------------------------------------------------------------------------------------------- failures
+
+
+async def test_a_failed_node_skips_its_dependents_and_the_run_keeps_partial_results() -> None:
+    nodes = [
+        node("gateway"),
+        node("checkout"),
+        node("db", [agent("a1", provider=BROKEN)]),
+        node("search"),
+    ]
+    run, events = await run_team(team(nodes, CHAIN))
+    statuses = {n.node_id: n.status for n in run.outcome.node_results}
+    assert statuses == {
+        "db": NodeStatus.failed,
+        "search": NodeStatus.success,
+        "checkout": NodeStatus.skipped,
+        "gateway": NodeStatus.skipped,
+    }
+    skipped = {e.node_id: e.data for e in of_type(events, EventType.node_complete) if e.data["status"] == "skipped"}
+    assert "upstream db" in skipped["checkout"]["result"]["output"]
+    assert "upstream checkout" in skipped["gateway"]["result"]["output"]
+    assert "connection refused" in (run.outcome.node_results[0].error or "")
+    assert run.outcome.status is RunStatus.success  # partial results: search succeeded
+    assert events[-1].type == EventType.execution_complete
+
+
+async def test_a_broken_node_supervisor_fails_its_node() -> None:
+    run, _ = await run_team(team([node("db", supervisor_provider=BROKEN), node("web")]))
+    statuses = {n.node_id: n.status for n in run.outcome.node_results}
+    assert statuses == {"db": NodeStatus.failed, "web": NodeStatus.success}
+
+
+async def test_when_no_node_team_succeeds_the_run_fails() -> None:
+    run, events = await run_team(team([node("db", [agent("a1", provider=BROKEN)])]))
+    assert run.outcome.status is RunStatus.failed
+    assert events[-1].type == EventType.execution_error
+    assert events[-1].data["error_code"] == "EXECUTION_FAILED"
+    assert events[-1].data["result"]["node_results"][0]["status"] == "failed"
+
+
+async def test_a_broken_global_supervisor_fails_the_run_with_partial_results() -> None:
+    run, events = await run_team(team([node("db")], global_provider=BROKEN))
+    assert run.outcome.status is RunStatus.failed
+    assert events[-1].type == EventType.execution_error
+    assert "global supervisor failed" in events[-1].data["error_message"]
+    # The node team finished before the summary broke, and its result is kept.
+    assert run.outcome.node_results[0].status is NodeStatus.success
+
+
+# --------------------------------------------------------------------------------------------- timeout and cancel
+
+
+async def test_timeout_stops_the_run_promptly_and_keeps_partial_results() -> None:
+    spec = team([node("fast"), node("slow")], [edge("slow", "fast")], "sequential")
+    source = SimulatorSource(latency_ms=150)  # fast finishes in ~0.5 s; slow would need as long again
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    run, events = await run_team(spec, source=source, timeout_seconds=0.9)
+    assert loop.time() - started < 1.5
+    assert run.outcome.status is RunStatus.timeout
+    terminal = events[-1]
+    assert terminal.type == EventType.execution_error
+    assert terminal.data["error_code"] == "EXECUTION_TIMEOUT" and terminal.data["status"] == "timeout"
+    statuses = {n["node_id"]: n["status"] for n in terminal.data["result"]["node_results"]}
+    assert statuses == {"fast": "success", "slow": "timeout"}
+
+
+async def test_cancel_abandons_in_flight_model_calls_promptly() -> None:
+    spec = team([node("a"), node("b")], strategy="parallel")
+    run = ExecutionRun(CompiledTeam(spec, tool_registry()), RunRequest("e", "t", "task"), SimulatorSource(60_000))
+    loop = asyncio.get_running_loop()
+    events = []
+    cancelled_at = None
+    async for event in run.events():
+        events.append(event)
+        if event.type == EventType.node_supervisor_decision and cancelled_at is None:
+            cancelled_at = loop.time()
+            run.cancel()
+    assert cancelled_at is not None and loop.time() - cancelled_at < 1.0
+    assert events[-1].type == EventType.execution_cancelled
+    assert run.outcome.status is RunStatus.cancelled
+    assert {n.status for n in run.outcome.node_results} == {NodeStatus.cancelled}
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_cancel_before_the_first_event_still_ends_with_cancelled() -> None:
+    run = ExecutionRun(CompiledTeam(team([node("a")]), tool_registry()), RunRequest("e", "t", "x"), SimulatorSource())
+    run.cancel()
+    events = [e async for e in run.events()]
+    assert [e.type for e in events] == [EventType.execution_start, EventType.execution_cancelled]
+
+
+# --------------------------------------------------------------------------------------------- structured output
+
+INCIDENT = {
+    "type": "object",
+    "properties": {
+        "summary": {"type": "string"},
+        "severity": {"type": "string", "enum": ["low", "high"]},
+        "affected": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["summary", "severity", "affected"],
+}
+
+
+async def test_structured_output_matches_the_schema() -> None:
+    run, events = await run_team(team([node("db")]), output_schema=INCIDENT)
+    output = events[-1].data["structured_output"]
+    assert run.outcome.status is RunStatus.success
+    assert output["severity"] in {"low", "high"} and isinstance(output["affected"], list)
+    assert output["summary"].startswith("[simulator]")
+
+
+async def test_structured_output_fails_clearly_after_three_attempts() -> None:
+    impossible = {
+        "type": "object",
+        "properties": {"ticket": {"type": "string", "pattern": "^INC-[0-9]+$"}},
+        "required": ["ticket"],
+    }
+    run, events = await run_team(team([node("db")]), output_schema=impossible)
+    assert run.outcome.status is RunStatus.failed
+    terminal = events[-1]
+    assert terminal.type == EventType.execution_error
+    assert terminal.data["error_code"] == "SCHEMA_GENERATION_FAILED"
+    assert "3 attempts" in terminal.data["error_message"]
+    assert terminal.data["errors"][0]["path"] == "$.ticket"
+    assert re.search("does not match", terminal.data["errors"][0]["message"])
+    assert terminal.data["partial_output"]["ticket"]
+    assert terminal.data["result"]["node_results"][0]["status"] == "success"
+
+
+@pytest.mark.parametrize("schema", [{"type": "array"}, {"type": "object", "properties": {"x": {"type": 5}}}])
+async def test_an_invalid_output_schema_fails_the_run_with_a_clear_message(schema: dict) -> None:
+    run, events = await run_team(team([node("db")]), output_schema=schema)
+    assert run.outcome.status is RunStatus.failed
+    assert "output_schema" in events[-1].data["error_message"]
