@@ -116,6 +116,50 @@ def run_team_file(
     raise typer.Exit(asyncio.run(runner.run_team(settings, spec, options, err=console)))
 
 
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Interface the service binds.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port of the service (0: any free port).")] = 8000,
+    task: Annotated[str | None, typer.Option(help="What the team should find out.", show_default=False)] = None,
+    keep_serving: Annotated[
+        bool, typer.Option("--keep-serving", help="Leave the service running after the demo run.")
+    ] = False,
+) -> None:
+    """Start the service, create the team that probes this machine's PostgreSQL and Redis, run it over the API,
+    and show the live event stream and the structured result (offline, on the embedded default)."""
+    from aiops_executor.console import demo as demo_module
+
+    settings = _load_settings()
+    if "log_level" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"log_level": "WARNING"})  # the live view is the output
+    options = demo_module.DemoOptions(
+        host=host, port=port, task=task or demo_module.DEMO_TASK, keep_serving=keep_serving
+    )
+    raise typer.Exit(asyncio.run(demo_module.run_demo(settings, options, Console(), console)))
+
+
+@app.command()
+def purge() -> None:
+    """Delete finished executions and their events older than AIOPS_EXECUTION_RETENTION_DAYS (default 30)."""
+    from aiops_executor.core.context import AppContext
+
+    settings = _load_settings()
+
+    async def _purge() -> tuple[int, int]:
+        if settings.is_embedded_database:
+            await _migrate(settings)
+        context = AppContext.build(settings)
+        try:
+            return await context.executions.purge()
+        finally:
+            await context.close()
+
+    executions, events = asyncio.run(_purge())
+    console.print(
+        f"purged {executions} execution(s) and {events} event(s) older than {settings.execution_retention_days:g} days"
+    )
+
+
 class MockKind(StrEnum):
     openai = "openai"
     anthropic = "anthropic"

@@ -161,10 +161,10 @@ class RunView:
                     target.status = Status.running
         elif kind is EventType.global_supervisor_message:
             self.note = "summary: " + one_line(data.get("message"), NOTE_CHARS)
+        elif event.is_terminal:  # may name the node or agent that failed the run
+            self._finish(event)
         elif node is not None:
             self._apply_node_event(kind, node, agent, data)
-        elif event.is_terminal:
-            self._finish(event)
 
     def _apply_node_event(self, kind: EventType, node: NodeView, agent: AgentView | None, data: dict[str, Any]) -> None:
         if kind is EventType.node_supervisor_decision:

@@ -1,0 +1,538 @@
+"""Streaming benchmark: event-to-client latency of the SSE API under load (a script, not a test).
+
+    .venv/bin/python bench/stream.py                       # embedded default (SQLite in a temp dir)
+    .venv/bin/python bench/stream.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
+
+The service runs in a **subprocess** (``aiops-executor serve``, one uvicorn worker, default settings apart
+from those printed), so the client's CPU is not charged to the server's event loop; both share the machine
+and its clock. On PostgreSQL the URL names the server and user only: a throwaway database is created on it
+(through the ``postgres`` database), migrated, used and dropped.
+
+Set-up (not measured): log in as the bootstrap admin, register the offline ``simulator`` provider
+``local-sim`` with model ``sim-1`` at a fixed ``latency_ms`` per model call, create one team per execution
+(a team runs one execution at a time by default): ``--nodes`` nodes in a ``depends_on`` chain, each with a
+prober (one ``tcp_check`` on a closed local port) and a reader, global strategy ``hierarchical``.
+
+Measured: every execution is started with ``POST /teams/{id}/executions`` (202, background) and its share of
+the subscribers attaches at once with ``GET /executions/{id}/stream``. For each event a subscriber receives,
+latency = receive time - the event's ``timestamp`` (stamped when the engine emitted it). Events emitted
+before the subscriber's request was sent can only arrive through the store replay ("catch-up"); the others
+are "live". Every subscriber must receive the gap-free sequence 1..N ending in a terminal event, N being
+the number of events the store holds for that execution; any violation is printed and the exit code is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import itertools
+import json
+import math
+import os
+import platform
+import pstats
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from httpx_sse import aconnect_sse
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.engine import make_url
+
+from aiops_executor.core.migrate import upgrade_url
+
+API = "/api/v1"
+ADMIN_USERNAME = "bench-admin"
+ADMIN_PASSWORD = "bench-password-" + uuid.uuid4().hex[:8]
+TERMINAL = {"execution_complete", "execution_error", "execution_cancelled"}
+TASK = {"input": {"task": "Why is checkout slow?", "context": {"ticket": "BENCH-1"}}}
+SUPPORTED = {"supported": True, "score": 3}
+
+console = Console(highlight=False, width=120)
+
+
+# ------------------------------------------------------------------------------------------------ server
+
+
+@dataclass
+class Server:
+    url: str
+    process: asyncio.subprocess.Process
+    log_path: Path
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far (Linux /proc)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return math.nan
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def start_server(
+    data_dir: Path, database_url: str | None, max_concurrent: int, profile: Path | None = None
+) -> Server:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIOPS_")}
+    env.update(
+        AIOPS_ENV="dev",
+        AIOPS_DATA_DIR=str(data_dir),
+        AIOPS_ADMIN_USERNAME=ADMIN_USERNAME,
+        AIOPS_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        AIOPS_SEED_SIMULATOR="false",
+        AIOPS_LOG_FORMAT="json",
+        AIOPS_MAX_CONCURRENT_EXECUTIONS=str(max_concurrent),
+    )
+    if database_url:
+        env["AIOPS_DATABASE_URL"] = database_url
+    log_path = data_dir / "server.log"
+    log = log_path.open("wb")
+    command = [sys.executable, "-m", "aiops_executor.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if profile is not None:
+        command[1:1] = ["-m", "cProfile", "-o", str(profile)]
+    process = await asyncio.create_subprocess_exec(*command, cwd=data_dir, env=env, stdout=log, stderr=log)
+    log.close()
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    async with httpx.AsyncClient(base_url=server.url, timeout=2) as client:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.returncode is not None:
+                break
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get("/health/ready")).status_code == 200:
+                    return server
+            await asyncio.sleep(0.1)
+    await stop_server(server)
+    raise SystemExit(f"the server did not become ready; its log:\n{log_path.read_text()[-4000:]}")
+
+
+async def stop_server(server: Server) -> None:
+    if server.process.returncode is None:
+        # Ctrl-C: uvicorn shuts down gracefully, and a profiled server (--profile-server) writes its stats.
+        server.process.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(server.process.wait(), 20)
+        except TimeoutError:
+            server.process.kill()
+            await server.process.wait()
+
+
+# ------------------------------------------------------------------------------------------------ PostgreSQL
+
+
+async def _pg_admin(url: str) -> asyncpg.Connection:
+    parts = make_url(url)
+    return await asyncpg.connect(
+        host=parts.host or "127.0.0.1",
+        port=parts.port or 5432,
+        user=parts.username or "postgres",
+        password=parts.password,
+        database="postgres",
+    )
+
+
+async def create_database(url: str) -> tuple[str, str]:
+    """A fresh, migrated database on the server ``url`` names: (its URL, its name)."""
+    name = f"aiops_bench_{uuid.uuid4().hex[:12]}"
+    connection = await _pg_admin(url)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    bench_url = make_url(url).set(database=name).render_as_string(hide_password=False)
+    await upgrade_url(bench_url)
+    return bench_url, name
+
+
+async def drop_database(url: str, name: str) -> None:
+    connection = await _pg_admin(url)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+# ------------------------------------------------------------------------------------------------ set-up
+
+
+def team_body(name: str, nodes: int) -> dict[str, Any]:
+    ref = {"model_provider": "local-sim", "model_id": "sim-1"}
+    node_ids = [f"n{i}" for i in range(nodes)]
+    return {
+        "team_name": name,
+        "timeout_seconds": 600,
+        "topology": {
+            "nodes": [
+                {
+                    "node_id": node_id,
+                    "node_name": f"Node {node_id}",
+                    "node_type": "service",
+                    "attributes": {"host": "127.0.0.1", "port": 9},
+                    "agents": [
+                        {"agent_id": "probe", "agent_name": "Prober", **ref, "tools": ["tcp_check"]},
+                        {"agent_id": "reader", "agent_name": "Reader", **ref},
+                    ],
+                    "supervisor_config": {**ref, "coordination_strategy": "round_robin"},
+                }
+                for node_id in node_ids
+            ],
+            "edges": [
+                {"source_node_id": a, "target_node_id": b, "relation_type": "depends_on"}
+                for a, b in itertools.pairwise(node_ids)
+            ],
+            "global_supervisor": {**ref, "coordination_strategy": "hierarchical"},
+            "allow_isolated_nodes": True,
+        },
+    }
+
+
+def expect(response: httpx.Response, status: int) -> dict[str, Any]:
+    if response.status_code != status:
+        raise SystemExit(
+            f"{response.request.method} {response.request.url.path} answered {response.status_code}, "
+            f"expected {status}: {response.text[:500]}"
+        )
+    return dict(response.json())
+
+
+async def set_up(client: httpx.AsyncClient, teams: int, nodes: int, latency_ms: float) -> list[str]:
+    token = expect(
+        await client.post(f"{API}/auth/token", data={"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD}), 200
+    )
+    client.headers["Authorization"] = f"Bearer {token['access_token']}"
+    provider = expect(await client.post(f"{API}/providers", json={"name": "local-sim", "type": "simulator"}), 201)
+    expect(
+        await client.post(
+            f"{API}/providers/{provider['id']}/models",
+            json={
+                "model_id": "sim-1",
+                "name": "Simulator",
+                "default_params": {"latency_ms": latency_ms},
+                "capabilities": {"chat": SUPPORTED, "function_calling": SUPPORTED, "structured_output": SUPPORTED},
+            },
+        ),
+        201,
+    )
+    limit = asyncio.Semaphore(8)
+
+    async def make(i: int) -> str:
+        async with limit:
+            created = expect(await client.post(f"{API}/teams", json=team_body(f"bench-{i}", nodes)), 201)
+            return str(created["team_id"])
+
+    return list(await asyncio.gather(*(make(i) for i in range(teams))))
+
+
+# ------------------------------------------------------------------------------------------------ measurement
+
+
+@dataclass
+class Subscriber:
+    index: int
+    execution_id: str = ""
+    sent_at: float = 0.0  # wall clock when the GET was sent
+    received: list[tuple[str, str, str, float]] = field(default_factory=list)  # (id, event, data, time)
+    error: str | None = None
+
+
+@dataclass
+class Run:
+    execution_id: str
+    subscribers: list[Subscriber]
+    stored_events: int = 0
+    status: str = ""
+
+
+async def subscribe(client: httpx.AsyncClient, subscriber: Subscriber) -> None:
+    path = f"{API}/executions/{subscriber.execution_id}/stream"
+    received = subscriber.received
+    subscriber.sent_at = time.time()
+    try:
+        async with aconnect_sse(client, "GET", path) as source:
+            if source.response.status_code != 200:
+                body = (await source.response.aread()).decode(errors="replace")
+                subscriber.error = f"HTTP {source.response.status_code}: {body[:300]}"
+                return
+            async for message in source.aiter_sse():
+                received.append((message.id, message.event, message.data, time.time()))
+    except (httpx.HTTPError, ValueError) as exc:
+        subscriber.error = f"{type(exc).__name__}: {exc}"
+
+
+async def start_and_watch(client: httpx.AsyncClient, team_id: str, run: Run) -> None:
+    response = await client.post(f"{API}/teams/{team_id}/executions", json=TASK)
+    if response.status_code != 202:
+        for subscriber in run.subscribers:
+            subscriber.error = f"start answered {response.status_code}: {response.text[:300]}"
+        return
+    run.execution_id = str(response.json()["execution_id"])
+    for subscriber in run.subscribers:
+        subscriber.execution_id = run.execution_id
+    await asyncio.gather(*(subscribe(client, s) for s in run.subscribers))
+
+
+async def verify_store(client: httpx.AsyncClient, run: Run) -> None:
+    if not run.execution_id:
+        return
+    execution = await client.get(f"{API}/executions/{run.execution_id}")
+    run.status = str(execution.json().get("status")) if execution.status_code == 200 else f"HTTP {execution.status_code}"
+    page = await client.get(f"{API}/executions/{run.execution_id}/events", params={"size": 1})
+    run.stored_events = int(page.json()["total"]) if page.status_code == 200 else -1
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not ordered:
+        return math.nan
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def to_epoch(timestamp: str) -> float:
+    return datetime.fromisoformat(timestamp).timestamp()
+
+
+@dataclass
+class Analysis:
+    latencies: list[float] = field(default_factory=list)  # ms, every non-heartbeat event
+    live: list[float] = field(default_factory=list)
+    catch_up: list[float] = field(default_factory=list)
+    terminal: list[float] = field(default_factory=list)
+    heartbeats: int = 0
+    pings: int = 0
+    last_receive: float = 0.0
+    violations: list[str] = field(default_factory=list)
+    kinds: Counter[str] = field(default_factory=Counter)
+
+
+def analyse(runs: list[Run]) -> Analysis:
+    result = Analysis()
+    for run in runs:
+        if run.execution_id and run.status not in ("success",):
+            result.violations.append(f"execution {run.execution_id} ended with status {run.status!r}")
+        for subscriber in run.subscribers:
+            who = f"subscriber {subscriber.index} (execution {subscriber.execution_id or '-'})"
+            if subscriber.error:
+                result.violations.append(f"{who}: {subscriber.error}")
+            seqs: list[int] = []
+            last_kind = ""
+            for sse_id, kind, data, received_at in subscriber.received:
+                if not data and kind == "message":
+                    # A ``: ping`` comment of sse-starlette. httpx-sse 0.4 dispatches it as an empty message
+                    # carrying the last id; the SSE spec says an empty data buffer dispatches nothing.
+                    result.pings += 1
+                    continue
+                try:
+                    payload = json.loads(data)
+                except ValueError:
+                    result.violations.append(f"{who}: undecodable message id={sse_id!r} event={kind!r} data={data!r}")
+                    continue
+                result.last_receive = max(result.last_receive, received_at)
+                if kind == "heartbeat":
+                    result.heartbeats += 1
+                    continue
+                if str(payload.get("seq")) != sse_id:
+                    result.violations.append(f"{who}: id {sse_id!r} but payload seq {payload.get('seq')!r}")
+                seqs.append(int(sse_id))
+                last_kind = kind
+                result.kinds[kind] += 1
+                emitted = to_epoch(payload["timestamp"])
+                latency = (received_at - emitted) * 1000
+                result.latencies.append(latency)
+                (result.live if emitted >= subscriber.sent_at else result.catch_up).append(latency)
+                if kind in TERMINAL:
+                    result.terminal.append(latency)
+            expected = list(range(1, run.stored_events + 1))
+            if seqs != expected:
+                missing = sorted(set(expected) - set(seqs))
+                duplicated = sorted(s for s, n in Counter(seqs).items() if n > 1)
+                result.violations.append(
+                    f"{who}: got {len(seqs)} events, the store holds {run.stored_events}; "
+                    f"missing {missing[:10]}{'...' if len(missing) > 10 else ''}, duplicated {duplicated[:10]}, "
+                    f"in order: {seqs == sorted(seqs)}"
+                )
+            if last_kind not in TERMINAL:
+                result.violations.append(f"{who}: the stream ended without a terminal event (last: {last_kind!r})")
+    for values in (result.latencies, result.live, result.catch_up, result.terminal):
+        values.sort()
+    return result
+
+
+def write_csv(path: Path, runs: list[Run]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["subscriber", "execution_id", "seq", "event", "emitted", "received", "attached"])
+        for run in runs:
+            for subscriber in run.subscribers:
+                for sse_id, kind, data, received_at in subscriber.received:
+                    if not data:
+                        continue
+                    emitted = to_epoch(json.loads(data)["timestamp"])
+                    row = [subscriber.index, run.execution_id, sse_id, kind, emitted, received_at, subscriber.sent_at]
+                    writer.writerow(row)
+
+
+def fmt(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:,.1f}"
+
+
+def latency_row(table: Table, name: str, values: list[float]) -> None:
+    table.add_row(
+        name,
+        f"{len(values):,}",
+        fmt(percentile(values, 0.5)),
+        fmt(percentile(values, 0.99)),
+        fmt(values[-1] if values else math.nan),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+async def bench(args: argparse.Namespace) -> int:
+    if args.subscribers < args.executions:
+        raise SystemExit("--subscribers must be at least --executions (every execution gets a subscriber)")
+    with tempfile.TemporaryDirectory(prefix="aiops-bench-") as tmp:
+        data_dir = Path(tmp)
+        database_url, pg_name = None, None
+        if args.database_url:
+            database_url, pg_name = await create_database(args.database_url)
+        backend = "PostgreSQL" if database_url else "SQLite (embedded default)"
+        server = None
+        try:
+            server = await start_server(data_dir, database_url, max(100, args.executions), args.profile_server)
+            return await measure(args, server, backend)
+        finally:
+            if server is not None:
+                await stop_server(server)
+                if args.profile_server is not None and args.profile_server.exists():
+                    console.print(f"\nserver profile (cProfile, whole process life) in {args.profile_server}:")
+                    stats = pstats.Stats(str(args.profile_server), stream=sys.stdout)
+                    stats.sort_stats("tottime").print_stats(25)
+            if pg_name is not None:
+                await drop_database(args.database_url, pg_name)
+
+
+async def measure(args: argparse.Namespace, server: Server, backend: str) -> int:
+    limits = httpx.Limits(max_connections=args.subscribers + 50, max_keepalive_connections=args.subscribers + 50)
+    timeout = httpx.Timeout(args.timeout, connect=30)
+    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=timeout) as client:
+        console.print(f"set-up: {args.executions} teams of {args.nodes} nodes on {backend} ...")
+        team_ids = await set_up(client, args.executions, args.nodes, args.latency_ms)
+
+        subscribers = [Subscriber(i) for i in range(args.subscribers)]
+        runs = [Run("", subscribers[i :: args.executions]) for i in range(args.executions)]
+        console.print(f"measuring: {args.executions} executions, {args.subscribers} subscribers ...")
+        client_cpu, server_cpu = time.process_time(), server.cpu_seconds()
+        started = time.time()
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(start_and_watch(client, t, r) for t, r in zip(team_ids, runs, strict=True))),
+                args.timeout,
+            )
+            timed_out = False
+        except TimeoutError:
+            timed_out = True
+        client_cpu, server_cpu = time.process_time() - client_cpu, server.cpu_seconds() - server_cpu
+        await asyncio.gather(*(verify_store(client, r) for r in runs))
+
+    result = analyse(runs)
+    if args.csv is not None:
+        write_csv(args.csv, runs)
+    if timed_out:
+        result.violations.insert(0, f"the run did not finish within --timeout {args.timeout:g} s")
+    wall = (result.last_receive or time.time()) - started
+    produced = sum(r.stored_events for r in runs)
+
+    table = Table(title=f"SSE event-to-client latency, {backend}")
+    table.add_column("events")
+    table.add_column("count", justify="right")
+    table.add_column("p50 ms", justify="right")
+    table.add_column("p99 ms", justify="right")
+    table.add_column("max ms", justify="right")
+    latency_row(table, "all delivered", result.latencies)
+    latency_row(table, "  live (emitted after attach)", result.live)
+    latency_row(table, "  catch-up (replayed from store)", result.catch_up)
+    latency_row(table, "  terminal events", result.terminal)
+    console.print()
+    console.print(table)
+
+    summary = Table(show_header=False, box=None)
+    for name, value in (
+        ("server", f"subprocess `aiops-executor serve` (1 uvicorn worker), {backend}"),
+        ("machine", f"{os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"),
+        ("executions", f"{args.executions} (one team each, {args.nodes} nodes in a chain, 2 agents per node)"),
+        ("subscribers", f"{args.subscribers} ({args.subscribers / args.executions:g} per execution)"),
+        ("simulator latency", f"{args.latency_ms:g} ms per model call"),
+        ("events produced", f"{produced:,} ({produced / max(1, args.executions):.0f} per execution)"),
+        ("events delivered", f"{len(result.latencies):,} (+ {result.heartbeats} heartbeats, {result.pings} keep-alive comments)"),
+        ("wall time", f"{wall:.1f} s (first start to last event received)"),
+        ("throughput", f"{len(result.latencies) / wall:,.0f} events/s delivered, {produced / wall:,.0f} produced"),
+        ("CPU", f"server {server_cpu:.1f} s, client {client_cpu:.1f} s"),
+        ("gap-free 1..N + terminal", "yes, every subscriber" if not result.violations else "NO"),
+    ):
+        summary.add_row(name, value)
+    console.print(summary)
+
+    if result.violations:
+        console.print(f"\n[bold red]VIOLATIONS ({len(result.violations)}):[/bold red]")
+        for line in result.violations[:50]:
+            console.print(f"[red]  {line}[/red]")
+        if len(result.violations) > 50:
+            console.print(f"[red]  ... and {len(result.violations) - 50} more[/red]")
+        kept = Path(tempfile.gettempdir()) / f"aiops-bench-server-{int(time.time())}.log"
+        shutil.copyfile(server.log_path, kept)
+        console.print(f"server log kept at {kept}")
+        return 1
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--executions", type=int, default=100, help="concurrent executions (default 100)")
+    parser.add_argument("--subscribers", type=int, default=500, help="SSE subscribers in all (default 500)")
+    parser.add_argument("--latency-ms", type=float, default=50, help="simulator delay per model call (default 50)")
+    parser.add_argument("--nodes", type=int, default=3, help="nodes per team, in a depends_on chain (default 3)")
+    parser.add_argument(
+        "--database-url",
+        help="PostgreSQL server to use, e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/postgres; a temporary "
+        "database is created on it and dropped (default: SQLite in a temp dir)",
+    )
+    parser.add_argument(
+        "--profile-server",
+        type=Path,
+        metavar="FILE",
+        help="run the server under cProfile, save its stats to FILE and print the top functions (slows it down)",
+    )
+    parser.add_argument(
+        "--csv", type=Path, metavar="FILE", help="also write every delivery: subscriber, seq, event, emitted, received"
+    )
+    parser.add_argument("--timeout", type=float, default=300, help="give up on the measurement after this (s)")
+    args = parser.parse_args()
+    sys.exit(asyncio.run(bench(args)))
+
+
+if __name__ == "__main__":
+    main()

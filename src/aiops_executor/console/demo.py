@@ -1,0 +1,242 @@
+"""``aiops-executor demo``: the whole product on the embedded default, offline, in one command.
+
+It starts the HTTP service, signs in as the admin, creates (or refreshes) the team that probes this
+machine's PostgreSQL and Redis, executes it over the public API with ``stream: true``, shows the live SSE
+stream as a tree, then the execution's result and structured output as ``GET /executions/{id}`` returns it.
+Everything goes through the same routes a client would use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+
+from aiops_executor.auth.service import DEV_ADMIN_PASSWORD_FILE
+from aiops_executor.console.team_file import InputProblem, load_output_schema, load_team_file
+from aiops_executor.console.view import RunView, render_result
+from aiops_executor.core.settings import Settings
+from aiops_executor.engine import EventType, ExecutionEvent, NodeResult, NodeStatus, RunOutcome, RunStatus, Usage
+from aiops_executor.engine.results import AgentResult
+from aiops_executor.teams.topology import TeamSpec
+
+API = "/api/v1"
+CHECKOUT = Path(__file__).resolve().parents[3]
+DEFAULT_TEAM_FILE = CHECKOUT / "examples" / "local-machine.json"
+DEFAULT_SCHEMA_FILE = CHECKOUT / "examples" / "output-schema.json"
+DEMO_TASK = "Check the health of this machine's data stores and report anything an on-call SRE should know."
+COMMON_FIELDS = ("execution_id", "team_id", "seq", "timestamp", "node_id", "agent_id", "supervisor_id")
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    team_file: Path = DEFAULT_TEAM_FILE
+    schema_file: Path = DEFAULT_SCHEMA_FILE
+    task: str = DEMO_TASK
+    keep_serving: bool = False
+
+
+class DemoError(Exception):
+    """A step of the demo failed; the message says which and why."""
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
+    """(id, event, data) of each Server-Sent Event in the response."""
+    fields: dict[str, str] = {}
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if line == "":
+            if data:
+                yield fields.get("id", ""), fields.get("event", "message"), json.loads("\n".join(data))
+            fields, data = {}, []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "data":
+                data.append(value)
+            else:
+                fields[name] = value
+
+
+def event_from_payload(kind: str, payload: dict[str, Any]) -> ExecutionEvent:
+    return ExecutionEvent(
+        type=EventType(kind),
+        execution_id=payload["execution_id"],
+        team_id=payload["team_id"],
+        seq=int(payload["seq"]),
+        timestamp=datetime.fromisoformat(payload["timestamp"].replace("Z", "+00:00")),
+        node_id=payload.get("node_id"),
+        agent_id=payload.get("agent_id"),
+        supervisor_id=payload.get("supervisor_id"),
+        data={k: v for k, v in payload.items() if k not in COMMON_FIELDS},
+    )
+
+
+def outcome_from_execution(body: dict[str, Any]) -> RunOutcome:
+    """``GET /executions/{id}`` as the outcome the result view renders."""
+    result = body.get("result") or {"summary": "", "node_results": []}
+    usage = body.get("usage") or {}
+    return RunOutcome(
+        status=RunStatus(body["status"]),
+        summary=result.get("summary", ""),
+        node_results=[
+            NodeResult(
+                node["node_id"],
+                NodeStatus(node["status"]),
+                node.get("output", ""),
+                [
+                    AgentResult(a["agent_id"], a["output"], a.get("status", "success"), a.get("error"))
+                    for a in node["agents"]
+                ],
+                node.get("error"),
+            )
+            for node in result.get("node_results", [])
+        ],
+        duration_ms=int(body.get("duration_ms") or 0),
+        usage=Usage(
+            int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)), Decimal(str(usage.get("cost", 0)))
+        ),
+        structured_output=body.get("structured_output"),
+        error_code=body.get("error_code"),
+        error_message=body.get("error_message"),
+    )
+
+
+def _admin_credentials(settings: Settings) -> tuple[str, str]:
+    if settings.admin_username and settings.admin_password:
+        return settings.admin_username, settings.admin_password
+    password_file = settings.data_dir / DEV_ADMIN_PASSWORD_FILE
+    if not password_file.is_file():
+        raise DemoError(f"no admin credentials: set AIOPS_ADMIN_USERNAME/AIOPS_ADMIN_PASSWORD or keep {password_file}")
+    return "admin", password_file.read_text().strip()
+
+
+async def _check(response: httpx.Response, step: str, *, streaming: bool = False) -> dict[str, Any]:
+    """The JSON body of a successful response (nothing for a stream); a failed one raises ``DemoError``."""
+    if response.status_code >= 400:
+        await response.aread()
+        try:
+            body = response.json()
+            reason = f"{body.get('error_code')}: {body.get('error_message')}"
+        except ValueError:
+            reason = response.text[:300]
+        raise DemoError(f"{step} failed ({response.status_code} {reason})")
+    if streaming:
+        return {}
+    return dict(response.json()) if response.content else {}
+
+
+async def _ensure_team(client: httpx.AsyncClient, spec: TeamSpec, out: Console) -> str:
+    """The demo team's id: created, or refreshed from the file when an earlier demo left it."""
+    body = spec.model_dump(mode="json")
+    response = await client.post(f"{API}/teams", json=body)
+    if response.status_code == 409:
+        teams = await _check(await client.get(f"{API}/teams", params={"size": 100}), "listing teams")
+        existing = next((t for t in teams["items"] if t["team_name"] == spec.team_name), None)
+        if existing is None:
+            raise DemoError(f"team {spec.team_name!r} exists but could not be found")
+        team_id = str(existing["team_id"])
+        await _check(await client.put(f"{API}/teams/{team_id}", json={**body, "status": "active"}), "updating the team")
+        out.print(f"team [bold]{escape(spec.team_name)}[/bold] refreshed ({team_id})")
+        return team_id
+    created = await _check(response, "creating the team")
+    out.print(f"team [bold]{escape(spec.team_name)}[/bold] created ({created['team_id']})")
+    return str(created["team_id"])
+
+
+async def _start_server(settings: Settings, options: DemoOptions) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+    from aiops_executor.app import create_app
+
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host=options.host, port=options.port, log_level="warning")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            raise DemoError(f"the service could not start on {options.host}:{options.port} (is the port in use?)")
+        await asyncio.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return server, task, f"http://{options.host}:{port}"
+
+
+async def _stream_run(
+    client: httpx.AsyncClient, team_id: str, spec: TeamSpec, body: dict[str, Any], out: Console
+) -> str:
+    """Runs the team with ``stream: true`` and shows the live tree; returns the execution id."""
+    view = RunView.for_team(spec)
+    execution_id = ""
+    last_refresh = 0.0
+    with Live(view, console=out, auto_refresh=False, transient=False) as live:
+        async with client.stream("POST", f"{API}/teams/{team_id}/execute", json={**body, "stream": True}) as response:
+            await _check(response, "starting the execution", streaming=True)
+            execution_id = response.headers["location"].rsplit("/", 1)[-1]
+            async for _, kind, payload in sse_events(response):
+                if kind == EventType.heartbeat:
+                    continue
+                event = event_from_payload(kind, payload)
+                view.apply(event)
+                now = time.monotonic()
+                if event.is_terminal or now - last_refresh > 0.1:
+                    live.refresh()
+                    last_refresh = now
+    return execution_id
+
+
+async def run_demo(settings: Settings, options: DemoOptions, out: Console, err: Console) -> int:
+    try:
+        spec = load_team_file(options.team_file)
+        schema = load_output_schema(options.schema_file)
+    except InputProblem as problem:
+        problem.print(err)
+        return EXIT_FAILED
+    try:
+        server, serving, base_url = await _start_server(settings, options)
+    except DemoError as exc:
+        err.print(f"[red]demo:[/red] {escape(str(exc))}")
+        return EXIT_FAILED
+    try:
+        out.print(f"service running at [bold]{base_url}[/bold] (API docs at {base_url}/docs)")
+        username, password = _admin_credentials(settings)
+        async with httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(30, read=None)) as client:
+            token = await _check(
+                await client.post(f"{API}/auth/token", data={"username": username, "password": password}), "signing in"
+            )
+            client.headers["Authorization"] = f"Bearer {token['access_token']}"
+            team_id = await _ensure_team(client, spec, out)
+            body = {"input": {"task": options.task, "context": {}}, "output_schema": schema}
+            out.print(f"task: {escape(options.task)}")
+            execution_id = await _stream_run(client, team_id, spec, body, out)
+            execution = await _check(await client.get(f"{API}/executions/{execution_id}"), "reading the result")
+        outcome = outcome_from_execution(execution)
+        out.print(render_result(outcome, spec, execution_id=execution_id, structured_requested=True))
+        out.print(
+            f"events: GET {base_url}{API}/executions/{execution_id}/events · "
+            f"re-attach: GET {base_url}{API}/executions/{execution_id}/stream"
+        )
+        if options.keep_serving:
+            out.print("the service keeps running; Ctrl-C stops it")
+            await serving
+        return EXIT_OK if outcome.status is RunStatus.success else EXIT_FAILED
+    except DemoError as exc:
+        err.print(f"[red]demo:[/red] {escape(str(exc))}")
+        return EXIT_FAILED
+    finally:
+        server.should_exit = True
+        await asyncio.gather(serving, return_exceptions=True)

@@ -1,0 +1,93 @@
+"""``aiops-executor demo`` (the README's first command ends in it) and ``aiops-executor purge``."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aiops_executor.console.demo import sse_events
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIOPS_")}
+    env.update({"AIOPS_DATA_DIR": str(data_dir), "AIOPS_ENV": "dev", "COLUMNS": "120", **extra})
+    return env
+
+
+def cli(data_dir: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own console script, fixed arguments
+        [sys.executable, "-m", "aiops_executor.cli", *args],
+        cwd=data_dir.parent,
+        env=clean_env(data_dir, **extra),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_demo_runs_the_local_machine_team_over_the_api_offline(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = cli(data_dir, "demo", "--port", "0")
+    assert first.returncode == 0, first.stdout + first.stderr
+    out = first.stdout
+    assert "service running at http://127.0.0.1:" in out
+    assert "team local-machine-diagnosis created" in out
+    assert "success in" in out and "structured output" in out
+    assert "postgres_diagnostics" in out or "server_version" in out or "PostgreSQL" in out
+    assert '"overall_status"' in out
+
+    # The execution and its events are stored in the embedded database, like any API run.
+    with sqlite3.connect(data_dir / "aiops.db") as db:
+        status, last_seq = db.execute("SELECT status, last_seq FROM executions").fetchone()
+        events = db.execute("SELECT count(*), max(seq) FROM execution_events").fetchone()
+    assert status == "success" and events == (last_seq, last_seq)
+
+    again = cli(data_dir, "demo", "--port", "0")  # a second demo reuses and refreshes the team
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "team local-machine-diagnosis refreshed" in again.stdout
+
+
+def test_purge_deletes_what_is_older_than_the_retention(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    assert cli(data_dir, "demo", "--port", "0").returncode == 0
+    kept = cli(data_dir, "purge")
+    assert kept.returncode == 0 and "purged 0 execution(s)" in kept.stderr + kept.stdout
+    with sqlite3.connect(data_dir / "aiops.db") as db:
+        old = (datetime.now(UTC) - timedelta(days=45)).strftime("%Y-%m-%d %H:%M:%S.%f")
+        db.execute("UPDATE executions SET completed_at = ?", (old,))
+    purged = cli(data_dir, "purge")
+    assert purged.returncode == 0 and "purged 1 execution(s)" in purged.stderr + purged.stdout
+    with sqlite3.connect(data_dir / "aiops.db") as db:
+        assert db.execute("SELECT count(*) FROM executions").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM execution_events").fetchone() == (0,)
+
+
+class _Lines:
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+    async def aiter_lines(self):  # type: ignore[no-untyped-def]
+        for line in self.lines:
+            yield line
+
+
+async def test_the_demo_reads_server_sent_events_as_the_wire_sends_them() -> None:
+    wire = [
+        ": ping",
+        "id: 1",
+        "event: execution_start",
+        'data: {"seq": 1}',
+        "",
+        "event: heartbeat",
+        'data: {"seq": 1}',
+        "",
+    ]
+    events = [e async for e in sse_events(_Lines(wire))]  # type: ignore[arg-type]
+    assert events == [("1", "execution_start", {"seq": 1}), ("", "heartbeat", {"seq": 1})]
