@@ -279,25 +279,36 @@ async def subscribe(client: httpx.AsyncClient, subscriber: Subscriber) -> None:
         subscriber.error = f"{type(exc).__name__}: {exc}"
 
 
-async def start_and_watch(client: httpx.AsyncClient, team_id: str, run: Run) -> None:
-    response = await client.post(f"{API}/teams/{team_id}/executions", json=TASK)
-    if response.status_code != 202:
+async def start_and_watch(control: httpx.AsyncClient, streams: httpx.AsyncClient, team_id: str, run: Run) -> None:
+    try:
+        response = await control.post(f"{API}/teams/{team_id}/executions", json=TASK)
+    except httpx.HTTPError as exc:
+        failure = f"start failed: {type(exc).__name__}: {exc}"
+    else:
+        failure = "" if response.status_code == 202 else f"start answered {response.status_code}: {response.text[:300]}"
+    if failure:
         for subscriber in run.subscribers:
-            subscriber.error = f"start answered {response.status_code}: {response.text[:300]}"
+            subscriber.error = failure
         return
     run.execution_id = str(response.json()["execution_id"])
     for subscriber in run.subscribers:
         subscriber.execution_id = run.execution_id
-    await asyncio.gather(*(subscribe(client, s) for s in run.subscribers))
+    await asyncio.gather(*(subscribe(streams, s) for s in run.subscribers))
 
 
-async def verify_store(client: httpx.AsyncClient, run: Run) -> None:
+async def verify_store(client: httpx.AsyncClient, run: Run, limit: asyncio.Semaphore) -> None:
+    """The execution's final status and how many events the store holds for it."""
     if not run.execution_id:
         return
-    execution = await client.get(f"{API}/executions/{run.execution_id}")
-    run.status = str(execution.json().get("status")) if execution.status_code == 200 else f"HTTP {execution.status_code}"
-    page = await client.get(f"{API}/executions/{run.execution_id}/events", params={"size": 1})
-    run.stored_events = int(page.json()["total"]) if page.status_code == 200 else -1
+    async with limit:
+        try:
+            execution = await client.get(f"{API}/executions/{run.execution_id}")
+            run.status = str(execution.json()["status"]) if execution.status_code == 200 else execution.text[:200]
+            page = await client.get(f"{API}/executions/{run.execution_id}/events", params={"size": 1})
+            run.stored_events = int(page.json()["total"]) if page.status_code == 200 else -1
+        except httpx.HTTPError as exc:
+            run.status = f"unknown ({type(exc).__name__}: {exc})"
+            run.stored_events = -1
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -436,27 +447,32 @@ async def bench(args: argparse.Namespace) -> int:
 
 
 async def measure(args: argparse.Namespace, server: Server, backend: str) -> int:
-    limits = httpx.Limits(max_connections=args.subscribers + 50, max_keepalive_connections=args.subscribers + 50)
     timeout = httpx.Timeout(args.timeout, connect=30)
-    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=timeout) as client:
+    # Two clients: one for the API calls, one whose pool holds a connection per SSE subscriber.
+    control_limits = httpx.Limits(max_connections=args.executions + 10)
+    stream_limits = httpx.Limits(max_connections=args.subscribers, max_keepalive_connections=0)
+    async with (
+        httpx.AsyncClient(base_url=server.url, limits=control_limits, timeout=timeout) as control,
+        httpx.AsyncClient(base_url=server.url, limits=stream_limits, timeout=timeout) as streams,
+    ):
         console.print(f"set-up: {args.executions} teams of {args.nodes} nodes on {backend} ...")
-        team_ids = await set_up(client, args.executions, args.nodes, args.latency_ms)
+        team_ids = await set_up(control, args.executions, args.nodes, args.latency_ms)
+        streams.headers["Authorization"] = control.headers["Authorization"]
 
         subscribers = [Subscriber(i) for i in range(args.subscribers)]
         runs = [Run("", subscribers[i :: args.executions]) for i in range(args.executions)]
         console.print(f"measuring: {args.executions} executions, {args.subscribers} subscribers ...")
         client_cpu, server_cpu = time.process_time(), server.cpu_seconds()
         started = time.time()
+        watchers = (start_and_watch(control, streams, t, r) for t, r in zip(team_ids, runs, strict=True))
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*(start_and_watch(client, t, r) for t, r in zip(team_ids, runs, strict=True))),
-                args.timeout,
-            )
+            await asyncio.wait_for(asyncio.gather(*watchers), args.timeout)
             timed_out = False
         except TimeoutError:
             timed_out = True
         client_cpu, server_cpu = time.process_time() - client_cpu, server.cpu_seconds() - server_cpu
-        await asyncio.gather(*(verify_store(client, r) for r in runs))
+        limit = asyncio.Semaphore(10)
+        await asyncio.gather(*(verify_store(control, r, limit) for r in runs))
 
     result = analyse(runs)
     if args.csv is not None:
@@ -487,7 +503,7 @@ async def measure(args: argparse.Namespace, server: Server, backend: str) -> int
         ("subscribers", f"{args.subscribers} ({args.subscribers / args.executions:g} per execution)"),
         ("simulator latency", f"{args.latency_ms:g} ms per model call"),
         ("events produced", f"{produced:,} ({produced / max(1, args.executions):.0f} per execution)"),
-        ("events delivered", f"{len(result.latencies):,} (+ {result.heartbeats} heartbeats, {result.pings} keep-alive comments)"),
+        ("events delivered", f"{len(result.latencies):,} (+ {result.heartbeats} heartbeats, {result.pings} pings)"),
         ("wall time", f"{wall:.1f} s (first start to last event received)"),
         ("throughput", f"{len(result.latencies) / wall:,.0f} events/s delivered, {produced / wall:,.0f} produced"),
         ("CPU", f"server {server_cpu:.1f} s, client {client_cpu:.1f} s"),

@@ -125,6 +125,19 @@ async def test_parallel_dispatches_every_node_team_at_once_and_they_run_concurre
     assert all(c.data["output"] == {"met": 3} for c in calls)
 
 
+async def test_agents_defined_alike_share_a_graph_but_each_tool_call_serves_its_own_node() -> None:
+    nodes = [node(n, [agent("a1"), agent("a2")]) for n in ("web", "api", "db")]
+    _, events = await run_team(team(nodes, strategy="parallel"), registry=tool_registry(tool_delay=0.01))
+    calls = of_type(events, EventType.tool_call)
+    assert len(calls) == 6
+    for call in calls:
+        assert call.data["output"]["node"] == call.node_id
+        assert call.data["input"] == {"url": f"http://{call.node_id}.internal/health"}
+    assert sorted((c.node_id, c.agent_id) for c in calls) == sorted(
+        (n, a) for n in ("web", "api", "db") for a in ("a1", "a2")
+    )
+
+
 async def test_a_dependency_wave_runs_concurrently() -> None:
     barrier = asyncio.Barrier(2)
     nodes = [node("api"), *(node(n, [agent("a1", tools=("rendezvous",))]) for n in ("db", "cache"))]

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal, TypedDict
 from langchain.agents import create_agent
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.tools import BaseTool, StructuredTool
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
@@ -148,7 +148,7 @@ class TeamRun:
     models: ModelSource
     settings: RunSettings
     _models: dict[tuple[str, str, str], BaseChatModel] = field(default_factory=dict)
-    _agents: dict[tuple[str, str], Runnable[Any, Any]] = field(default_factory=dict)
+    _agents: dict[tuple[Any, ...], Runnable[Any, Any]] = field(default_factory=dict)
 
     async def model(self, ref: ModelRef, overrides: Mapping[str, Any] | None = None) -> BaseChatModel:
         params = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -159,15 +159,22 @@ class TeamRun:
             self._models[key] = model
         return model
 
-    async def agent(self, node: NodeSpec, agent: AgentSpec) -> Runnable[Any, Any]:
-        key = (node.node_id, agent.agent_id)
+    async def agent(self, agent: AgentSpec) -> Runnable[Any, Any]:
+        """The agent graph for this definition. Agents defined alike (model, sampling, tools, prompt) share
+        one graph, whichever node they serve: the node reaches the tools through the call's metadata."""
+        key = (
+            agent.model_provider,
+            agent.model_id,
+            agent.temperature,
+            agent.max_tokens,
+            tuple(agent.tools),
+            agent.system_prompt,
+        )
         built = self._agents.get(key)
         if built is None:
             model = await self.model(agent, {"temperature": agent.temperature, "max_tokens": agent.max_tokens})
-            tools = [self.team.tool_for(name, node, agent) for name in agent.tools]
-            built = create_agent(
-                model, tools, system_prompt=agent.system_prompt or DEFAULT_AGENT_PROMPT, name=agent.agent_id
-            )
+            tools = [self.team.tool(name) for name in agent.tools]
+            built = create_agent(model, tools, system_prompt=agent.system_prompt or DEFAULT_AGENT_PROMPT)
             self._agents[key] = built
         return built
 
@@ -184,6 +191,12 @@ class CompiledTeam:
         self.tools = tools
         self.tool_settings = dict(tool_settings or {})
         self.nodes = {n.node_id: n for n in self.topology.nodes}
+        self._tool_contexts = {
+            n.node_id: ToolContext(n.node_id, n.node_type, n.attributes, self.tool_settings)
+            for n in self.topology.nodes
+        }
+        self._secrets = {n.node_id: secrets_in(n.attributes) for n in self.topology.nodes}
+        self._tools: dict[str, BaseTool] = {}
         self.ordering = OrderingGraph.from_topology(self.topology)
         self.order = self.ordering.topological_order()
         self.node_graph = self._build_node_graph()
@@ -191,26 +204,32 @@ class CompiledTeam:
 
     # -- tools -----------------------------------------------------------------------------------
 
-    def tool_for(self, name: str, node: NodeSpec, agent: AgentSpec) -> BaseTool:
+    def tool(self, name: str) -> BaseTool:
+        """The LangChain tool for ``name``, built once per team. The node and agent it works for come from the
+        metadata of the agent call that invokes it (see ``_run_agent``)."""
+        built = self._tools.get(name)
+        if built is not None:
+            return built
         spec = self.tools.get(name)
         if spec is None:
             raise LookupError(f"tool {name!r} is not registered")
-        context = ToolContext(node.node_id, node.node_type, node.attributes, self.tool_settings)
         registry = self.tools
-        # A model may copy a credential from the node's attributes into an argument; events never show it.
-        secrets = secrets_in(node.attributes)
 
         async def call(**arguments: Any) -> str:
+            metadata = ensure_config().get("metadata", {})
+            node = self.nodes[metadata[NODE_ID_KEY]]
+            context = self._tool_contexts[node.node_id]
             started = time.perf_counter()
             outcome = await registry.invoke(name, arguments, context)
             _emit(
                 PendingEvent(
                     EventType.tool_call,
                     node_id=node.node_id,
-                    agent_id=agent.agent_id,
+                    agent_id=metadata[AGENT_ID_KEY],
                     data={
                         "tool": name,
-                        "input": redact_value(arguments, secrets),
+                        # A model may copy a credential from the node's attributes into an argument.
+                        "input": redact_value(arguments, self._secrets[node.node_id]),
                         "output": outcome.output,
                         "status": outcome.status,
                         "duration_ms": round((time.perf_counter() - started) * 1000, 1),
@@ -220,9 +239,11 @@ class CompiledTeam:
             return json.dumps(outcome.output, ensure_ascii=False, default=str)
 
         # A plain JSON schema: the registry validates, so bad arguments reach the agent as a readable result.
-        return StructuredTool.from_function(
+        built = StructuredTool.from_function(
             coroutine=call, name=name, description=spec.description, args_schema=spec.json_schema()
         )
+        self._tools[name] = built
+        return built
 
     # -- node team -------------------------------------------------------------------------------
 
@@ -314,7 +335,7 @@ class CompiledTeam:
         prompt = prompts.agent_prompt(spec, node, state["task"], state["context"], state["upstream"])
         metadata = {NODE_ID_KEY: node.node_id, AGENT_ID_KEY: spec.agent_id}
         try:
-            agent = await run.agent(node, spec)
+            agent = await run.agent(spec)
             final = await agent.ainvoke(
                 {"messages": [HumanMessage(prompt)]},
                 config={"metadata": metadata, "recursion_limit": 2 * run.settings.max_iterations + 1},
