@@ -496,3 +496,22 @@ async def test_purge_removes_old_executions_and_their_events(live: Live) -> None
             .where(ExecutionEventRow.execution_id == uuid.UUID(old["execution_id"]))
         )
     assert remaining == {uuid.UUID(recent["execution_id"])} and orphaned == 0
+
+
+async def test_a_silent_stream_is_closed_and_can_be_re_attached(database_url: str, tmp_path: Path) -> None:
+    async for live in _serve(database_url, tmp_path / "data", sse_heartbeat_seconds=0.2, sse_idle_close_seconds=1.0):
+        async with live.client() as client:
+            await add_simulator(client, latency_ms=30_000)
+            team_id = await make_team(client, nodes=1)
+            execution_id = (await client.post(f"{API}/teams/{team_id}/executions", json=TASK)).json()["execution_id"]
+            path = f"{API}/executions/{execution_id}/stream"
+            first = await collect(client, "GET", path)
+            kinds = [k for _, k, _ in first]
+            # Events until the model call starts, heartbeats during the silence, then the server closes.
+            assert kinds[0] == "execution_start" and "heartbeat" in kinds
+            assert not {"execution_complete", "execution_error", "execution_cancelled"} & set(kinds)
+            last_id = [i for i, k, _ in first if k != "heartbeat"][-1]
+            assert (await client.post(f"{API}/executions/{execution_id}/cancel")).status_code == 202
+            rest = await collect(client, "GET", path, headers={"Last-Event-ID": last_id})
+            real = [e for e in rest if e[1] != "heartbeat"]
+            assert int(real[0][0]) == int(last_id) + 1 and real[-1][1] == "execution_cancelled"
