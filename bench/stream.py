@@ -13,12 +13,18 @@ Set-up (not measured): log in as the bootstrap admin, register the offline ``sim
 (a team runs one execution at a time by default): ``--nodes`` nodes in a ``depends_on`` chain, each with a
 prober (one ``tcp_check`` on a closed local port) and a reader, global strategy ``hierarchical``.
 
-Measured: every execution is started with ``POST /teams/{id}/executions`` (202, background) and its share of
-the subscribers attaches at once with ``GET /executions/{id}/stream``. For each event a subscriber receives,
-latency = receive time - the event's ``timestamp`` (stamped when the engine emitted it). Events emitted
-before the subscriber's request was sent can only arrive through the store replay ("catch-up"); the others
-are "live". Every subscriber must receive the gap-free sequence 1..N ending in a terminal event, N being
-the number of events the store holds for that execution; any violation is printed and the exit code is 1.
+Measured: every execution is started with ``POST /teams/{id}/executions`` (202, background; all at once
+unless ``--ramp-seconds``) and its share of the subscribers attaches at once with ``GET
+/executions/{id}/stream``. For each event a subscriber receives, latency = receive time - the event's
+``timestamp`` (stamped when the engine emitted it). The table splits events by when they were emitted:
+before the subscriber's GET was sent (they can only come from the store replay), while the GET was being
+answered (replay or the broadcaster's tail), after the stream was attached (the live path). Every
+subscriber must receive the gap-free sequence 1..N ending in a terminal event, N being the number of events
+the store holds for that execution, and every execution must succeed; any violation is printed loudly,
+the server log is kept, and the exit code is 1.
+
+The sse-starlette keep-alive comment (``: ping`` every 15 s) reaches httpx-sse 0.4 as an empty message
+carrying the last id; the SSE spec dispatches nothing for it, so it is counted as a ping and skipped.
 """
 
 from __future__ import annotations
@@ -62,6 +68,10 @@ TERMINAL = {"execution_complete", "execution_error", "execution_cancelled"}
 TASK = {"input": {"task": "Why is checkout slow?", "context": {"ticket": "BENCH-1"}}}
 SUPPORTED = {"supported": True, "score": 3}
 
+# Non-default settings of the server under test, besides data dir, database, admin and the concurrency cap
+# (which is at least --executions): a load test makes more than the default 60 execution requests a minute.
+SERVER_SETTINGS = {"AIOPS_RATE_LIMIT_EXECUTIONS_PER_MINUTE": "0"}
+
 console = Console(highlight=False, width=120)
 
 
@@ -101,6 +111,7 @@ async def start_server(
         AIOPS_ADMIN_PASSWORD=ADMIN_PASSWORD,
         AIOPS_SEED_SIMULATOR="false",
         AIOPS_LOG_FORMAT="json",
+        **SERVER_SETTINGS,
         AIOPS_MAX_CONCURRENT_EXECUTIONS=str(max_concurrent),
     )
     if database_url:
@@ -251,6 +262,7 @@ class Subscriber:
     index: int
     execution_id: str = ""
     sent_at: float = 0.0  # wall clock when the GET was sent
+    attached_at: float = 0.0  # ... and when its 200 response headers arrived
     received: list[tuple[str, str, str, float]] = field(default_factory=list)  # (id, event, data, time)
     error: str | None = None
 
@@ -273,13 +285,17 @@ async def subscribe(client: httpx.AsyncClient, subscriber: Subscriber) -> None:
                 body = (await source.response.aread()).decode(errors="replace")
                 subscriber.error = f"HTTP {source.response.status_code}: {body[:300]}"
                 return
+            subscriber.attached_at = time.time()
             async for message in source.aiter_sse():
                 received.append((message.id, message.event, message.data, time.time()))
     except (httpx.HTTPError, ValueError) as exc:
         subscriber.error = f"{type(exc).__name__}: {exc}"
 
 
-async def start_and_watch(control: httpx.AsyncClient, streams: httpx.AsyncClient, team_id: str, run: Run) -> None:
+async def start_and_watch(
+    control: httpx.AsyncClient, streams: httpx.AsyncClient, team_id: str, run: Run, delay: float
+) -> None:
+    await asyncio.sleep(delay)
     try:
         response = await control.post(f"{API}/teams/{team_id}/executions", json=TASK)
     except httpx.HTTPError as exc:
@@ -328,25 +344,32 @@ def to_epoch(timestamp: str) -> float:
 @dataclass
 class Analysis:
     latencies: list[float] = field(default_factory=list)  # ms, every non-heartbeat event
-    live: list[float] = field(default_factory=list)
-    catch_up: list[float] = field(default_factory=list)
+    before: list[float] = field(default_factory=list)  # emitted before the GET was sent: from the store
+    attaching: list[float] = field(default_factory=list)  # emitted while the GET was being answered
+    live: list[float] = field(default_factory=list)  # emitted after the stream was attached
     terminal: list[float] = field(default_factory=list)
     heartbeats: int = 0
     pings: int = 0
     last_receive: float = 0.0
     violations: list[str] = field(default_factory=list)
     kinds: Counter[str] = field(default_factory=Counter)
+    attach: list[float] = field(default_factory=list)  # ms from sending the GET to its response headers
 
 
 def analyse(runs: list[Run]) -> Analysis:
     result = Analysis()
     for run in runs:
-        if run.execution_id and run.status not in ("success",):
+        if not run.execution_id:
+            result.violations.append(f"an execution did not start: {run.subscribers[0].error}")
+            continue
+        if run.status != "success":
             result.violations.append(f"execution {run.execution_id} ended with status {run.status!r}")
         for subscriber in run.subscribers:
             who = f"subscriber {subscriber.index} (execution {subscriber.execution_id or '-'})"
             if subscriber.error:
                 result.violations.append(f"{who}: {subscriber.error}")
+            if subscriber.attached_at:
+                result.attach.append((subscriber.attached_at - subscriber.sent_at) * 1000)
             seqs: list[int] = []
             last_kind = ""
             for sse_id, kind, data, received_at in subscriber.received:
@@ -372,7 +395,12 @@ def analyse(runs: list[Run]) -> Analysis:
                 emitted = to_epoch(payload["timestamp"])
                 latency = (received_at - emitted) * 1000
                 result.latencies.append(latency)
-                (result.live if emitted >= subscriber.sent_at else result.catch_up).append(latency)
+                if emitted < subscriber.sent_at:
+                    result.before.append(latency)
+                elif emitted < subscriber.attached_at:
+                    result.attaching.append(latency)
+                else:
+                    result.live.append(latency)
                 if kind in TERMINAL:
                     result.terminal.append(latency)
             expected = list(range(1, run.stored_events + 1))
@@ -386,7 +414,7 @@ def analyse(runs: list[Run]) -> Analysis:
                 )
             if last_kind not in TERMINAL:
                 result.violations.append(f"{who}: the stream ended without a terminal event (last: {last_kind!r})")
-    for values in (result.latencies, result.live, result.catch_up, result.terminal):
+    for values in (result.latencies, result.before, result.attaching, result.live, result.terminal, result.attach):
         values.sort()
     return result
 
@@ -462,15 +490,21 @@ async def measure(args: argparse.Namespace, server: Server, backend: str) -> int
         subscribers = [Subscriber(i) for i in range(args.subscribers)]
         runs = [Run("", subscribers[i :: args.executions]) for i in range(args.executions)]
         console.print(f"measuring: {args.executions} executions, {args.subscribers} subscribers ...")
+        load_before = os.getloadavg()[0]
         client_cpu, server_cpu = time.process_time(), server.cpu_seconds()
         started = time.time()
-        watchers = (start_and_watch(control, streams, t, r) for t, r in zip(team_ids, runs, strict=True))
+        step = args.ramp_seconds / args.executions
+        watchers = (
+            start_and_watch(control, streams, t, r, i * step)
+            for i, (t, r) in enumerate(zip(team_ids, runs, strict=True))
+        )
         try:
             await asyncio.wait_for(asyncio.gather(*watchers), args.timeout)
             timed_out = False
         except TimeoutError:
             timed_out = True
         client_cpu, server_cpu = time.process_time() - client_cpu, server.cpu_seconds() - server_cpu
+        load_after = os.getloadavg()[0]
         limit = asyncio.Semaphore(10)
         await asyncio.gather(*(verify_store(control, r, limit) for r in runs))
 
@@ -483,30 +517,35 @@ async def measure(args: argparse.Namespace, server: Server, backend: str) -> int
     produced = sum(r.stored_events for r in runs)
 
     table = Table(title=f"SSE event-to-client latency, {backend}")
-    table.add_column("events")
+    table.add_column("measured")
     table.add_column("count", justify="right")
     table.add_column("p50 ms", justify="right")
     table.add_column("p99 ms", justify="right")
     table.add_column("max ms", justify="right")
     latency_row(table, "all delivered", result.latencies)
-    latency_row(table, "  live (emitted after attach)", result.live)
-    latency_row(table, "  catch-up (replayed from store)", result.catch_up)
+    latency_row(table, "  emitted before the GET was sent", result.before)
+    latency_row(table, "  emitted while it was answered", result.attaching)
+    latency_row(table, "  emitted after the stream attached", result.live)
     latency_row(table, "  terminal events", result.terminal)
+    latency_row(table, "stream attach (GET -> headers)", result.attach)
     console.print()
     console.print(table)
 
     summary = Table(show_header=False, box=None)
     for name, value in (
         ("server", f"subprocess `aiops-executor serve` (1 uvicorn worker), {backend}"),
+        ("server settings", ", ".join(f"{k}={v}" for k, v in SERVER_SETTINGS.items()) + ", others default"),
         ("machine", f"{os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"),
         ("executions", f"{args.executions} (one team each, {args.nodes} nodes in a chain, 2 agents per node)"),
         ("subscribers", f"{args.subscribers} ({args.subscribers / args.executions:g} per execution)"),
         ("simulator latency", f"{args.latency_ms:g} ms per model call"),
+        ("starts", f"spread over {args.ramp_seconds:g} s" if args.ramp_seconds else "all at once"),
         ("events produced", f"{produced:,} ({produced / max(1, args.executions):.0f} per execution)"),
         ("events delivered", f"{len(result.latencies):,} (+ {result.heartbeats} heartbeats, {result.pings} pings)"),
         ("wall time", f"{wall:.1f} s (first start to last event received)"),
         ("throughput", f"{len(result.latencies) / wall:,.0f} events/s delivered, {produced / wall:,.0f} produced"),
         ("CPU", f"server {server_cpu:.1f} s, client {client_cpu:.1f} s"),
+        ("load average (1 min)", f"{load_before:.2f} before, {load_after:.2f} after (other processes skew figures)"),
         ("gap-free 1..N + terminal", "yes, every subscriber" if not result.violations else "NO"),
     ):
         summary.add_row(name, value)
@@ -529,8 +568,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--executions", type=int, default=100, help="concurrent executions (default 100)")
     parser.add_argument("--subscribers", type=int, default=500, help="SSE subscribers in all (default 500)")
-    parser.add_argument("--latency-ms", type=float, default=50, help="simulator delay per model call (default 50)")
+    parser.add_argument("--latency-ms", type=float, default=2000, help="simulator delay per model call (default 2000)")
     parser.add_argument("--nodes", type=int, default=3, help="nodes per team, in a depends_on chain (default 3)")
+    parser.add_argument(
+        "--ramp-seconds",
+        type=float,
+        default=0,
+        help="spread the starts evenly over this many seconds (default 0: all at once, the runs then move in step)",
+    )
     parser.add_argument(
         "--database-url",
         help="PostgreSQL server to use, e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/postgres; a temporary "

@@ -37,13 +37,14 @@ def _guards(dependant: Dependant) -> Iterator[RoleGuard]:
 
 def _api_routes(app: FastAPI) -> list[tuple[str, str, APIRoute]]:
     """(method, full path, route) for every route of the /api/v1 routers, public ones aside."""
+    # path_format: the documented path, without converters (``/users/{user_id:uuid}`` is ``/users/{user_id}``).
     return [
-        (method, API_PREFIX + route.path, route)
+        (method, API_PREFIX + route.path_format, route)
         for router in API_ROUTERS
         for route in router.routes
         if isinstance(route, APIRoute)
         for method in sorted(route.methods)
-        if (method, API_PREFIX + route.path) not in PUBLIC_ROUTES
+        if (method, API_PREFIX + route.path_format) not in PUBLIC_ROUTES
     ]
 
 

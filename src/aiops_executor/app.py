@@ -6,21 +6,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from fastapi import APIRouter, Depends, FastAPI
 
 from aiops_executor import __version__
 from aiops_executor.audit.endpoints import router as audit_router
 from aiops_executor.auth import service as auth_service
 from aiops_executor.auth.endpoints import router as auth_router
 from aiops_executor.core.context import AppContext
-from aiops_executor.core.deps import ContextDep
-from aiops_executor.core.errors import error_response, install_error_handlers
+from aiops_executor.core.errors import install_error_handlers
+from aiops_executor.core.health import router as health_router
+from aiops_executor.core.http_telemetry import TelemetryMiddleware
+from aiops_executor.core.http_telemetry import router as metrics_router
 from aiops_executor.core.logging import configure_logging
 from aiops_executor.core.migrate import upgrade_engine
+from aiops_executor.core.openapi import install_error_documentation
 from aiops_executor.core.request_context import RequestContextMiddleware
+from aiops_executor.core.request_limits import BodySizeLimitMiddleware, check_json_body
 from aiops_executor.core.settings import Settings, get_settings
+from aiops_executor.core.telemetry import Telemetry
 from aiops_executor.executions.endpoints import router as executions_router
 from aiops_executor.llm import service as llm_service
 from aiops_executor.llm.endpoints import router as llm_router
@@ -40,9 +43,9 @@ API_ROUTERS: tuple[APIRouter, ...] = (
 logger = structlog.get_logger(__name__)
 
 
-async def start_context(settings: Settings) -> AppContext:
+async def start_context(settings: Settings, telemetry: Telemetry | None = None) -> AppContext:
     """Everything a process needs before it serves: keys, schema (embedded default), first admin."""
-    context = AppContext.build(settings)
+    context = AppContext.build(settings, telemetry)
     for path in context.secrets.generated:
         logger.warning("generated a development secret; keep it safe or set it in the environment", path=path)
     if settings.is_embedded_database:
@@ -62,35 +65,19 @@ async def start_context(settings: Settings) -> AppContext:
     return context
 
 
-health_router = APIRouter(tags=["health"])
-
-
-@health_router.get("/health")
-async def liveness() -> dict[str, str]:
-    return {"status": "ok", "version": __version__}
-
-
-@health_router.get("/health/ready")
-async def readiness(context: ContextDep) -> JSONResponse:
-    try:
-        async with context.database.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-    except Exception as exc:
-        logger.warning("database not reachable", error=type(exc).__name__)
-        return error_response(
-            503, "SERVICE_UNAVAILABLE", "database is not reachable", {"checks": {"database": "unreachable"}}
-        )
-    return JSONResponse({"status": "ok", "checks": {"database": "ok"}})
-
-
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, telemetry: Telemetry | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
+    telemetry = telemetry or Telemetry.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        context = await start_context(settings)
+        context = await start_context(settings, telemetry)
         app.state.context = context
+        telemetry.metrics.watch(
+            active_executions=context.executions.running_count,
+            sse_subscribers=context.executions.broadcaster.subscriber_count,
+        )
         await context.executions.start()
         try:
             yield
@@ -104,11 +91,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Builds LLM agent teams from resource topologies and runs them on LangGraph.",
         lifespan=lifespan,
     )
+    app.state.telemetry = telemetry
     install_error_handlers(app)
+    install_error_documentation(app)
     app.include_router(health_router)
-    api = APIRouter(prefix=API_PREFIX)
+    app.include_router(metrics_router)
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(check_json_body)])
     for router in API_ROUTERS:
         api.include_router(router)
     app.include_router(api)
+    # Innermost: a refused body is still measured and carries X-Request-ID.
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_request_body_bytes)
+    app.add_middleware(TelemetryMiddleware, telemetry=telemetry)  # inside the request-id middleware
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
 from aiops_executor.auth.models import ApiKey, Role, User
@@ -18,6 +19,13 @@ from aiops_executor.core.errors import ForbiddenError, UnauthorizedError
 
 # last_used_at is advisory; writing it at most once a minute keeps reads from becoming writes.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# Declares the bearer scheme in the OpenAPI document (``security`` on every guarded operation); the header is
+# read and checked by ``RoleGuard`` itself, so that every failure is the contract's 401.
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="A JWT from POST /api/v1/auth/token, or an API key from POST /api/v1/api-keys",
+)
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,13 @@ class RoleGuard:
     def __init__(self, min_role: Role) -> None:
         self.min_role = min_role
 
-    async def __call__(self, request: Request, context: ContextDep, session: SessionDep) -> Principal:
+    async def __call__(
+        self,
+        request: Request,
+        context: ContextDep,
+        session: SessionDep,
+        _scheme: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    ) -> Principal:
         token = _bearer_token(request)
         principal: Principal | None = None
         if looks_like_jwt(token):
@@ -67,6 +81,9 @@ class RoleGuard:
                     api_key.last_used_at = now
                     await session.commit()
                 principal = Principal("api_key", api_key.id, api_key.name, Role(api_key.role))
+        # End the lookup's transaction: the handler starts its own when it needs one, and a long request
+        # (a stream, a wait) holds no lock or snapshot meanwhile.
+        await session.commit()
         if principal is None:
             raise UnauthorizedError("invalid or expired credentials")
         if not principal.role.allows(self.min_role):

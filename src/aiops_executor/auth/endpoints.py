@@ -3,27 +3,54 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
-from fastapi.security import OAuth2PasswordRequestForm
+import structlog
+from fastapi import APIRouter, Form, Response, status
 
 from aiops_executor.auth import service
 from aiops_executor.auth.dependencies import AdminDep, ViewerDep
-from aiops_executor.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead, TokenResponse, UserCreate, UserRead
+from aiops_executor.auth.rate_limits import RATE_LIMITED_RESPONSE, AuthClientDep
+from aiops_executor.auth.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyRead,
+    TokenRequest,
+    TokenResponse,
+    UserCreate,
+    UserRead,
+)
 from aiops_executor.core.deps import ContextDep, SessionDep
-from aiops_executor.core.errors import NotFoundError
+from aiops_executor.core.errors import NotFoundError, UnauthorizedError, error_responses
 from aiops_executor.core.pagination import Page, PageQuery
 
 router = APIRouter(tags=["auth"])
+logger = structlog.get_logger(__name__)
 
 
-@router.post("/auth/token", response_model=TokenResponse)
+@router.post(
+    "/auth/token", response_model=TokenResponse, responses={**error_responses(400, 401), **RATE_LIMITED_RESPONSE}
+)
 async def issue_token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep, context: ContextDep
+    address: AuthClientDep,
+    form: Annotated[TokenRequest, Form()],
+    session: SessionDep,
+    context: ContextDep,
 ) -> TokenResponse:
-    return await service.authenticate(session, context, form.username, form.password)
+    # Checked before the password: a locked username is refused even with the right one.
+    attempt = context.rate_limits.logins.begin(form.username, address)
+    try:
+        token = await service.authenticate(session, context, form.username, form.password)
+        attempt.succeeded()
+    except UnauthorizedError:
+        locked = attempt.failed()
+        if locked:
+            logger.warning("sign-in locked after repeated failures", locked=locked, client=address)
+        raise
+    finally:
+        attempt.end()
+    return token
 
 
-@router.post("/users", response_model=UserRead, status_code=status.HTTP_201_CREATED)
+@router.post("/users", response_model=UserRead, status_code=status.HTTP_201_CREATED, responses=error_responses(409))
 async def create_user(data: UserCreate, principal: AdminDep, session: SessionDep) -> UserRead:
     return UserRead.model_validate(await service.create_user(session, data, actor=principal.actor))
 
@@ -34,14 +61,15 @@ async def list_users(_: AdminDep, session: SessionDep, page: PageQuery) -> Page[
     return Page[UserRead].build([UserRead.model_validate(r) for r in rows], total, page)
 
 
-@router.get("/users/me", response_model=UserRead)
+@router.get("/users/me", response_model=UserRead, responses=error_responses(404))
 async def read_me(principal: ViewerDep, session: SessionDep) -> UserRead:
     if principal.kind != "user":
         raise NotFoundError("user", principal.id)
     return UserRead.model_validate(await service.get_user(session, principal.id))
 
 
-@router.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
+# ``:uuid``: ``/users/me`` is not a user id, so ``DELETE /users/me`` is 405 rather than a UUID parse error.
+@router.delete("/users/{user_id:uuid}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(404, 409))
 async def delete_user(user_id: uuid.UUID, principal: AdminDep, session: SessionDep) -> Response:
     await service.delete_user(session, user_id, actor=principal.actor)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -58,7 +86,7 @@ async def list_api_keys(_: AdminDep, session: SessionDep, page: PageQuery) -> Pa
     return Page[ApiKeyRead].build([ApiKeyRead.model_validate(r) for r in rows], total, page)
 
 
-@router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(404))
 async def revoke_api_key(key_id: uuid.UUID, principal: AdminDep, session: SessionDep) -> Response:
     await service.revoke_api_key(session, key_id, actor=principal.actor)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -2,12 +2,24 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiops_executor.auth.models import Role
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.@-]{1,100}$"
+
+
+class TokenRequest(BaseModel):
+    """The OAuth2 password form of ``POST /auth/token`` (``application/x-www-form-urlencoded``).
+
+    Empty fields are documented as invalid: an empty form field reaches the service as a missing one.
+    """
+
+    grant_type: Literal["password"] = "password"
+    username: str = Field(min_length=1, max_length=256)
+    password: str = Field(min_length=1, max_length=1024, json_schema_extra={"format": "password"})
 
 
 class TokenResponse(BaseModel):

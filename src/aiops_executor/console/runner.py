@@ -242,7 +242,7 @@ async def run_team(settings: Settings, spec: TeamSpec, options: RunOptions, *, e
             timeout_seconds=float(options.timeout_seconds or spec.timeout_seconds),
             output_schema=options.output_schema,
         )
-        run = ExecutionRun(team, request, models)
+        run = ExecutionRun(team, request, models, telemetry=app_context.telemetry)
         return await _stream(run, spec, request, options, err)
     finally:
         await app_context.close()

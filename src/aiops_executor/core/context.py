@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 from aiops_executor.core.cache import ConfigCache
 from aiops_executor.core.crypto import EnvelopeCipher
 from aiops_executor.core.db import Database
+from aiops_executor.core.rate_limit import RateLimits
 from aiops_executor.core.settings import ResolvedSecrets, Settings, resolve_secrets
+from aiops_executor.core.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from aiops_executor.executions.manager import ExecutionManager
@@ -23,9 +25,10 @@ class AppContext:
     database: Database
     cipher: EnvelopeCipher
     config_cache: ConfigCache
+    telemetry: Telemetry
 
     @classmethod
-    def build(cls, settings: Settings) -> AppContext:
+    def build(cls, settings: Settings, telemetry: Telemetry | None = None) -> AppContext:
         secrets = resolve_secrets(settings)
         return cls(
             settings=settings,
@@ -33,6 +36,7 @@ class AppContext:
             database=Database(settings.resolved_database_url),
             cipher=EnvelopeCipher(secrets.master_keys, secrets.master_key_id),
             config_cache=ConfigCache(ttl_seconds=settings.config_cache_ttl_seconds),
+            telemetry=telemetry or Telemetry.from_settings(settings),
         )
 
     @cached_property
@@ -49,5 +53,11 @@ class AppContext:
 
         return ExecutionManager(self)
 
+    @cached_property
+    def rate_limits(self) -> RateLimits:
+        """The process's rate limiters and sign-in throttle (in memory)."""
+        return RateLimits(self.settings)
+
     async def close(self) -> None:
         await self.database.dispose()
+        await self.telemetry.close()

@@ -7,6 +7,7 @@ import sys
 
 import structlog
 
+from aiops_executor.core.redaction import redact_event
 from aiops_executor.core.settings import Settings
 
 
@@ -34,6 +35,8 @@ def configure_logging(settings: Settings) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            # Last before the renderer, so that no processor can add a secret after it.
+            redact_event,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

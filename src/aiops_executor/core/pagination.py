@@ -10,6 +10,8 @@ from fastapi import Depends, Query
 from pydantic import BaseModel
 
 T = TypeVar("T")
+# Far beyond any real listing; keeps the offset within a 64-bit SQL integer (a larger page would overflow it).
+MAX_PAGE = 1_000_000
 
 
 class Page(BaseModel, Generic[T]):
@@ -41,7 +43,7 @@ class PageParams:
 
 
 def _page_params(
-    page: Annotated[int, Query(ge=1, description="1-based page number")] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="1-based page number")] = 1,
     size: Annotated[int, Query(ge=1, le=100, description="items per page")] = 20,
 ) -> PageParams:
     return PageParams(page=page, size=size)

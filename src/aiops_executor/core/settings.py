@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     max_endpoints_per_provider: int = Field(default=10, ge=1)
     max_credentials_per_provider: int = Field(default=20, ge=1)
     max_api_key_length: int = Field(default=500, ge=1)
+    # Largest request body accepted (413 PAYLOAD_TOO_LARGE above it); the largest allowed topology
+    # (100 nodes of 20 agents) is about 600 KiB.
+    max_request_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
 
     # Diagnostic tools: the Prometheus used when a node names none; a ceiling on every tool call's own
     # timeout; the largest tool result (JSON characters) handed back to a model.
@@ -80,6 +83,24 @@ class Settings(BaseSettings):
     sse_idle_close_seconds: float = Field(default=300.0, gt=0)
     event_flush_interval_ms: float = Field(default=50.0, gt=0, le=5_000)
     event_flush_batch_size: int = Field(default=200, ge=1, le=10_000)
+
+    # Traces: exported over OTLP/HTTP when an endpoint is set (off by default), e.g. http://collector:4318;
+    # the service name they carry; the share of new traces recorded (a caller's sampled flag is followed).
+    otlp_endpoint: str | None = None
+    otel_service_name: str = "aiops-agent-executor"
+    trace_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+
+    # Rate limits per caller (API key or user; client address for sign-in), requests per minute, 0 = off.
+    # Sign-in throttling: after this many failures within the window, a username (or an address) is
+    # refused for the lockout period, even with the right password; 0 = off.
+    rate_limit_executions_per_minute: int = Field(default=60, ge=0)
+    rate_limit_auth_per_minute: int = Field(default=20, ge=0)
+    login_max_failures: int = Field(default=5, ge=0)
+    login_max_failures_per_ip: int = Field(default=20, ge=0)
+    login_failure_window_seconds: float = Field(default=900.0, gt=0)
+    login_lockout_seconds: float = Field(default=900.0, gt=0)
+    # How long /health/ready waits for each dependency (database, Redis when configured).
+    readiness_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
 
     @field_validator("master_keys", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from langchain_core.messages import AIMessageChunk
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import StreamMode
 
+from aiops_executor.core.telemetry import Telemetry, default_telemetry
 from aiops_executor.engine.events import EventType, ExecutionEvent, PendingEvent, format_timestamp
 from aiops_executor.engine.models import ModelSource
 from aiops_executor.engine.results import AgentResult, NodeResult, NodeStatus, RunOutcome, RunStatus
@@ -53,11 +54,18 @@ class ExecutionRun:
     """One run of a team. Iterate ``events()`` once; ``cancel()`` from anywhere; read ``outcome`` at the end."""
 
     def __init__(
-        self, team: CompiledTeam, request: RunRequest, models: ModelSource, *, stream_tokens: bool = True
+        self,
+        team: CompiledTeam,
+        request: RunRequest,
+        models: ModelSource,
+        *,
+        stream_tokens: bool = True,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.team = team
         self.request = request
         self.models = models
+        self.telemetry = telemetry or default_telemetry()
         self.settings = RunSettings(
             max_iterations=team.spec.max_iterations, output_schema=request.output_schema, stream_tokens=stream_tokens
         )
@@ -106,7 +114,10 @@ class ExecutionRun:
             )
         )
         queue: asyncio.Queue[PendingEvent | _End] = asyncio.Queue()
-        self._task = asyncio.create_task(self._drive(queue), name=f"execution-{self.request.execution_id}")
+        span = self.telemetry.start_execution(self.request.execution_id, self.request.team_id)
+        self._task = asyncio.create_task(
+            self._drive(queue), name=f"execution-{self.request.execution_id}", context=self.telemetry.run_context(span)
+        )
         # The end marker comes from the task's completion, so it arrives even if the task is cancelled
         # before it ever ran.
         self._task.add_done_callback(lambda task: queue.put_nowait(_ending(task)))
@@ -124,10 +135,13 @@ class ExecutionRun:
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
         self.outcome = self._conclude(item, int((time.perf_counter() - started) * 1000))
+        self.telemetry.finish_execution(
+            span, self.outcome.status.value, self.outcome.duration_ms / 1000, self.outcome.error_code
+        )
         yield self._stamp(self._terminal_event(self.outcome))
 
     async def _drive(self, queue: asyncio.Queue[PendingEvent | _End]) -> _End:
-        team_run = TeamRun(self.team, self.models, self.settings)
+        team_run = TeamRun(self.team, self.models, self.settings, self.telemetry)
         steps = 2 * (len(self.team.nodes) + self.settings.max_iterations) + 10
         config: RunnableConfig = {"configurable": {RUN_KEY: team_run}, "recursion_limit": steps}
         modes: list[StreamMode] = ["custom", "values"]

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypedDict
 
+import structlog
 from langchain.agents import create_agent
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -30,6 +31,8 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send
 from pydantic import BaseModel, Field, create_model
 
+from aiops_executor.core.metrics import tool_outcome
+from aiops_executor.core.telemetry import Telemetry, default_telemetry
 from aiops_executor.engine import prompts
 from aiops_executor.engine.events import GLOBAL_SUPERVISOR_ID, EventType, PendingEvent, node_supervisor_id
 from aiops_executor.engine.models import ModelSource
@@ -45,6 +48,8 @@ AGENT_ID_KEY = "aiops_agent_id"
 DEFAULT_AGENT_PROMPT = "You are an SRE agent investigating one resource. Use your tools, then report what you found."
 DEFAULT_NODE_SUPERVISOR_PROMPT = "You supervise the agents investigating one resource and report their findings."
 DEFAULT_GLOBAL_SUPERVISOR_PROMPT = "You coordinate the teams investigating a system and summarise their findings."
+
+logger = structlog.get_logger(__name__)
 
 
 class NodeTeamFailure(Exception):
@@ -147,6 +152,7 @@ class TeamRun:
     team: CompiledTeam
     models: ModelSource
     settings: RunSettings
+    telemetry: Telemetry = field(default_factory=default_telemetry)
     _models: dict[tuple[str, str, str], BaseChatModel] = field(default_factory=dict)
     _agents: dict[tuple[Any, ...], Runnable[Any, Any]] = field(default_factory=dict)
 
@@ -220,7 +226,9 @@ class CompiledTeam:
             node = self.nodes[metadata[NODE_ID_KEY]]
             context = self._tool_contexts[node.node_id]
             started = time.perf_counter()
-            outcome = await registry.invoke(name, arguments, context)
+            with _team_run(ensure_config()).telemetry.tool_call(name, node.node_id, metadata[AGENT_ID_KEY]) as step:
+                outcome = await registry.invoke(name, arguments, context)
+                step.status = tool_outcome(outcome.status, outcome.output)
             _emit(
                 PendingEvent(
                     EventType.tool_call,
@@ -334,16 +342,23 @@ class CompiledTeam:
         spec = next(a for a in node.agents if a.agent_id == state["next_agent"])
         prompt = prompts.agent_prompt(spec, node, state["task"], state["context"], state["upstream"])
         metadata = {NODE_ID_KEY: node.node_id, AGENT_ID_KEY: spec.agent_id}
-        try:
-            agent = await run.agent(spec)
-            final = await agent.ainvoke(
-                {"messages": [HumanMessage(prompt)]},
-                config={"metadata": metadata, "recursion_limit": 2 * run.settings.max_iterations + 1},
-            )
-            output = _text(final["messages"][-1])
-            turn = AgentResult(spec.agent_id, output)
-        except Exception as exc:  # the node team carries on without this agent
-            turn = AgentResult(spec.agent_id, "", status="failed", error=_error_text(exc))
+        # Log lines of the agent's model and tool calls carry its ids (LangGraph copies the context).
+        with (
+            structlog.contextvars.bound_contextvars(node_id=node.node_id, agent_id=spec.agent_id),
+            run.telemetry.agent(node.node_id, spec.agent_id) as step,
+        ):
+            try:
+                agent = await run.agent(spec)
+                final = await agent.ainvoke(
+                    {"messages": [HumanMessage(prompt)]},
+                    config={"metadata": metadata, "recursion_limit": 2 * run.settings.max_iterations + 1},
+                )
+                output = _text(final["messages"][-1])
+                turn = AgentResult(spec.agent_id, output)
+            except Exception as exc:  # the node team carries on without this agent
+                turn = AgentResult(spec.agent_id, "", status="failed", error=_error_text(exc))
+                logger.warning("agent failed", error=_short(turn.error))
+            step.status = turn.status
         data: dict[str, Any] = {"message": turn.output, "status": turn.status}
         if turn.error:
             data["error"] = turn.error
@@ -503,15 +518,26 @@ class CompiledTeam:
     async def _node_team(self, send: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         node_id = send["node_id"]
         # Each decision and each agent turn is one step of the subgraph.
-        steps = 2 * (len(self.nodes[node_id].agents) + _team_run(config).settings.max_iterations) + 10
-        try:
-            limits: RunnableConfig = {"recursion_limit": steps}
-            final = await self.node_graph.ainvoke(send, limits)
-            agents = [AgentResult(**t) for t in final.get("turns", [])]
-            result = NodeResult(node_id, NodeStatus.success, final.get("output", ""), agents)
-        except Exception as exc:
-            result = NodeResult(node_id, NodeStatus.failed, "", error=_error_text(exc))
-        return {"node_results": _finish_node(result)}
+        run = _team_run(config)
+        steps = 2 * (len(self.nodes[node_id].agents) + run.settings.max_iterations) + 10
+        with structlog.contextvars.bound_contextvars(node_id=node_id), run.telemetry.node_team(node_id) as step:
+            started = time.perf_counter()
+            try:
+                limits: RunnableConfig = {"recursion_limit": steps}
+                final = await self.node_graph.ainvoke(send, limits)
+                agents = [AgentResult(**t) for t in final.get("turns", [])]
+                result = NodeResult(node_id, NodeStatus.success, final.get("output", ""), agents)
+            except Exception as exc:
+                result = NodeResult(node_id, NodeStatus.failed, "", error=_error_text(exc))
+            duration_ms = round((time.perf_counter() - started) * 1000, 1)
+            finished = {"status": result.status.value, "duration_ms": duration_ms}
+            if result.status is NodeStatus.failed:
+                logger.warning("node team finished", **finished, error=_short(result.error))
+            else:
+                failed = sum(1 for a in result.agents if a.status == "failed")
+                logger.info("node team finished", **finished, failed_agents=failed)
+            step.status = result.status.value
+            return {"node_results": _finish_node(result)}
 
     async def _summarize(self, state: TeamState, config: RunnableConfig) -> dict[str, Any]:
         run = _team_run(config)

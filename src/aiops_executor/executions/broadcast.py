@@ -10,8 +10,10 @@ subscribing is in the queue.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import deque
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 from aiops_executor.engine.events import TERMINAL_EVENTS, EventType
@@ -28,6 +30,11 @@ class StreamEvent:
     @property
     def is_terminal(self) -> bool:
         return self.type in TERMINAL_EVENTS
+
+    @cached_property
+    def data_json(self) -> str:
+        """The ``data:`` line's JSON, encoded once however many subscribers receive the event."""
+        return json.dumps(self.payload, default=str)
 
 
 class Subscription(Protocol):

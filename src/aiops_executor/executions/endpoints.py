@@ -10,12 +10,15 @@ from fastapi import status as http_status
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
-from aiops_executor.auth.dependencies import OperatorDep, ViewerDep
+from aiops_executor.auth.dependencies import ViewerDep
+from aiops_executor.auth.rate_limits import RATE_LIMITED_RESPONSE, ExecutionOperatorDep
+from aiops_executor.core.context import AppContext
 from aiops_executor.core.deps import ContextDep, SessionDep
-from aiops_executor.core.errors import AppError
+from aiops_executor.core.errors import AppError, error_responses
 from aiops_executor.core.pagination import Page, PageQuery
 from aiops_executor.executions import service
 from aiops_executor.executions.schemas import (
+    MAX_SEQ,
     EventRead,
     ExecuteRequest,
     ExecutionRead,
@@ -35,6 +38,12 @@ STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _no_comment_pings(context: AppContext) -> float:
+    """The stream sends its own ``heartbeat`` events; sse-starlette's ``: ping`` comments would only confuse
+    clients that surface them as empty messages, so their interval is pushed past the stream's idle close."""
+    return context.settings.sse_idle_close_seconds + 60
+
+
 def _location(execution_id: uuid.UUID) -> str:
     return f"{API_PREFIX}/executions/{execution_id}"
 
@@ -42,10 +51,15 @@ def _location(execution_id: uuid.UUID) -> str:
 @router.post(
     "/teams/{team_id}/execute",
     response_model=ExecutionRead,
-    responses={**STREAM_RESPONSE, 408: {"description": "EXECUTION_TIMEOUT, with the partial result"}},
+    responses={
+        **STREAM_RESPONSE,
+        **error_responses(400, 404, 409),
+        408: {"description": "EXECUTION_TIMEOUT, with the partial result"},
+        **RATE_LIMITED_RESPONSE,
+    },
 )
 async def execute_team(
-    team_id: uuid.UUID, body: ExecuteRequest, principal: OperatorDep, session: SessionDep, context: ContextDep
+    team_id: uuid.UUID, body: ExecuteRequest, principal: ExecutionOperatorDep, session: SessionDep, context: ContextDep
 ) -> Response:
     manager = context.executions
     execution = await service.start_execution(session, context, manager, team_id, body, actor=principal.actor)
@@ -54,7 +68,9 @@ async def execute_team(
     await session.close()
     if body.stream:
         return EventSourceResponse(
-            execution_stream(context, manager.broadcaster, execution, after=0), headers={**SSE_HEADERS, **headers}
+            execution_stream(context, manager.broadcaster, execution, after=0),
+            headers={**SSE_HEADERS, **headers},
+            ping=_no_comment_pings(context),
         )
     await manager.wait(execution.id)
     finished = service.execution_read(await service.get_execution_row(session, execution.id))
@@ -71,11 +87,16 @@ async def execute_team(
     return JSONResponse(finished.model_dump(mode="json"), headers=headers)
 
 
-@router.post("/teams/{team_id}/executions", response_model=ExecutionRead, status_code=http_status.HTTP_202_ACCEPTED)
+@router.post(
+    "/teams/{team_id}/executions",
+    response_model=ExecutionRead,
+    status_code=http_status.HTTP_202_ACCEPTED,
+    responses={**error_responses(400, 404, 409), **RATE_LIMITED_RESPONSE},
+)
 async def submit_execution(
     team_id: uuid.UUID,
     body: ExecutionRequest,
-    principal: OperatorDep,
+    principal: ExecutionOperatorDep,
     session: SessionDep,
     context: ContextDep,
     response: Response,
@@ -87,7 +108,7 @@ async def submit_execution(
     return service.execution_read(execution)
 
 
-@router.get("/teams/{team_id}/executions", response_model=Page[ExecutionRead])
+@router.get("/teams/{team_id}/executions", response_model=Page[ExecutionRead], responses=error_responses(404))
 async def list_team_executions(
     team_id: uuid.UUID,
     _: ViewerDep,
@@ -98,36 +119,40 @@ async def list_team_executions(
     return await service.list_team_executions(session, team_id, page, status=status)
 
 
-@router.get("/executions/{execution_id}", response_model=ExecutionRead)
+@router.get("/executions/{execution_id}", response_model=ExecutionRead, responses=error_responses(404))
 async def get_execution(execution_id: uuid.UUID, _: ViewerDep, session: SessionDep) -> ExecutionRead:
     return service.execution_read(await service.get_execution_row(session, execution_id))
 
 
-@router.get("/executions/{execution_id}/events", response_model=Page[EventRead])
+@router.get("/executions/{execution_id}/events", response_model=Page[EventRead], responses=error_responses(404))
 async def list_execution_events(
     execution_id: uuid.UUID,
     _: ViewerDep,
     session: SessionDep,
     page: PageQuery,
-    after: Annotated[int, Query(ge=0, description="only events with a greater seq")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="only events with a greater seq")] = 0,
 ) -> Page[EventRead]:
     return await service.list_events(session, execution_id, after, page)
 
 
-@router.get("/executions/{execution_id}/stream", responses=STREAM_RESPONSE)
+@router.get("/executions/{execution_id}/stream", responses={**STREAM_RESPONSE, **error_responses(404)})
 async def stream_execution(
     execution_id: uuid.UUID,
     _: ViewerDep,
     session: SessionDep,
     context: ContextDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-    after: Annotated[int | None, Query(ge=0, description="like Last-Event-ID, for clients that cannot set it")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_SEQ, description="like Last-Event-ID, for clients that cannot set it")
+    ] = None,
 ) -> EventSourceResponse:
     execution = await service.get_execution_row(session, execution_id)
     start = after if after is not None else _parse_last_event_id(last_event_id)
     await session.close()  # the stream may last minutes: hold no database transaction meanwhile
     return EventSourceResponse(
-        execution_stream(context, context.executions.broadcaster, execution, after=start), headers=SSE_HEADERS
+        execution_stream(context, context.executions.broadcaster, execution, after=start),
+        headers=SSE_HEADERS,
+        ping=_no_comment_pings(context),
     )
 
 
@@ -150,21 +175,35 @@ def _parse_last_event_id(value: str | None) -> int:
             status_code=422,
             details={"errors": [{"field": "Last-Event-ID", "message": "negative"}]},
         )
+    if seq > MAX_SEQ:
+        raise AppError(
+            f"Last-Event-ID must be at most {MAX_SEQ}",
+            error_code="VALIDATION_ERROR",
+            status_code=422,
+            details={"errors": [{"field": "Last-Event-ID", "message": "too large"}]},
+        )
     return seq
 
 
 @router.post(
-    "/executions/{execution_id}/cancel", response_model=ExecutionRead, status_code=http_status.HTTP_202_ACCEPTED
+    "/executions/{execution_id}/cancel",
+    response_model=ExecutionRead,
+    status_code=http_status.HTTP_202_ACCEPTED,
+    responses={**error_responses(404, 409), **RATE_LIMITED_RESPONSE},
 )
 async def cancel_execution(
-    execution_id: uuid.UUID, principal: OperatorDep, session: SessionDep, context: ContextDep
+    execution_id: uuid.UUID, principal: ExecutionOperatorDep, session: SessionDep, context: ContextDep
 ) -> ExecutionRead:
     execution = await service.cancel_execution(session, context.executions, execution_id, actor=principal.actor)
     return service.execution_read(execution)
 
 
-@router.post("/teams/{team_id}/structured-output", response_model=StructuredOutputResult)
+@router.post(
+    "/teams/{team_id}/structured-output",
+    response_model=StructuredOutputResult,
+    responses={**error_responses(404, 409), **RATE_LIMITED_RESPONSE},
+)
 async def team_structured_output(
-    team_id: uuid.UUID, body: StructuredOutputRequest, _: OperatorDep, session: SessionDep, context: ContextDep
+    team_id: uuid.UUID, body: StructuredOutputRequest, _: ExecutionOperatorDep, session: SessionDep, context: ContextDep
 ) -> StructuredOutputResult:
     return await service.structured_output(session, context, team_id, body)

@@ -177,20 +177,23 @@ class ExecutionManager:
             batch_size=self.settings.event_flush_batch_size,
         )
         team = CompiledTeam(spec, default_registry(), tool_settings(self.settings))
-        run = ExecutionRun(team, request, source)
-        log = logger.bind(execution_id=str(execution.id), team_id=str(execution.team_id))
-        try:
+        run = ExecutionRun(team, request, source, telemetry=self.context.telemetry)
+        log = logger
+        # Every log line of the run (engine, tools, model calls) carries these ids; they are unbound on the
+        # way out (the task runs in a copy of the launching request's context anyway).
+        with structlog.contextvars.bound_contextvars(execution_id=str(execution.id), team_id=str(execution.team_id)):
             try:
-                await self._slots.acquire()
-            except asyncio.CancelledError:
-                # Cancelled while pending: the run records its start and its cancellation, nothing more.
-                run.cancel()
-                await self._drive(active, run, recorder, log, holding_slot=False)
-                return
-            await self._drive(active, run, recorder, log, holding_slot=True)
-        finally:
-            self._active.pop(execution.id, None)
-            active.done.set()
+                try:
+                    await self._slots.acquire()
+                except asyncio.CancelledError:
+                    # Cancelled while pending: the run records its start and its cancellation, nothing more.
+                    run.cancel()
+                    await self._drive(active, run, recorder, log, holding_slot=False)
+                    return
+                await self._drive(active, run, recorder, log, holding_slot=True)
+            finally:
+                self._active.pop(execution.id, None)
+                active.done.set()
 
     async def _drive(
         self,

@@ -7,8 +7,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
+from aiops_executor.core.json_types import JSON_INT
 from aiops_executor.teams.topology import MAX_TIMEOUT_SECONDS
 
 
@@ -22,6 +23,8 @@ class ExecutionStatus(StrEnum):
 
 
 UNFINISHED = (ExecutionStatus.pending.value, ExecutionStatus.running.value)
+# Event seqs are 64-bit SQL integers: a larger ``after`` / ``Last-Event-ID`` is refused, not sent to the database.
+MAX_SEQ = 2**63 - 1
 
 
 class ExecutionInput(BaseModel):
@@ -37,8 +40,8 @@ class ExecutionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     input: ExecutionInput
-    timeout_seconds: int | None = Field(
-        default=None, ge=1, le=MAX_TIMEOUT_SECONDS, description="default: the team's timeout_seconds"
+    timeout_seconds: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_SECONDS), JSON_INT] | None = Field(
+        default=None, description="default: the team's timeout_seconds"
     )
     output_schema: dict[str, Any] | None = Field(default=None, description="JSON Schema of the structured result")
 
@@ -46,7 +49,7 @@ class ExecutionRequest(BaseModel):
 class ExecuteRequest(ExecutionRequest):
     """``POST /teams/{team_id}/execute``: streams the events, or waits for the result."""
 
-    stream: bool = True
+    stream: StrictBool = True
 
 
 class Usage(BaseModel):
@@ -104,7 +107,7 @@ class StructuredOutputRequest(BaseModel):
 
     execution_id: uuid.UUID | None = None
     output_schema: dict[str, Any]
-    include_raw_output: bool = False
+    include_raw_output: StrictBool = False
 
 
 class SchemaValidation(BaseModel):

@@ -27,7 +27,7 @@ STORE_POLL_SECONDS = 0.5
 
 
 def sse_message(event: StreamEvent) -> ServerSentEvent:
-    return ServerSentEvent(json.dumps(event.payload, default=str), event=event.type, id=str(event.seq))
+    return ServerSentEvent(event.data_json, event=event.type, id=str(event.seq))
 
 
 def _heartbeat(execution: Execution, last_seq: int) -> ServerSentEvent:

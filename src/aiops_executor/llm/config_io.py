@@ -99,7 +99,9 @@ def _check_document(doc: ConfigDocument) -> None:
                 }
             )
     if errors:
-        raise ValidationFailed("; ".join(e["message"] for e in errors), details={"errors": errors})
+        # Every problem is in details.errors; the message names the first (a document may repeat one 1000 times).
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ValidationFailed(f"{errors[0]['message']}{more}", details={"errors": errors})
 
 
 class _Importer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import datetime
 from decimal import Decimal
@@ -11,15 +12,20 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictBool,
+    StrictFloat,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
+
+from aiops_executor.core.json_types import JSON_INT, JsonDatetime, JsonInt
+from aiops_executor.core.partial import not_nullable
 
 INT32_MAX = 2_147_483_647
 
@@ -105,20 +111,58 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 OptionalText = Annotated[
     Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] | None, BeforeValidator(_blank_to_none)
 ]
+# What ``_check_http_url`` accepts, for the OpenAPI document: http(s), a host, an optional port, no credentials,
+# no whitespace or control characters (blank means none). IPv6 literals are accepted but not described.
+_URL_CHARS = r"[^\s\x00-\x1f\x85"
+BASE_URL_PATTERN = (
+    rf"^\s*([Hh][Tt][Tt][Pp][Ss]?://{_URL_CHARS}/?#@:\[\]]+"
+    r"(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?"
+    rf"([/?#]{_URL_CHARS}]*)?)?\s*$"
+)
 BaseUrl = Annotated[
-    Annotated[str, StringConstraints(strip_whitespace=True, max_length=2048), AfterValidator(_check_http_url)] | None,
+    Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, max_length=2048),
+        AfterValidator(_check_http_url),
+        Field(json_schema_extra={"pattern": BASE_URL_PATTERN}),
+    ]
+    | None,
     BeforeValidator(_blank_to_none),
 ]
 ShortText = Annotated[
     Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)] | None, BeforeValidator(_blank_to_none)
 ]
-# Prices are exact decimals in the database and plain JSON numbers on the wire.
+PRICE_MAX = Decimal("99999999.999999")
+
+
+def _float_price(value: Any) -> Any:
+    """A JSON number is a binary float: read it as the 6-decimal price it is closest to, when it is one
+    (``123 * 1e-6`` arrives as ``0.00012299999999999998``); anything finer stays as sent and is refused."""
+    if isinstance(value, float) and math.isfinite(value):
+        rounded = round(value, 6)
+        if rounded != 0 and abs(rounded - value) <= 4 * math.ulp(value):
+            return Decimal(str(rounded))
+    return value
+
+
+# Prices are exact decimals in the database and plain JSON numbers on the wire (strings are read too).
 Price = Annotated[
     Decimal,
     Field(ge=0, max_digits=14, decimal_places=6),
+    BeforeValidator(_float_price),
     PlainSerializer(float, return_type=float, when_used="json"),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": float(PRICE_MAX), "multipleOf": 0.000001},
+                {"type": "string", "pattern": r"^[0-9]{1,8}(\.[0-9]{1,6})?$"},
+            ]
+        },
+        mode="validation",
+    ),
 ]
-PositiveInt32 = Annotated[int, Field(ge=1, le=INT32_MAX)]
+PositiveInt32 = Annotated[int, Field(ge=1, le=INT32_MAX), JSON_INT]
+Quota = Annotated[int, Field(ge=0, le=INT32_MAX), JSON_INT]
 
 
 def _reject_nulls(values: Any, fields: tuple[str, ...]) -> Any:
@@ -137,16 +181,18 @@ class ProviderCreate(BaseModel):
     name: Name
     type: ProviderType
     description: OptionalText = None
-    is_active: bool = True
+    is_active: StrictBool = True
 
 
 class ProviderUpdate(BaseModel):
     """Partial update: omitted fields keep their value."""
 
+    model_config = ConfigDict(json_schema_extra=not_nullable("name", "type", "is_active"))
+
     name: Name | None = None
     type: ProviderType | None = None
     description: OptionalText = None
-    is_active: bool | None = None
+    is_active: StrictBool | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -155,7 +201,7 @@ class ProviderUpdate(BaseModel):
 
 
 class ProviderStatusUpdate(BaseModel):
-    is_active: bool
+    is_active: StrictBool
 
 
 class ProviderRead(BaseModel):
@@ -178,29 +224,42 @@ class EndpointCreate(BaseModel):
     base_url: BaseUrl = None
     api_version: ShortText = None
     region: ShortText = None
-    timeout_connect: float = Field(default=10.0, gt=0, le=300, description="seconds")
-    timeout_read: float = Field(default=60.0, gt=0, le=3600, description="seconds")
-    retry_count: int = Field(default=2, ge=0, le=10)
-    retry_interval: float = Field(default=1.0, ge=0, le=300, description="seconds")
-    priority: int = Field(default=100, ge=0, le=1_000_000, description="failover order, lower first")
-    is_default: bool = False
-    is_active: bool = True
+    timeout_connect: StrictFloat = Field(default=10.0, gt=0, le=300, description="seconds")
+    timeout_read: StrictFloat = Field(default=60.0, gt=0, le=3600, description="seconds")
+    retry_count: JsonInt = Field(default=2, ge=0, le=10)
+    retry_interval: StrictFloat = Field(default=1.0, ge=0, le=300, description="seconds")
+    priority: JsonInt = Field(default=100, ge=0, le=1_000_000, description="failover order, lower first")
+    is_default: StrictBool = False
+    is_active: StrictBool = True
 
 
 class EndpointUpdate(BaseModel):
     """Partial update: omitted fields keep their value; base_url, api_version and region may be cleared with null."""
 
+    model_config = ConfigDict(
+        json_schema_extra=not_nullable(
+            "name",
+            "timeout_connect",
+            "timeout_read",
+            "retry_count",
+            "retry_interval",
+            "priority",
+            "is_default",
+            "is_active",
+        )
+    )
+
     name: Name | None = None
     base_url: BaseUrl = None
     api_version: ShortText = None
     region: ShortText = None
-    timeout_connect: float | None = Field(default=None, gt=0, le=300)
-    timeout_read: float | None = Field(default=None, gt=0, le=3600)
-    retry_count: int | None = Field(default=None, ge=0, le=10)
-    retry_interval: float | None = Field(default=None, ge=0, le=300)
-    priority: int | None = Field(default=None, ge=0, le=1_000_000)
-    is_default: bool | None = None
-    is_active: bool | None = None
+    timeout_connect: StrictFloat | None = Field(default=None, gt=0, le=300)
+    timeout_read: StrictFloat | None = Field(default=None, gt=0, le=3600)
+    retry_count: Annotated[int, Field(ge=0, le=10), JSON_INT] | None = None
+    retry_interval: StrictFloat | None = Field(default=None, ge=0, le=300)
+    priority: Annotated[int, Field(ge=0, le=1_000_000), JSON_INT] | None = None
+    is_default: StrictBool | None = None
+    is_active: StrictBool | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -253,21 +312,23 @@ class CredentialCreate(BaseModel):
     api_key: str = Field(min_length=1, repr=False)
     secret_key: str | None = Field(default=None, min_length=1, repr=False)
     access_token: str | None = Field(default=None, min_length=1, repr=False)
-    expires_at: AwareDatetime | None = None
-    quota_limit: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    expires_at: JsonDatetime | None = None
+    quota_limit: Quota | None = None
 
 
 class CredentialUpdate(BaseModel):
     """Edit metadata and/or rotate secrets. A given api_key/secret_key/access_token is re-encrypted;
     secret_key/access_token set to null are removed."""
 
+    model_config = ConfigDict(json_schema_extra=not_nullable("alias", "api_key", "is_active"))
+
     alias: Name | None = None
     api_key: str | None = Field(default=None, min_length=1, repr=False)
     secret_key: str | None = Field(default=None, min_length=1, repr=False)
     access_token: str | None = Field(default=None, min_length=1, repr=False)
-    expires_at: AwareDatetime | None = None
-    quota_limit: int | None = Field(default=None, ge=0, le=INT32_MAX)
-    is_active: bool | None = None
+    expires_at: JsonDatetime | None = None
+    quota_limit: Quota | None = None
+    is_active: StrictBool | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -300,8 +361,8 @@ class CredentialRead(BaseModel):
 class CapabilitySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    supported: bool
-    score: int = Field(ge=1, le=5)
+    supported: StrictBool
+    score: JsonInt = Field(ge=1, le=5)
 
 
 def _check_default_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -321,6 +382,8 @@ def _check_default_params(params: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("default_params.top_p must be between 0 and 1")
     if params.get("max_tokens") is not None:
         max_tokens = params["max_tokens"]
+        if isinstance(max_tokens, float) and max_tokens.is_integer():
+            max_tokens = params["max_tokens"] = int(max_tokens)  # 5.0 is an integer in JSON
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= INT32_MAX:
             raise ValueError("default_params.max_tokens must be an integer >= 1")
     latency = number("latency_ms")
@@ -329,7 +392,24 @@ def _check_default_params(params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-DefaultParams = Annotated[dict[str, Any], Field(max_length=50), AfterValidator(_check_default_params)]
+def _number_or_null(**bounds: float) -> dict[str, Any]:
+    return {"anyOf": [{"type": "number", **bounds}, {"type": "null"}]}
+
+
+# The parameters ``_check_default_params`` knows, for the OpenAPI document; others pass through unchecked.
+_DEFAULT_PARAMS_SCHEMA = {
+    "properties": {
+        "temperature": _number_or_null(minimum=0, maximum=2),
+        "top_p": _number_or_null(minimum=0, maximum=1),
+        "max_tokens": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": INT32_MAX}, {"type": "null"}]},
+        "latency_ms": _number_or_null(minimum=0, maximum=600_000),
+    }
+}
+DefaultParams = Annotated[
+    dict[str, Any],
+    Field(max_length=50, json_schema_extra=_DEFAULT_PARAMS_SCHEMA),
+    AfterValidator(_check_default_params),
+]
 Capabilities = dict[Capability, CapabilitySpec]
 Scenarios = Annotated[
     list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]],
@@ -354,6 +434,12 @@ class ModelCreate(BaseModel):
 
 class ModelUpdate(BaseModel):
     """Partial update: omitted fields keep their value."""
+
+    model_config = ConfigDict(
+        json_schema_extra=not_nullable(
+            "model_id", "name", "type", "status", "default_params", "capabilities", "recommended_scenarios"
+        )
+    )
 
     model_id: Name | None = None
     name: Name | None = None
@@ -413,14 +499,14 @@ class ProviderConfig(BaseModel):
     name: Name
     type: ProviderType
     description: OptionalText = None
-    is_active: bool = True
+    is_active: StrictBool = True
     endpoints: list[EndpointConfig] = Field(default_factory=list, max_length=100)
     models: list[ModelConfig] = Field(default_factory=list, max_length=1000)
 
 
 class ConfigDocument(BaseModel):
     version: Literal[1] = 1
-    exported_at: AwareDatetime | None = None
+    exported_at: JsonDatetime | None = None
     providers: list[ProviderConfig] = Field(default_factory=list, max_length=1000)
 
 

@@ -28,15 +28,16 @@ class OrderingGraph:
         """Pairs naming unknown nodes, self-loops and repeats are ignored (validation reports them)."""
         ordered = list(dict.fromkeys(nodes))
         graph = cls(ordered, {n: [] for n in ordered}, {n: [] for n in ordered})
+        seen: set[tuple[str, str]] = set()  # a set: thousands of edges from one node stay linear
         for pair in pairs:
             if pair is None:
                 continue
             first, then = pair
-            if first == then or first not in graph.after or then not in graph.after:
+            if first == then or first not in graph.after or then not in graph.after or pair in seen:
                 continue
-            if then not in graph.after[first]:
-                graph.after[first].append(then)
-                graph.before[then].append(first)
+            seen.add(pair)
+            graph.after[first].append(then)
+            graph.before[then].append(first)
         return graph
 
     def upstream(self, node_id: str) -> list[str]:

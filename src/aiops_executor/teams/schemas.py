@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from aiops_executor.core.json_types import JSON_INT, JsonInt
+from aiops_executor.core.partial import not_nullable
 from aiops_executor.teams.topology import Topology
 from aiops_executor.teams.validation import Issue
 
@@ -56,12 +58,12 @@ class TeamUpdate(BaseModel):
     is re-validated as a whole against today's LLM configuration, and so is setting ``status`` to ``active``.
     ``error`` is set by validation only."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=not_nullable())
 
     team_name: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
     description: Annotated[str, StringConstraints(max_length=2000)] | None = None
-    timeout_seconds: int | None = None
-    max_iterations: int | None = Field(default=None, ge=1, le=1000)
+    timeout_seconds: JsonInt | None = None
+    max_iterations: Annotated[int, Field(ge=1, le=1000), JSON_INT] | None = None
     topology: Topology | None = None
     status: Literal[TeamStatus.active, TeamStatus.inactive] | None = None
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StringConstraints
+
+from aiops_executor.core.json_types import JSON_INT, JsonInt
 
 ClientId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -20,6 +22,12 @@ MAX_NODES = 100
 MAX_AGENTS_PER_NODE = 20
 MAX_DEPTH = 10
 MAX_TIMEOUT_SECONDS = 1800
+# Hard caps, ten times the limits above: up to them a body is parsed and every problem is reported at once
+# (400 INVALID_TOPOLOGY, with the limit as one of the problems); beyond them it is refused while parsing
+# (422 VALIDATION_ERROR), before any work proportional to an absurd size is done.
+HARD_MAX_NODES = 10 * MAX_NODES
+HARD_MAX_AGENTS_PER_NODE = 10 * MAX_AGENTS_PER_NODE
+HARD_MAX_EDGES = 10_000
 
 
 class RelationType(StrEnum):
@@ -62,8 +70,8 @@ class AgentSpec(ModelRef):
     tools: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] = Field(
         default_factory=list, max_length=50
     )
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    temperature: StrictFloat | None = Field(default=None, ge=0, le=2)
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000), JSON_INT] | None = None
 
 
 class NodeSupervisorSpec(ModelRef):
@@ -81,8 +89,8 @@ class NodeSpec(_Strict):
     node_name: Name
     node_type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     attributes: dict[str, Any] = Field(default_factory=dict)
-    # The count limit is a topology rule (reported with the others), so the list itself is unbounded here.
-    agents: list[AgentSpec] = Field(min_length=1)
+    # The count limit is a topology rule (reported with the others); only an absurd count is refused here.
+    agents: list[AgentSpec] = Field(min_length=1, max_length=HARD_MAX_AGENTS_PER_NODE)
     supervisor_config: NodeSupervisorSpec
 
 
@@ -103,10 +111,10 @@ class EdgeSpec(_Strict):
 
 
 class Topology(_Strict):
-    nodes: list[NodeSpec] = Field(min_length=1)
-    edges: list[EdgeSpec] = Field(default_factory=list)
+    nodes: list[NodeSpec] = Field(min_length=1, max_length=HARD_MAX_NODES)
+    edges: list[EdgeSpec] = Field(default_factory=list, max_length=HARD_MAX_EDGES)
     global_supervisor: GlobalSupervisorSpec
-    allow_isolated_nodes: bool = False
+    allow_isolated_nodes: StrictBool = False
 
     def node(self, node_id: str) -> NodeSpec:
         return next(n for n in self.nodes if n.node_id == node_id)
@@ -118,6 +126,6 @@ class TeamSpec(_Strict):
     team_name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     description: Annotated[str, StringConstraints(max_length=2000)] = ""
     # Range rules are topology rules (reported with the others); only the type is checked here.
-    timeout_seconds: int = 300
-    max_iterations: int = Field(default=50, ge=1, le=1000)
+    timeout_seconds: JsonInt = 300
+    max_iterations: JsonInt = Field(default=50, ge=1, le=1000)
     topology: Topology

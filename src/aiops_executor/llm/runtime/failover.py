@@ -28,6 +28,7 @@ from langchain_core.runnables import Runnable, RunnableBinding
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from aiops_executor.core.errors import AppError
+from aiops_executor.core.telemetry import Telemetry
 from aiops_executor.llm.runtime.clients import build_client
 from aiops_executor.llm.runtime.config import (
     CredentialConfig,
@@ -52,7 +53,7 @@ class Route:
     def describe(self) -> dict[str, Any]:
         return {
             "endpoint": self.endpoint.name if self.endpoint else None,
-            "credential": self.credential.alias if self.credential else None,
+            "credential_alias": self.credential.alias if self.credential else None,
         }
 
 
@@ -192,6 +193,7 @@ class FailoverChatModel(BaseChatModel):
     state: RuntimeState
     open_secrets: SecretOpener
     on_call: CallSink | None = None
+    telemetry: Telemetry | None = None  # metrics and spans of every attempt
 
     _clients: dict[tuple[uuid.UUID | None, uuid.UUID | None], BaseChatModel] = PrivateAttr(default_factory=dict)
 
@@ -250,19 +252,20 @@ class FailoverChatModel(BaseChatModel):
         input_tokens = usage["input_tokens"] if usage else 0
         output_tokens = usage["output_tokens"] if usage else 0
         cost = cost_of(self.binding.model, input_tokens, output_tokens)
+        record = CallRecord(
+            model=self.binding.model,
+            endpoint_id=route.endpoint.id if route.endpoint else None,
+            credential_id=route.credential.id if route.credential else None,
+            outcome=outcome,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost=cost,
+        )
+        if self.telemetry is not None:
+            self.telemetry.model_call(record, route.endpoint.name if route.endpoint else None)
         if self.on_call is not None:
-            await self.on_call(
-                CallRecord(
-                    model=self.binding.model,
-                    endpoint_id=route.endpoint.id if route.endpoint else None,
-                    credential_id=route.credential.id if route.credential else None,
-                    outcome=outcome,
-                    latency_ms=(time.perf_counter() - started) * 1000,
-                    input_tokens=input_tokens,
-                    output_tokens=output_tokens,
-                    cost=cost,
-                )
-            )
+            await self.on_call(record)
         return cost
 
     def _penalise(self, route: Route, failure: Failure) -> None:
@@ -311,6 +314,8 @@ class FailoverChatModel(BaseChatModel):
             client = await self._client_or_skip(route, failures)
             if client is None:
                 continue
+            if failures and self.telemetry is not None:
+                self.telemetry.failover(self.binding.model)
             started = time.perf_counter()
             semaphore = self.state.semaphore(route.endpoint)
             try:
@@ -370,6 +375,8 @@ class FailoverChatModel(BaseChatModel):
             client = await self._client_or_skip(route, failures)
             if client is None:
                 continue
+            if failures and self.telemetry is not None:
+                self.telemetry.failover(self.binding.model)
             started = time.perf_counter()
             semaphore = self.state.semaphore(route.endpoint)
             emitted = False

@@ -187,6 +187,7 @@ class ModelRuntime:
             state=self.state,
             open_secrets=self.open_secrets,
             on_call=on_call,
+            telemetry=self.context.telemetry,
         )
 
     async def get_chat_model(

@@ -1,0 +1,83 @@
+"""Liveness and readiness (open routes): ``GET /health`` and ``GET /health/ready``.
+
+Readiness checks the database and, when ``AIOPS_REDIS_URL`` is set, Redis; both at once, each within
+``AIOPS_READINESS_TIMEOUT_SECONDS``. A failed check answers 503 with the contract's error body, whose
+``details.checks`` says which dependency failed. Failure reasons are logged (type only), never answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+import redis.asyncio as redis
+import structlog
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from aiops_executor import __version__
+from aiops_executor.core.context import AppContext
+from aiops_executor.core.deps import ContextDep
+from aiops_executor.core.errors import error_response
+
+OK = "ok"
+UNREACHABLE = "unreachable"
+
+logger = structlog.get_logger(__name__)
+router = APIRouter(tags=["health"])
+
+
+async def _database(context: AppContext) -> None:
+    async with context.database.engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+
+
+async def _redis(url: str, socket_seconds: float) -> None:
+    client = redis.Redis.from_url(url, socket_connect_timeout=socket_seconds, socket_timeout=socket_seconds)
+    try:
+        if not await client.ping():
+            raise ConnectionError("Redis did not answer PING")
+    finally:
+        await client.aclose()
+
+
+async def _check(name: str, probe: Coroutine[Any, Any, None], limit_seconds: float) -> str:
+    try:
+        async with asyncio.timeout(limit_seconds):
+            await probe
+    except Exception as exc:
+        logger.warning("readiness check failed", dependency=name, error=type(exc).__name__)
+        return UNREACHABLE
+    return OK
+
+
+async def readiness_checks(context: AppContext) -> dict[str, str]:
+    """``{"database": "ok"|"unreachable", "redis": ...}`` (Redis only when configured)."""
+    timeout = context.settings.readiness_timeout_seconds
+    probes = {"database": _database(context)}
+    if context.settings.redis_url:
+        probes["redis"] = _redis(context.settings.redis_url, timeout)
+    results = await asyncio.gather(*(_check(name, probe, timeout) for name, probe in probes.items()))
+    return dict(zip(probes, results, strict=True))
+
+
+@router.get("/health")
+async def liveness() -> dict[str, str]:
+    return {"status": OK, "version": __version__}
+
+
+@router.get(
+    "/health/ready",
+    responses={503: {"description": "SERVICE_UNAVAILABLE: a dependency is not reachable; details.checks says which"}},
+)
+async def readiness(context: ContextDep) -> JSONResponse:
+    checks = await readiness_checks(context)
+    failed = [name for name, state in checks.items() if state != OK]
+    if failed:
+        verb = "is" if len(failed) == 1 else "are"
+        return error_response(
+            503, "SERVICE_UNAVAILABLE", f"{' and '.join(failed)} {verb} not reachable", {"checks": checks}
+        )
+    return JSONResponse({"status": OK, "checks": checks})

@@ -1,0 +1,169 @@
+"""Prometheus metrics of one service process, served at ``GET /metrics`` (see ``core/http_telemetry.py``).
+
+Every ``Metrics`` has its own registry (not prometheus-client's global one), so each app, and each test, counts
+for itself. Labels carry only bounded values: route templates, methods, statuses, outcomes, tool names and the
+configured provider and model names -- never an execution, team, node or agent id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+if TYPE_CHECKING:
+    from aiops_executor.llm.runtime.failover import CallRecord
+
+PREFIX = "aiops"
+UNMATCHED_ROUTE = "<unmatched>"
+
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+RUN_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+STEP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+MODEL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+TOOL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+# Tool error codes worth their own outcome; any other error counts as "error".
+TOOL_OUTCOMES = {
+    "TOOL_TIMEOUT": "timeout",
+    "TOOL_INVALID_ARGUMENTS": "invalid_arguments",
+    "TOOL_NOT_FOUND": "not_found",
+}
+
+
+def tool_outcome(status: str, output: dict[str, object]) -> str:
+    if status == "success":
+        return "success"
+    return TOOL_OUTCOMES.get(str(output.get("error_code")), "error")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.http_requests = Counter(
+            f"{PREFIX}_http_requests",
+            "HTTP requests by route template, method and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            f"{PREFIX}_http_request_duration_seconds",
+            "HTTP request latency (until the response body ends).",
+            ["method", "route"],
+            buckets=HTTP_BUCKETS,
+            registry=r,
+        )
+        self.executions = Counter(
+            f"{PREFIX}_executions", "Finished executions by final status.", ["status"], registry=r
+        )
+        self.execution_duration = Histogram(
+            f"{PREFIX}_execution_duration_seconds",
+            "Execution wall time by final status.",
+            ["status"],
+            buckets=RUN_BUCKETS,
+            registry=r,
+        )
+        self.active_executions = Gauge(f"{PREFIX}_executions_active", "Executions running now.", registry=r)
+        self.node_team_duration = Histogram(
+            f"{PREFIX}_node_team_duration_seconds",
+            "Node team wall time by final status.",
+            ["status"],
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
+        self.agent_duration = Histogram(
+            f"{PREFIX}_agent_duration_seconds",
+            "Agent turn wall time by status.",
+            ["status"],
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
+        self.model_calls = Counter(
+            f"{PREFIX}_model_calls",
+            "Provider calls (each failover attempt counts) by provider, model and outcome.",
+            ["provider", "model", "outcome"],
+            registry=r,
+        )
+        self.model_duration = Histogram(
+            f"{PREFIX}_model_call_duration_seconds",
+            "Provider call latency by provider, model and outcome.",
+            ["provider", "model", "outcome"],
+            buckets=MODEL_BUCKETS,
+            registry=r,
+        )
+        self.model_tokens = Counter(
+            f"{PREFIX}_model_tokens",
+            "Tokens by provider, model and type (input or output).",
+            ["provider", "model", "type"],
+            registry=r,
+        )
+        self.model_cost = Counter(
+            f"{PREFIX}_model_cost",
+            "Cost of model calls at the configured prices, by provider and model.",
+            ["provider", "model"],
+            registry=r,
+        )
+        self.failovers = Counter(
+            f"{PREFIX}_model_failovers",
+            "Model calls moved on to another route after a failed attempt.",
+            ["provider", "model"],
+            registry=r,
+        )
+        self.tool_calls = Counter(
+            f"{PREFIX}_tool_calls", "Tool calls by tool and outcome.", ["tool", "outcome"], registry=r
+        )
+        self.tool_duration = Histogram(
+            f"{PREFIX}_tool_call_duration_seconds",
+            "Tool call latency by tool and outcome.",
+            ["tool", "outcome"],
+            buckets=TOOL_BUCKETS,
+            registry=r,
+        )
+        self.sse_subscribers = Gauge(
+            f"{PREFIX}_sse_subscribers", "Clients following a live execution stream in this process.", registry=r
+        )
+
+    # -- recording -------------------------------------------------------------------------------
+
+    def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.http_requests.labels(method, route, str(status)).inc()
+        self.http_duration.labels(method, route).observe(seconds)
+
+    def execution(self, status: str, seconds: float) -> None:
+        self.executions.labels(status).inc()
+        self.execution_duration.labels(status).observe(seconds)
+
+    def node_team(self, status: str, seconds: float) -> None:
+        self.node_team_duration.labels(status).observe(seconds)
+
+    def agent(self, status: str, seconds: float) -> None:
+        self.agent_duration.labels(status).observe(seconds)
+
+    def model_call(self, record: CallRecord) -> None:
+        provider, model = record.model.provider_name, record.model.model_id
+        self.model_calls.labels(provider, model, record.outcome).inc()
+        self.model_duration.labels(provider, model, record.outcome).observe(record.latency_ms / 1000)
+        if record.input_tokens:
+            self.model_tokens.labels(provider, model, "input").inc(record.input_tokens)
+        if record.output_tokens:
+            self.model_tokens.labels(provider, model, "output").inc(record.output_tokens)
+        if record.cost:
+            self.model_cost.labels(provider, model).inc(float(record.cost))
+
+    def failover(self, provider: str, model: str) -> None:
+        self.failovers.labels(provider, model).inc()
+
+    def tool_call(self, tool: str, outcome: str, seconds: float) -> None:
+        self.tool_calls.labels(tool, outcome).inc()
+        self.tool_duration.labels(tool, outcome).observe(seconds)
+
+    def watch(self, *, active_executions: Callable[[], float], sse_subscribers: Callable[[], float]) -> None:
+        """Gauges read at scrape time from the objects that know (the execution manager, the broadcaster)."""
+        self.active_executions.set_function(active_executions)
+        self.sse_subscribers.set_function(sse_subscribers)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

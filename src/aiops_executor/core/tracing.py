@@ -1,0 +1,69 @@
+"""OpenTelemetry tracing: the tracer provider a process exports with, and span attribute names.
+
+Tracing is off unless ``AIOPS_OTLP_ENDPOINT`` is set (or a test hands in an exporter): the tracer is then
+OpenTelemetry's no-op tracer and instrumented code skips span work altogether. The provider is the app's own
+(never the global one), like the metrics registry, so two apps in one process -- tests -- trace apart.
+"""
+
+from __future__ import annotations
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+from aiops_executor import __version__
+from aiops_executor.core.settings import Settings
+
+TRACER_NAME = "aiops_executor"
+OTLP_TRACES_PATH = "/v1/traces"
+
+# Span names.
+EXECUTION_SPAN = "execution"
+NODE_TEAM_SPAN = "node_team"
+AGENT_SPAN = "agent"
+TOOL_SPAN = "tool"
+MODEL_SPAN = "chat"
+
+# Span attributes (besides OpenTelemetry's semantic conventions for HTTP and GenAI).
+EXECUTION_ID = "aiops.execution.id"
+TEAM_ID = "aiops.team.id"
+NODE_ID = "aiops.node.id"
+AGENT_ID = "aiops.agent.id"
+TOOL_NAME = "aiops.tool.name"
+STATUS = "aiops.status"
+ERROR_CODE = "aiops.error_code"
+DURATION_MS = "aiops.duration_ms"
+PROVIDER = "aiops.provider"
+ENDPOINT = "aiops.endpoint"
+COST = "aiops.cost"
+REQUEST_ID = "aiops.request_id"
+
+
+def otlp_traces_url(endpoint: str) -> str:
+    """``AIOPS_OTLP_ENDPOINT`` is the collector's base URL (as ``OTEL_EXPORTER_OTLP_ENDPOINT`` is)."""
+    base = endpoint.rstrip("/")
+    return base if base.endswith(OTLP_TRACES_PATH) else base + OTLP_TRACES_PATH
+
+
+def build_tracer_provider(settings: Settings, exporter: SpanExporter | None = None) -> TracerProvider | None:
+    """The provider to trace with, or None when tracing is off.
+
+    ``exporter`` (tests: an in-memory exporter) receives each span synchronously as it ends; the OTLP exporter
+    sends in batches from a background thread. Headers, timeout and TLS come from the standard
+    ``OTEL_EXPORTER_OTLP_*`` environment variables, which the exporter reads itself.
+    """
+    if not settings.otlp_endpoint and exporter is None:
+        return None
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": settings.otel_service_name, "service.version": __version__}),
+        sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
+    )
+    if settings.otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        otlp = OTLPSpanExporter(endpoint=otlp_traces_url(settings.otlp_endpoint))
+        provider.add_span_processor(BatchSpanProcessor(otlp))
+    if exporter is not None:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider
