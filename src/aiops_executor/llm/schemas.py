@@ -21,11 +21,10 @@ from pydantic import (
     StrictFloat,
     StringConstraints,
     WithJsonSchema,
-    model_validator,
 )
 
 from aiops_executor.core.json_types import JSON_INT, JsonDatetime, JsonInt
-from aiops_executor.core.partial import not_nullable
+from aiops_executor.core.partial import PartialUpdate
 
 INT32_MAX = 2_147_483_647
 
@@ -165,15 +164,6 @@ PositiveInt32 = Annotated[int, Field(ge=1, le=INT32_MAX), JSON_INT]
 Quota = Annotated[int, Field(ge=0, le=INT32_MAX), JSON_INT]
 
 
-def _reject_nulls(values: Any, fields: tuple[str, ...]) -> Any:
-    """In partial updates a field may be omitted, but these ones may not be set to null."""
-    if isinstance(values, dict):
-        nulls = [name for name in fields if name in values and values[name] is None]
-        if nulls:
-            raise ValueError(f"{', '.join(nulls)} may be omitted but not null")
-    return values
-
-
 # --------------------------------------------------------------------------------------------- providers
 
 
@@ -184,20 +174,15 @@ class ProviderCreate(BaseModel):
     is_active: StrictBool = True
 
 
-class ProviderUpdate(BaseModel):
+class ProviderUpdate(PartialUpdate):
     """Partial update: omitted fields keep their value."""
 
-    model_config = ConfigDict(json_schema_extra=not_nullable("name", "type", "is_active"))
+    not_null = ("name", "type", "is_active")
 
     name: Name | None = None
     type: ProviderType | None = None
     description: OptionalText = None
     is_active: StrictBool | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_nulls(cls, values: Any) -> Any:
-        return _reject_nulls(values, ("name", "type", "is_active"))
 
 
 class ProviderStatusUpdate(BaseModel):
@@ -233,20 +218,18 @@ class EndpointCreate(BaseModel):
     is_active: StrictBool = True
 
 
-class EndpointUpdate(BaseModel):
+class EndpointUpdate(PartialUpdate):
     """Partial update: omitted fields keep their value; base_url, api_version and region may be cleared with null."""
 
-    model_config = ConfigDict(
-        json_schema_extra=not_nullable(
-            "name",
-            "timeout_connect",
-            "timeout_read",
-            "retry_count",
-            "retry_interval",
-            "priority",
-            "is_default",
-            "is_active",
-        )
+    not_null = (
+        "name",
+        "timeout_connect",
+        "timeout_read",
+        "retry_count",
+        "retry_interval",
+        "priority",
+        "is_default",
+        "is_active",
     )
 
     name: Name | None = None
@@ -260,23 +243,6 @@ class EndpointUpdate(BaseModel):
     priority: Annotated[int, Field(ge=0, le=1_000_000), JSON_INT] | None = None
     is_default: StrictBool | None = None
     is_active: StrictBool | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_nulls(cls, values: Any) -> Any:
-        return _reject_nulls(
-            values,
-            (
-                "name",
-                "timeout_connect",
-                "timeout_read",
-                "retry_count",
-                "retry_interval",
-                "priority",
-                "is_default",
-                "is_active",
-            ),
-        )
 
 
 class EndpointRead(BaseModel):
@@ -316,11 +282,11 @@ class CredentialCreate(BaseModel):
     quota_limit: Quota | None = None
 
 
-class CredentialUpdate(BaseModel):
+class CredentialUpdate(PartialUpdate):
     """Edit metadata and/or rotate secrets. A given api_key/secret_key/access_token is re-encrypted;
     secret_key/access_token set to null are removed."""
 
-    model_config = ConfigDict(json_schema_extra=not_nullable("alias", "api_key", "is_active"))
+    not_null = ("alias", "api_key", "is_active")
 
     alias: Name | None = None
     api_key: str | None = Field(default=None, min_length=1, repr=False)
@@ -329,11 +295,6 @@ class CredentialUpdate(BaseModel):
     expires_at: JsonDatetime | None = None
     quota_limit: Quota | None = None
     is_active: StrictBool | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_nulls(cls, values: Any) -> Any:
-        return _reject_nulls(values, ("alias", "api_key", "is_active"))
 
 
 class CredentialRead(BaseModel):
@@ -432,14 +393,10 @@ class ModelCreate(BaseModel):
     recommended_scenarios: Scenarios = Field(default_factory=list)
 
 
-class ModelUpdate(BaseModel):
+class ModelUpdate(PartialUpdate):
     """Partial update: omitted fields keep their value."""
 
-    model_config = ConfigDict(
-        json_schema_extra=not_nullable(
-            "model_id", "name", "type", "status", "default_params", "capabilities", "recommended_scenarios"
-        )
-    )
+    not_null = ("model_id", "name", "type", "status", "default_params", "capabilities", "recommended_scenarios")
 
     model_id: Name | None = None
     name: Name | None = None
@@ -453,14 +410,6 @@ class ModelUpdate(BaseModel):
     default_params: DefaultParams | None = None
     capabilities: Capabilities | None = None
     recommended_scenarios: Scenarios | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_nulls(cls, values: Any) -> Any:
-        return _reject_nulls(
-            values,
-            ("model_id", "name", "type", "status", "default_params", "capabilities", "recommended_scenarios"),
-        )
 
 
 class ModelRead(BaseModel):

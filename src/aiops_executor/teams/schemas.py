@@ -7,10 +7,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from aiops_executor.core.json_types import JSON_INT, JsonInt
-from aiops_executor.core.partial import not_nullable
+from aiops_executor.core.partial import PartialUpdate
 from aiops_executor.teams.topology import Topology
 from aiops_executor.teams.validation import Issue
 
@@ -53,12 +53,12 @@ class TeamRead(TeamSummary):
     topology: Topology
 
 
-class TeamUpdate(BaseModel):
+class TeamUpdate(PartialUpdate):
     """Partial update: omitted fields keep their value. A change to the definition (anything but ``status``)
     is re-validated as a whole against today's LLM configuration, and so is setting ``status`` to ``active``.
     ``error`` is set by validation only."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=not_nullable())
+    model_config = ConfigDict(extra="forbid")
 
     team_name: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
     description: Annotated[str, StringConstraints(max_length=2000)] | None = None
@@ -66,15 +66,6 @@ class TeamUpdate(BaseModel):
     max_iterations: Annotated[int, Field(ge=1, le=1000), JSON_INT] | None = None
     topology: Topology | None = None
     status: Literal[TeamStatus.active, TeamStatus.inactive] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_nulls(cls, values: Any) -> Any:
-        if isinstance(values, dict):
-            nulls = [name for name, value in values.items() if value is None]
-            if nulls:
-                raise ValueError(f"{', '.join(nulls)} may be omitted but not null")
-        return values
 
 
 class TeamValidation(BaseModel):

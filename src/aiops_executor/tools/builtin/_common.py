@@ -80,6 +80,16 @@ def host_port_from_url_attributes(context: ToolContext) -> tuple[str, int | None
     return None
 
 
+def http_url_or_none(value: str | None) -> str | None:
+    """An absolute http(s) URL, stripped; anything else is refused (the tools never follow other schemes)."""
+    if value is None:
+        return None
+    parts = urlsplit(value.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    return value.strip()
+
+
 def elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
 

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import time
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from aiops_executor import __version__
-from aiops_executor.tools.builtin._common import elapsed_ms, fill_from_attributes, missing_target, truncate
+from aiops_executor.tools.builtin._common import (
+    elapsed_ms,
+    fill_from_attributes,
+    http_url_or_none,
+    missing_target,
+    truncate,
+)
 from aiops_executor.tools.registry import ToolContext, ToolSpec, describe_exception
 
 DEFAULT_REPORTED_HEADERS = (
@@ -65,12 +70,7 @@ class HttpCheckArgs(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_only(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value.strip())
-        if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an absolute http:// or https:// URL")
-        return value.strip()
+        return http_url_or_none(value)
 
 
 def _failure(exc: httpx.HTTPError) -> tuple[bool, str]:

@@ -10,12 +10,17 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from aiops_executor.tools.builtin._common import as_float, elapsed_ms, fill_from_attributes, missing_target
+from aiops_executor.tools.builtin._common import (
+    as_float,
+    elapsed_ms,
+    fill_from_attributes,
+    http_url_or_none,
+    missing_target,
+)
 from aiops_executor.tools.registry import SETTING_PROMETHEUS_URL, ToolContext, ToolError, ToolSpec, describe_exception
 
 PROMETHEUS_UNREACHABLE = "PROMETHEUS_UNREACHABLE"
@@ -68,12 +73,7 @@ class PrometheusQueryArgs(BaseModel):
     @field_validator("prometheus_url")
     @classmethod
     def _http_only(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value.strip())
-        if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an absolute http:// or https:// URL")
-        return value.strip()
+        return http_url_or_none(value)
 
     @field_validator("start", "end", "time")
     @classmethod
