@@ -135,6 +135,15 @@ async def collect(client: httpx.AsyncClient, method: str, path: str, limit: int 
     return events
 
 
+def contract_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """An error body with the contract's four keys (and the extra fields this error carries)."""
+    assert response.status_code == status, response.text
+    body = dict(response.json())
+    assert {"error_code", "error_message", "details", "request_id"} <= set(body), body
+    assert body["error_code"] == code and body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
 def check_ids(events: list, execution_id: str | None = None) -> None:
     last_id = ""
     for sse_id, kind, data in events:
@@ -339,8 +348,9 @@ async def test_timeout_answers_408_with_the_partial_result(live: Live) -> None:
         await add_simulator(client, latency_ms=150)
         team_id = await make_team(client, nodes=3)
         body = {**TASK, "stream": False, "timeout_seconds": 1}
-        error = assert_error(await client.post(f"{API}/teams/{team_id}/execute", json=body), 408, "EXECUTION_TIMEOUT")
-        partial = error["details"]["partial_result"]
+        error = contract_error(await client.post(f"{API}/teams/{team_id}/execute", json=body), 408, "EXECUTION_TIMEOUT")
+        partial = error["partial_result"]  # the contract: "408 EXECUTION_TIMEOUT with partial_result"
+        assert error["details"]["execution_id"] == partial["execution_id"]
         assert partial["status"] == "timeout"
         statuses = [n["status"] for n in partial["result"]["node_results"]]
         assert "timeout" in statuses
@@ -409,11 +419,13 @@ async def test_structured_output_from_the_latest_execution(live: Live) -> None:
         failed = await client.post(
             f"{API}/teams/{team_id}/structured-output", json={"execution_id": execution_id, "output_schema": impossible}
         )
-        error = assert_error(failed, 422, "SCHEMA_GENERATION_FAILED")
+        error = contract_error(failed, 422, "SCHEMA_GENERATION_FAILED")
         assert error["details"]["attempts"] == 3
-        assert error["details"]["schema_validation"]["valid"] is False
-        assert error["details"]["schema_validation"]["errors"][0]["path"] == "$.issues[0].severity"
-        assert error["details"]["partial_output"]["issues"]
+        # The contract's fields, next to the error body, shaped like the 200 answer's.
+        assert error["schema_validation"]["valid"] is False
+        assert error["schema_validation"]["errors"][0]["path"] == "$.issues[0].severity"
+        assert error["partial_output"]["issues"]
+        assert error["execution_id"] == execution_id and error["team_id"] == team_id
 
         invalid = await client.post(f"{API}/teams/{team_id}/structured-output", json={"output_schema": {"type": 7}})
         assert_error(invalid, 422, "VALIDATION_ERROR")

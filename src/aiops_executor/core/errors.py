@@ -28,6 +28,7 @@ class AppError(Exception):
         status_code: int | None = None,
         details: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        extra_fields: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -37,6 +38,8 @@ class AppError(Exception):
             self.status_code = status_code
         self.details = details or {}
         self.headers = headers
+        # Fields the contract names next to the error body for this error (e.g. ``partial_result``).
+        self.extra_fields = extra_fields or {}
 
 
 class NotFoundError(AppError):
@@ -149,6 +152,9 @@ _HTTP_CODES = {
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
+        if exc.extra_fields:
+            body = {**exc.extra_fields, **error_body(exc.error_code, exc.message, exc.details)}
+            return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
         return error_response(exc.status_code, exc.error_code, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(RequestValidationError)

@@ -79,10 +79,8 @@ async def execute_team(
             finished.error_message or "the execution timed out",
             error_code="EXECUTION_TIMEOUT",
             status_code=http_status.HTTP_408_REQUEST_TIMEOUT,
-            details={
-                "execution_id": str(finished.execution_id),
-                "partial_result": finished.model_dump(mode="json"),
-            },
+            details={"execution_id": str(finished.execution_id)},
+            extra_fields={"partial_result": finished.model_dump(mode="json")},
         )
     return JSONResponse(finished.model_dump(mode="json"), headers=headers)
 

@@ -218,19 +218,20 @@ async def structured_output(
     )
     validation = SchemaValidation(valid=outcome.valid, errors=outcome.errors)
     if not outcome.valid:
-        details: dict[str, Any] = {
+        extra: dict[str, Any] = {
+            "team_id": str(team_id),
             "execution_id": str(execution.id),
-            "attempts": outcome.attempts,
             "schema_validation": validation.model_dump(),
             "partial_output": outcome.output,
         }
         if request.include_raw_output:
-            details["raw_output"] = outcome.raw_output
+            extra["raw_output"] = outcome.raw_output
         raise AppError(
             f"the structured output did not match output_schema after {outcome.attempts} attempts",
             error_code="SCHEMA_GENERATION_FAILED",
             status_code=422,
-            details=details,
+            details={"execution_id": str(execution.id), "attempts": outcome.attempts},
+            extra_fields=extra,
         )
     return StructuredOutputResult(
         team_id=team_id,
