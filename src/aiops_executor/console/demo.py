@@ -196,6 +196,8 @@ async def _stream_run(
                 if event.is_terminal or now - last_refresh > 0.1:
                     live.refresh()
                     last_refresh = now
+    if not out.is_terminal:  # rich ends the last frame with a newline only on terminals
+        out.line()
     return execution_id
 
 
