@@ -118,3 +118,38 @@ async def test_is_deterministic_and_honours_latency() -> None:
     second = await model.ainvoke(messages)
     assert first.content == second.content
     assert elapsed >= 0.03
+
+
+async def test_structured_output_lists_one_item_per_resource_that_reported() -> None:
+    report_schema = {
+        "title": "Report",
+        "description": "An incident report.",
+        "type": "object",
+        "properties": {
+            "overall": {"type": "string", "enum": ["unknown", "healthy", "down"]},
+            "findings": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "node_id": {"type": "string"},
+                        "status": {"type": "string", "enum": ["unknown", "healthy", "down"]},
+                        "detail": {"type": "string"},
+                    },
+                },
+            },
+        },
+    }
+    conversation = [
+        SystemMessage("You coordinate."),
+        HumanMessage("Task: is the shop up?"),
+        AIMessage('[web] (success) http_check: {"reachable": true, "status_code": 200}'),
+        AIMessage('[db] (success) tcp_check: {"reachable": false, "error": "refused"}'),
+        HumanMessage("Answer with JSON."),
+    ]
+    model = SimulatorChatModel().with_structured_output(report_schema)
+    answer = await model.ainvoke(conversation)
+    assert [f["node_id"] for f in answer["findings"]] == ["web", "db"]
+    assert [f["status"] for f in answer["findings"]] == ["healthy", "down"]
+    assert '"reachable": false' in answer["findings"][1]["detail"]
+    assert answer["overall"] == "down"  # one resource is down: the whole reads as bad news

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
@@ -121,14 +122,53 @@ def _summary(messages: Sequence[BaseMessage]) -> str:
     return f"{LABEL} Summary of {len(reports)} report(s):\n{body}"
 
 
-class _SchemaFiller:
-    """Builds a value satisfying a JSON Schema from the conversation's facts."""
+_SPEAKER = re.compile(r"^\[([A-Za-z0-9_.-]{1,64})\] (.*)$", re.DOTALL)
+# Speakers whose reports are not about one resource.
+_NOT_RESOURCES = frozenset({"simulator", "global_supervisor"})
+# Property names that identify the resource an item of a list is about.
+_IDENTITY_FIELDS = ("node_id", "resource_id", "resource", "node", "component", "service", "id", "name")
+# Tool results that mean something is wrong; enum options read as bad news, then as good news.
+_BAD_SIGNS = ('"reachable": false', '"connected": false', '"ok": false', '"verified": false', "(failed)", "(skipped)")
+_BAD_OPTIONS = ("down", "unhealthy", "failed", "critical", "degraded", "high", "error", "unknown")
+_GOOD_OPTIONS = ("healthy", "ok", "up", "success", "passing", "low", "info", "none")
 
-    def __init__(self, root: dict[str, Any], context: dict[str, Any], summary: str, spoken: str) -> None:
+
+def _resource_reports(messages: Sequence[BaseMessage]) -> dict[str, str]:
+    """Reports written as ``[speaker] text`` (how supervisors hear agents and node teams), by speaker."""
+    found: dict[str, str] = {}
+    for report in _reports(messages):
+        match = _SPEAKER.match(report)
+        if match and match.group(1) not in _NOT_RESOURCES:
+            found[match.group(1)] = match.group(2)
+    return found
+
+
+class _SchemaFiller:
+    """Builds a value satisfying a JSON Schema from the conversation's facts.
+
+    A list of objects with an identity property (``node_id``, ``resource``, ...) gets one item per resource
+    that reported, each filled from that resource's report; enum values such as a status are read off the
+    report (a failed probe reads as bad news).
+    """
+
+    def __init__(
+        self,
+        root: dict[str, Any],
+        context: dict[str, Any],
+        summary: str,
+        spoken: str,
+        resources: dict[str, str] | None = None,
+    ) -> None:
         self.root = root
         self.context = context
         self.summary = summary
         self.spoken = spoken
+        self.resources = resources or {}
+
+    def focused_on(self, resource: str) -> _SchemaFiller:
+        """A filler for one item about ``resource``: its report is the text, its id the identity."""
+        text = f"{LABEL} {self.resources[resource]}"
+        return _SchemaFiller(self.root, {**self.context, **dict.fromkeys(_IDENTITY_FIELDS, resource)}, text, text)
 
     def resolve(self, schema: dict[str, Any]) -> dict[str, Any]:
         seen = 0
@@ -165,7 +205,11 @@ class _SchemaFiller:
         if kind == "object" or (kind is None and "properties" in schema):
             return self.object(schema, depth)
         if kind == "array":
-            item = self.value(schema.get("items", {}), name, depth + 1)
+            items = self.resolve(schema.get("items", {}))
+            per_resource = self.per_resource(items, schema, depth)
+            if per_resource:
+                return per_resource
+            item = self.value(items, name, depth + 1)
             return [item] * max(1, int(schema.get("minItems", 1)))
         if kind in ("integer", "number"):
             return self.number(schema, name, integer=kind == "integer")
@@ -175,6 +219,16 @@ class _SchemaFiller:
         if kind == "null":
             return None
         return self.string(schema, name)
+
+    def per_resource(self, items: dict[str, Any], schema: dict[str, Any], depth: int) -> list[Any]:
+        properties = items.get("properties", {})
+        if not self.resources or not any(field in properties for field in _IDENTITY_FIELDS):
+            return []
+        limit = schema.get("maxItems")
+        chosen = list(self.resources)[: limit if isinstance(limit, int) else None]
+        if len(chosen) < int(schema.get("minItems", 0)):
+            return []
+        return [self.focused_on(resource).object(items, depth + 1) for resource in chosen]
 
     def object(self, schema: dict[str, Any], depth: int) -> dict[str, Any]:
         properties: dict[str, Any] = schema.get("properties", {})
@@ -188,6 +242,11 @@ class _SchemaFiller:
         if FINISH in options:
             pending = [o for o in options if o != FINISH and f"[{o}]" not in self.spoken]
             return pending[0] if pending else FINISH
+        # Anything else (a status, a severity): bad news when the reports hold any, else good news.
+        bad = any(sign in self.summary for sign in _BAD_SIGNS)
+        for preferred in _BAD_OPTIONS if bad else _GOOD_OPTIONS:
+            if preferred in options:
+                return preferred
         return options[0]
 
     def number(self, schema: dict[str, Any], name: str, *, integer: bool) -> int | float:
@@ -270,7 +329,8 @@ class SimulatorChatModel(BaseChatModel):
         if forced is not None:
             target = forced
             schema = target.get("parameters", {})
-            args = _SchemaFiller(schema, context, _summary(messages), spoken).object(schema, 0)
+            filler = _SchemaFiller(schema, context, _summary(messages), spoken, _resource_reports(messages))
+            args = filler.object(schema, 0)
             return self._message("", [self._call(target["name"], args, len(messages))], messages)
 
         called = {call["name"] for m in messages if isinstance(m, AIMessage) for call in m.tool_calls}
