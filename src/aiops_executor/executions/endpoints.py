@@ -14,7 +14,7 @@ from aiops_executor.auth.dependencies import ViewerDep
 from aiops_executor.auth.rate_limits import RATE_LIMITED_RESPONSE, ExecutionOperatorDep
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.deps import ContextDep, SessionDep
-from aiops_executor.core.errors import AppError, error_responses
+from aiops_executor.core.errors import AppError, ValidationFailed, error_responses
 from aiops_executor.core.pagination import Page, PageQuery
 from aiops_executor.executions import service
 from aiops_executor.executions.schemas import (
@@ -160,27 +160,16 @@ def _parse_last_event_id(value: str | None) -> int:
     try:
         seq = int(value.strip())
     except ValueError:
-        raise AppError(
-            "Last-Event-ID must be the integer id of an event",
-            error_code="VALIDATION_ERROR",
-            status_code=422,
-            details={"errors": [{"field": "Last-Event-ID", "message": "not an integer"}]},
-        ) from None
+        raise _bad_last_event_id("Last-Event-ID must be the integer id of an event", "not an integer") from None
     if seq < 0:
-        raise AppError(
-            "Last-Event-ID must not be negative",
-            error_code="VALIDATION_ERROR",
-            status_code=422,
-            details={"errors": [{"field": "Last-Event-ID", "message": "negative"}]},
-        )
+        raise _bad_last_event_id("Last-Event-ID must not be negative", "negative")
     if seq > MAX_SEQ:
-        raise AppError(
-            f"Last-Event-ID must be at most {MAX_SEQ}",
-            error_code="VALIDATION_ERROR",
-            status_code=422,
-            details={"errors": [{"field": "Last-Event-ID", "message": "too large"}]},
-        )
+        raise _bad_last_event_id(f"Last-Event-ID must be at most {MAX_SEQ}", "too large")
     return seq
+
+
+def _bad_last_event_id(message: str, reason: str) -> ValidationFailed:
+    return ValidationFailed(message, details={"errors": [{"field": "Last-Event-ID", "message": reason}]})
 
 
 @router.post(

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.audit import service as audit
 from aiops_executor.core.context import AppContext
-from aiops_executor.core.errors import AppError, ConflictError, NotFoundError
+from aiops_executor.core.errors import AppError, ConflictError, NotFoundError, ValidationFailed
 from aiops_executor.core.pagination import Page, PageParams
 from aiops_executor.engine import prompts
 from aiops_executor.engine.events import GLOBAL_SUPERVISOR_ID
@@ -56,13 +56,8 @@ def execution_read(row: Execution) -> ExecutionRead:
     )
 
 
-def _invalid_schema(exc: InvalidOutputSchema) -> AppError:
-    return AppError(
-        str(exc),
-        error_code="VALIDATION_ERROR",
-        status_code=422,
-        details={"errors": [{"field": "output_schema", "message": str(exc)}]},
-    )
+def _invalid_schema(exc: InvalidOutputSchema) -> ValidationFailed:
+    return ValidationFailed(str(exc), details={"errors": [{"field": "output_schema", "message": str(exc)}]})
 
 
 async def has_unfinished(session: AsyncSession, team_id: uuid.UUID) -> bool:
