@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from aiops_executor.engine import CompiledTeam, ExecutionEvent, ExecutionRun, RunRequest, Usage
 from aiops_executor.llm.simulator import SimulatorChatModel
 from aiops_executor.teams.topology import TeamSpec
-from aiops_executor.tools.registry import ToolContext, ToolOutcome, ToolRegistry, ToolSpec
+from aiops_executor.tools.registry import ToolContext, ToolRegistry, ToolSpec
 
 SIM = "local-sim"
 BROKEN = "broken"
@@ -165,12 +165,3 @@ async def run_team(
 
 def of_type(events: list[ExecutionEvent], kind: str) -> list[ExecutionEvent]:
     return [e for e in events if e.type == kind]
-
-
-async def outcome_of(run: ExecutionRun) -> Any:
-    assert run.outcome is not None
-    return run.outcome
-
-
-def tool_outcome(output: dict[str, Any]) -> ToolOutcome:
-    return ToolOutcome("success", output)
