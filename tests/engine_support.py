@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import uuid
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from pydantic import BaseModel, Field
 
 from aiops_executor.engine import CompiledTeam, ExecutionEvent, ExecutionRun, RunRequest, Usage
@@ -65,12 +69,22 @@ class WaitArgs(BaseModel):
     url: str = Field(description="ignored")
 
 
-def tool_registry(barrier: asyncio.Barrier | None = None, tool_delay: float = 0.0) -> ToolRegistry:
-    """``probe`` echoes its URL and node; ``rendezvous`` waits until ``barrier`` has every party (concurrency)."""
+def tool_registry(
+    barrier: asyncio.Barrier | None = None,
+    tool_delay: float = 0.0,
+    *,
+    delays: dict[str, float] | None = None,
+    calls: Counter[str] | None = None,
+) -> ToolRegistry:
+    """``probe`` echoes its URL and node (after ``tool_delay``, or ``delays[node_id]``; counted per node in
+    ``calls``); ``rendezvous`` waits until ``barrier`` has every party (concurrency)."""
 
     async def probe(args: ProbeArgs, context: ToolContext) -> dict[str, Any]:
-        if tool_delay:
-            await asyncio.sleep(tool_delay)
+        if calls is not None:
+            calls[context.node_id] += 1
+        delay = (delays or {}).get(context.node_id, tool_delay)
+        if delay:
+            await asyncio.sleep(delay)
         return {"url": args.url, "node": context.node_id, "status": 200}
 
     async def rendezvous(args: WaitArgs, context: ToolContext) -> dict[str, Any]:
@@ -146,18 +160,27 @@ def team(
     )
 
 
+# The checkpointer engine tests run on by default (see the ``checkpointer`` fixture of test_engine.py).
+default_checkpointer: contextvars.ContextVar[BaseCheckpointSaver[Any] | None] = contextvars.ContextVar(
+    "default_checkpointer", default=None
+)
+
+
 async def run_team(
     spec: TeamSpec,
     *,
     source: SimulatorSource | None = None,
     registry: ToolRegistry | None = None,
     task: str = "Why is checkout slow?",
+    execution_id: str | None = None,
     **request: Any,
 ) -> tuple[ExecutionRun, list[ExecutionEvent]]:
     run = ExecutionRun(
         CompiledTeam(spec, registry or tool_registry()),
-        RunRequest("exec-1", "team-1", task, **request),
+        # A fresh thread per run: checkpointers may be shared between tests.
+        RunRequest(execution_id or f"exec-{uuid.uuid4().hex}", "team-1", task, **request),
         source or SimulatorSource(),
+        checkpointer=default_checkpointer.get(),
     )
     events = [event async for event in run.events()]
     return run, events

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from aiops_executor.engine import CompiledTeam, ExecutionRun, NodeStatus, RunRequest, RunStatus
-from aiops_executor.engine.events import TERMINAL_EVENTS, EventType
+from aiops_executor.engine.events import TERMINAL_EVENTS, EventType, ExecutionEvent
 from tests.engine_support import (
     BROKEN,
     SimulatorSource,
     agent,
+    default_checkpointer,
     edge,
     node,
     of_type,
@@ -21,6 +25,14 @@ from tests.engine_support import (
     team,
     tool_registry,
 )
+
+
+@pytest.fixture(autouse=True)
+def _on_each_checkpointer(checkpointer: BaseCheckpointSaver[Any]) -> Iterator[None]:
+    token = default_checkpointer.set(checkpointer)
+    yield
+    default_checkpointer.reset(token)
+
 
 # gateway calls checkout, checkout depends on the database: db runs first, then checkout, then gateway.
 CHAIN = [edge("gateway", "checkout", "calls"), edge("checkout", "db", "depends_on")]
@@ -45,7 +57,7 @@ def node_starts(events: list) -> list[str]:
 
 async def test_event_sequence_follows_the_contract() -> None:
     spec = team([node("gateway"), node("checkout"), node("db")], CHAIN)
-    run, events = await run_team(spec, context={"ticket": "INC-1"})
+    run, events = await run_team(spec, context={"ticket": "INC-1"}, execution_id="exec-1")
 
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert events[0].type == EventType.execution_start
@@ -101,14 +113,21 @@ async def test_tokens_are_not_streamed_when_switched_off() -> None:
 # --------------------------------------------------------------------------------------------- global strategies
 
 
-async def test_hierarchical_runs_dependency_waves_and_hands_upstream_findings_down() -> None:
+def first_index(events: list[ExecutionEvent], node_id: str, *types: EventType) -> int:
+    return next(i for i, e in enumerate(events) if e.node_id == node_id and (not types or e.type in types))
+
+
+async def test_hierarchical_is_dataflow_and_hands_upstream_findings_down() -> None:
     upstream_reader = agent("reader", tools=(), user_prompt_template="{upstream}")
     spec = team(
         [node("gateway", [upstream_reader]), node("checkout"), node("cache"), node("db")],
         [*CHAIN, edge("checkout", "cache", "calls")],
     )
     _, events = await run_team(spec)
-    assert dispatched(events) == [["cache", "db"], ["checkout"], ["gateway"]]
+    # Every node team is dispatched at once; each starts working only once what it depends on has finished.
+    assert dispatched(events) == [["cache", "db", "checkout", "gateway"]]
+    for upstream, dependent in (("db", "checkout"), ("cache", "checkout"), ("checkout", "gateway")):
+        assert first_index(events, upstream, EventType.node_complete) < first_index(events, dependent)
     gateway_agent = next(e for e in of_type(events, EventType.agent_message) if e.node_id == "gateway")
     # The dependent's prompt carried what checkout found (the simulator echoes its brief).
     assert "[checkout]" in gateway_agent.data["message"]
@@ -169,7 +188,10 @@ async def test_data_flow_orders_source_first_and_monitors_imposes_no_order() -> 
         [edge("ingest", "warehouse", "data_flow"), edge("grafana", "warehouse", "monitors")],
     )
     _, events = await run_team(spec)
-    assert dispatched(events) == [["ingest", "grafana"], ["warehouse"]]
+    assert dispatched(events) == [["ingest", "grafana", "warehouse"]]
+    assert first_index(events, "ingest", EventType.node_complete) < first_index(events, "warehouse")
+    # monitors imposes no order: grafana starts before warehouse has finished.
+    assert first_index(events, "grafana") < first_index(events, "warehouse", EventType.node_complete)
 
 
 async def test_adaptive_global_supervisor_chooses_among_ready_node_teams() -> None:

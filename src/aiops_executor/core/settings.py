@@ -81,8 +81,11 @@ class Settings(BaseSettings):
     purge_interval_seconds: float = Field(default=3600.0, gt=0)
     sse_heartbeat_seconds: float = Field(default=30.0, gt=0)
     sse_idle_close_seconds: float = Field(default=300.0, gt=0)
-    event_flush_interval_ms: float = Field(default=50.0, gt=0, le=5_000)
+    event_flush_interval_ms: float = Field(default=5.0, gt=0, le=5_000)
     event_flush_batch_size: int = Field(default=200, ge=1, le=10_000)
+    # Durable runs: how many times a run may be started (the first attempt, then one per resume after its
+    # process was lost) before it fails with WORKER_LOST.
+    max_run_attempts: int = Field(default=3, ge=1, le=100)
 
     # Traces: exported over OTLP/HTTP when an endpoint is set (off by default), e.g. http://collector:4318;
     # the service name they carry; the share of new traces recorded (a caller's sampled flag is followed).

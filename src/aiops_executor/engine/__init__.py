@@ -10,7 +10,7 @@ run.outcome
 from aiops_executor.engine.events import EventType, ExecutionEvent
 from aiops_executor.engine.models import ModelSource, Usage
 from aiops_executor.engine.results import NodeResult, NodeStatus, RunOutcome, RunStatus
-from aiops_executor.engine.run import ExecutionRun, RunRequest
+from aiops_executor.engine.run import ExecutionRun, Resume, RunRequest
 from aiops_executor.engine.team import CompiledTeam
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "ModelSource",
     "NodeResult",
     "NodeStatus",
+    "Resume",
     "RunOutcome",
     "RunRequest",
     "RunStatus",

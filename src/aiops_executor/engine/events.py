@@ -32,6 +32,7 @@ class EventType(StrEnum):
     execution_complete = "execution_complete"
     execution_error = "execution_error"
     execution_cancelled = "execution_cancelled"
+    execution_resumed = "execution_resumed"
     heartbeat = "heartbeat"
 
 

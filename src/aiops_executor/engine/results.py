@@ -45,6 +45,7 @@ class NodeResult:
     output: str
     agents: list[AgentResult] = field(default_factory=list)
     error: str | None = None
+    usage: Usage = field(default_factory=Usage)
 
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -52,10 +53,22 @@ class NodeResult:
             "status": self.status.value,
             "output": self.output,
             "agents": [a.as_dict() for a in self.agents],
+            "usage": self.usage.as_dict(),
         }
         if self.error:
             body["error"] = self.error
         return body
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> NodeResult:
+        return cls(
+            body["node_id"],
+            NodeStatus(body["status"]),
+            body["output"],
+            [AgentResult(**a) for a in body["agents"]],
+            body.get("error"),
+            Usage.from_dict(body.get("usage")),
+        )
 
 
 @dataclass
@@ -70,6 +83,13 @@ class RunOutcome:
     error_message: str | None = None
     error_details: dict[str, Any] = field(default_factory=dict)
 
+    # The global supervisor's own model calls; with the node teams' usages it adds up to ``usage``.
+    supervisor_usage: Usage = field(default_factory=Usage)
+
     def result(self) -> dict[str, Any]:
         """The contract's ``result`` object."""
-        return {"summary": self.summary, "node_results": [n.as_dict() for n in self.node_results]}
+        return {
+            "summary": self.summary,
+            "node_results": [n.as_dict() for n in self.node_results],
+            "supervisor_usage": self.supervisor_usage.as_dict(),
+        }

@@ -1,14 +1,18 @@
-"""Running a compiled team: the event stream, timeout, cancellation and the outcome.
+"""Running a compiled team: the event stream, checkpoints, resume, timeout, cancellation and the outcome.
+
+Every run executes on a LangGraph checkpointer with ``thread_id = execution_id`` (the caller's, or an
+in-memory one), in ``sync`` durability: each finished step is stored before the next begins, so a run
+whose process died continues from its last finished step when it is started again with ``resume``.
 
 The graph runs in a task of its own and hands its events over a queue, so a timeout or a cancel stops it
 at once (the cancellation reaches in-flight model and tool calls) while the consumer still receives
-every event emitted so far, then exactly one terminal event.
+every event emitted so far, then exactly one terminal event. The outcome is read from the checkpointed
+state, so a run stopped early still returns what its finished node teams found.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,17 +20,20 @@ from typing import Any
 
 from langchain_core.messages import AIMessageChunk
 from langchain_core.runnables import RunnableConfig
-from langgraph.types import StreamMode
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import StateSnapshot, StreamMode
 
 from aiops_executor.core.telemetry import Telemetry, default_telemetry
 from aiops_executor.engine.events import EventType, ExecutionEvent, PendingEvent, format_timestamp
-from aiops_executor.engine.models import ModelSource
+from aiops_executor.engine.models import ModelSource, Usage
 from aiops_executor.engine.results import AgentResult, NodeResult, NodeStatus, RunOutcome, RunStatus
 from aiops_executor.engine.team import AGENT_ID_KEY, NODE_ID_KEY, RUN_KEY, CompiledTeam, RunSettings, TeamRun
 
 EXECUTION_TIMEOUT = "EXECUTION_TIMEOUT"
 EXECUTION_FAILED = "EXECUTION_FAILED"
 SCHEMA_GENERATION_FAILED = "SCHEMA_GENERATION_FAILED"
+NODE_TEAM_TASK = "node_team"
 
 
 @dataclass(frozen=True)
@@ -37,21 +44,33 @@ class RunRequest:
     context: dict[str, Any] = field(default_factory=dict)
     timeout_seconds: float = 300.0
     output_schema: dict[str, Any] | None = None
+    # When the run first started; a resumed run keeps it, so its duration is the whole run's.
+    started_at: datetime | None = None
+    # Running time spent by earlier attempts, which counts against ``timeout_seconds``.
+    elapsed_seconds: float = 0.0
 
     @property
     def input(self) -> dict[str, Any]:
         return {"task": self.task, "context": self.context}
 
 
+@dataclass(frozen=True)
+class Resume:
+    """Continue a run whose earlier attempt was lost, from its last checkpoint."""
+
+    attempt: int
+    worker_id: str | None
+    after_seq: int  # the last stored event of the earlier attempts; this attempt's events follow it
+
+
 @dataclass
 class _End:
     how: str  # "done", "timeout", "cancelled" or "crashed"
-    state: dict[str, Any] = field(default_factory=dict)
     error: BaseException | None = None
 
 
 class ExecutionRun:
-    """One run of a team. Iterate ``events()`` once; ``cancel()`` from anywhere; read ``outcome`` at the end."""
+    """One attempt at a run of a team. Iterate ``events()`` once; ``cancel()`` from anywhere; read ``outcome``."""
 
     def __init__(
         self,
@@ -59,22 +78,32 @@ class ExecutionRun:
         request: RunRequest,
         models: ModelSource,
         *,
+        checkpointer: BaseCheckpointSaver[Any] | None = None,
+        resume: Resume | None = None,
         stream_tokens: bool = True,
         telemetry: Telemetry | None = None,
     ) -> None:
         self.team = team
         self.request = request
         self.models = models
+        self.resume = resume
         self.telemetry = telemetry or default_telemetry()
         self.settings = RunSettings(
             max_iterations=team.spec.max_iterations, output_schema=request.output_schema, stream_tokens=stream_tokens
         )
+        self.checkpointer: BaseCheckpointSaver[Any] = checkpointer or InMemorySaver()
+        self.graph = team.graph_with(self.checkpointer)
+        self.team_run = TeamRun(team, models, self.settings, self.telemetry)
+        steps = 2 * (len(team.nodes) + self.settings.max_iterations) + 10
+        self.config: RunnableConfig = {
+            "configurable": {"thread_id": request.execution_id, RUN_KEY: self.team_run},
+            "recursion_limit": steps,
+        }
         self.outcome: RunOutcome | None = None
-        self._seq = 0
+        self._seq = resume.after_seq if resume else 0
         self._task: asyncio.Task[_End] | None = None
         self._cancel_requested = False
-        self._finished: dict[str, dict[str, Any]] = {}
-        self._agent_outputs: dict[str, list[AgentResult]] = {}
+        self._stopping = False
 
     # -- control ---------------------------------------------------------------------------------
 
@@ -104,15 +133,24 @@ class ExecutionRun:
             data=event.data,
         )
 
-    async def events(self) -> AsyncIterator[ExecutionEvent]:
-        started_at = datetime.now(UTC)
-        started = time.perf_counter()
-        yield self._stamp(
-            PendingEvent(
+    def _first_event(self, started_at: datetime) -> PendingEvent:
+        if self.resume is None:
+            return PendingEvent(
                 EventType.execution_start,
                 data={"input": self.request.input, "started_at": format_timestamp(started_at)},
             )
+        return PendingEvent(
+            EventType.execution_resumed,
+            data={
+                "attempt": self.resume.attempt,
+                "worker_id": self.resume.worker_id,
+                "resumed_after_seq": self.resume.after_seq,
+            },
         )
+
+    async def events(self) -> AsyncIterator[ExecutionEvent]:
+        started_at = self.request.started_at or datetime.now(UTC)
+        yield self._stamp(self._first_event(started_at))
         queue: asyncio.Queue[PendingEvent | _End] = asyncio.Queue()
         span = self.telemetry.start_execution(self.request.execution_id, self.request.team_id)
         self._task = asyncio.create_task(
@@ -128,31 +166,34 @@ class ExecutionRun:
                 item = await queue.get()
                 if isinstance(item, _End):
                     break
-                self._observe(item)
                 yield self._stamp(item)
         finally:
             if not self._task.done():
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
-        self.outcome = self._conclude(item, int((time.perf_counter() - started) * 1000))
+        duration_ms = int((datetime.now(UTC) - started_at).total_seconds() * 1000)
+        self.outcome = await self._conclude(item, duration_ms)
         self.telemetry.finish_execution(
             span, self.outcome.status.value, self.outcome.duration_ms / 1000, self.outcome.error_code
         )
         yield self._stamp(self._terminal_event(self.outcome))
 
     async def _drive(self, queue: asyncio.Queue[PendingEvent | _End]) -> _End:
-        team_run = TeamRun(self.team, self.models, self.settings, self.telemetry)
-        steps = 2 * (len(self.team.nodes) + self.settings.max_iterations) + 10
-        config: RunnableConfig = {"configurable": {RUN_KEY: team_run}, "recursion_limit": steps}
-        modes: list[StreamMode] = ["custom", "values"]
+        modes: list[StreamMode] = ["custom"]
         if self.settings.stream_tokens:
             modes.append("messages")
-        initial: dict[str, Any] = {"task": self.request.task, "context": self.request.context, "node_results": {}}
-        end = _End("done")
+        snapshot = await self.graph.aget_state(self.config)
+        graph_input: dict[str, Any] | None = None
+        if snapshot.created_at is None:  # nothing checkpointed yet: start from the beginning
+            graph_input = {"task": self.request.task, "context": self.request.context, "node_results": {}}
+        else:
+            for node_id, body in _checkpointed_results(snapshot).items():
+                self.team_run.dataflow.finish(node_id, body)
+        budget = max(0.0, self.request.timeout_seconds - self.request.elapsed_seconds)
         try:
-            async with asyncio.timeout(self.request.timeout_seconds):
-                async for namespace, mode, chunk in self.team.graph.astream(
-                    initial, config, stream_mode=modes, subgraphs=True
+            async with asyncio.timeout(budget):
+                async for _namespace, mode, chunk in self.graph.astream(
+                    graph_input, self.config, stream_mode=modes, subgraphs=True, durability="sync"
                 ):
                     if mode == "custom" and isinstance(chunk, PendingEvent):
                         queue.put_nowait(chunk)
@@ -160,83 +201,86 @@ class ExecutionRun:
                         token = _token_event(chunk)
                         if token is not None:
                             queue.put_nowait(token)
-                    elif mode == "values" and not namespace and isinstance(chunk, dict):
-                        end.state = chunk
         except TimeoutError:
             return _End("timeout")
-        return end
-
-    def _observe(self, event: PendingEvent) -> None:
-        """Keeps what finished so far, so a run stopped early still returns partial results."""
-        if event.type is EventType.node_complete and event.node_id:
-            self._finished[event.node_id] = event.data["result"]
-        elif event.type is EventType.agent_message and event.node_id and event.agent_id:
-            self._agent_outputs.setdefault(event.node_id, []).append(
-                AgentResult(
-                    event.agent_id,
-                    str(event.data.get("message", "")),
-                    str(event.data.get("status", "success")),
-                    event.data.get("error"),
-                )
-            )
+        return _End("done")
 
     # -- the outcome -----------------------------------------------------------------------------
 
-    def _node_results(self, unfinished: NodeStatus) -> list[NodeResult]:
+    async def _partial_turns(self, snapshot: StateSnapshot) -> dict[str, list[AgentResult]]:
+        """The agent turns each unfinished node team had checkpointed (its subgraph's own namespace)."""
+        turns: dict[str, list[AgentResult]] = {}
+        for task in snapshot.tasks:
+            if task.name != NODE_TEAM_TASK or task.result:
+                continue
+            ns_config: RunnableConfig = {
+                "configurable": {"thread_id": self.request.execution_id, "checkpoint_ns": f"{task.name}:{task.id}"}
+            }
+            saved = await self.checkpointer.aget_tuple(ns_config)
+            if saved is None:
+                continue
+            values = saved.checkpoint.get("channel_values", {})
+            node_id = values.get("node_id")
+            if isinstance(node_id, str):
+                turns[node_id] = [AgentResult(**t) for t in values.get("turns", [])]
+        return turns
+
+    async def _node_results(self, snapshot: StateSnapshot, unfinished: NodeStatus) -> list[NodeResult]:
+        finished = _checkpointed_results(snapshot)
+        partial = await self._partial_turns(snapshot) if len(finished) < len(self.team.order) else {}
         results = []
         for node_id in self.team.order:
-            body = self._finished.get(node_id)
-            if body is None:
-                agents = self._agent_outputs.get(node_id, [])
-                results.append(NodeResult(node_id, unfinished, "", agents, error=f"node team {unfinished.value}"))
-            else:
-                results.append(
-                    NodeResult(
-                        node_id,
-                        NodeStatus(body["status"]),
-                        body["output"],
-                        [AgentResult(**a) for a in body["agents"]],
-                        body.get("error"),
-                    )
+            body = finished.get(node_id)
+            if body is not None:
+                results.append(NodeResult.from_dict(body))
+                continue
+            meter = self.team_run.node_meters.get(node_id)
+            results.append(
+                NodeResult(
+                    node_id,
+                    unfinished,
+                    "",
+                    partial.get(node_id, []),
+                    error=f"node team {unfinished.value}",
+                    usage=meter.total if meter is not None else Usage(),
                 )
+            )
         return results
 
-    def _conclude(self, end: _End, duration_ms: int) -> RunOutcome:
-        usage = self.models.usage()
+    async def _conclude(self, end: _End, duration_ms: int) -> RunOutcome:
+        snapshot = await self.graph.aget_state(self.config)
+        values = snapshot.values if isinstance(snapshot.values, dict) else {}
+        unfinished = {"timeout": NodeStatus.timeout}.get(end.how, NodeStatus.cancelled)
+        nodes = await self._node_results(snapshot, unfinished)
+        supervisor_usage = Usage.from_dict(values.get("supervisor_usage"))
+        usage = supervisor_usage
+        for node in nodes:
+            usage = usage + node.usage
+        outcome = RunOutcome(
+            RunStatus.success,
+            str(values.get("summary", "")) if end.how == "done" else "",
+            nodes,
+            duration_ms,
+            usage,
+            supervisor_usage=supervisor_usage,
+        )
         if end.how == "timeout":
-            return RunOutcome(
-                RunStatus.timeout,
-                "",
-                self._node_results(NodeStatus.timeout),
-                duration_ms,
-                usage,
-                error_code=EXECUTION_TIMEOUT,
-                error_message=f"the execution exceeded its timeout of {self.request.timeout_seconds:g} s",
-            )
+            outcome.status = RunStatus.timeout
+            outcome.error_code = EXECUTION_TIMEOUT
+            outcome.error_message = f"the execution exceeded its timeout of {self.request.timeout_seconds:g} s"
+            return outcome
         if end.how == "cancelled":
-            return RunOutcome(
-                RunStatus.cancelled,
-                "",
-                self._node_results(NodeStatus.cancelled),
-                duration_ms,
-                usage,
-                error_message="the execution was cancelled",
-            )
+            outcome.status = RunStatus.cancelled
+            outcome.error_message = "the execution was cancelled"
+            return outcome
         if end.how == "crashed":
             error = end.error or RuntimeError("unknown failure")
-            message = getattr(error, "message", None) or str(error) or type(error).__name__
-            return RunOutcome(
-                RunStatus.failed,
-                "",
-                self._node_results(NodeStatus.cancelled),
-                duration_ms,
-                usage,
-                error_code=EXECUTION_FAILED,
-                error_message=f"the global supervisor failed: {type(error).__name__}: {message}"[:2000],
-            )
-        nodes = self._node_results(NodeStatus.cancelled)
-        outcome = RunOutcome(RunStatus.success, str(end.state.get("summary", "")), nodes, duration_ms, usage)
-        structured = end.state.get("structured")
+            message = getattr(error, "message", None) or str(error) or "unknown failure"
+            outcome.status = RunStatus.failed
+            outcome.error_code = EXECUTION_FAILED
+            outcome.error_message = f"the global supervisor failed: {message}"[:2000]
+            return outcome
+        structured = values.get("structured")
         if structured is not None:
             outcome.structured_output = structured["output"]
             if not structured["valid"]:
@@ -267,6 +311,17 @@ class ExecutionRun:
             return PendingEvent(EventType.execution_cancelled, data=data)
         data.update(error_code=outcome.error_code, error_message=outcome.error_message, **outcome.error_details)
         return PendingEvent(EventType.execution_error, data=data)
+
+
+def _checkpointed_results(snapshot: StateSnapshot) -> dict[str, dict[str, Any]]:
+    """Node results in the checkpoint: those of finished steps, and those of node teams that finished within
+    the step that was interrupted (their writes are stored even though the step is not complete)."""
+    values = snapshot.values if isinstance(snapshot.values, dict) else {}
+    results = dict(values.get("node_results") or {})
+    for task in snapshot.tasks:
+        if isinstance(task.result, dict):
+            results.update(task.result.get("node_results") or {})
+    return results
 
 
 def _ending(task: asyncio.Task[_End]) -> _End:

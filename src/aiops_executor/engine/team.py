@@ -7,11 +7,19 @@ first use and cached for the run, so compiling even the largest topology costs m
 Global graph:  START -> global_supervisor -(Send per node)-> node_team -> global_supervisor ... -> summarize
 Node subgraph: START -> supervisor -> agent -> supervisor ... -> report -> END
 
+Durability: the run gives the global graph a checkpointer; the node subgraph inherits it (its own checkpoint
+namespace per node team), so a resumed run skips the node teams that finished and continues an interrupted
+one from its last finished step. Agent graphs are not checkpointed: an agent turn is the unit of resumption.
+
+``hierarchical`` is dataflow: every node team is dispatched in one step and each waits (in ``_node_team``)
+for the node teams it depends on, so it starts the moment they have finished, not when a whole level has.
+
 Events are written with ``get_stream_writer()`` as ``PendingEvent`` objects; the run stamps them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import operator
 import time
@@ -25,7 +33,10 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.tools import BaseTool, StructuredTool
+from langgraph._internal._constants import CONFIG_KEY_DURABILITY
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.config import get_stream_writer
+from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send
@@ -35,7 +46,7 @@ from aiops_executor.core.metrics import tool_outcome
 from aiops_executor.core.telemetry import Telemetry, default_telemetry
 from aiops_executor.engine import prompts
 from aiops_executor.engine.events import GLOBAL_SUPERVISOR_ID, EventType, PendingEvent, node_supervisor_id
-from aiops_executor.engine.models import ModelSource
+from aiops_executor.engine.models import ModelSource, Usage, UsageMeter, metering
 from aiops_executor.engine.results import AgentResult, NodeResult, NodeStatus
 from aiops_executor.engine.structured import generate_structured_output
 from aiops_executor.teams.graph import OrderingGraph
@@ -110,6 +121,10 @@ def _merge(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
     return {**left, **right}
 
 
+def _add_usage(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
+    return (Usage.from_dict(left) + Usage.from_dict(right)).as_dict()
+
+
 class TeamState(TypedDict, total=False):
     task: str
     context: dict[str, Any]
@@ -118,6 +133,8 @@ class TeamState(TypedDict, total=False):
     decisions: int
     summary: str
     structured: dict[str, Any] | None
+    # The global supervisor's own model calls (routing, summary, structured output); node teams carry theirs.
+    supervisor_usage: Annotated[dict[str, Any], _add_usage]
 
 
 class NodeTeamInput(TypedDict):
@@ -133,6 +150,7 @@ class NodeTeamState(NodeTeamInput, total=False):
     decisions: int
     answered: bool
     output: str
+    usage: Annotated[dict[str, Any], _add_usage]
 
 
 # ----------------------------------------------------------------------------------------------- run inputs
@@ -145,14 +163,41 @@ class RunSettings:
     stream_tokens: bool = True
 
 
+class Dataflow:
+    """The node teams finished so far in this run, as futures a dependent node team can wait on."""
+
+    def __init__(self) -> None:
+        self._results: dict[str, asyncio.Future[dict[str, Any]]] = {}
+
+    def _future(self, node_id: str) -> asyncio.Future[dict[str, Any]]:
+        future = self._results.get(node_id)
+        if future is None:
+            future = self._results[node_id] = asyncio.get_running_loop().create_future()
+        return future
+
+    def finish(self, node_id: str, result: dict[str, Any]) -> None:
+        future = self._future(node_id)
+        if not future.done():
+            future.set_result(result)
+
+    async def wait(self, node_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return {node_id: await self._future(node_id) for node_id in node_ids}
+
+
 @dataclass
 class TeamRun:
-    """Everything one run's graph nodes need, shared by the global graph and every node team."""
+    """Everything one run's graph nodes need, shared by the global graph and every node team.
+
+    One per attempt: a resumed run builds a new one and refills ``dataflow`` from the checkpoint.
+    """
 
     team: CompiledTeam
     models: ModelSource
     settings: RunSettings
     telemetry: Telemetry = field(default_factory=default_telemetry)
+    dataflow: Dataflow = field(default_factory=Dataflow)
+    # What each node team's model calls used in this attempt, for node teams stopped before they finished.
+    node_meters: dict[str, UsageMeter] = field(default_factory=dict)
     _models: dict[tuple[str, str, str], BaseChatModel] = field(default_factory=dict)
     _agents: dict[tuple[Any, ...], Runnable[Any, Any]] = field(default_factory=dict)
 
@@ -180,7 +225,10 @@ class TeamRun:
         if built is None:
             model = await self.model(agent, {"temperature": agent.temperature, "max_tokens": agent.max_tokens})
             tools = [self.team.tool(name) for name in agent.tools]
-            built = create_agent(model, tools, system_prompt=agent.system_prompt or DEFAULT_AGENT_PROMPT)
+            # checkpointer=False: an agent's inner steps are not checkpointed (the node team's are).
+            built = create_agent(
+                model, tools, system_prompt=agent.system_prompt or DEFAULT_AGENT_PROMPT, checkpointer=False
+            )
             self._agents[key] = built
         return built
 
@@ -207,6 +255,14 @@ class CompiledTeam:
         self.order = self.ordering.topological_order()
         self.node_graph = self._build_node_graph()
         self.graph = self._build_global_graph()
+
+    @property
+    def dataflow(self) -> bool:
+        return self.topology.global_supervisor.coordination_strategy is GlobalStrategy.hierarchical
+
+    def graph_with(self, checkpointer: BaseCheckpointSaver[Any]) -> CompiledStateGraph[Any, Any, Any, Any]:
+        """The global graph checkpointed by ``checkpointer`` (node subgraphs inherit it)."""
+        return self.graph.copy(update={"checkpointer": checkpointer})
 
     # -- tools -----------------------------------------------------------------------------------
 
@@ -276,13 +332,13 @@ class CompiledTeam:
         decisions = state.get("decisions", 0)
         reason = ""
         next_agent: str | None
-        if strategy is NodeStrategy.round_robin:
-            next_agent = node.agents[len(turns)].agent_id if len(turns) < len(node.agents) else None
-            reason = "each agent in turn"
-        elif strategy is NodeStrategy.priority:
-            next_agent, reason = await self._priority_choice(run, node, state, turns)
-        else:
-            if decisions >= run.settings.max_iterations:
+        with metering() as meter:
+            if strategy is NodeStrategy.round_robin:
+                next_agent = node.agents[len(turns)].agent_id if len(turns) < len(node.agents) else None
+                reason = "each agent in turn"
+            elif strategy is NodeStrategy.priority:
+                next_agent, reason = await self._priority_choice(run, node, state, turns)
+            elif decisions >= run.settings.max_iterations:
                 next_agent, reason = None, f"max_iterations ({run.settings.max_iterations}) reached"
             else:
                 next_agent, reason = await self._adaptive_choice(run, node, state, turns)
@@ -297,7 +353,7 @@ class CompiledTeam:
                 },
             )
         )
-        return {"next_agent": next_agent, "decisions": decisions + 1}
+        return {"next_agent": next_agent, "decisions": decisions + 1, "usage": meter.total.as_dict()}
 
     async def _priority_choice(
         self, run: TeamRun, node: NodeSpec, state: NodeTeamState, turns: list[dict[str, Any]]
@@ -346,15 +402,24 @@ class CompiledTeam:
         with (
             structlog.contextvars.bound_contextvars(node_id=node.node_id, agent_id=spec.agent_id),
             run.telemetry.agent(node.node_id, spec.agent_id) as step,
+            metering() as meter,
         ):
             try:
                 agent = await run.agent(spec)
                 final = await agent.ainvoke(
                     {"messages": [HumanMessage(prompt)]},
-                    config={"metadata": metadata, "recursion_limit": 2 * run.settings.max_iterations + 1},
+                    config={
+                        "metadata": metadata,
+                        "recursion_limit": 2 * run.settings.max_iterations + 1,
+                        # The agent graph has no checkpointer (see ``TeamRun.agent``); the run's "sync"
+                        # durability, which it would inherit, waits for checkpoints it never writes.
+                        "configurable": {CONFIG_KEY_DURABILITY: "exit"},
+                    },
                 )
                 output = _text(final["messages"][-1])
                 turn = AgentResult(spec.agent_id, output)
+            except GraphBubbleUp:
+                raise  # LangGraph's control flow (interrupts), not a failure of the agent
             except Exception as exc:  # the node team carries on without this agent
                 turn = AgentResult(spec.agent_id, "", status="failed", error=_error_text(exc))
                 logger.warning("agent failed", error=_short(turn.error))
@@ -363,7 +428,7 @@ class CompiledTeam:
         if turn.error:
             data["error"] = turn.error
         _emit(PendingEvent(EventType.agent_message, node_id=node.node_id, agent_id=spec.agent_id, data=data))
-        return {"turns": [turn.as_dict()], "next_agent": None}
+        return {"turns": [turn.as_dict()], "next_agent": None, "usage": meter.total.as_dict()}
 
     async def _node_report(self, state: NodeTeamState, config: RunnableConfig) -> dict[str, Any]:
         run = _team_run(config)
@@ -372,9 +437,10 @@ class CompiledTeam:
         if turns and all(t["status"] == "failed" for t in turns):
             raise NodeTeamFailure("every agent of this node team failed: " + "; ".join(t["error"] for t in turns))
         model = await run.model(node.supervisor_config)
-        answer = await model.ainvoke(
-            self._node_supervisor_messages(node, state, turns, "Report this resource's findings for the task.")
-        )
+        with metering() as meter:
+            answer = await model.ainvoke(
+                self._node_supervisor_messages(node, state, turns, "Report this resource's findings for the task.")
+            )
         output = _text(answer)
         _emit(
             PendingEvent(
@@ -384,7 +450,7 @@ class CompiledTeam:
                 data={"message": output},
             )
         )
-        return {"output": output}
+        return {"output": output, "usage": meter.total.as_dict()}
 
     # -- global supervisor -----------------------------------------------------------------------
 
@@ -454,17 +520,20 @@ class CompiledTeam:
             results.update(skipped)
         ready = self._ready(results)
         reason = ""
+        meter = UsageMeter()
         if strategy is GlobalStrategy.parallel:
             next_nodes = list(self.order) if decisions == 0 else []
             reason = "every node team at once"
         elif strategy is GlobalStrategy.hierarchical:
-            next_nodes, reason = ready, "next dependency wave"
+            next_nodes = [node_id for node_id in self.order if node_id not in results]
+            reason = "dataflow: each node team starts as soon as the node teams it depends on have finished"
         elif strategy is GlobalStrategy.sequential:
             next_nodes, reason = ready[:1], "next node in dependency order"
         elif decisions >= run.settings.max_iterations:
             next_nodes, reason = [], f"max_iterations ({run.settings.max_iterations}) reached"
         elif ready:
-            next_nodes, reason = await self._adaptive_nodes(run, state, results, ready)
+            with metering() as meter:
+                next_nodes, reason = await self._adaptive_nodes(run, state, results, ready)
         else:
             next_nodes = []
         if not next_nodes:
@@ -483,7 +552,14 @@ class CompiledTeam:
                 },
             )
         )
-        return {"next_nodes": next_nodes, "decisions": decisions + 1, "node_results": skipped}
+        for node_id, body in skipped.items():
+            run.dataflow.finish(node_id, body)
+        return {
+            "next_nodes": next_nodes,
+            "decisions": decisions + 1,
+            "node_results": skipped,
+            "supervisor_usage": meter.total.as_dict(),
+        }
 
     async def _adaptive_nodes(
         self, run: TeamRun, state: TeamState, results: Mapping[str, Any], ready: list[str]
@@ -517,18 +593,36 @@ class CompiledTeam:
 
     async def _node_team(self, send: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         node_id = send["node_id"]
-        # Each decision and each agent turn is one step of the subgraph.
         run = _team_run(config)
+        if self.dataflow:
+            upstream = await run.dataflow.wait(self.ordering.upstream(node_id))
+            blocked = [up for up, body in upstream.items() if body["status"] != NodeStatus.success]
+            if blocked:
+                reason = f"skipped: upstream {', '.join(blocked)} did not succeed"
+                body = _finish_node(NodeResult(node_id, NodeStatus.skipped, reason))
+                run.dataflow.finish(node_id, body[node_id])
+                return {"node_results": body}
+            send = {**send, "upstream": {up: str(body["output"]) for up, body in upstream.items()}}
+        # Each decision and each agent turn is one step of the subgraph.
         steps = 2 * (len(self.nodes[node_id].agents) + run.settings.max_iterations) + 10
-        with structlog.contextvars.bound_contextvars(node_id=node_id), run.telemetry.node_team(node_id) as step:
+        with (
+            structlog.contextvars.bound_contextvars(node_id=node_id),
+            run.telemetry.node_team(node_id) as step,
+            metering() as meter,
+        ):
+            run.node_meters[node_id] = meter
             started = time.perf_counter()
             try:
                 limits: RunnableConfig = {"recursion_limit": steps}
                 final = await self.node_graph.ainvoke(send, limits)
                 agents = [AgentResult(**t) for t in final.get("turns", [])]
-                result = NodeResult(node_id, NodeStatus.success, final.get("output", ""), agents)
+                # The subgraph's state holds the usage of every finished step, also those of an earlier attempt.
+                usage = Usage.from_dict(final.get("usage"))
+                result = NodeResult(node_id, NodeStatus.success, final.get("output", ""), agents, usage=usage)
+            except GraphBubbleUp:
+                raise
             except Exception as exc:
-                result = NodeResult(node_id, NodeStatus.failed, "", error=_error_text(exc))
+                result = NodeResult(node_id, NodeStatus.failed, "", error=_error_text(exc), usage=meter.total)
             duration_ms = round((time.perf_counter() - started) * 1000, 1)
             finished = {"status": result.status.value, "duration_ms": duration_ms}
             if result.status is NodeStatus.failed:
@@ -537,34 +631,38 @@ class CompiledTeam:
                 failed = sum(1 for a in result.agents if a.status == "failed")
                 logger.info("node team finished", **finished, failed_agents=failed)
             step.status = result.status.value
-            return {"node_results": _finish_node(result)}
+            body = _finish_node(result)
+            run.dataflow.finish(node_id, body[node_id])
+            return {"node_results": body}
 
     async def _summarize(self, state: TeamState, config: RunnableConfig) -> dict[str, Any]:
         run = _team_run(config)
         results = state.get("node_results", {})
         model = await run.model(self.topology.global_supervisor)
-        answer = await model.ainvoke(self._global_messages(state, results, "Summarise the findings for the task."))
-        summary = _text(answer)
-        _emit(
-            PendingEvent(
-                EventType.global_supervisor_message, supervisor_id=GLOBAL_SUPERVISOR_ID, data={"message": summary}
+        with metering() as meter:
+            answer = await model.ainvoke(self._global_messages(state, results, "Summarise the findings for the task."))
+            summary = _text(answer)
+            _emit(
+                PendingEvent(
+                    EventType.global_supervisor_message, supervisor_id=GLOBAL_SUPERVISOR_ID, data={"message": summary}
+                )
             )
-        )
-        update: dict[str, Any] = {"summary": summary}
-        if run.settings.output_schema is not None:
-            outcome = await generate_structured_output(
-                model,
-                run.settings.output_schema,
-                self.topology.global_supervisor.system_prompt or DEFAULT_GLOBAL_SUPERVISOR_PROMPT,
-                prompts.global_supervisor_brief(state["task"], state["context"], self.topology.nodes),
-                [prompts.report(GLOBAL_SUPERVISOR_ID, summary), *self._reports(results)],
-            )
-            update["structured"] = {
-                "valid": outcome.valid,
-                "output": outcome.output,
-                "errors": outcome.errors,
-                "attempts": outcome.attempts,
-            }
+            update: dict[str, Any] = {"summary": summary}
+            if run.settings.output_schema is not None:
+                outcome = await generate_structured_output(
+                    model,
+                    run.settings.output_schema,
+                    self.topology.global_supervisor.system_prompt or DEFAULT_GLOBAL_SUPERVISOR_PROMPT,
+                    prompts.global_supervisor_brief(state["task"], state["context"], self.topology.nodes),
+                    [prompts.report(GLOBAL_SUPERVISOR_ID, summary), *self._reports(results)],
+                )
+                update["structured"] = {
+                    "valid": outcome.valid,
+                    "output": outcome.output,
+                    "errors": outcome.errors,
+                    "attempts": outcome.attempts,
+                }
+        update["supervisor_usage"] = meter.total.as_dict()
         return update
 
 
@@ -575,7 +673,7 @@ def _finish_node(result: NodeResult) -> dict[str, dict[str, Any]]:
         PendingEvent(
             EventType.node_complete,
             node_id=result.node_id,
-            data={"status": result.status.value, "result": body},
+            data={"status": result.status.value, "result": body, "usage": body["usage"]},
         )
     )
     return {result.node_id: body}

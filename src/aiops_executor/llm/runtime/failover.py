@@ -66,23 +66,21 @@ class CallRecord:
     credential_id: uuid.UUID | None
     outcome: str  # "success" or a FailureKind value
     latency_ms: float
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost: Decimal = Decimal(0)
+    # None: the provider did not report the count, or the model has no price (unknown, not free).
+    input_tokens: int | None = 0
+    output_tokens: int | None = 0
+    cost: Decimal | None = Decimal(0)
 
 
 CallSink = Callable[[CallRecord], Awaitable[None]]
 SecretOpener = Callable[[CredentialConfig], Awaitable[DecryptedSecrets]]
 
 
-def cost_of(model: ModelConfig, input_tokens: int, output_tokens: int) -> Decimal:
-    """Prices are per 1K tokens."""
-    cost = Decimal(0)
-    if model.input_price:
-        cost += model.input_price * input_tokens / 1000
-    if model.output_price:
-        cost += model.output_price * output_tokens / 1000
-    return cost
+def cost_of(model: ModelConfig, input_tokens: int | None, output_tokens: int | None) -> Decimal | None:
+    """Prices are per 1K tokens; unknown (None) when a count or a price is unknown."""
+    if input_tokens is None or output_tokens is None or model.input_price is None or model.output_price is None:
+        return None
+    return model.input_price * input_tokens / 1000 + model.output_price * output_tokens / 1000
 
 
 CredentialFingerprint = tuple[str, str | None, str | None, int | None]
@@ -247,11 +245,15 @@ class FailoverChatModel(BaseChatModel):
                 kwargs = {**bound.kwargs, **kwargs}
         return kwargs
 
-    async def _record(self, route: Route, outcome: str, started: float, message: AIMessage | None) -> Decimal:
-        usage = message.usage_metadata if message is not None else None
-        input_tokens = usage["input_tokens"] if usage else 0
-        output_tokens = usage["output_tokens"] if usage else 0
-        cost = cost_of(self.binding.model, input_tokens, output_tokens)
+    async def _record(self, route: Route, outcome: str, started: float, message: AIMessage | None) -> Decimal | None:
+        # A failed attempt returned nothing to count; a success without usage metadata is unknown, not free.
+        input_tokens: int | None = 0
+        output_tokens: int | None = 0
+        if message is not None:
+            usage = message.usage_metadata
+            input_tokens = usage["input_tokens"] if usage else None
+            output_tokens = usage["output_tokens"] if usage else None
+        cost = cost_of(self.binding.model, input_tokens, output_tokens) if message is not None else Decimal(0)
         record = CallRecord(
             model=self.binding.model,
             endpoint_id=route.endpoint.id if route.endpoint else None,
@@ -348,13 +350,13 @@ class FailoverChatModel(BaseChatModel):
             return result
         raise self._exhausted(failures)
 
-    def _metadata(self, route: Route, cost: Decimal) -> dict[str, Any]:
+    def _metadata(self, route: Route, cost: Decimal | None) -> dict[str, Any]:
         model = self.binding.model
         return {
             "aiops_provider": model.provider_name,
             "aiops_model_id": model.model_id,
             "aiops_endpoint": route.endpoint.name if route.endpoint else None,
-            "aiops_cost": float(cost),
+            "aiops_cost": None if cost is None else float(cost),
         }
 
     async def _astream(

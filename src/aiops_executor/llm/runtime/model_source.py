@@ -1,17 +1,17 @@
 """The engine's ``ModelSource`` backed by the stored LLM configuration.
 
 Each model reference is resolved once per run and its configuration kept for the whole run (a snapshot:
-edits made while the run goes on apply to the next run). Usage and cost are summed per run.
+edits made while the run goes on apply to the next run). Each successful call's usage is reported to the
+engine, which attributes it to the node team or supervisor that made it.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
 
-from aiops_executor.engine.models import Usage
+from aiops_executor.engine.models import Usage, report_usage
 from aiops_executor.llm.runtime.config import ModelBinding
 from aiops_executor.llm.runtime.failover import CallRecord
 from aiops_executor.llm.runtime.service import ModelRuntime
@@ -21,9 +21,7 @@ class RuntimeModelSource:
     def __init__(self, runtime: ModelRuntime) -> None:
         self.runtime = runtime
         self._bindings: dict[tuple[str, str], ModelBinding] = {}
-        self._input_tokens = 0
-        self._output_tokens = 0
-        self._cost = Decimal(0)
+        self._total = Usage()
 
     async def binding(self, provider: str, model_id: str) -> ModelBinding:
         key = (provider, model_id)
@@ -43,9 +41,12 @@ class RuntimeModelSource:
         return self.runtime.chat_model(await self.binding(provider, model_id), overrides, also_record=self._count)
 
     async def _count(self, record: CallRecord) -> None:
-        self._input_tokens += record.input_tokens
-        self._output_tokens += record.output_tokens
-        self._cost += record.cost
+        if record.outcome != "success":
+            return  # a failed attempt returned nothing that could be billed
+        usage = Usage(record.input_tokens, record.output_tokens, record.cost)
+        self._total = self._total + usage
+        report_usage(usage)
 
     def usage(self) -> Usage:
-        return Usage(self._input_tokens, self._output_tokens, self._cost)
+        """Everything this source's models used, whichever run or step made the calls."""
+        return self._total

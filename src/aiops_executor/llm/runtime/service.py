@@ -92,9 +92,11 @@ def invalidate_credential_reads(context: AppContext) -> None:
 class UsageTotals:
     calls: int = 0
     failures: int = 0
+    # Only what providers reported and priced; ``unreported`` counts the successful calls that were not.
     input_tokens: int = 0
     output_tokens: int = 0
     cost: Decimal = Decimal(0)
+    unreported: int = 0
 
 
 @dataclass
@@ -108,9 +110,11 @@ class UsageLedger:
         entry.calls += 1
         if record.outcome != "success":
             entry.failures += 1
-        entry.input_tokens += record.input_tokens
-        entry.output_tokens += record.output_tokens
-        entry.cost += record.cost
+        if record.input_tokens is None or record.output_tokens is None or record.cost is None:
+            entry.unreported += 1
+        entry.input_tokens += record.input_tokens or 0
+        entry.output_tokens += record.output_tokens or 0
+        entry.cost += record.cost or 0
 
 
 class ModelRuntime:
