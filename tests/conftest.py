@@ -11,20 +11,24 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from aiops_executor.app import create_app
-from aiops_executor.core.context import AppContext
 from aiops_executor.core.migrate import upgrade_url
-from aiops_executor.core.models_registry import metadata
 from aiops_executor.core.settings import Settings
+from aiops_executor.executions.checkpoints import Checkpoints, setup_checkpoints
+from aiops_executor.models_registry import metadata
+from aiops_executor.services import ServiceContext
 
 PG_HOST = os.environ.get("AIOPS_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("AIOPS_TEST_PG_PORT", "5432"))
@@ -53,6 +57,7 @@ async def postgres_url() -> AsyncIterator[str]:
         await conn.close()
     url = f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
     await upgrade_url(url)
+    await setup_checkpoints(url)
     yield url
     conn = await _pg_admin()
     try:
@@ -117,8 +122,8 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 
 @pytest.fixture
-def context(app: FastAPI) -> AppContext:
-    ctx: AppContext = app.state.context
+def context(app: FastAPI) -> ServiceContext:
+    ctx: ServiceContext = app.state.context
     return ctx
 
 
@@ -160,3 +165,31 @@ def role_headers(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> Ro
         return cache[role]
 
     return _headers
+
+
+CHECKPOINTERS = ["memory", "sqlite", "postgres"]
+
+
+@pytest.fixture(scope="session")
+async def sqlite_checkpoints(sqlite_url: str) -> AsyncIterator[Checkpoints]:
+    checkpoints = Checkpoints(sqlite_url)
+    await checkpoints.open()
+    yield checkpoints
+    await checkpoints.close()
+
+
+@pytest.fixture(scope="session")
+async def postgres_checkpoints(postgres_url: str) -> AsyncIterator[Checkpoints]:
+    checkpoints = Checkpoints(postgres_url)
+    await checkpoints.open()
+    yield checkpoints
+    await checkpoints.close()
+
+
+@pytest.fixture(params=CHECKPOINTERS)
+def checkpointer(request: pytest.FixtureRequest) -> BaseCheckpointSaver[Any]:
+    """Engine tests run on each checkpointer, as LangGraph's own tests do."""
+    if request.param == "memory":
+        return InMemorySaver()
+    checkpoints: Checkpoints = request.getfixturevalue(f"{request.param}_checkpoints")
+    return checkpoints.saver

@@ -11,6 +11,7 @@ from aiops_executor.core.context import AppContext
 from aiops_executor.core.crypto import Envelope, EnvelopeCipher, associated_data
 from aiops_executor.core.key_rotation import encrypted_columns, rotate_master_key
 from aiops_executor.llm.models import Provider, ProviderCredential
+from aiops_executor.models_registry import metadata
 
 TABLE = "provider_credentials"
 
@@ -44,7 +45,7 @@ async def _seed(context: AppContext, count: int) -> list[uuid.UUID]:
 
 
 async def test_encrypted_columns_are_discovered() -> None:
-    names = {(table.name, column.name) for table, column in encrypted_columns()}
+    names = {(table.name, column.name) for table, column in encrypted_columns(metadata)}
     assert {(TABLE, "api_key_encrypted"), (TABLE, "secret_key_encrypted"), (TABLE, "access_token_encrypted")} <= names
 
 
@@ -56,7 +57,7 @@ async def test_rotation_rewraps_every_secret_and_retires_the_old_key(context: Ap
     old_key = context.secrets.master_keys["test-1"]
     rotating = EnvelopeCipher({"test-1": old_key, "test-2": new_key}, "test-2")
 
-    report = await rotate_master_key(context.database.engine, rotating)
+    report = await rotate_master_key(context.database.engine, rotating, metadata)
     assert report.rewrapped == 10 and not report.failed
     assert dict(report.key_ids_in_use) == {"test-2": 10}
 
@@ -70,7 +71,7 @@ async def test_rotation_rewraps_every_secret_and_retires_the_old_key(context: Ap
         aad = associated_data(TABLE, "api_key_encrypted", row_id)
         assert only_new.decrypt(row.api_key_encrypted, aad) == f"sk-live-{index:04d}-abcdefgh"
 
-    again = await rotate_master_key(context.database.engine, rotating)
+    again = await rotate_master_key(context.database.engine, rotating, metadata)
     assert again.rewrapped == 0 and again.already_current == 10
 
 
@@ -86,7 +87,7 @@ async def test_rotation_reports_unreadable_rows_and_leaves_them_alone(context: A
         await session.commit()
 
     rotating = EnvelopeCipher({"test-1": context.secrets.master_keys["test-1"], "test-2": os.urandom(32)}, "test-2")
-    report = await rotate_master_key(context.database.engine, rotating)
+    report = await rotate_master_key(context.database.engine, rotating, metadata)
     assert len(report.failed) == 1 and str(ids[0]) in report.failed[0]
     assert report.key_ids_in_use["test-1"] == 1
     async with context.database.sessionmaker() as session:

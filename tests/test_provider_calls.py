@@ -10,9 +10,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from aiops_executor.core.context import AppContext
 from aiops_executor.llm.mock_servers import MockLLMServer
 from aiops_executor.llm.runtime import probes
+from aiops_executor.services import ServiceContext
 from tests.helpers import API, assert_error, created, make_provider
 from tests.mock_providers import ANTHROPIC_KEY, OPENAI_KEY
 
@@ -211,7 +211,7 @@ async def test_sync_reads_the_bedrock_catalogue(
 
 
 async def test_model_test_runs_a_real_completion(
-    client: httpx.AsyncClient, admin_headers: dict[str, str], openai_mock: MockLLMServer, context: AppContext
+    client: httpx.AsyncClient, admin_headers: dict[str, str], openai_mock: MockLLMServer, context: ServiceContext
 ) -> None:
     pid, _, cred = await openai_provider(client, admin_headers, openai_mock.client_base_url)
     model = await created(client, admin_headers, f"/providers/{pid}/models", {"model_id": "gpt-4o-mini", "name": "m"})
@@ -311,7 +311,7 @@ async def _provider_names(database_url: str) -> list[str]:
 
 
 async def test_quota_and_undecryptable_keys_stop_being_used(
-    client: httpx.AsyncClient, admin_headers: dict[str, str], openai_mock: MockLLMServer, context: AppContext
+    client: httpx.AsyncClient, admin_headers: dict[str, str], openai_mock: MockLLMServer, context: ServiceContext
 ) -> None:
     from sqlalchemy import update
 
@@ -350,7 +350,7 @@ async def test_quota_and_undecryptable_keys_stop_being_used(
 
 
 async def test_quota_counts_show_at_once_and_fixed_credentials_are_used_again(
-    client: httpx.AsyncClient, admin_headers: dict[str, str], openai_mock: MockLLMServer, context: AppContext
+    client: httpx.AsyncClient, admin_headers: dict[str, str], openai_mock: MockLLMServer, context: ServiceContext
 ) -> None:
     from sqlalchemy import update
 
@@ -394,7 +394,7 @@ async def test_provider_failures_map_to_clear_error_codes(
     client: httpx.AsyncClient,
     admin_headers: dict[str, str],
     openai_mock: MockLLMServer,
-    context: AppContext,
+    context: ServiceContext,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from aiops_executor.llm import provider_calls

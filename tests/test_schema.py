@@ -18,8 +18,8 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from aiops_executor.core.migrate import current_revision, downgrade_engine, head_revision, upgrade_engine
-from aiops_executor.core.models_registry import metadata
 from aiops_executor.llm.models import LLMModel, Provider, ProviderCredential, ProviderEndpoint
+from aiops_executor.models_registry import metadata
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, _pg_admin
 
 CONFIGURATION_TABLES = (

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import text
 
 from aiops_executor.core.context import AppContext
-from aiops_executor.core.models_registry import metadata
 from aiops_executor.llm.mock_servers import MockLLMServer
+from aiops_executor.models_registry import metadata
 from tests.helpers import API, created, make_provider
 from tests.mock_providers import OPENAI_KEY
 

@@ -12,7 +12,6 @@ from aiops_executor import __version__
 from aiops_executor.audit.endpoints import router as audit_router
 from aiops_executor.auth import service as auth_service
 from aiops_executor.auth.endpoints import router as auth_router
-from aiops_executor.core.context import AppContext
 from aiops_executor.core.errors import install_error_handlers
 from aiops_executor.core.health import router as health_router
 from aiops_executor.core.http_telemetry import TelemetryMiddleware
@@ -27,6 +26,7 @@ from aiops_executor.core.telemetry import Telemetry
 from aiops_executor.executions.endpoints import router as executions_router
 from aiops_executor.llm import service as llm_service
 from aiops_executor.llm.endpoints import router as llm_router
+from aiops_executor.services import ServiceContext
 from aiops_executor.teams.endpoints import router as teams_router
 from aiops_executor.tools.endpoints import router as tools_router
 
@@ -43,9 +43,9 @@ API_ROUTERS: tuple[APIRouter, ...] = (
 logger = structlog.get_logger(__name__)
 
 
-async def start_context(settings: Settings, telemetry: Telemetry | None = None) -> AppContext:
+async def start_context(settings: Settings, telemetry: Telemetry | None = None) -> ServiceContext:
     """Everything a process needs before it serves: keys, schema (embedded default), first admin."""
-    context = AppContext.build(settings, telemetry)
+    context = ServiceContext.build(settings, telemetry)
     for path in context.secrets.generated:
         logger.warning("generated a development secret; keep it safe or set it in the environment", path=path)
     if settings.is_embedded_database:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from aiops_executor.auth.models import Role
 from aiops_executor.core.settings import ConfigurationError, Settings, get_settings, resolve_secrets
+
+if TYPE_CHECKING:
+    from aiops_executor.core.db import Database
+    from aiops_executor.core.key_rotation import RotationReport
 
 app = typer.Typer(help="aiops-agent-executor: LLM agent teams for resource topologies.", no_args_is_help=True)
 users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
@@ -141,14 +145,14 @@ def demo(
 @app.command()
 def purge() -> None:
     """Delete finished executions and their events older than AIOPS_EXECUTION_RETENTION_DAYS (default 30)."""
-    from aiops_executor.core.context import AppContext
+    from aiops_executor.services import ServiceContext
 
     settings = _load_settings()
 
     async def _purge() -> tuple[int, int]:
         if settings.is_embedded_database:
             await _migrate(settings)
-        context = AppContext.build(settings)
+        context = ServiceContext.build(settings)
         try:
             return await context.executions.purge()
         finally:
@@ -229,7 +233,8 @@ def keys_rotate() -> None:
     """Re-wrap every stored data key under the current master key (AIOPS_MASTER_KEY_ID)."""
     from aiops_executor.core.crypto import EnvelopeCipher
     from aiops_executor.core.db import Database
-    from aiops_executor.core.key_rotation import record_rotation, rotate_master_key
+    from aiops_executor.core.key_rotation import rotate_master_key
+    from aiops_executor.models_registry import metadata
 
     settings = _load_settings()
     secrets = resolve_secrets(settings)
@@ -239,8 +244,8 @@ def keys_rotate() -> None:
         await _migrate(settings)
         database = Database(settings.resolved_database_url)
         try:
-            report = await rotate_master_key(database.engine, cipher)
-            await record_rotation(database.engine, report, cipher.current_key_id, actor="cli")
+            report = await rotate_master_key(database.engine, cipher, metadata)
+            await _record_rotation(database, report, cipher.current_key_id, actor="cli")
         finally:
             await database.dispose()
         console.print(
@@ -258,6 +263,27 @@ def keys_rotate() -> None:
             raise typer.Exit(1)
 
     asyncio.run(_rotate())
+
+
+async def _record_rotation(database: Database, report: RotationReport, key_id: str, *, actor: str) -> None:
+    """Audit a rotation (counts and key ids only) in its own transaction."""
+    from aiops_executor.audit import service as audit
+
+    async with database.sessionmaker() as session:
+        audit.record(
+            session,
+            actor=actor,
+            action="rotate",
+            resource_type="master_key",
+            resource_id=key_id,
+            details={
+                "rewrapped": report.rewrapped,
+                "already_current": report.already_current,
+                "failed": len(report.failed),
+                "key_ids_in_use": dict(report.key_ids_in_use),
+            },
+        )
+        await session.commit()
 
 
 def main() -> None:  # pragma: no cover - console entry

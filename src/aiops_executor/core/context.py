@@ -1,10 +1,14 @@
-"""The long-lived objects one service process runs with, built once at start-up."""
+"""The long-lived core objects one service process runs with, built once at start-up.
+
+Only core resources live here; ``aiops_executor.services.ServiceContext`` adds the domain services (model
+runtime, execution manager) on top, so that ``core/`` imports no domain package.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import Self
 
 from aiops_executor.core.cache import ConfigCache
 from aiops_executor.core.crypto import EnvelopeCipher
@@ -12,10 +16,6 @@ from aiops_executor.core.db import Database
 from aiops_executor.core.rate_limit import RateLimits
 from aiops_executor.core.settings import ResolvedSecrets, Settings, resolve_secrets
 from aiops_executor.core.telemetry import Telemetry
-
-if TYPE_CHECKING:
-    from aiops_executor.executions.manager import ExecutionManager
-    from aiops_executor.llm.runtime.service import ModelRuntime
 
 
 @dataclass
@@ -28,7 +28,7 @@ class AppContext:
     telemetry: Telemetry
 
     @classmethod
-    def build(cls, settings: Settings, telemetry: Telemetry | None = None) -> AppContext:
+    def build(cls, settings: Settings, telemetry: Telemetry | None = None) -> Self:
         secrets = resolve_secrets(settings)
         return cls(
             settings=settings,
@@ -38,20 +38,6 @@ class AppContext:
             config_cache=ConfigCache(ttl_seconds=settings.config_cache_ttl_seconds),
             telemetry=telemetry or Telemetry.from_settings(settings),
         )
-
-    @cached_property
-    def model_runtime(self) -> ModelRuntime:
-        """Turns stored LLM configuration into chat models; holds the process's failover state."""
-        from aiops_executor.llm.runtime.service import ModelRuntime
-
-        return ModelRuntime(self)
-
-    @cached_property
-    def executions(self) -> ExecutionManager:
-        """Runs executions in the background of this process."""
-        from aiops_executor.executions.manager import ExecutionManager
-
-        return ExecutionManager(self)
 
     @cached_property
     def rate_limits(self) -> RateLimits:

@@ -3,6 +3,9 @@
 Secrets themselves are not re-encrypted, so rotation is cheap and safe to run while the service is
 serving: every process holds the whole keyring, and each row switches from the old key id to the new
 one in a single conditional UPDATE, which loses nothing if a concurrent write replaced the value.
+
+The caller passes the complete metadata (``aiops_executor.models_registry.metadata``): core knows no domain's
+tables.
 """
 
 from __future__ import annotations
@@ -10,11 +13,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from sqlalchemy import Column, Table, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy import Column, MetaData, Table, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aiops_executor.core.crypto import DecryptionError, EnvelopeCipher, associated_data
-from aiops_executor.core.models_registry import metadata
 
 ENCRYPTED_SUFFIX = "_encrypted"
 BATCH_SIZE = 200
@@ -28,7 +30,7 @@ class RotationReport:
     key_ids_in_use: Counter[str] = field(default_factory=Counter)
 
 
-def encrypted_columns() -> list[tuple[Table, Column[str]]]:
+def encrypted_columns(metadata: MetaData) -> list[tuple[Table, Column[str]]]:
     return [
         (table, column)
         for table in metadata.sorted_tables
@@ -37,9 +39,9 @@ def encrypted_columns() -> list[tuple[Table, Column[str]]]:
     ]
 
 
-async def rotate_master_key(engine: AsyncEngine, cipher: EnvelopeCipher) -> RotationReport:
+async def rotate_master_key(engine: AsyncEngine, cipher: EnvelopeCipher, metadata: MetaData) -> RotationReport:
     report = RotationReport()
-    for table, column in encrypted_columns():
+    for table, column in encrypted_columns(metadata):
         last_id = None
         while True:
             query = select(table.c.id, column).where(column.is_not(None)).order_by(table.c.id).limit(BATCH_SIZE)
@@ -69,27 +71,6 @@ async def rotate_master_key(engine: AsyncEngine, cipher: EnvelopeCipher) -> Rota
                             report.rewrapped += 1
                     report.key_ids_in_use[cipher.current_key_id] += 1
     return report
-
-
-async def record_rotation(engine: AsyncEngine, report: RotationReport, key_id: str, *, actor: str) -> None:
-    """Audit a rotation (counts and key ids only) in its own transaction."""
-    from aiops_executor.audit import service as audit
-
-    async with AsyncSession(engine) as session:
-        audit.record(
-            session,
-            actor=actor,
-            action="rotate",
-            resource_type="master_key",
-            resource_id=key_id,
-            details={
-                "rewrapped": report.rewrapped,
-                "already_current": report.already_current,
-                "failed": len(report.failed),
-                "key_ids_in_use": dict(report.key_ids_in_use),
-            },
-        )
-        await session.commit()
 
 
 def _key_id_or_unknown(stored: str) -> str:

@@ -8,13 +8,11 @@ configured provider and model names -- never an execution, team, node or agent i
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from decimal import Decimal
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
-
-if TYPE_CHECKING:
-    from aiops_executor.llm.runtime.failover import CallRecord
 
 PREFIX = "aiops"
 UNMATCHED_ROUTE = "<unmatched>"
@@ -31,6 +29,41 @@ TOOL_OUTCOMES = {
     "TOOL_INVALID_ARGUMENTS": "invalid_arguments",
     "TOOL_NOT_FOUND": "not_found",
 }
+
+
+class ModelDescription(Protocol):
+    """What metrics and traces read off a configured model (the model runtime's ``ModelConfig``)."""
+
+    @property
+    def provider_name(self) -> str: ...
+
+    @property
+    def provider_type(self) -> str: ...
+
+    @property
+    def model_id(self) -> str: ...
+
+
+class ModelCallRecord(Protocol):
+    """What metrics and traces read off one provider attempt (the model runtime's ``CallRecord``)."""
+
+    @property
+    def model(self) -> ModelDescription: ...
+
+    @property
+    def outcome(self) -> str: ...
+
+    @property
+    def latency_ms(self) -> float: ...
+
+    @property
+    def input_tokens(self) -> int | None: ...
+
+    @property
+    def output_tokens(self) -> int | None: ...
+
+    @property
+    def cost(self) -> Decimal | None: ...
 
 
 def tool_outcome(status: str, output: dict[str, object]) -> str:
@@ -142,7 +175,7 @@ class Metrics:
     def agent(self, status: str, seconds: float) -> None:
         self.agent_duration.labels(status).observe(seconds)
 
-    def model_call(self, record: CallRecord) -> None:
+    def model_call(self, record: ModelCallRecord) -> None:
         provider, model = record.model.provider_name, record.model.model_id
         self.model_calls.labels(provider, model, record.outcome).inc()
         self.model_duration.labels(provider, model, record.outcome).observe(record.latency_ms / 1000)

@@ -27,12 +27,10 @@ from opentelemetry.trace import INVALID_SPAN, Link, Span, StatusCode
 
 from aiops_executor import __version__
 from aiops_executor.core import tracing
-from aiops_executor.core.metrics import Metrics
+from aiops_executor.core.metrics import Metrics, ModelCallRecord, ModelDescription
 
 if TYPE_CHECKING:
     from aiops_executor.core.settings import Settings
-    from aiops_executor.llm.runtime.config import ModelConfig
-    from aiops_executor.llm.runtime.failover import CallRecord
 
 SUCCESS = "success"
 
@@ -152,7 +150,7 @@ class Telemetry:
 
     # -- model calls -----------------------------------------------------------------------------
 
-    def model_call(self, record: CallRecord, endpoint: str | None) -> None:
+    def model_call(self, record: ModelCallRecord, endpoint: str | None) -> None:
         """One provider attempt, just finished: metrics, and a span covering it under the current span."""
         self.metrics.model_call(record)
         if self.tracer is None:
@@ -167,10 +165,11 @@ class Telemetry:
             "gen_ai.usage.output_tokens": record.output_tokens,
             tracing.PROVIDER: model.provider_name,
             tracing.STATUS: record.outcome,
-            tracing.COST: float(record.cost),
+            tracing.COST: None if record.cost is None else float(record.cost),
+            tracing.ENDPOINT: endpoint,
         }
-        if endpoint is not None:
-            attributes[tracing.ENDPOINT] = endpoint
+        # Left out when unknown (no endpoint; usage the provider did not report, or a model without prices).
+        attributes = {key: value for key, value in attributes.items() if value is not None}
         span = self.tracer.start_span(
             f"{tracing.MODEL_SPAN} {model.model_id}",
             kind=trace.SpanKind.CLIENT,
@@ -181,7 +180,7 @@ class Telemetry:
             span.set_status(StatusCode.ERROR, record.outcome)
         span.end(end_time=end)
 
-    def failover(self, model: ModelConfig) -> None:
+    def failover(self, model: ModelDescription) -> None:
         """A call moves on to another route (or another round) after a failed attempt."""
         self.metrics.failover(model.provider_name, model.model_id)
 

@@ -113,9 +113,20 @@ class ExecutionRun:
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
+    def suspend(self) -> None:
+        """Stops the run without concluding it (the process is shutting down): the event stream ends with no
+        terminal event and ``outcome`` stays None; the checkpoint lets a later attempt resume the run."""
+        self._stopping = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
     @property
     def cancel_requested(self) -> bool:
         return self._cancel_requested
+
+    @property
+    def suspended(self) -> bool:
+        return self._stopping
 
     # -- the stream ------------------------------------------------------------------------------
 
@@ -159,7 +170,7 @@ class ExecutionRun:
         # The end marker comes from the task's completion, so it arrives even if the task is cancelled
         # before it ever ran.
         self._task.add_done_callback(lambda task: queue.put_nowait(_ending(task)))
-        if self._cancel_requested:
+        if self._cancel_requested or self._stopping:
             self._task.cancel()
         try:
             while True:
@@ -171,6 +182,9 @@ class ExecutionRun:
             if not self._task.done():
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
+        if self._stopping and not self._cancel_requested:
+            span.end()  # not a finished execution: no status, no metric; the next attempt opens its own span
+            return
         duration_ms = int((datetime.now(UTC) - started_at).total_seconds() * 1000)
         self.outcome = await self._conclude(item, duration_ms)
         self.telemetry.finish_execution(

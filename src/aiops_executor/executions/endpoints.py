@@ -12,8 +12,7 @@ from sse_starlette import EventSourceResponse
 
 from aiops_executor.auth.dependencies import ViewerDep
 from aiops_executor.auth.rate_limits import RATE_LIMITED_RESPONSE, ExecutionOperatorDep
-from aiops_executor.core.context import AppContext
-from aiops_executor.core.deps import ContextDep, SessionDep
+from aiops_executor.core.deps import SessionDep
 from aiops_executor.core.errors import AppError, ValidationFailed, error_responses
 from aiops_executor.core.pagination import Page, PageQuery
 from aiops_executor.executions import service
@@ -27,7 +26,8 @@ from aiops_executor.executions.schemas import (
     StructuredOutputRequest,
     StructuredOutputResult,
 )
-from aiops_executor.executions.sse import execution_stream
+from aiops_executor.executions.sse import execution_stream_response
+from aiops_executor.services import ServiceContext, ServiceContextDep
 
 router = APIRouter(tags=["executions"])
 
@@ -38,7 +38,7 @@ STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _no_comment_pings(context: AppContext) -> float:
+def _no_comment_pings(context: ServiceContext) -> float:
     """The stream sends its own ``heartbeat`` events; sse-starlette's ``: ping`` comments would only confuse
     clients that surface them as empty messages, so their interval is pushed past the stream's idle close."""
     return context.settings.sse_idle_close_seconds + 60
@@ -59,7 +59,11 @@ def _location(execution_id: uuid.UUID) -> str:
     },
 )
 async def execute_team(
-    team_id: uuid.UUID, body: ExecuteRequest, principal: ExecutionOperatorDep, session: SessionDep, context: ContextDep
+    team_id: uuid.UUID,
+    body: ExecuteRequest,
+    principal: ExecutionOperatorDep,
+    session: SessionDep,
+    context: ServiceContextDep,
 ) -> Response:
     manager = context.executions
     execution = await service.start_execution(session, context, manager, team_id, body, actor=principal.actor)
@@ -67,8 +71,11 @@ async def execute_team(
     # Streaming or waiting can last minutes: hold no database transaction meanwhile.
     await session.close()
     if body.stream:
-        return EventSourceResponse(
-            execution_stream(context, manager.broadcaster, execution, after=0),
+        return execution_stream_response(
+            context,
+            manager.broadcaster,
+            execution,
+            after=0,
             headers={**SSE_HEADERS, **headers},
             ping=_no_comment_pings(context),
         )
@@ -96,7 +103,7 @@ async def submit_execution(
     body: ExecutionRequest,
     principal: ExecutionOperatorDep,
     session: SessionDep,
-    context: ContextDep,
+    context: ServiceContextDep,
     response: Response,
 ) -> ExecutionRead:
     execution = await service.start_execution(
@@ -138,7 +145,7 @@ async def stream_execution(
     execution_id: uuid.UUID,
     _: ViewerDep,
     session: SessionDep,
-    context: ContextDep,
+    context: ServiceContextDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     after: Annotated[
         int | None, Query(ge=0, le=MAX_SEQ, description="like Last-Event-ID, for clients that cannot set it")
@@ -147,8 +154,11 @@ async def stream_execution(
     execution = await service.get_execution_row(session, execution_id)
     start = after if after is not None else _parse_last_event_id(last_event_id)
     await session.close()  # the stream may last minutes: hold no database transaction meanwhile
-    return EventSourceResponse(
-        execution_stream(context, context.executions.broadcaster, execution, after=start),
+    return execution_stream_response(
+        context,
+        context.executions.broadcaster,
+        execution,
+        after=start,
         headers=SSE_HEADERS,
         ping=_no_comment_pings(context),
     )
@@ -179,7 +189,7 @@ def _bad_last_event_id(message: str, reason: str) -> ValidationFailed:
     responses={**error_responses(404, 409), **RATE_LIMITED_RESPONSE},
 )
 async def cancel_execution(
-    execution_id: uuid.UUID, principal: ExecutionOperatorDep, session: SessionDep, context: ContextDep
+    execution_id: uuid.UUID, principal: ExecutionOperatorDep, session: SessionDep, context: ServiceContextDep
 ) -> ExecutionRead:
     execution = await service.cancel_execution(session, context.executions, execution_id, actor=principal.actor)
     return service.execution_read(execution)
@@ -191,6 +201,10 @@ async def cancel_execution(
     responses={**error_responses(404, 409), **RATE_LIMITED_RESPONSE},
 )
 async def team_structured_output(
-    team_id: uuid.UUID, body: StructuredOutputRequest, _: ExecutionOperatorDep, session: SessionDep, context: ContextDep
+    team_id: uuid.UUID,
+    body: StructuredOutputRequest,
+    _: ExecutionOperatorDep,
+    session: SessionDep,
+    context: ServiceContextDep,
 ) -> StructuredOutputResult:
     return await service.structured_output(session, context, team_id, body)

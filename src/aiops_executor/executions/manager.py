@@ -1,9 +1,12 @@
 """Runs executions in the background of the process, independent of any HTTP request.
 
-At most ``max_concurrent_executions`` run at once; the rest wait as ``pending``. Each run streams its
-events into an ``EventRecorder`` (persisted and broadcast) and ends by writing its outcome in the same
-transaction as its last events. A client that disconnects changes nothing; ``cancel`` stops a run within
-moments. At start-up, executions a previous process left unfinished are closed as failed.
+At most ``max_concurrent_executions`` run at once; the rest wait as ``pending``. Each run executes on the
+process's checkpointer and streams its events into an ``EventRecorder`` (stored, then broadcast); it ends by
+writing its outcome in the same transaction as its last events. A client that disconnects changes nothing;
+``cancel`` stops a run within moments. Stopping the process (SIGTERM) suspends runs rather than ending them:
+they stay ``running`` with no worker and are resumed from their checkpoints. At start-up, runs left unfinished
+by a process that is gone are started or resumed (``attempt`` + 1), or fail with WORKER_LOST after
+``max_run_attempts``. Status transitions are the repository's (``executions.repository``).
 """
 
 from __future__ import annotations
@@ -12,27 +15,24 @@ import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import structlog
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aiops_executor.core.context import AppContext
-from aiops_executor.core.db import utcnow
-from aiops_executor.engine import CompiledTeam, ExecutionRun, RunOutcome, RunRequest, RunStatus
-from aiops_executor.engine.events import EventType, format_timestamp
+from aiops_executor.engine import CompiledTeam, ExecutionRun, Resume, RunRequest
+from aiops_executor.executions import repository
 from aiops_executor.executions.broadcast import Broadcaster, LocalBroadcaster
+from aiops_executor.executions.checkpoints import Checkpoints
 from aiops_executor.executions.models import Execution, ExecutionEventRow
 from aiops_executor.executions.schemas import UNFINISHED, ExecutionStatus
 from aiops_executor.executions.store import EventRecorder
 from aiops_executor.llm.runtime.model_source import RuntimeModelSource
+from aiops_executor.services import ServiceContext
 from aiops_executor.teams.topology import TeamSpec
 from aiops_executor.tools.registry import default_registry, tool_settings
 
 logger = structlog.get_logger(__name__)
-
-INTERRUPTED = "EXECUTION_INTERRUPTED"
 
 
 @dataclass
@@ -49,93 +49,73 @@ class ActiveRun:
             self.run.cancel()
 
 
-def outcome_columns(outcome: RunOutcome) -> dict[str, Any]:
-    return {
-        "status": outcome.status.value,
-        "completed_at": utcnow(),
-        "duration_ms": outcome.duration_ms,
-        "result": outcome.result(),
-        "structured_output": outcome.structured_output,
-        "usage": outcome.usage.as_dict(),
-        "error_code": outcome.error_code,
-        "error_message": outcome.error_message,
-        "error_details": outcome.error_details or None,
-    }
-
-
 class ExecutionManager:
-    def __init__(self, context: AppContext, broadcaster: Broadcaster | None = None) -> None:
+    def __init__(self, context: ServiceContext, broadcaster: Broadcaster | None = None) -> None:
         self.context = context
         self.settings = context.settings
         self.broadcaster: Broadcaster = broadcaster or LocalBroadcaster()
+        self.checkpoints = Checkpoints(self.settings.resolved_database_url)
+        self.worker_id = repository.this_worker()
         self._slots = asyncio.Semaphore(self.settings.max_concurrent_executions)
         self._active: dict[uuid.UUID, ActiveRun] = {}
         # Serialises "is this team already running?" with creating the execution, within this process.
         self.admission = asyncio.Lock()
         self._purger: asyncio.Task[None] | None = None
+        self._stopping = False
 
     # -- lifecycle of the manager ----------------------------------------------------------------
 
     async def start(self) -> None:
+        await self.checkpoints.open()
         await self.recover()
         self._purger = asyncio.create_task(self._purge_periodically(), name="execution-purge")
 
     async def stop(self) -> None:
+        """Suspends every run (checkpointed, resumable) and ends live streams with a hint to re-attach."""
+        self._stopping = True
         if self._purger is not None:
             self._purger.cancel()
             await asyncio.gather(self._purger, return_exceptions=True)
         runs = list(self._active.values())
         for active in runs:
-            active.cancel()
-            if active.task is not None and active.run is None:
-                active.task.cancel()
+            if active.run is not None:
+                active.run.suspend()
+            elif active.task is not None:
+                active.task.cancel()  # still waiting for a slot: it stays pending
         await asyncio.gather(*(a.task for a in runs if a.task is not None), return_exceptions=True)
+        self.broadcaster.shutdown()
+        await self.checkpoints.close()
 
     async def recover(self) -> int:
-        """Closes executions a previous process left pending or running, with a terminal event each."""
-        async with self.context.database.sessionmaker() as session, session.begin():
-            stuck = list(await session.scalars(select(Execution).where(Execution.status.in_(UNFINISHED))))
-            for execution in stuck:
-                last = await session.scalar(
-                    select(func.max(ExecutionEventRow.seq)).where(ExecutionEventRow.execution_id == execution.id)
-                )
-                message = "the service stopped while this execution was unfinished; run it again"
-                now = utcnow()
-                seq = (last or 0) + 1
-                session.add(
-                    ExecutionEventRow(
-                        execution_id=execution.id,
-                        seq=seq,
-                        type=EventType.execution_error.value,
-                        payload={
-                            "execution_id": str(execution.id),
-                            "team_id": str(execution.team_id),
-                            "seq": seq,
-                            "timestamp": format_timestamp(now),
-                            "status": ExecutionStatus.failed.value,
-                            "error_code": INTERRUPTED,
-                            "error_message": message,
-                        },
-                        timestamp=now,
-                    )
-                )
-                execution.status = ExecutionStatus.failed.value
-                execution.error_code = INTERRUPTED
-                execution.error_message = message
-                execution.completed_at = now
-                execution.last_seq = seq
-        if stuck:
-            logger.warning("closed executions left unfinished by a previous process", count=len(stuck))
-        return len(stuck)
+        """Starts or resumes the executions a previous process left unfinished; returns how many."""
+        taken = 0
+        for execution in await repository.unfinished(self.context.database.sessionmaker):
+            if execution.id in self._active:
+                continue
+            if execution.status == ExecutionStatus.running.value:
+                if not repository.worker_is_gone(execution.worker_id):
+                    logger.info("execution runs in another process", execution_id=str(execution.id))
+                    continue
+                if execution.attempt >= self.settings.max_run_attempts:
+                    if await repository.give_up(
+                        self.context.database.sessionmaker, execution.id, self.settings.max_run_attempts
+                    ):
+                        logger.warning("execution lost too many times; failed", execution_id=str(execution.id))
+                    continue
+            self.launch(execution.id)
+            taken += 1
+        if taken:
+            logger.warning("resuming executions left unfinished by a previous process", count=taken)
+        return taken
 
     # -- runs ------------------------------------------------------------------------------------
 
-    def launch(self, execution: Execution) -> ActiveRun:
-        """Starts a freshly committed ``pending`` execution in the background."""
-        active = ActiveRun(execution.id)
-        self._active[execution.id] = active
-        self.broadcaster.open(str(execution.id))
-        active.task = asyncio.create_task(self._run(active, execution), name=f"execution-{execution.id}")
+    def launch(self, execution_id: uuid.UUID) -> ActiveRun:
+        """Starts (or resumes) a committed unfinished execution in the background."""
+        active = ActiveRun(execution_id)
+        self._active[execution_id] = active
+        self.broadcaster.open(str(execution_id))
+        active.task = asyncio.create_task(self._run(active), name=f"execution-{execution_id}")
         return active
 
     def active(self, execution_id: uuid.UUID) -> ActiveRun | None:
@@ -158,9 +138,35 @@ class ExecutionManager:
     def running_count(self) -> int:
         return sum(1 for a in self._active.values() if a.run is not None)
 
-    async def _run(self, active: ActiveRun, execution: Execution) -> None:
-        spec = TeamSpec.model_validate(execution.team_snapshot)
-        source = RuntimeModelSource(self.context.model_runtime)
+    async def _run(self, active: ActiveRun) -> None:
+        execution_id = active.execution_id
+        # Every log line of the run (engine, tools, model calls) carries its id; unbound on the way out.
+        with structlog.contextvars.bound_contextvars(execution_id=str(execution_id)):
+            holding_slot = False
+            try:
+                try:
+                    await self._slots.acquire()
+                    holding_slot = True
+                except asyncio.CancelledError:
+                    if self._stopping:
+                        return  # stays pending; the next process starts it
+                    active.cancel_requested = True  # cancelled while pending: record its start and end
+                started = await repository.start(self.context.database.sessionmaker, execution_id, self.worker_id)
+                if started is None:
+                    logger.info("execution already taken or finished")
+                    self.broadcaster.finish(str(execution_id))
+                    return
+                await self._drive(active, started)
+            except Exception:
+                logger.exception("execution could not be run")
+            finally:
+                if holding_slot:
+                    self._slots.release()
+                self._active.pop(execution_id, None)
+                active.done.set()
+
+    def _execution_run(self, started: repository.Started) -> ExecutionRun:
+        execution = started.execution
         request = RunRequest(
             execution_id=str(execution.id),
             team_id=str(execution.team_id),
@@ -168,76 +174,57 @@ class ExecutionManager:
             context=execution.input.get("context", {}),
             timeout_seconds=execution.timeout_seconds,
             output_schema=execution.output_schema,
+            started_at=execution.started_at,
+            elapsed_seconds=started.elapsed_seconds,
         )
+        resume = Resume(started.attempt, started.worker_id, started.last_seq) if started.resumed else None
+        team = CompiledTeam(
+            TeamSpec.model_validate(execution.team_snapshot), default_registry(), tool_settings(self.settings)
+        )
+        return ExecutionRun(
+            team,
+            request,
+            RuntimeModelSource(self.context.model_runtime),
+            checkpointer=self.checkpoints.saver,
+            resume=resume,
+            telemetry=self.context.telemetry,
+        )
+
+    async def _drive(self, active: ActiveRun, started: repository.Started) -> None:
+        execution_id = active.execution_id
+        run = self._execution_run(started)
         recorder = EventRecorder(
             self.context.database.sessionmaker,
             self.broadcaster,
-            execution.id,
+            execution_id,
             flush_interval=self.settings.event_flush_interval_ms / 1000,
             batch_size=self.settings.event_flush_batch_size,
         )
-        team = CompiledTeam(spec, default_registry(), tool_settings(self.settings))
-        run = ExecutionRun(team, request, source, telemetry=self.context.telemetry)
-        log = logger
-        # Every log line of the run (engine, tools, model calls) carries these ids; they are unbound on the
-        # way out (the task runs in a copy of the launching request's context anyway).
-        with structlog.contextvars.bound_contextvars(execution_id=str(execution.id), team_id=str(execution.team_id)):
-            try:
-                try:
-                    await self._slots.acquire()
-                except asyncio.CancelledError:
-                    # Cancelled while pending: the run records its start and its cancellation, nothing more.
-                    run.cancel()
-                    await self._drive(active, run, recorder, log, holding_slot=False)
-                    return
-                await self._drive(active, run, recorder, log, holding_slot=True)
-            finally:
-                self._active.pop(execution.id, None)
-                active.done.set()
-
-    async def _drive(
-        self,
-        active: ActiveRun,
-        run: ExecutionRun,
-        recorder: EventRecorder,
-        log: structlog.typing.FilteringBoundLogger,
-        *,
-        holding_slot: bool,
-    ) -> None:
-        execution_id = active.execution_id
+        active.run = run
+        if active.cancel_requested:
+            run.cancel()
+        elif self._stopping:
+            run.suspend()
+        log = logger.bind(team_id=str(started.execution.team_id), attempt=started.attempt)
+        log.info("execution resumed" if started.resumed else "execution started")
         try:
-            active.run = run
-            if active.cancel_requested:
-                run.cancel()
-            started_at = utcnow()
-            async with self.context.database.sessionmaker() as session, session.begin():
-                await session.execute(
-                    update(Execution)
-                    .where(Execution.id == execution_id)
-                    .values(status=ExecutionStatus.running.value, started_at=started_at)
-                )
-            log.info("execution started")
-            try:
-                await self._snapshot_models(run)
-                async for event in run.events():
-                    await recorder.add(event)
-            finally:
-                outcome = run.outcome
-                if outcome is None:  # the process is stopping mid-run
-                    outcome = RunOutcome(RunStatus.cancelled, "", [], 0, error_message="the service stopped")
-
-                async def finish(session: AsyncSession) -> None:
-                    await session.execute(
-                        update(Execution).where(Execution.id == execution_id).values(**outcome_columns(outcome))
-                    )
-
-                await asyncio.shield(recorder.close(finish))
-            log.info("execution finished", status=outcome.status.value, duration_ms=outcome.duration_ms)
-        except Exception:
-            log.exception("execution could not be recorded")
+            await self._snapshot_models(run)
+            async for event in run.events():
+                await recorder.add(event)
         finally:
-            if holding_slot:
-                self._slots.release()
+            outcome = run.outcome
+
+            async def final(session: AsyncSession) -> None:
+                if outcome is None:  # suspended: the process is stopping; the checkpoint resumes it
+                    await repository.release(session, execution_id)
+                else:
+                    await repository.finish(session, execution_id, outcome)
+
+            await asyncio.shield(recorder.close(final))
+        if outcome is None:
+            log.info("execution suspended; it resumes from its checkpoint")
+        else:
+            log.info("execution finished", status=outcome.status.value, duration_ms=outcome.duration_ms)
 
     async def _snapshot_models(self, run: ExecutionRun) -> None:
         """Loads the configuration of every model the team uses, once, at the start of the run."""
@@ -257,19 +244,26 @@ class ExecutionManager:
     # -- retention -------------------------------------------------------------------------------
 
     async def purge(self, now: datetime | None = None) -> tuple[int, int]:
-        """Deletes finished executions (and their events) older than the retention period."""
+        """Deletes finished executions older than the retention period, with their events and checkpoints."""
         cutoff = (now or datetime.now(UTC)) - timedelta(days=self.settings.execution_retention_days)
         async with self.context.database.sessionmaker() as session, session.begin():
-            old = select(Execution.id).where(
-                Execution.status.not_in(UNFINISHED),
-                Execution.completed_at.is_not(None),
-                Execution.completed_at < cutoff,
+            old = list(
+                await session.scalars(
+                    select(Execution.id).where(
+                        Execution.status.not_in(UNFINISHED),
+                        Execution.completed_at.is_not(None),
+                        Execution.completed_at < cutoff,
+                    )
+                )
             )
+            if not old:
+                return 0, 0
             events = await session.execute(delete(ExecutionEventRow).where(ExecutionEventRow.execution_id.in_(old)))
             executions = await session.execute(delete(Execution).where(Execution.id.in_(old)))
+        # After the rows: a checkpoint without its execution is never read again, the reverse would break a read.
+        await self.checkpoints.delete(old)
         counts = (int(executions.rowcount or 0), int(events.rowcount or 0))  # type: ignore[attr-defined]
-        if counts[0]:
-            logger.info("purged old executions", executions=counts[0], events=counts[1])
+        logger.info("purged old executions", executions=counts[0], events=counts[1])
         return counts
 
     async def _purge_periodically(self) -> None:

@@ -38,6 +38,9 @@ class Execution(TimestampedRow, Base):
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     error_details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     last_seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # 1, plus one per resume after the process running it was lost; the process (host:pid) running it now.
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
+    worker_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class ExecutionEventRow(Base):

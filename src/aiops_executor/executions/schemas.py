@@ -53,9 +53,11 @@ class ExecuteRequest(ExecutionRequest):
 
 
 class Usage(BaseModel):
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost: float = 0.0
+    """Tokens and cost in USD; ``null`` is unknown (a provider did not report a count, or a price is missing)."""
+
+    input_tokens: int | None = 0
+    output_tokens: int | None = 0
+    cost: float | None = 0.0
 
 
 class AgentOutput(BaseModel):
@@ -71,11 +73,16 @@ class NodeOutput(BaseModel):
     output: str
     agents: list[AgentOutput] = Field(default_factory=list)
     error: str | None = None
+    usage: Usage = Field(default_factory=Usage, description="this node team's model calls")
 
 
 class ExecutionResult(BaseModel):
     summary: str
     node_results: list[NodeOutput]
+    supervisor_usage: Usage = Field(
+        default_factory=Usage,
+        description="the global supervisor's own model calls; with the node results' usages it adds up to usage",
+    )
 
 
 class ExecutionRead(BaseModel):
@@ -92,6 +99,8 @@ class ExecutionRead(BaseModel):
     usage: Usage
     error_code: str | None = None
     error_message: str | None = None
+    attempt: int = Field(description="1, plus one for each time the run was resumed after its process was lost")
+    worker_id: str | None = Field(description="the process running it (host:pid); null when none is")
     created_at: datetime
     updated_at: datetime
 

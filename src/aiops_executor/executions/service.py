@@ -9,13 +9,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.audit import service as audit
-from aiops_executor.core.context import AppContext
 from aiops_executor.core.errors import AppError, ConflictError, NotFoundError, ValidationFailed
 from aiops_executor.core.pagination import Page, PageParams
 from aiops_executor.engine import prompts
 from aiops_executor.engine.events import GLOBAL_SUPERVISOR_ID
 from aiops_executor.engine.structured import InvalidOutputSchema, check_schema, generate_structured_output
 from aiops_executor.engine.team import DEFAULT_GLOBAL_SUPERVISOR_PROMPT
+from aiops_executor.executions import repository
 from aiops_executor.executions.manager import ExecutionManager
 from aiops_executor.executions.models import Execution, ExecutionEventRow
 from aiops_executor.executions.schemas import (
@@ -29,6 +29,7 @@ from aiops_executor.executions.schemas import (
     StructuredOutputResult,
 )
 from aiops_executor.llm.runtime.model_source import RuntimeModelSource
+from aiops_executor.services import ServiceContext
 from aiops_executor.teams import service as teams_service
 from aiops_executor.teams.topology import TeamSpec
 
@@ -51,6 +52,8 @@ def execution_read(row: Execution) -> ExecutionRead:
         usage=row.usage or {},
         error_code=row.error_code,
         error_message=row.error_message,
+        attempt=row.attempt,
+        worker_id=row.worker_id,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -69,7 +72,7 @@ async def has_unfinished(session: AsyncSession, team_id: uuid.UUID) -> bool:
 
 async def start_execution(
     session: AsyncSession,
-    context: AppContext,
+    context: ServiceContext,
     manager: ExecutionManager,
     team_id: uuid.UUID,
     request: ExecutionRequest,
@@ -96,18 +99,15 @@ async def start_execution(
                 error_code="EXECUTION_RUNNING",
                 details={"team_id": str(team.id)},
             )
-        execution = Execution(
-            id=uuid.uuid4(),
+        execution = repository.add_pending(
+            session,
             team_id=team.id,
-            status=ExecutionStatus.pending.value,
             input=request.input.model_dump(mode="json"),
             timeout_seconds=request.timeout_seconds or spec.timeout_seconds,
             output_schema=request.output_schema,
             team_snapshot=spec.model_dump(mode="json"),
             requested_by=actor,
-            usage={},
         )
-        session.add(execution)
         audit.record(
             session,
             actor=actor,
@@ -117,7 +117,7 @@ async def start_execution(
             details={"team_id": str(team.id), "team_name": team.name},
         )
         await session.commit()
-        manager.launch(execution)
+        manager.launch(execution.id)
     return execution
 
 
@@ -182,7 +182,7 @@ async def cancel_execution(
 
 
 async def structured_output(
-    session: AsyncSession, context: AppContext, team_id: uuid.UUID, request: StructuredOutputRequest
+    session: AsyncSession, context: ServiceContext, team_id: uuid.UUID, request: StructuredOutputRequest
 ) -> StructuredOutputResult:
     """Structured output from a finished run's findings, by the team's global supervisor model."""
     try:

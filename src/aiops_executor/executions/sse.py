@@ -1,33 +1,48 @@
 """One execution's events as a Server-Sent Events stream that survives reconnects.
 
-Order of reading: subscribe to live events first, then replay the store after ``Last-Event-ID``, then the
-broadcaster's not-yet-persisted tail, then live events; sequence numbers already sent are skipped, so the
-hand-over loses nothing and repeats nothing. When no live channel exists here (the run finished, or runs
-in another process) the stream follows the store until the execution finishes.
+Hand-over: subscribe to live events first, then replay the store after ``Last-Event-ID``, then live events,
+skipping any ``seq`` already sent. No loss: only committed events are published, so an event is either
+committed before the replay reads the store (replayed) or published after the subscription began (queued).
+No repetition: ``seq`` increases along both sources and anything at or below the last one sent is dropped.
+
+With no live channel here (the run finished, runs in another process, or has not resumed yet) the stream
+follows the store until the terminal event. When the process stops (``Broadcaster.shutdown``, or uvicorn's
+shutdown as seen by sse-starlette) the stream ends with a ``retry:`` hint so that clients re-attach.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 
-from sse_starlette import ServerSentEvent
+import anyio
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from aiops_executor.core.context import AppContext
 from aiops_executor.engine.events import EventType, format_timestamp
-from aiops_executor.executions.broadcast import Broadcaster, StreamEvent
+from aiops_executor.executions.broadcast import Broadcaster, StreamEvent, Subscription
 from aiops_executor.executions.models import Execution
 from aiops_executor.executions.schemas import UNFINISHED
 from aiops_executor.executions.store import replay
 
 STORE_POLL_SECONDS = 0.5
+# Sent when the server stops: how long clients wait before re-attaching (milliseconds).
+RECONNECT_MS = 1000
+# How long sse-starlette lets a stream say goodbye on server shutdown before cancelling it.
+SHUTDOWN_GRACE_SECONDS = 5.0
 
 
 def sse_message(event: StreamEvent) -> ServerSentEvent:
     return ServerSentEvent(event.data_json, event=event.type, id=str(event.seq))
+
+
+def restarting_message() -> ServerSentEvent:
+    """A comment and a ``retry:`` field, no event: the client reconnects (with Last-Event-ID) after it."""
+    return ServerSentEvent(comment="server restarting; reconnect with Last-Event-ID", retry=RECONNECT_MS)
 
 
 def _heartbeat(execution: Execution, last_seq: int) -> ServerSentEvent:
@@ -47,54 +62,126 @@ async def _finished(context: AppContext, execution_id: uuid.UUID) -> bool:
         return row is None or row.status not in UNFINISHED
 
 
+class _Follower:
+    """The stream's current subscription, replaced when a run turns up live here, and its stop request."""
+
+    def __init__(self, broadcaster: Broadcaster, key: str) -> None:
+        self.broadcaster = broadcaster
+        self.key = key
+        self.stopping = False
+        self.subscription: Subscription = broadcaster.subscribe(key)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stopping or self.subscription.interrupted
+
+    def resubscribe(self) -> None:
+        self.subscription.close()
+        self.subscription = self.broadcaster.subscribe(self.key)
+        if self.stopping:
+            self.subscription.interrupt()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.subscription.interrupt()
+
+    async def stop_when(self, event: anyio.Event) -> None:
+        await event.wait()
+        self.stop()
+
+
 async def execution_stream(
-    context: AppContext, broadcaster: Broadcaster, execution: Execution, after: int
+    context: AppContext,
+    broadcaster: Broadcaster,
+    execution: Execution,
+    after: int,
+    *,
+    stopping: anyio.Event | None = None,
 ) -> AsyncIterator[ServerSentEvent]:
+    """The stream's messages. ``stopping``, when set, ends it like ``Broadcaster.shutdown`` does."""
     settings = context.settings
-    subscription = broadcaster.subscribe(str(execution.id))
+    sessionmaker = context.database.sessionmaker
+    loop = asyncio.get_running_loop()
+    follower = _Follower(broadcaster, str(execution.id))  # before reading the store: see the module doc
+    watcher = asyncio.create_task(follower.stop_when(stopping)) if stopping is not None else None
     last = after
+    # last_event: when an event was last sent (idle close); last_sent: when anything was (heartbeat).
+    last_event = last_sent = loop.time()
+    read_store = True
     try:
-        async for event in replay(context.database.sessionmaker, execution.id, last):
-            yield sse_message(event)
-            last = event.seq
-            if event.is_terminal:
+        while True:
+            if follower.interrupted:
+                yield restarting_message()
                 return
-        for event in subscription.backlog:
-            if event.seq > last:
-                yield sse_message(event)
-                last = event.seq
-                if event.is_terminal:
-                    return
-        # quiet: time without an event (closes the stream); silent: time since anything was sent (heartbeat).
-        quiet = silent = 0.0
-        while quiet < settings.sse_idle_close_seconds:
-            if silent >= settings.sse_heartbeat_seconds:
-                yield _heartbeat(execution, last)
-                silent = 0.0
-            wait = min(settings.sse_heartbeat_seconds - silent, settings.sse_idle_close_seconds - quiet)
+            subscription = follower.subscription
             if subscription.closed:
-                # Not live here: whatever exists is in the store (the run ended, or another process runs it).
-                async for event in replay(context.database.sessionmaker, execution.id, last):
+                # Not live here: whatever exists is in the store. The run may have turned up live here since
+                # the last look; subscribing again (before reading the store) picks it up.
+                follower.resubscribe()
+                subscription = follower.subscription
+                read_store = True
+            if read_store:
+                read_store = False
+                # The status is read before the events: a run that had finished then has its terminal event
+                # in the store (both are written in one transaction).
+                finished = subscription.closed and await _finished(context, execution.id)
+                async for event in replay(sessionmaker, execution.id, last):
+                    if follower.interrupted:
+                        break
                     yield sse_message(event)
-                    last, quiet, silent = event.seq, 0.0, 0.0
+                    last, last_event = event.seq, loop.time()
+                    last_sent = last_event
                     if event.is_terminal:
                         return
-                if await _finished(context, execution.id):
+                if follower.interrupted:
+                    continue
+                if finished:
                     return
-                wait = min(wait, STORE_POLL_SECONDS)
-                await asyncio.sleep(wait)
-                quiet, silent = quiet + wait, silent + wait
-                continue
+            now = loop.time()
+            if now - last_event >= settings.sse_idle_close_seconds:
+                return
+            if now - last_sent >= settings.sse_heartbeat_seconds:
+                yield _heartbeat(execution, last)
+                last_sent = now
+            wait = min(last_sent + settings.sse_heartbeat_seconds, last_event + settings.sse_idle_close_seconds)
+            wait = max(0.0, wait - now)
+            if subscription.closed:
+                wait = min(wait, STORE_POLL_SECONDS)  # polling the store; an interruption ends the wait
             live = await subscription.next(wait)
-            if live is None:
-                if not subscription.closed:
-                    quiet, silent = quiet + wait, silent + wait
-                continue
-            if live.seq <= last:
+            if live is None or live.seq <= last:
                 continue
             yield sse_message(live)
-            last, quiet, silent = live.seq, 0.0, 0.0
+            last, last_event = live.seq, loop.time()
+            last_sent = last_event
             if live.is_terminal:
                 return
     finally:
-        subscription.close()
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        follower.subscription.close()
+
+
+def execution_stream_response(
+    context: AppContext,
+    broadcaster: Broadcaster,
+    execution: Execution,
+    after: int,
+    *,
+    headers: Mapping[str, str] | None = None,
+    ping: float | None = None,
+) -> EventSourceResponse:
+    """The SSE response for ``execution_stream``, ending it with the ``retry:`` hint on server shutdown.
+
+    sse-starlette notices uvicorn's shutdown itself (it watches ``should_exit``) and would cancel the stream
+    at once; with ``shutdown_event`` and a grace period it lets the stream send its goodbye first.
+    """
+    stopping = anyio.Event()
+    return EventSourceResponse(
+        execution_stream(context, broadcaster, execution, after, stopping=stopping),
+        headers=headers,
+        ping=ping,
+        shutdown_event=stopping,
+        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
+    )

@@ -35,6 +35,7 @@ from aiops_executor.llm.schemas import (
     ProviderType,
     ProviderUpdate,
 )
+from aiops_executor.services import ServiceContextDep
 
 router = APIRouter(tags=["llm"])
 
@@ -267,7 +268,9 @@ async def delete_model(model_id: uuid.UUID, principal: AdminDep, session: Sessio
 
 
 @router.post("/models/{model_id}/test", response_model=ModelTestResult, responses=error_responses(404, 409))
-async def test_model(model_id: uuid.UUID, _: AdminDep, session: SessionDep, context: ContextDep) -> ModelTestResult:
+async def test_model(
+    model_id: uuid.UUID, _: AdminDep, session: SessionDep, context: ServiceContextDep
+) -> ModelTestResult:
     return await provider_calls.run_model_test(session, context, model_id)
 
 

@@ -28,6 +28,7 @@ from aiops_executor.llm.runtime.errors import HTTP_STATUS, FailureKind, classify
 from aiops_executor.llm.runtime.probes import RemoteModel, list_remote_models
 from aiops_executor.llm.runtime.service import credential_config, endpoint_config
 from aiops_executor.llm.schemas import HealthStatus, ModelRead, ValidationStatus
+from aiops_executor.services import ServiceContext
 
 TEST_PROMPT = "Reply with the single word OK."
 TEST_MAX_TOKENS = 16
@@ -292,7 +293,7 @@ async def sync_models(
 # --------------------------------------------------------------------------------------------- test
 
 
-async def run_model_test(session: AsyncSession, context: AppContext, model_uuid: uuid.UUID) -> ModelTestResult:
+async def run_model_test(session: AsyncSession, context: ServiceContext, model_uuid: uuid.UUID) -> ModelTestResult:
     row = await service.get_model_row(session, model_uuid)
     provider = await service.get_provider_row(session, row.provider_id)
     started = time.perf_counter()

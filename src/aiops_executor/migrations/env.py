@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from aiops_executor.core.models_registry import metadata
+from aiops_executor.models_registry import metadata
 
 config = context.config
 

@@ -1,0 +1,50 @@
+"""Wires the domain services onto the core context.
+
+``core.context.AppContext`` holds only core resources (settings, database, keys, cache, telemetry, rate
+limits). ``ServiceContext`` adds the process's domain services, built on first use: the model runtime and the
+execution manager. The app and the CLI build a ``ServiceContext``; code that needs those services asks for one
+(``ServiceContextDep`` in endpoints).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends
+
+from aiops_executor.core.context import AppContext
+from aiops_executor.core.deps import ContextDep
+
+if TYPE_CHECKING:
+    # Imported lazily at run time: both modules import this one.
+    from aiops_executor.executions.manager import ExecutionManager
+    from aiops_executor.llm.runtime.service import ModelRuntime
+
+
+class ServiceContext(AppContext):
+    """The core context plus the domain services of one service process (``ServiceContext.build(settings)``
+    returns one: ``AppContext.build`` builds the class it is called on)."""
+
+    @cached_property
+    def model_runtime(self) -> ModelRuntime:
+        """Turns stored LLM configuration into chat models; holds the process's failover state."""
+        from aiops_executor.llm.runtime.service import ModelRuntime
+
+        return ModelRuntime(self)
+
+    @cached_property
+    def executions(self) -> ExecutionManager:
+        """Runs executions in the background of this process."""
+        from aiops_executor.executions.manager import ExecutionManager
+
+        return ExecutionManager(self)
+
+
+def get_service_context(context: ContextDep) -> ServiceContext:
+    if not isinstance(context, ServiceContext):
+        raise TypeError("the app's context is not a ServiceContext; build it with ServiceContext.build")
+    return context
+
+
+ServiceContextDep = Annotated[ServiceContext, Depends(get_service_context)]

@@ -1,0 +1,204 @@
+"""Import rules between packages, checked on the source with ``ast`` (every import counts: top-level ones,
+``if TYPE_CHECKING:`` ones, lazy ones inside functions, relative ones and ``importlib.import_module`` calls).
+
+- ``core/`` imports no domain package: the domains build on core, never the other way round
+  (``aiops_executor.services`` wires the domain services onto the core context).
+- ``engine/`` has no web or SQL layer and does not reach into the execution lifecycle or the team CRUD rules.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent / "src" / "aiops_executor"
+
+DOMAIN_PACKAGES = (
+    "aiops_executor.auth",
+    "aiops_executor.audit",
+    "aiops_executor.llm",
+    "aiops_executor.teams",
+    "aiops_executor.engine",
+    "aiops_executor.tools",
+    "aiops_executor.executions",
+    "aiops_executor.console",
+    "aiops_executor.migrations",
+    "aiops_executor.app",
+    "aiops_executor.cli",
+)
+# The top-level modules that exist to import the domains.
+WIRING_MODULES = ("aiops_executor.services", "aiops_executor.models_registry")
+FORBIDDEN_IN_CORE = DOMAIN_PACKAGES + WIRING_MODULES
+FORBIDDEN_IN_ENGINE = ("fastapi", "sqlalchemy", "aiops_executor.executions", "aiops_executor.teams.service")
+
+DYNAMIC_IMPORTERS = {"import_module", "__import__"}
+
+
+def module_name(path: Path, root: Path = PACKAGE_ROOT) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _matches(name: str, prefixes: Iterable[str]) -> str | None:
+    for prefix in prefixes:
+        if name == prefix or name.startswith(prefix + "."):
+            return prefix
+    return None
+
+
+def _imports(tree: ast.AST, module: str, is_package: bool) -> Iterable[tuple[int, str, list[str]]]:
+    """Every import statement or call, as its line, the module it names and the names it takes from it
+    (``from a import b``: ``a`` and ``[a.b]``, as ``b`` may be a submodule)."""
+    package = module.split(".") if is_package else module.split(".")[:-1]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name, []
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)]
+                source = ".".join([*base, node.module] if node.module else base)
+            else:
+                source = node.module or ""
+            yield node.lineno, source, [f"{source}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Call) and node.args:
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+            first = node.args[0]
+            if called in DYNAMIC_IMPORTERS and isinstance(first, ast.Constant) and isinstance(first.value, str):
+                yield node.lineno, first.value, []
+
+
+def forbidden_imports(source: str, module: str, forbidden: Iterable[str], *, is_package: bool = False) -> list[str]:
+    """``"line N: imports X (forbidden: P)"`` for each import in ``source`` (the code of ``module``) of a
+    module under one of the ``forbidden`` prefixes, in line order."""
+    prefixes = tuple(forbidden)
+    found: list[tuple[int, str]] = []
+    for line, name, members in _imports(ast.parse(source), module, is_package):
+        # A forbidden module is reported once; otherwise each forbidden submodule taken from an allowed one.
+        for candidate in [name] if _matches(name, prefixes) else members:
+            prefix = _matches(candidate, prefixes)
+            if prefix is not None:
+                found.append((line, f"line {line}: imports {candidate} (forbidden: {prefix})"))
+    return [problem for _, problem in sorted(found)]
+
+
+def violations(package: str, forbidden: Iterable[str]) -> tuple[int, list[str]]:
+    """How many modules of ``package`` were read, and every forbidden import in them."""
+    prefixes = tuple(forbidden)
+    paths = sorted((PACKAGE_ROOT / package).rglob("*.py"))
+    problems = [
+        f"{path.relative_to(PACKAGE_ROOT.parent)} {problem}"
+        for path in paths
+        for problem in forbidden_imports(
+            path.read_text(encoding="utf-8"), module_name(path), prefixes, is_package=path.name == "__init__.py"
+        )
+    ]
+    return len(paths), problems
+
+
+# -- the rules -------------------------------------------------------------------------------------
+
+
+def test_core_imports_no_domain_package() -> None:
+    checked, problems = violations("core", FORBIDDEN_IN_CORE)
+    assert checked >= 10  # the walk really read core/
+    assert not problems, "core/ must not import domain packages:\n" + "\n".join(problems)
+
+
+def test_engine_has_no_web_sql_or_lifecycle_imports() -> None:
+    checked, problems = violations("engine", FORBIDDEN_IN_ENGINE)
+    assert checked >= 5  # the walk really read engine/
+    assert not problems, "engine/ must not import these:\n" + "\n".join(problems)
+
+
+# -- the checker finds what it must ----------------------------------------------------------------
+
+PLANTED = """\
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import aiops_executor.llm.runtime
+from aiops_executor import __version__, teams
+from aiops_executor.core.db import Base
+
+if TYPE_CHECKING:
+    from aiops_executor.executions.manager import ExecutionManager
+
+
+def lazy() -> None:
+    from aiops_executor.auth import service
+
+
+def relative() -> None:
+    from ..tools import registry
+    from . import db
+
+
+def dynamic() -> None:
+    importlib.import_module("aiops_executor.console.runner")
+    __import__("aiops_executor.cli")
+"""
+
+
+def test_checker_finds_every_kind_of_import() -> None:
+    problems = forbidden_imports(PLANTED, "aiops_executor.core.planted", FORBIDDEN_IN_CORE)
+    assert problems == [
+        "line 6: imports aiops_executor.llm.runtime (forbidden: aiops_executor.llm)",
+        "line 7: imports aiops_executor.teams (forbidden: aiops_executor.teams)",
+        "line 11: imports aiops_executor.executions.manager (forbidden: aiops_executor.executions)",
+        "line 15: imports aiops_executor.auth (forbidden: aiops_executor.auth)",
+        "line 19: imports aiops_executor.tools (forbidden: aiops_executor.tools)",
+        "line 24: imports aiops_executor.console.runner (forbidden: aiops_executor.console)",
+        "line 25: imports aiops_executor.cli (forbidden: aiops_executor.cli)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from aiops_executor.core.db import Base",
+        "from aiops_executor import __version__",
+        "import aiops_executor.llmish",  # a prefix of a name is not the package
+        "from aiops_executor.core import telemetry",
+        "from . import metrics",
+        "import_module(name)",  # not a literal: nothing to check
+    ],
+)
+def test_checker_allows_core_imports(source: str) -> None:
+    assert forbidden_imports(source, "aiops_executor.core.planted", FORBIDDEN_IN_CORE) == []
+
+
+def test_checker_resolves_relative_imports_in_a_package_init() -> None:
+    source = "from .context import AppContext\nfrom ..llm import models\n"
+    assert forbidden_imports(source, "aiops_executor.core", FORBIDDEN_IN_CORE, is_package=True) == [
+        "line 2: imports aiops_executor.llm (forbidden: aiops_executor.llm)",
+    ]
+
+
+def test_checker_applies_the_engine_rule() -> None:
+    source = (
+        "from fastapi import Depends\n"
+        "import sqlalchemy.ext.asyncio\n"
+        "from aiops_executor.teams.topology import TeamSpec\n"
+        "from aiops_executor.teams import service\n"
+        "from aiops_executor.executions.models import Execution\n"
+    )
+    assert forbidden_imports(source, "aiops_executor.engine.planted", FORBIDDEN_IN_ENGINE) == [
+        "line 1: imports fastapi (forbidden: fastapi)",
+        "line 2: imports sqlalchemy.ext.asyncio (forbidden: sqlalchemy)",
+        "line 4: imports aiops_executor.teams.service (forbidden: aiops_executor.teams.service)",
+        "line 5: imports aiops_executor.executions.models (forbidden: aiops_executor.executions)",
+    ]
+
+
+def test_module_names() -> None:
+    assert module_name(PACKAGE_ROOT / "core" / "context.py") == "aiops_executor.core.context"
+    assert module_name(PACKAGE_ROOT / "core" / "__init__.py") == "aiops_executor.core"
