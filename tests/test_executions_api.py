@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -516,7 +517,8 @@ async def test_a_run_lost_too_many_times_fails_with_worker_lost(database_url: st
             await session.execute(
                 update(Execution)
                 .where(Execution.id == uuid.UUID(done["execution_id"]))
-                .values(status="running", attempt=2, worker_id=None)
+                # Its worker: a process on this host that no longer exists (above the kernel's largest pid).
+                .values(status="running", attempt=2, worker_id=f"{socket.gethostname()}:4194305")
             )
             last = await session.scalar(select(func.max(ExecutionEventRow.seq)))
             await session.execute(ExecutionEventRow.__table__.delete().where(ExecutionEventRow.seq == last))

@@ -45,11 +45,14 @@ def _load_settings() -> Settings:
 
 
 async def _migrate(settings: Settings) -> None:
+    """The service's schema (Alembic), then the tables of the run checkpointer (its own versioned setup)."""
     from aiops_executor.core.migrate import upgrade_url
+    from aiops_executor.executions.checkpoints import setup_checkpoints
 
     if settings.is_embedded_database:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     await upgrade_url(settings.resolved_database_url)
+    await setup_checkpoints(settings.resolved_database_url)
 
 
 @app.command()
@@ -156,6 +159,7 @@ def purge() -> None:
         try:
             return await context.executions.purge()
         finally:
+            await context.executions.checkpoints.close()
             await context.close()
 
     executions, events = asyncio.run(_purge())

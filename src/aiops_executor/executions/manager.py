@@ -96,7 +96,8 @@ class ExecutionManager:
                 if not repository.worker_is_gone(execution.worker_id):
                     logger.info("execution runs in another process", execution_id=str(execution.id))
                     continue
-                if execution.attempt >= self.settings.max_run_attempts:
+                # A run suspended by a shutdown (no worker) was not lost: only lost attempts count.
+                if execution.worker_id is not None and execution.attempt >= self.settings.max_run_attempts:
                     if await repository.give_up(
                         self.context.database.sessionmaker, execution.id, self.settings.max_run_attempts
                     ):
