@@ -202,3 +202,48 @@ def test_checker_applies_the_engine_rule() -> None:
 def test_module_names() -> None:
     assert module_name(PACKAGE_ROOT / "core" / "context.py") == "aiops_executor.core.context"
     assert module_name(PACKAGE_ROOT / "core" / "__init__.py") == "aiops_executor.core"
+
+
+def status_writes(source: str) -> list[int]:
+    """Lines that write an execution row: ``update(Execution)...``, ``<execution>.status = ...`` or a new
+    ``Execution(...)``."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+            if (
+                name == "update" and any(isinstance(a, ast.Name) and a.id == "Execution" for a in node.args)
+            ) or name == "Execution":
+                lines.append(node.lineno)
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                if (
+                    isinstance(target, ast.Attribute)
+                    and target.attr == "status"
+                    and isinstance(target.value, ast.Name)
+                    and "execution" in target.value.id
+                ):
+                    lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_status_write_detector_finds_each_form() -> None:
+    source = (
+        "update(Execution).values(status='failed')\n"
+        "execution.status = 'failed'\n"
+        "Execution(id=1, status='pending')\n"
+        "update(Team).values(status='x')\n"
+    )
+    assert status_writes(source) == [1, 2, 3]
+
+
+def test_only_the_executions_repository_writes_execution_rows() -> None:
+    owner = PACKAGE_ROOT / "executions" / "repository.py"
+    offenders = {
+        str(path.relative_to(PACKAGE_ROOT)): lines
+        for path in PACKAGE_ROOT.rglob("*.py")
+        if path != owner and "migrations" not in path.parts
+        for lines in [status_writes(path.read_text())]
+        if lines
+    }
+    assert offenders == {}

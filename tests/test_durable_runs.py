@@ -77,7 +77,8 @@ class Service:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = (self.data_dir / "serve.log").open("ab")
-        self.process = subprocess.Popen(  # noqa: S603
+        # Popen returns at once (the process runs on its own); only waiting on it would block the loop.
+        self.process = subprocess.Popen(  # noqa: S603, ASYNC220
             [str(EXECUTABLE), "serve", "--port", str(self.port)], env=self.env(), stdout=log, stderr=log
         )
         async with httpx.AsyncClient(base_url=self.url) as client:
@@ -210,7 +211,7 @@ async def _start_run(service: Service) -> str:
 
 async def _until_quick_nodes_finished(seen: list[Event]) -> None:
     for _ in range(600):
-        if QUICK <= {d.get("node_id") for _, kind, d in seen if kind == "node_complete"}:
+        if {d.get("node_id") for _, kind, d in seen if kind == "node_complete"} >= QUICK:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"the quick node teams did not finish: {[k for _, k, _ in seen]}")

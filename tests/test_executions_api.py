@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -553,6 +553,10 @@ async def test_purge_removes_old_executions_and_their_events(live: Live) -> None
             .where(ExecutionEventRow.execution_id == uuid.UUID(old["execution_id"]))
         )
     assert remaining == {uuid.UUID(recent["execution_id"])} and orphaned == 0
+    # The purged run's checkpoints went with it; the recent run's stay.
+    saver = live.context.executions.checkpoints.saver
+    assert await saver.aget_tuple({"configurable": {"thread_id": old["execution_id"]}}) is None
+    assert await saver.aget_tuple({"configurable": {"thread_id": recent["execution_id"]}}) is not None
 
 
 async def test_a_silent_stream_is_closed_and_can_be_re_attached(database_url: str, tmp_path: Path) -> None:

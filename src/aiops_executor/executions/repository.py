@@ -144,6 +144,11 @@ async def finish(session: AsyncSession, execution_id: uuid.UUID, outcome: RunOut
     )
 
 
+async def record_last_seq(session: AsyncSession, execution_id: uuid.UUID, seq: int) -> None:
+    """The last stored event (in the transaction that stores it)."""
+    await session.execute(update(Execution).where(Execution.id == execution_id).values(last_seq=seq))
+
+
 async def release(session: AsyncSession, execution_id: uuid.UUID) -> None:
     """The process is stopping: the run stays ``running`` with no worker, to be resumed from its checkpoint."""
     await session.execute(

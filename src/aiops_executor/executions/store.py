@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.engine.events import ExecutionEvent
+from aiops_executor.executions import repository
 from aiops_executor.executions.broadcast import Broadcaster, StreamEvent
-from aiops_executor.executions.models import Execution, ExecutionEventRow
+from aiops_executor.executions.models import ExecutionEventRow
 
 logger = structlog.get_logger(__name__)
 
@@ -252,9 +253,7 @@ class EventRecorder:
             if rows:
                 await session.execute(insert(ExecutionEventRow), rows)
             if batch:
-                await session.execute(
-                    update(Execution).where(Execution.id == self.execution_id).values(last_seq=batch[-1].event.seq)
-                )
+                await repository.record_last_seq(session, self.execution_id, batch[-1].event.seq)
             if final is not None:
                 await final(session)
 
