@@ -1,27 +1,34 @@
 """Engine benchmark on the offline simulator (a script, not a test).
 
-    .venv/bin/python bench/engine.py            # all three measurements, then a table with pass/fail
+    .venv/bin/python bench/engine.py            # every measurement on every checkpointer, then a table
     .venv/bin/python bench/engine.py --profile  # also cProfile the 100-node run and print the top functions
-    .venv/bin/python bench/engine.py --only b   # just one of the measurements (a, b, c)
+    .venv/bin/python bench/engine.py --only b   # just one of the measurements (a, b, c, d)
+    .venv/bin/python bench/engine.py --checkpointers sqlite   # memory, sqlite, postgres (comma-separated)
+
+Every run is checkpointed, as in the service (``sync`` durability): (a), (b) and (d) run once per checkpointer
+(memory; SQLite in a temp dir; PostgreSQL in a temporary database created through ``--postgres-url``).
 
 (a) parallel efficiency: wall time of a flat 100-node topology (3 agents per node, global strategy
     ``parallel``) at a fixed simulator latency, divided by its critical path -- the wall time of the same
     run with a single node, i.e. the chain of model calls one node team needs (per agent a tool-call turn
-    and an answer turn, the node report, the global summary). Target <= 1.3.
+    and an answer turn, the node report, the global summary). Target <= 1.1.
 (b) per-step overhead at zero latency: the engine against a plain loop over ``langchain.agents.create_agent``
     agents that makes the same model calls and tool calls (both counted). A step is one model call or one
-    tool call. Target <= 1.3x.
+    tool call. Target <= 0.8x with a checkpointer, against the plain loop without one.
 (c) parse + validate + compile of the largest allowed topology (100 nodes x 20 agents, depth 10 through
     chains of ``depends_on`` edges): time (target <= 300 ms) and peak memory (tracemalloc).
+(d) checkpoint writes and bytes of one run of the 100-node team of (a), at zero latency: checkpoints stored,
+    batches of task writes, and the bytes the checkpointer's tables hold for the run's thread.
 
 Model calls go to ``SimulatorChatModel`` through a tiny ``ModelSource``; tools are a no-op registered in a
-private ``ToolRegistry``, so nothing here touches the network or the database.
+private ``ToolRegistry``; only the checkpointers touch a database.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import gc
 import io
@@ -30,19 +37,24 @@ import os
 import platform
 import pstats
 import sys
+import tempfile
 import time
 import tracemalloc
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import asyncpg
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.tools import StructuredTool
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.engine import make_url
 
 from aiops_executor.engine import CompiledTeam, ExecutionRun, RunRequest, Usage, prompts
 from aiops_executor.engine.team import (
@@ -50,6 +62,7 @@ from aiops_executor.engine.team import (
     DEFAULT_GLOBAL_SUPERVISOR_PROMPT,
     DEFAULT_NODE_SUPERVISOR_PROMPT,
 )
+from aiops_executor.executions.checkpoints import Checkpoints, postgres_conninfo, sqlite_checkpoint_path
 from aiops_executor.llm.schemas import Capability
 from aiops_executor.llm.simulator import SimulatorChatModel
 from aiops_executor.teams.topology import TeamSpec
@@ -67,8 +80,8 @@ AGENTS_PER_NODE = 3
 STEP_ROUNDS = 7  # (b): best of 7 interleaved runs per variant
 STEP_NODES = 20  # (b): 20 nodes x 3 agents = 141 model calls + 60 tool calls per run
 LARGE_NODES, LARGE_AGENTS, LARGE_DEPTH = 100, 20, 10
-TARGET_RATIO = 1.3
-TARGET_STEP_RATIO = 1.3
+TARGET_RATIO = 1.1
+TARGET_STEP_RATIO = 0.8
 TARGET_COMPILE_MS = 300.0
 
 
@@ -230,12 +243,19 @@ async def _measure(work: Callable[[], Awaitable[str]]) -> Measured:
     )
 
 
-def engine_run(spec: TeamSpec, latency_ms: float, *, stream_tokens: bool) -> Callable[[], Awaitable[str]]:
+def engine_run(
+    spec: TeamSpec,
+    latency_ms: float,
+    *,
+    stream_tokens: bool,
+    saver: BaseCheckpointSaver[Any] | None = None,
+    thread_id: str | None = None,
+) -> Callable[[], Awaitable[str]]:
     team = CompiledTeam(spec, bench_registry(), {})
 
     async def work() -> str:
-        request = RunRequest(str(uuid.uuid4()), "bench", "Is the service healthy?", timeout_seconds=1800)
-        run = ExecutionRun(team, request, SimulatorSource(latency_ms), stream_tokens=stream_tokens)
+        request = RunRequest(thread_id or str(uuid.uuid4()), "bench", "Is the service healthy?", timeout_seconds=1800)
+        run = ExecutionRun(team, request, SimulatorSource(latency_ms), stream_tokens=stream_tokens, checkpointer=saver)
         async for _ in run.events():
             pass
         assert run.outcome is not None
@@ -318,39 +338,39 @@ class Row:
     ok: bool | None = None
 
 
-async def bench_parallel(rows: list[Row], profile: bool) -> None:
+async def bench_parallel(rows: list[Row], profile: bool, saver: BaseCheckpointSaver[Any], label: str) -> None:
     flat = TeamSpec.model_validate(flat_team(FLAT_NODES, AGENTS_PER_NODE, ["probe"]))
     single = TeamSpec.model_validate(flat_team(1, AGENTS_PER_NODE, ["probe"]))
-    await _measure(engine_run(single, 0, stream_tokens=True))  # warm-up: imports, first compilations
-    one = await _best(engine_run(single, LATENCY_MS, stream_tokens=True), 3)
-    many = await _best(engine_run(flat, LATENCY_MS, stream_tokens=True), 3)
+    await _measure(engine_run(single, 0, stream_tokens=True, saver=saver))  # warm-up: imports, first compilations
+    one = await _best(engine_run(single, LATENCY_MS, stream_tokens=True, saver=saver), 3)
+    many = await _best(engine_run(flat, LATENCY_MS, stream_tokens=True, saver=saver), 3)
     calls_on_path = one.model_calls
     ratio = many.wall_s / one.wall_s
     rows += [
         Row(
-            "(a) critical path: 1 node x 3 agents",
+            f"(a) {label}: critical path: 1 node x 3 agents",
             f"{one.wall_s * 1000:.0f} ms ({calls_on_path} model calls x {LATENCY_MS:.0f} ms = "
             f"{calls_on_path * LATENCY_MS:.0f} ms of latency)",
         ),
         Row(
-            f"(a) {FLAT_NODES} nodes x {AGENTS_PER_NODE} agents, parallel",
+            f"(a) {label}: {FLAT_NODES} nodes x {AGENTS_PER_NODE} agents, parallel",
             f"{many.wall_s * 1000:.0f} ms wall, {many.cpu_s * 1000:.0f} ms CPU "
             f"({many.model_calls} model calls, {many.tool_calls} tool calls, status {many.status})",
         ),
-        Row("(a) wall / critical path", f"{ratio:.2f}", f"<= {TARGET_RATIO}", ratio <= TARGET_RATIO),
+        Row(f"(a) {label}: wall / critical path", f"{ratio:.2f}", f"<= {TARGET_RATIO}", ratio <= TARGET_RATIO),
         Row(
-            "(a) engine CPU per node team",
+            f"(a) {label}: engine CPU per node team",
             f"{many.cpu_s * 1000 / FLAT_NODES:.1f} ms on one event loop: {FLAT_NODES} teams need "
             f"{many.cpu_s * 1000:.0f} ms of CPU against a {one.wall_s * 1000:.0f} ms critical path",
         ),
     ]
     # For the analysis: the CPU-bound regime at a short latency, with and without token streaming.
-    one_fast = await _best(engine_run(single, FAST_LATENCY_MS, stream_tokens=True), 3)
+    one_fast = await _best(engine_run(single, FAST_LATENCY_MS, stream_tokens=True, saver=saver), 3)
     for stream_tokens in (True, False):
-        fast = await _measure(engine_run(flat, FAST_LATENCY_MS, stream_tokens=stream_tokens))
+        fast = await _measure(engine_run(flat, FAST_LATENCY_MS, stream_tokens=stream_tokens, saver=saver))
         rows.append(
             Row(
-                f"(a) info: at {FAST_LATENCY_MS:.0f} ms per model call"
+                f"(a) {label}: info: at {FAST_LATENCY_MS:.0f} ms per model call"
                 + ("" if stream_tokens else ", no token streaming"),
                 f"{fast.wall_s * 1000:.0f} ms wall, {fast.cpu_s * 1000:.0f} ms CPU / {one_fast.wall_s * 1000:.0f} ms "
                 f"critical path = ratio {fast.wall_s / one_fast.wall_s:.2f}",
@@ -358,7 +378,7 @@ async def bench_parallel(rows: list[Row], profile: bool) -> None:
         )
     if profile:
         profiler = cProfile.Profile()
-        work = engine_run(flat, FAST_LATENCY_MS, stream_tokens=True)
+        work = engine_run(flat, FAST_LATENCY_MS, stream_tokens=True, saver=saver)
         profiler.enable()
         await work()
         profiler.disable()
@@ -369,12 +389,12 @@ async def bench_parallel(rows: list[Row], profile: bool) -> None:
         print(out.getvalue())
 
 
-async def bench_steps(rows: list[Row]) -> None:
+async def bench_steps(rows: list[Row], saver: BaseCheckpointSaver[Any], label: str) -> None:
     spec = TeamSpec.model_validate(flat_team(STEP_NODES, AGENTS_PER_NODE, ["probe"]))
     variants = {
         "plain": plain_loop(spec),
-        "engine": engine_run(spec, 0, stream_tokens=False),
-        "streaming": engine_run(spec, 0, stream_tokens=True),
+        "engine": engine_run(spec, 0, stream_tokens=False, saver=saver),
+        "streaming": engine_run(spec, 0, stream_tokens=True, saver=saver),
     }
     best: dict[str, Measured] = {}
     for round_ in range(STEP_ROUNDS + 1):  # interleaved, so a burst of load hits every variant alike
@@ -387,19 +407,24 @@ async def bench_steps(rows: list[Row]) -> None:
     ratio = engine.cpu_us_per_step / plain.cpu_us_per_step
     rows += [
         Row(
-            f"(b) plain create_agent loop, {STEP_NODES} nodes x {AGENTS_PER_NODE}",
+            f"(b) {label}: plain create_agent loop (no checkpointer), {STEP_NODES} nodes x {AGENTS_PER_NODE}",
             f"{plain.cpu_us_per_step:.0f} µs/step ({plain.model_calls} model + {plain.tool_calls} tool calls "
             f"in {plain.cpu_s * 1000:.0f} ms CPU, {plain.wall_s * 1000:.0f} ms wall)",
         ),
         Row(
-            "(b) engine, same team (events, no token stream)",
+            f"(b) {label}: engine, same team, checkpointed (events, no token stream)",
             f"{engine.cpu_us_per_step:.0f} µs/step ({engine.model_calls} model + {engine.tool_calls} tool calls "
             f"in {engine.cpu_s * 1000:.0f} ms CPU, {engine.wall_s * 1000:.0f} ms wall)"
             + ("" if same else " -- CALL COUNTS DIFFER"),
         ),
-        Row("(b) engine / plain per step", f"{ratio:.2f}x", f"<= {TARGET_STEP_RATIO}x", ratio <= TARGET_STEP_RATIO),
         Row(
-            "(b) info: engine with token streaming (default)",
+            f"(b) {label}: engine / plain per step",
+            f"{ratio:.2f}x",
+            f"<= {TARGET_STEP_RATIO}x",
+            ratio <= TARGET_STEP_RATIO,
+        ),
+        Row(
+            f"(b) {label}: info: engine with token streaming (default)",
             f"{streaming.cpu_us_per_step:.0f} µs/step = {streaming.cpu_us_per_step / plain.cpu_us_per_step:.2f}x plain",
         ),
     ]
@@ -474,18 +499,131 @@ async def bench_agent_build(rows: list[Row]) -> None:
     )
 
 
+@dataclass
+class Storage:
+    """A checkpointer for the benchmark and how to read what it holds for one thread."""
+
+    saver: BaseCheckpointSaver[Any]
+    size: Callable[[str], Awaitable[tuple[int, int]]] | None  # thread -> (rows, bytes)
+
+
+@contextlib.asynccontextmanager
+async def storage(kind: str, postgres_url: str) -> AsyncIterator[Storage]:
+    if kind == "memory":
+        yield Storage(InMemorySaver(), None)
+        return
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="aiops-bench-") as folder:
+            url = f"sqlite+aiosqlite:///{folder}/bench.db"
+            checkpoints = Checkpoints(url)
+            saver = await checkpoints.open()
+            path = sqlite_checkpoint_path(url)
+
+            async def sqlite_size(thread: str) -> tuple[int, int]:
+                import aiosqlite
+
+                async with aiosqlite.connect(path) as db:
+                    queries = (
+                        "SELECT count(*), coalesce(sum(length(checkpoint) + length(metadata)), 0) "
+                        "FROM checkpoints WHERE thread_id = ?",
+                        "SELECT count(*), coalesce(sum(length(value)), 0) FROM writes WHERE thread_id = ?",
+                    )
+                    totals = [0, 0]
+                    for query in queries:
+                        async with db.execute(query, (thread,)) as cursor:
+                            row = await cursor.fetchone()
+                            assert row is not None
+                            totals = [totals[0] + row[0], totals[1] + row[1]]
+                    return totals[0], totals[1]
+
+            try:
+                yield Storage(saver, sqlite_size)
+            finally:
+                await checkpoints.close()
+        return
+    name = f"aiops_bench_{uuid.uuid4().hex[:10]}"
+    server = make_url(postgres_url)
+    admin = await asyncpg.connect(postgres_conninfo(postgres_url))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = server.set(database=name).render_as_string(hide_password=False)
+    checkpoints = Checkpoints(url)
+    try:
+        await checkpoints.setup()
+
+        async def postgres_size(thread: str) -> tuple[int, int]:
+            conn = await asyncpg.connect(postgres_conninfo(url))
+            try:
+                rows, size = 0, 0
+                for table, columns in (
+                    ("checkpoints", "pg_column_size(checkpoint) + pg_column_size(metadata)"),
+                    ("checkpoint_blobs", "coalesce(octet_length(blob), 0)"),
+                    ("checkpoint_writes", "octet_length(blob)"),
+                ):
+                    found = await conn.fetchrow(
+                        f"SELECT count(*), coalesce(sum({columns}), 0) FROM {table} WHERE thread_id = $1",  # noqa: S608
+                        thread,
+                    )
+                    rows, size = rows + found[0], size + int(found[1])
+                return rows, size
+            finally:
+                await conn.close()
+
+        yield Storage(checkpoints.saver, postgres_size)
+    finally:
+        await checkpoints.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def bench_checkpoint_size(rows: list[Row], store: Storage, label: str) -> None:
+    """What one run of the 100-node team of (a) stores: checkpoints, batches of task writes, bytes."""
+    flat = TeamSpec.model_validate(flat_team(FLAT_NODES, AGENTS_PER_NODE, ["probe"]))
+    saver = store.saver
+    counts = {"checkpoints": 0, "write_batches": 0, "writes": 0}
+    put, put_writes = saver.aput, saver.aput_writes
+
+    async def counting_put(*args: Any, **kwargs: Any) -> Any:
+        counts["checkpoints"] += 1
+        return await put(*args, **kwargs)
+
+    async def counting_put_writes(config: Any, writes: Any, *args: Any, **kwargs: Any) -> Any:
+        counts["write_batches"] += 1
+        counts["writes"] += len(writes)
+        return await put_writes(config, writes, *args, **kwargs)
+
+    saver.aput = counting_put  # type: ignore[method-assign]
+    saver.aput_writes = counting_put_writes  # type: ignore[method-assign]
+    thread = str(uuid.uuid4())
+    try:
+        measured = await _measure(engine_run(flat, 0, stream_tokens=False, saver=saver, thread_id=thread))
+    finally:
+        saver.aput, saver.aput_writes = put, put_writes  # type: ignore[method-assign]
+    stored = f"; {(await store.size(thread))[1] / 1024:.0f} KiB stored" if store.size else ""
+    rows.append(
+        Row(
+            f"(d) {label}: checkpoints of one run, {FLAT_NODES} nodes x {AGENTS_PER_NODE} agents",
+            f"{counts['checkpoints']} checkpoints + {counts['write_batches']} write batches "
+            f"({counts['writes']} writes) for {measured.steps} steps{stored}; run {measured.wall_s * 1000:.0f} ms",
+        )
+    )
+
+
 def machine() -> str:
     cores = os.cpu_count() or 0
     return f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, {cores} cores"
 
 
-async def main(profile: bool, only: str) -> int:
+async def main(profile: bool, only: str, checkpointers: list[str], postgres_url: str) -> int:
     rows: list[Row] = []
     started = time.perf_counter()
-    if "a" in only:
-        await bench_parallel(rows, profile)
-    if "b" in only:
-        await bench_steps(rows)
+    for kind in checkpointers:
+        async with storage(kind, postgres_url) as store:
+            if "a" in only:
+                await bench_parallel(rows, profile, store.saver, kind)
+            if "b" in only:
+                await bench_steps(rows, store.saver, kind)
+            if "d" in only:
+                await bench_checkpoint_size(rows, store, kind)
     if "c" in only:
         bench_compile(rows)
         await bench_agent_build(rows)
@@ -507,6 +645,15 @@ async def main(profile: bool, only: str) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", action="store_true", help="cProfile the 100-node run and print the top functions")
-    parser.add_argument("--only", default="abc", help="which measurements to run, e.g. 'b' or 'ac' (default: abc)")
+    parser.add_argument("--only", default="abcd", help="which measurements to run, e.g. 'b' or 'ac' (default: abcd)")
+    parser.add_argument(
+        "--checkpointers", default="memory,sqlite,postgres", help="comma-separated: memory, sqlite, postgres"
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
+        help="a server where a temporary database may be created",
+    )
     arguments = parser.parse_args()
-    sys.exit(asyncio.run(main(arguments.profile, arguments.only)))
+    kinds = [k.strip() for k in arguments.checkpointers.split(",") if k.strip()]
+    sys.exit(asyncio.run(main(arguments.profile, arguments.only, kinds, arguments.postgres_url)))

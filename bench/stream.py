@@ -18,7 +18,7 @@ unless ``--ramp-seconds``) and its share of the subscribers attaches at once wit
 /executions/{id}/stream``. For each event a subscriber receives, latency = receive time - the event's
 ``timestamp`` (stamped when the engine emitted it). The table splits events by when they were emitted:
 before the subscriber's GET was sent (they can only come from the store replay), while the GET was being
-answered (replay or the broadcaster's tail), after the stream was attached (the live path). Every
+answered (replay or the store), after the stream was attached (the live path). Every
 subscriber must receive the gap-free sequence 1..N ending in a terminal event, N being the number of events
 the store holds for that execution, and every execution must succeed; any violation is printed loudly,
 the server log is kept, and the exit code is 1.
@@ -60,6 +60,7 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 
 from aiops_executor.core.migrate import upgrade_url
+from aiops_executor.executions.checkpoints import setup_checkpoints
 
 API = "/api/v1"
 ADMIN_USERNAME = "bench-admin"
@@ -172,6 +173,7 @@ async def create_database(url: str) -> tuple[str, str]:
         await connection.close()
     bench_url = make_url(url).set(database=name).render_as_string(hide_password=False)
     await upgrade_url(bench_url)
+    await setup_checkpoints(bench_url)
     return bench_url, name
 
 

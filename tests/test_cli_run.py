@@ -137,9 +137,13 @@ def test_webshop_runs_and_a_service_that_is_down_is_a_finding(env: dict[str, str
     # Nothing listens on the services' ports here: the probes say so, and the run still succeeds.
     http = _tool_outputs(events, "http_check")
     assert http and all(call["status"] == "success" and call["output"]["reachable"] is False for call in http)
-    # Hierarchical: the data stores run in the first wave, the gateway in the last.
+    # Hierarchical is dataflow: every node team is dispatched at once; the gateway starts its work only once
+    # every node team it calls (catalog, orders) has finished.
     waves = [e["data"]["next_nodes"] for e in events if e["event"] == "global_supervisor_decision"]
-    assert set(waves[0]) == {"payments", "cache"} and waves[-2] == ["gateway"] and waves[-1] == []
+    assert len(waves) == 2 and len(waves[0]) == 6 and waves[-1] == []
+    gateway_starts = min(i for i, e in enumerate(events) if e["data"].get("node_id") == "gateway")
+    finished = [e["data"]["node_id"] for e in events[:gateway_starts] if e["event"] == "node_complete"]
+    assert {"catalog", "orders"} <= set(finished)
 
 
 def test_output_schema_gives_valid_structured_output(env: dict[str, str]) -> None:
@@ -340,6 +344,13 @@ def test_render_result_shows_status_nodes_usage_and_structured_output() -> None:
     assert "all good" in text and "node team cancelled" in text and "1/2 ✔" in text
     assert "120 input tokens · 45 output tokens · cost 0.001200" in text
     assert '"summary": "s"' in text
+
+
+def test_render_result_says_unknown_for_usage_a_provider_did_not_report() -> None:
+    spec = load_team_file(LOCAL_MACHINE)
+    outcome = RunOutcome(RunStatus.success, "done", [], 10, Usage(120, None, None))
+    text = _render(render_result(outcome, spec, execution_id="e-1", structured_requested=False))
+    assert "120 input tokens · unknown output tokens · cost unknown" in text
 
 
 # ------------------------------------------------------------------------------------------- Ctrl-C

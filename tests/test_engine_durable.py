@@ -242,3 +242,31 @@ class _MeteredSource(SimulatorSource):
         model = await super().chat_model(provider, model_id, overrides)
         model.callbacks = [Report()]
         return model
+
+
+async def test_langgraph_control_flow_is_not_taken_for_an_agent_failure(
+    checkpointer: BaseCheckpointSaver[Any],
+) -> None:
+    """An interrupt raised inside an agent's tool bubbles up through the engine's error handling: the agent is
+    not reported failed with the interrupt as its error, and the run does not claim success."""
+    from langgraph.errors import GraphInterrupt
+
+    from aiops_executor.tools.registry import ToolContext, ToolRegistry, ToolSpec
+    from tests.engine_support import ProbeArgs
+
+    async def ask(args: ProbeArgs, context: ToolContext) -> dict[str, Any]:
+        raise GraphInterrupt(())
+
+    registry = ToolRegistry()
+    registry.register(ToolSpec("probe", "Asks a person.", ProbeArgs, ask))
+    spec = team([node("db")])
+    run = ExecutionRun(
+        CompiledTeam(spec, registry),
+        RunRequest(f"exec-interrupt-{id(checkpointer)}", "team-1", "task"),
+        SimulatorSource(),
+        checkpointer=checkpointer,
+    )
+    events = [e async for e in run.events()]
+    failed_agents = [e for e in of_type(events, EventType.agent_message) if e.data.get("status") == "failed"]
+    assert not failed_agents, failed_agents[0].data
+    assert run.outcome is not None and run.outcome.status is not RunStatus.success

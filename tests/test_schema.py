@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from aiops_executor.core.migrate import current_revision, downgrade_engine, head_revision, upgrade_engine
+from aiops_executor.executions.checkpoints import is_service_schema
 from aiops_executor.llm.models import LLMModel, Provider, ProviderCredential, ProviderEndpoint
 from aiops_executor.models_registry import metadata
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, _pg_admin
@@ -42,7 +43,9 @@ async def session(database_url: str) -> AsyncIterator[AsyncSession]:
 
 
 def _diff(connection: Connection) -> list[Any]:
-    return list(compare_metadata(MigrationContext.configure(connection), metadata))
+    # The checkpointer's tables (PostgreSQL) are created by its own setup in ``migrate``, not by Alembic.
+    context = MigrationContext.configure(connection, opts={"include_name": is_service_schema})
+    return list(compare_metadata(context, metadata))
 
 
 async def test_migrations_create_exactly_the_models_schema(database_url: str) -> None:

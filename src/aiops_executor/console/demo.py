@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -106,13 +105,12 @@ def outcome_from_execution(body: dict[str, Any]) -> RunOutcome:
                     for a in node["agents"]
                 ],
                 node.get("error"),
+                Usage.from_dict(node.get("usage")),
             )
             for node in result.get("node_results", [])
         ],
         duration_ms=int(body.get("duration_ms") or 0),
-        usage=Usage(
-            int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)), Decimal(str(usage.get("cost", 0)))
-        ),
+        usage=Usage.from_dict(usage),
         structured_output=body.get("structured_output"),
         error_code=body.get("error_code"),
         error_message=body.get("error_message"),

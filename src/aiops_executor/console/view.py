@@ -394,7 +394,8 @@ def render_result(
     parts.append(
         Text.assemble(
             ("usage  ", "bold"),
-            f"{usage.input_tokens:,} input tokens · {usage.output_tokens:,} output tokens · cost {usage.cost:.6f}",
+            f"{_count(usage.input_tokens)} input tokens · {_count(usage.output_tokens)} output tokens · "
+            f"cost {'unknown' if usage.cost is None else f'{usage.cost:.6f}'}",
         )
     )
     if structured_requested:
@@ -404,3 +405,7 @@ def render_result(
         else:
             parts.append(JSON.from_data(outcome.structured_output, default=str))
     return Group(*parts)
+
+
+def _count(value: int | None) -> str:
+    return "unknown" if value is None else f"{value:,}"

@@ -294,6 +294,12 @@ class ExecutionRun:
             outcome.error_code = EXECUTION_FAILED
             outcome.error_message = f"the global supervisor failed: {message}"[:2000]
             return outcome
+        if snapshot.next:
+            # The graph paused without finishing (an interrupt waiting for input): not a success.
+            outcome.status = RunStatus.failed
+            outcome.error_code = EXECUTION_FAILED
+            outcome.error_message = f"the run stopped before it finished, waiting at {', '.join(snapshot.next)}"
+            return outcome
         structured = values.get("structured")
         if structured is not None:
             outcome.structured_output = structured["output"]

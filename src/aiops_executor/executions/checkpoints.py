@@ -24,6 +24,13 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import make_url
 
 POOL_MAX_SIZE = 10
+# Owned and versioned by the PostgreSQL checkpointer's own setup (run by ``migrate``), not by Alembic.
+CHECKPOINTER_TABLES = frozenset({"checkpoints", "checkpoint_blobs", "checkpoint_writes", "checkpoint_migrations"})
+
+
+def is_service_schema(name: str | None, type_: str, *_: object) -> bool:
+    """Alembic's ``include_name``: everything but the checkpointer's tables (and their indexes)."""
+    return not (type_ == "table" and name in CHECKPOINTER_TABLES)
 
 
 def sqlite_checkpoint_path(database_url: str) -> Path:

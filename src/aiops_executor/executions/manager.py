@@ -157,7 +157,8 @@ class ExecutionManager:
                     logger.info("execution already taken or finished")
                     self.broadcaster.finish(str(execution_id))
                     return
-                await self._drive(active, started)
+                with structlog.contextvars.bound_contextvars(team_id=str(started.execution.team_id)):
+                    await self._drive(active, started)
             except Exception:
                 logger.exception("execution could not be run")
             finally:
@@ -206,7 +207,7 @@ class ExecutionManager:
             run.cancel()
         elif self._stopping:
             run.suspend()
-        log = logger.bind(team_id=str(started.execution.team_id), attempt=started.attempt)
+        log = logger.bind(attempt=started.attempt)
         log.info("execution resumed" if started.resumed else "execution started")
         try:
             await self._snapshot_models(run)

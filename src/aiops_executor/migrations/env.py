@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from aiops_executor.executions.checkpoints import is_service_schema
 from aiops_executor.models_registry import metadata
 
 config = context.config
@@ -19,6 +20,7 @@ def _run(connection: Connection) -> None:
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=is_service_schema,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import structlog
+from langgraph.errors import GraphBubbleUp
 from pydantic import BaseModel, ValidationError
 
 if TYPE_CHECKING:
@@ -123,7 +124,8 @@ class ToolRegistry:
 
     async def invoke(self, name: str, arguments: Mapping[str, Any] | None, context: ToolContext) -> ToolOutcome:
         """Validate, run under the tool's timeout, and bound and redact the result. Never raises, except
-        ``asyncio.CancelledError``, which must reach the run that is being cancelled."""
+        ``asyncio.CancelledError``, which must reach the run that is being cancelled, and LangGraph's
+        control-flow exceptions (``GraphBubbleUp``), which must reach the graph."""
         started = time.perf_counter()
         secrets = secrets_in(context.attributes)
         spec = self._tools.get(name)
@@ -159,6 +161,8 @@ class ToolRegistry:
         except ToolError as exc:
             output = error_output(exc.error_code, redact(exc.message, secrets), **exc.details)
             return _finish("error", output, started, context, secrets)
+        except GraphBubbleUp:
+            raise  # LangGraph's control flow (an interrupt waiting for a person), not a failure of the tool
         except Exception as exc:
             message = describe_exception(exc, secrets)
             logger.warning("tool failed", tool=name, node_id=context.node_id, error=message)
