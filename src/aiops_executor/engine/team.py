@@ -5,7 +5,7 @@ agent runs next, travel in the graph state. Agents (``create_agent``) and their 
 first use and cached for the run, so compiling even the largest topology costs milliseconds.
 
 Global graph:  START -> global_supervisor -(Send per node)-> node_team -> global_supervisor ... -> summarize
-Node subgraph: START -> supervisor -> agent -> supervisor ... -> report -> END
+Node subgraph: START -> turn -> turn ... -> report -> END   (a turn: the supervisor's decision, then that agent)
 
 Durability: the run gives the global graph a checkpointer; the node subgraph inherits it (its own checkpoint
 namespace per node team), so a resumed run skips the node teams that finished and continues an interrupted
@@ -146,7 +146,7 @@ class NodeTeamInput(TypedDict):
 
 class NodeTeamState(NodeTeamInput, total=False):
     turns: Annotated[list[dict[str, Any]], operator.add]
-    next_agent: str | None
+    finished: bool  # the supervisor decided the node team is done: report
     decisions: int
     answered: bool
     output: str
@@ -312,24 +312,41 @@ class CompiledTeam:
     # -- node team -------------------------------------------------------------------------------
 
     def _build_node_graph(self) -> CompiledStateGraph[Any, Any, Any, Any]:
+        # One step per agent turn (decision + agent), so one checkpoint per turn: a resumed node team continues
+        # after its last finished turn, and durability costs one checkpoint write per turn, not two.
         graph = StateGraph(NodeTeamState, input_schema=NodeTeamInput)
-        graph.add_node("supervisor", self._node_supervisor)
-        graph.add_node("agent", self._run_agent)
+        graph.add_node("turn", self._node_turn)
         graph.add_node("report", self._node_report)
-        graph.add_edge(START, "supervisor")
-        graph.add_conditional_edges(
-            "supervisor", lambda s: "agent" if s.get("next_agent") else "report", ["agent", "report"]
-        )
-        graph.add_edge("agent", "supervisor")
+        graph.add_edge(START, "turn")
+        graph.add_conditional_edges("turn", lambda s: "report" if s.get("finished") else "turn", ["turn", "report"])
         graph.add_edge("report", END)
         return graph.compile(name="node_team")
 
-    async def _node_supervisor(self, state: NodeTeamState, config: RunnableConfig) -> dict[str, Any]:
+    async def _node_turn(self, state: NodeTeamState, config: RunnableConfig) -> dict[str, Any]:
         run = _team_run(config)
         node = self.nodes[state["node_id"]]
-        strategy = node.supervisor_config.coordination_strategy
         turns = state.get("turns", [])
         decisions = state.get("decisions", 0)
+        next_agent, usage = await self._node_decision(run, node, state, turns, decisions)
+        if next_agent is None:
+            return {"finished": True, "decisions": decisions + 1, "usage": usage.as_dict()}
+        turn, agent_usage = await self._run_agent(run, node, state, next_agent)
+        usage = usage + agent_usage
+        decisions += 1
+        finished = False
+        if node.supervisor_config.coordination_strategy is NodeStrategy.round_robin and len(turns) + 1 == len(
+            node.agents
+        ):
+            # Round robin's last decision needs no model: take it in this step rather than a step of its own.
+            _, more = await self._node_decision(run, node, state, [*turns, turn], decisions)
+            usage, decisions, finished = usage + more, decisions + 1, True
+        return {"turns": [turn], "finished": finished, "decisions": decisions, "usage": usage.as_dict()}
+
+    async def _node_decision(
+        self, run: TeamRun, node: NodeSpec, state: NodeTeamState, turns: list[dict[str, Any]], decisions: int
+    ) -> tuple[str | None, Usage]:
+        """The node supervisor's choice of the next agent (None: finish), announced as an event."""
+        strategy = node.supervisor_config.coordination_strategy
         reason = ""
         next_agent: str | None
         with metering() as meter:
@@ -353,7 +370,7 @@ class CompiledTeam:
                 },
             )
         )
-        return {"next_agent": next_agent, "decisions": decisions + 1, "usage": meter.total.as_dict()}
+        return next_agent, meter.total
 
     async def _priority_choice(
         self, run: TeamRun, node: NodeSpec, state: NodeTeamState, turns: list[dict[str, Any]]
@@ -392,10 +409,10 @@ class CompiledTeam:
         messages.append(HumanMessage(question))
         return messages
 
-    async def _run_agent(self, state: NodeTeamState, config: RunnableConfig) -> dict[str, Any]:
-        run = _team_run(config)
-        node = self.nodes[state["node_id"]]
-        spec = next(a for a in node.agents if a.agent_id == state["next_agent"])
+    async def _run_agent(
+        self, run: TeamRun, node: NodeSpec, state: NodeTeamState, agent_id: str
+    ) -> tuple[dict[str, Any], Usage]:
+        spec = next(a for a in node.agents if a.agent_id == agent_id)
         prompt = prompts.agent_prompt(spec, node, state["task"], state["context"], state["upstream"])
         metadata = {NODE_ID_KEY: node.node_id, AGENT_ID_KEY: spec.agent_id}
         # Log lines of the agent's model and tool calls carry its ids (LangGraph copies the context).
@@ -428,7 +445,7 @@ class CompiledTeam:
         if turn.error:
             data["error"] = turn.error
         _emit(PendingEvent(EventType.agent_message, node_id=node.node_id, agent_id=spec.agent_id, data=data))
-        return {"turns": [turn.as_dict()], "next_agent": None, "usage": meter.total.as_dict()}
+        return turn.as_dict(), meter.total
 
     async def _node_report(self, state: NodeTeamState, config: RunnableConfig) -> dict[str, Any]:
         run = _team_run(config)

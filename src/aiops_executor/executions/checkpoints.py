@@ -83,6 +83,9 @@ class Checkpoints:
             os.chmod(path, 0o600)
             self._sqlite = await aiosqlite.connect(path)
             await self._sqlite.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL keeps every commit across a crash of the process (kill -9), which is what a
+            # checkpoint must survive; it only skips the fsync per commit that guards against power loss.
+            await self._sqlite.execute("PRAGMA synchronous=NORMAL")
             await self._sqlite.execute("PRAGMA busy_timeout=30000")
             saver = AsyncSqliteSaver(self._sqlite)
             await saver.setup()
