@@ -5,18 +5,34 @@ so PgBouncer in transaction mode works, no pipeline); its tables are created by 
 default the checkpoints live in a SQLite file beside the database file (its own write lock, so checkpoint
 writes and event writes do not queue behind each other), created on first use with owner-only permissions.
 The thread of a run is its execution id; purging an execution deletes its thread.
+
+Group commit: in ``sync`` durability every finished step of every node team waits for its checkpoint, and
+100 node teams finish steps all the time. The savers here queue the statements of concurrent saves and write
+them in one transaction; each save still returns only once its rows are committed, so nothing a step reports
+as saved can be lost, while a run of many node teams pays one commit per batch instead of one per step.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    get_checkpoint_metadata,
+)
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from psycopg.rows import dict_row
@@ -31,6 +47,156 @@ CHECKPOINTER_TABLES = frozenset({"checkpoints", "checkpoint_blobs", "checkpoint_
 def is_service_schema(name: str | None, type_: str, *_: object) -> bool:
     """Alembic's ``include_name``: everything but the checkpointer's tables (and their indexes)."""
     return not (type_ == "table" and name in CHECKPOINTER_TABLES)
+
+
+Statement = tuple[str, list[tuple[Any, ...]]]  # SQL and the rows to execute it with (executemany)
+
+
+class GroupCommit:
+    """Executes the statements of concurrent saves together, in one transaction per batch.
+
+    ``run`` returns once the batch holding its statements is committed (or raises what the batch raised). A
+    batch takes everything queued while the previous one was being written, so the batches grow with load.
+    """
+
+    def __init__(self, write: Callable[[list[Statement]], Awaitable[None]]) -> None:
+        self._write = write
+        self._queued: list[tuple[list[Statement], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def run(self, statements: list[Statement]) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queued.append((statements, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued(), name="checkpoint-group-commit")
+        await done
+
+    async def _write_queued(self) -> None:
+        await asyncio.sleep(0)  # saves finishing in this turn of the event loop join the first batch
+        while self._queued:
+            batch, self._queued = self._queued, []
+            try:
+                await self._write(_merged([statement for statements, _ in batch for statement in statements]))
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, done in batch:
+                    if not done.done():  # a caller cancelled meanwhile (its rows are stored anyway)
+                        done.set_result(None)
+
+    async def drain(self) -> None:
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
+
+
+def _merged(statements: list[Statement]) -> list[Statement]:
+    """Consecutive statements with the same SQL become one ``executemany`` (order is kept)."""
+    merged: list[Statement] = []
+    for sql, rows in statements:
+        if merged and merged[-1][0] == sql:
+            merged[-1][1].extend(rows)
+        else:
+            merged.append((sql, list(rows)))
+    return merged
+
+
+class GroupCommitPostgresSaver(AsyncPostgresSaver):
+    """``AsyncPostgresSaver`` whose writes (checkpoints, task writes, deletions) go through a ``GroupCommit``.
+
+    The saver builds its statements on a cursor it asks ``_cursor(pipeline=True)`` for; here that cursor only
+    records them, and leaving it hands them to the group commit. Reads use real cursors, as before.
+    """
+
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        super().__init__(pool)
+        self.pool = pool
+        self.group = GroupCommit(self._write_batch)
+
+    @asynccontextmanager
+    async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[Any]:
+        if not pipeline:
+            async with super()._cursor() as cursor:
+                yield cursor
+            return
+        recorder = _RecordingCursor()
+        yield recorder
+        await self.group.run(recorder.statements)
+
+    async def _write_batch(self, statements: list[Statement]) -> None:
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor(binary=True) as cursor:
+            for sql, rows in statements:
+                await cursor.executemany(sql, rows)
+
+
+class _RecordingCursor:
+    def __init__(self) -> None:
+        self.statements: list[Statement] = []
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.statements.append((sql, [tuple(params)]))
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.statements.append((sql, [tuple(row) for row in rows]))
+
+
+_SQLITE_CHECKPOINT = (
+    "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, "
+    "checkpoint, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_SQLITE_WRITE = (
+    "{verb} INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, value) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class GroupCommitSqliteSaver(AsyncSqliteSaver):
+    """``AsyncSqliteSaver`` whose checkpoint and task writes go through a ``GroupCommit`` (reads unchanged)."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        super().__init__(conn)
+        self.group = GroupCommit(self._write_batch)
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        await self.setup()
+        configurable = config["configurable"]
+        thread_id, namespace = str(configurable["thread_id"]), configurable["checkpoint_ns"]
+        kind, body = self.serde.dumps_typed(checkpoint)
+        described = json.dumps(get_checkpoint_metadata(config, metadata), ensure_ascii=False).encode()
+        row = (thread_id, namespace, checkpoint["id"], configurable.get("checkpoint_id"), kind, body, described)
+        await self.group.run([(_SQLITE_CHECKPOINT, [row])])
+        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": namespace, "checkpoint_id": checkpoint["id"]}}
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        configurable = config["configurable"]
+        # Special channels (errors, interrupts, ...) have fixed slots and replace; ordinary writes never do.
+        verb = "INSERT OR REPLACE" if all(channel in WRITES_IDX_MAP for channel, _ in writes) else "INSERT OR IGNORE"
+        key = (str(configurable["thread_id"]), str(configurable["checkpoint_ns"]), str(configurable["checkpoint_id"]))
+        rows = [
+            (*key, task_id, task_path, WRITES_IDX_MAP.get(channel, index), channel, *self.serde.dumps_typed(value))
+            for index, (channel, value) in enumerate(writes)
+        ]
+        await self.setup()
+        await self.group.run([(_SQLITE_WRITE.format(verb=verb), rows)])
+
+    async def _write_batch(self, statements: list[Statement]) -> None:
+        async with self.lock:
+            try:
+                for sql, rows in statements:
+                    await self.conn.executemany(sql, rows)
+                await self.conn.commit()
+            except BaseException:
+                await self.conn.rollback()
+                raise
 
 
 def sqlite_checkpoint_path(database_url: str) -> Path:
@@ -75,7 +241,7 @@ class Checkpoints:
                 open=False,
             )
             await self._pool.open(wait=True)
-            self._saver = AsyncPostgresSaver(self._pool)
+            self._saver = GroupCommitPostgresSaver(self._pool)
         else:
             path = sqlite_checkpoint_path(self.database_url)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +253,7 @@ class Checkpoints:
             # checkpoint must survive; it only skips the fsync per commit that guards against power loss.
             await self._sqlite.execute("PRAGMA synchronous=NORMAL")
             await self._sqlite.execute("PRAGMA busy_timeout=30000")
-            saver = AsyncSqliteSaver(self._sqlite)
+            saver = GroupCommitSqliteSaver(self._sqlite)
             await saver.setup()
             self._saver = saver
         return self._saver
@@ -104,6 +270,8 @@ class Checkpoints:
             await saver.adelete_thread(str(execution_id))
 
     async def close(self) -> None:
+        if isinstance(self._saver, GroupCommitPostgresSaver | GroupCommitSqliteSaver):
+            await self._saver.group.drain()
         if self._pool is not None:
             await self._pool.close()
         if self._sqlite is not None:
