@@ -3,8 +3,9 @@
     .venv/bin/python bench/resume.py                    # SQLite (embedded default) and PostgreSQL
     .venv/bin/python bench/resume.py --backends sqlite --nodes 100
 
-A team of ``--nodes`` independent node teams (2 agents each, the simulator at ``--latency-ms`` per call,
-global strategy ``parallel``) runs until about half of its node teams have finished; the server is killed
+A team of ``--nodes`` independent node teams (2 agents each, global strategy ``parallel``; half of them on
+the simulator at ``--latency-ms`` per call, half at six times that) runs until the fast half has finished;
+the server is killed
 with SIGKILL and started again on the same data. Figures: the time from the new process's spawn until
 ``/health`` answers, until the resumed run's first new event (``execution_resumed``) reaches a client that
 re-attached with its ``Last-Event-ID``, and until the run ends; and how many node teams ran again (must be 0
@@ -30,6 +31,7 @@ from httpx_sse import aconnect_sse
 from rich.table import Table
 from stream import (
     API,
+    SUPPORTED,
     console,
     create_database,
     drop_database,
@@ -40,12 +42,30 @@ from stream import (
     team_body,
 )
 
+SLOW_MODEL = "sim-slow"
+
 
 def parallel_team(nodes: int) -> dict[str, Any]:
+    """Independent node teams; every second one uses the slow model, so it is mid-flight when the fast ones end."""
     body = team_body("resume", nodes)
     body["topology"]["edges"] = []
     body["topology"]["global_supervisor"]["coordination_strategy"] = "parallel"
+    for node in body["topology"]["nodes"][1::2]:
+        for ref in [*node["agents"], node["supervisor_config"]]:
+            ref["model_id"] = SLOW_MODEL
     return body
+
+
+async def add_slow_model(client: httpx.AsyncClient, latency_ms: float) -> None:
+    providers = expect(await client.get(f"{API}/providers"), 200)
+    provider = next(p for p in providers["items"] if p["name"] == "local-sim")
+    body = {
+        "model_id": SLOW_MODEL,
+        "name": "Slow simulator",
+        "default_params": {"latency_ms": latency_ms},
+        "capabilities": {"chat": SUPPORTED, "function_calling": SUPPORTED, "structured_output": SUPPORTED},
+    }
+    expect(await client.post(f"{API}/providers/{provider['id']}/models", json=body), 201)
 
 
 async def follow(
@@ -85,13 +105,14 @@ async def _measure(data_dir: Path, database_url: str | None, args: argparse.Name
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             await set_up(client, 0, args.nodes, args.latency_ms)
+            await add_slow_model(client, args.latency_ms * 6)
             team = expect(await client.post(f"{API}/teams", json=parallel_team(args.nodes)), 201)
             run = expect(
                 await client.post(f"{API}/teams/{team['team_id']}/executions", json={"input": {"task": "t"}}), 202
             )
             execution_id = run["execution_id"]
             follower = asyncio.create_task(follow(client, execution_id, before))
-            while sum(kind == "node_complete" for _, kind, _ in before) < args.nodes // 2:  # noqa: ASYNC110
+            while sum(kind == "node_complete" for _, kind, _ in before) < (args.nodes + 1) // 2:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.2)
             finished = {d["node_id"] for _, kind, d in before if kind == "node_complete"}
