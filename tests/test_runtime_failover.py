@@ -42,13 +42,19 @@ def credential(alias: str, **values: Any) -> CredentialConfig:
 class Harness:
     """A FailoverChatModel whose secrets come from a dict, recording every call and every opened secret."""
 
-    def __init__(self, binding: ModelBinding, keys: dict[str, str], state: RuntimeState | None = None) -> None:
+    def __init__(
+        self,
+        binding: ModelBinding,
+        keys: dict[str, str],
+        state: RuntimeState | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> None:
         self.keys = keys
         self.opened: list[str] = []
         self.calls: list[CallRecord] = []
         self.state = state or RuntimeState(cooldown_seconds=60)
         self.model = FailoverChatModel(
-            binding=binding, params={}, state=self.state, open_secrets=self.open, on_call=self.record
+            binding=binding, params=params or {}, state=self.state, open_secrets=self.open, on_call=self.record
         )
 
     async def open(self, config: CredentialConfig) -> DecryptedSecrets:
@@ -202,6 +208,34 @@ async def test_usage_and_cost_follow_model_prices(openai_mock: MockLLMServer) ->
     expected = (record.input_tokens * 0.5 + record.output_tokens * 1.5) / 1000  # prices per 1K tokens
     assert float(record.cost) == pytest.approx(expected)
     assert reply.response_metadata["aiops_cost"] == pytest.approx(expected)
+
+
+async def test_a_stream_without_usage_is_unknown_not_free(openai_mock: MockLLMServer) -> None:
+    # A server that streams no usage (here: the client does not ask for it, as with many compatible servers).
+    harness = Harness(
+        ModelBinding(model("openai", "gpt-4o-mini"), (endpoint(openai_mock.client_base_url),), (credential("k"),)),
+        {"k": OPENAI_KEY},
+        params={"stream_usage": False},
+    )
+    chunks = [chunk async for chunk in harness.model.astream("some prompt to count")]
+    assert chunks and not any(c.usage_metadata for c in chunks)
+    record = harness.calls[0]
+    assert record.outcome == "success"
+    assert (record.input_tokens, record.output_tokens, record.cost) == (None, None, None)
+
+
+async def test_a_model_without_prices_has_an_unknown_cost(openai_mock: MockLLMServer) -> None:
+    harness = Harness(
+        ModelBinding(
+            model("openai", "gpt-4o-mini", input_price=None, output_price=None),
+            (endpoint(openai_mock.client_base_url),),
+            (credential("k"),),
+        ),
+        {"k": OPENAI_KEY},
+    )
+    await harness.model.ainvoke("some prompt to count")
+    record = harness.calls[0]
+    assert record.input_tokens and record.output_tokens and record.cost is None
 
 
 class SlowFake(BaseChatModel):
