@@ -17,6 +17,7 @@ import httpx
 import pytest
 import uvicorn
 from httpx_sse import aconnect_sse
+from langgraph.checkpoint.base import empty_checkpoint
 from sqlalchemy import func, select, update
 
 from aiops_executor.app import create_app
@@ -481,6 +482,11 @@ async def test_excess_executions_wait_as_pending(database_url: str, tmp_path: Pa
 
 async def test_start_up_resumes_an_execution_a_crash_left_running(database_url: str, tmp_path: Path) -> None:
     async for live in _serve(database_url, tmp_path / "data"):
+
+        async def died_before_cleaning_up(execution_ids: Any) -> None:
+            return None
+
+        live.context.executions.checkpoints.delete = died_before_cleaning_up  # type: ignore[method-assign]
         async with live.client() as client:
             await add_simulator(client)
             team_id = await make_team(client, nodes=1)
@@ -553,10 +559,31 @@ async def test_purge_removes_old_executions_and_their_events(live: Live) -> None
             .where(ExecutionEventRow.execution_id == uuid.UUID(old["execution_id"]))
         )
     assert remaining == {uuid.UUID(recent["execution_id"])} and orphaned == 0
-    # The purged run's checkpoints went with it; the recent run's stay.
+    # Checkpoints a finished run left behind (its own deletion failed) go with it at the purge.
     saver = live.context.executions.checkpoints.saver
     assert await saver.aget_tuple({"configurable": {"thread_id": old["execution_id"]}}) is None
-    assert await saver.aget_tuple({"configurable": {"thread_id": recent["execution_id"]}}) is not None
+
+
+async def test_a_finished_run_keeps_no_checkpoints_and_a_purge_removes_leftovers(live: Live) -> None:
+    async with live.client() as client:
+        await add_simulator(client)
+        team_id = await make_team(client, nodes=2)
+        done = (await client.post(f"{API}/teams/{team_id}/execute", json={**TASK, "stream": False})).json()
+    assert done["status"] == "success"
+    saver = live.context.executions.checkpoints.saver
+    thread = {"configurable": {"thread_id": done["execution_id"], "checkpoint_ns": ""}}
+    assert await saver.aget_tuple(thread) is None
+    # A leftover (the deletion after the run failed): the retention purge removes it with the execution.
+    await saver.aput(thread, empty_checkpoint(), {"source": "input", "step": -1, "parents": {}}, {})
+    assert await saver.aget_tuple(thread) is not None
+    async with live.context.database.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Execution)
+            .where(Execution.id == uuid.UUID(done["execution_id"]))
+            .values(completed_at=utcnow() - timedelta(days=31))
+        )
+    assert (await live.context.executions.purge())[0] == 1
+    assert await saver.aget_tuple(thread) is None
 
 
 async def test_a_silent_stream_is_closed_and_can_be_re_attached(database_url: str, tmp_path: Path) -> None:

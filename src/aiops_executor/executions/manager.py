@@ -225,8 +225,13 @@ class ExecutionManager:
             await asyncio.shield(recorder.close(final))
         if outcome is None:
             log.info("execution suspended; it resumes from its checkpoint")
-        else:
-            log.info("execution finished", status=outcome.status.value, duration_ms=outcome.duration_ms)
+            return
+        log.info("execution finished", status=outcome.status.value, duration_ms=outcome.duration_ms)
+        # The outcome and the event log are stored: the checkpoints have served their purpose.
+        try:
+            await self.checkpoints.delete([execution_id])
+        except Exception as exc:  # they go with the execution at the retention purge
+            log.warning("could not delete the checkpoints of a finished execution", error=str(exc))
 
     async def _snapshot_models(self, run: ExecutionRun) -> None:
         """Loads the configuration of every model the team uses, once, at the start of the run."""
