@@ -259,14 +259,16 @@ async def test_langgraph_control_flow_is_not_taken_for_an_agent_failure(
 
     registry = ToolRegistry()
     registry.register(ToolSpec("probe", "Asks a person.", ProbeArgs, ask))
-    spec = team([node("db")])
+    # checkout depends on db: it must not wait (until the timeout) for a node team that is paused.
+    spec = team([node("db"), node("checkout")], [edge("checkout", "db")])
     run = ExecutionRun(
         CompiledTeam(spec, registry),
-        RunRequest(f"exec-interrupt-{id(checkpointer)}", "team-1", "task"),
+        RunRequest(f"exec-interrupt-{id(checkpointer)}", "team-1", "task", timeout_seconds=20),
         SimulatorSource(),
         checkpointer=checkpointer,
     )
     events = [e async for e in run.events()]
     failed_agents = [e for e in of_type(events, EventType.agent_message) if e.data.get("status") == "failed"]
     assert not failed_agents, failed_agents[0].data
-    assert run.outcome is not None and run.outcome.status is not RunStatus.success
+    assert run.outcome is not None and run.outcome.status is RunStatus.failed
+    assert "stopped before it finished" in (run.outcome.error_message or "")

@@ -180,6 +180,13 @@ class Dataflow:
         if not future.done():
             future.set_result(result)
 
+    def pause(self, node_id: str, signal: BaseException) -> None:
+        """The node team stopped for LangGraph's control flow (an interrupt): its dependents stop too, with the
+        same signal, rather than wait for a result this attempt will not produce."""
+        future = self._future(node_id)
+        if not future.done():
+            future.set_exception(signal)
+
     async def wait(self, node_ids: list[str]) -> dict[str, dict[str, Any]]:
         return {node_id: await self._future(node_id) for node_id in node_ids}
 
@@ -636,7 +643,8 @@ class CompiledTeam:
                 # The subgraph's state holds the usage of every finished step, also those of an earlier attempt.
                 usage = Usage.from_dict(final.get("usage"))
                 result = NodeResult(node_id, NodeStatus.success, final.get("output", ""), agents, usage=usage)
-            except GraphBubbleUp:
+            except GraphBubbleUp as signal:
+                run.dataflow.pause(node_id, signal)
                 raise
             except Exception as exc:
                 result = NodeResult(node_id, NodeStatus.failed, "", error=_error_text(exc), usage=meter.total)
