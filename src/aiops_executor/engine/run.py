@@ -124,10 +124,6 @@ class ExecutionRun:
     def cancel_requested(self) -> bool:
         return self._cancel_requested
 
-    @property
-    def suspended(self) -> bool:
-        return self._stopping
-
     # -- the stream ------------------------------------------------------------------------------
 
     def _stamp(self, event: PendingEvent) -> ExecutionEvent:
