@@ -30,7 +30,7 @@ from aiops_executor.engine.events import EventType, ExecutionEvent
 from aiops_executor.executions.broadcast import LocalBroadcaster, StreamEvent, Subscription
 from aiops_executor.executions.models import Execution, ExecutionEventRow
 from aiops_executor.executions.sse import RECONNECT_MS, execution_stream, execution_stream_response
-from aiops_executor.executions.store import EventRecorder, EventStoreUnavailable, last_seq
+from aiops_executor.executions.store import EventRecorder, EventStoreUnavailable
 from aiops_executor.services import ServiceContext
 from aiops_executor.teams.models import Team
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, make_settings
@@ -183,7 +183,7 @@ async def test_every_event_a_subscriber_receives_is_already_stored(db: Database)
     await producer
     assert received == list(range(1, total + 1))
     assert await subscription.next(0.01) is None and subscription.closed
-    assert await last_seq(db.sessionmaker, run.execution_id) == total
+    assert await stored_seqs(db, run) == list(range(1, total + 1))
 
 
 async def test_a_failed_write_publishes_nothing_and_is_retried_until_stored(db: Database) -> None:

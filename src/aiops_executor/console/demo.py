@@ -27,8 +27,7 @@ from aiops_executor.auth.service import DEV_ADMIN_PASSWORD_FILE
 from aiops_executor.console.team_file import InputProblem, load_output_schema, load_team_file
 from aiops_executor.console.view import RunView, render_result
 from aiops_executor.core.settings import Settings
-from aiops_executor.engine import EventType, ExecutionEvent, NodeResult, NodeStatus, RunOutcome, RunStatus, Usage
-from aiops_executor.engine.results import AgentResult
+from aiops_executor.engine import EventType, ExecutionEvent, NodeResult, RunOutcome, RunStatus, Usage
 from aiops_executor.teams.topology import TeamSpec
 
 API = "/api/v1"
@@ -95,22 +94,10 @@ def outcome_from_execution(body: dict[str, Any]) -> RunOutcome:
     return RunOutcome(
         status=RunStatus(body["status"]),
         summary=result.get("summary", ""),
-        node_results=[
-            NodeResult(
-                node["node_id"],
-                NodeStatus(node["status"]),
-                node.get("output", ""),
-                [
-                    AgentResult(a["agent_id"], a["output"], a.get("status", "success"), a.get("error"))
-                    for a in node["agents"]
-                ],
-                node.get("error"),
-                Usage.from_dict(node.get("usage")),
-            )
-            for node in result.get("node_results", [])
-        ],
+        node_results=[NodeResult.from_dict(node) for node in result.get("node_results", [])],
         duration_ms=int(body.get("duration_ms") or 0),
         usage=Usage.from_dict(usage),
+        supervisor_usage=Usage.from_dict(result.get("supervisor_usage")),
         structured_output=body.get("structured_output"),
         error_code=body.get("error_code"),
         error_message=body.get("error_message"),

@@ -309,12 +309,6 @@ async def stored_last_seq(session: AsyncSession, execution_id: uuid.UUID) -> int
     return int(value or 0)
 
 
-async def last_seq(sessionmaker: SessionFactory, execution_id: uuid.UUID) -> int:
-    """The highest stored ``seq`` of a run (0 when none): a resumed run numbers its events after it."""
-    async with sessionmaker() as session:
-        return await stored_last_seq(session, execution_id)
-
-
 async def events_after(
     session: AsyncSession, execution_id: uuid.UUID, after: int, limit: int
 ) -> list[ExecutionEventRow]:
