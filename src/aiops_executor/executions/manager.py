@@ -143,7 +143,7 @@ class ExecutionManager:
         execution_id = active.execution_id
         # Every log line of the run (engine, tools, model calls) carries its id; unbound on the way out.
         with structlog.contextvars.bound_contextvars(execution_id=str(execution_id)):
-            holding_slot = False
+            holding_slot = finished = False
             try:
                 try:
                     await self._slots.acquire()
@@ -158,7 +158,7 @@ class ExecutionManager:
                     self.broadcaster.finish(str(execution_id))
                     return
                 with structlog.contextvars.bound_contextvars(team_id=str(started.execution.team_id)):
-                    await self._drive(active, started)
+                    finished = await self._drive(active, started)
             except Exception:
                 logger.exception("execution could not be run")
             finally:
@@ -166,6 +166,8 @@ class ExecutionManager:
                     self._slots.release()
                 self._active.pop(execution_id, None)
                 active.done.set()
+            if finished:
+                await self._forget_checkpoints(execution_id)
 
     def _execution_run(self, started: repository.Started) -> ExecutionRun:
         execution = started.execution
@@ -192,7 +194,8 @@ class ExecutionManager:
             telemetry=self.context.telemetry,
         )
 
-    async def _drive(self, active: ActiveRun, started: repository.Started) -> None:
+    async def _drive(self, active: ActiveRun, started: repository.Started) -> bool:
+        """Runs one attempt and stores its events and outcome; True when the run finished (False: suspended)."""
         execution_id = active.execution_id
         run = self._execution_run(started)
         recorder = EventRecorder(
@@ -225,13 +228,17 @@ class ExecutionManager:
             await asyncio.shield(recorder.close(final))
         if outcome is None:
             log.info("execution suspended; it resumes from its checkpoint")
-            return
+            return False
         log.info("execution finished", status=outcome.status.value, duration_ms=outcome.duration_ms)
-        # The outcome and the event log are stored: the checkpoints have served their purpose.
+        return True
+
+    async def _forget_checkpoints(self, execution_id: uuid.UUID) -> None:
+        """The outcome and the event log are stored: the checkpoints have served their purpose. Done after the
+        run has left the active set, so clean-up never makes a finished run look like it is still running."""
         try:
             await self.checkpoints.delete([execution_id])
         except Exception as exc:  # they go with the execution at the retention purge
-            log.warning("could not delete the checkpoints of a finished execution", error=str(exc))
+            logger.warning("could not delete the checkpoints of a finished execution", error=str(exc))
 
     async def _snapshot_models(self, run: ExecutionRun) -> None:
         """Loads the configuration of every model the team uses, once, at the start of the run."""
