@@ -20,7 +20,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from aiops_executor.app import create_app
@@ -88,6 +88,8 @@ async def database_url(backend: str, postgres_url: str, sqlite_url: str) -> Asyn
         async with engine.begin() as connection:
             for table in reversed(metadata.sorted_tables):
                 await connection.execute(delete(table))
+            if backend == "postgresql":  # the job queue's leftovers (jobs of runs deleted above)
+                await connection.execute(text("DELETE FROM procrastinate_jobs"))
     finally:
         await engine.dispose()
 

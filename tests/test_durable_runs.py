@@ -62,6 +62,10 @@ class Service:
             AIOPS_ADMIN_PASSWORD=ADMIN["password"],
             AIOPS_LOG_LEVEL="WARNING",
             AIOPS_RATE_LIMIT_EXECUTIONS_PER_MINUTE="0",
+            # PostgreSQL (job queue): a killed process's runs are taken over after 4 s without heartbeats;
+            # SIGTERM suspends runs at once instead of letting them go on first.
+            AIOPS_WORKER_LEASE_SECONDS="4",
+            AIOPS_WORKER_DRAIN_SECONDS="0",
         )
         if self.database_url:
             env["AIOPS_DATABASE_URL"] = self.database_url

@@ -17,6 +17,7 @@ from aiops_executor import __version__
 from aiops_executor.app import create_app
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.db import Database
+from aiops_executor.services import ServiceContext
 from tests.conftest import make_settings
 from tests.helpers import assert_error
 
@@ -46,18 +47,38 @@ async def test_liveness_is_open(database_url: str, tmp_path: Path) -> None:
     assert response.json() == {"status": "ok", "version": __version__}  # liveness does not depend on Redis
 
 
-async def test_ready_without_redis_checks_the_database(database_url: str, tmp_path: Path) -> None:
+def _queue(backend: str) -> dict[str, Any]:
+    """On PostgreSQL runs wait in the job queue: its depth and live workers (this app's embedded worker)."""
+    return {"queue": {"depth": 0, "live_workers": 1}} if backend == "postgresql" else {}
+
+
+async def test_ready_without_redis_checks_the_database(backend: str, database_url: str, tmp_path: Path) -> None:
     async with serving(database_url, tmp_path, redis_url=None) as client:
         response = await client.get("/health/ready")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok"}}
+    assert response.json() == {"status": "ok", "checks": {"database": "ok"}, **_queue(backend)}
 
 
-async def test_ready_with_the_real_redis(database_url: str, tmp_path: Path) -> None:
+async def test_ready_with_the_real_redis(backend: str, database_url: str, tmp_path: Path) -> None:
     async with serving(database_url, tmp_path, redis_url=REDIS_URL) as client:
         response = await client.get("/health/ready")
     assert response.status_code == 200, response.text
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}, **_queue(backend)}
+
+
+async def test_ready_reports_waiting_runs_and_live_workers(postgres_url: str, tmp_path: Path) -> None:
+    async with serving(postgres_url, tmp_path, redis_url=None, embedded_worker=False) as client:
+        context = _context(client)
+        assert isinstance(context, ServiceContext) and context.executions.queue is not None
+        queue = context.executions.queue
+        await queue.enqueue(uuid.uuid4())
+        try:
+            response = await client.get("/health/ready")
+        finally:
+            await queue.app.connector.execute_query_async("DELETE FROM procrastinate_jobs")
+    assert response.status_code == 200
+    # An API process without a worker: a run waits, and no worker is live (the API is still ready).
+    assert response.json()["queue"] == {"depth": 1, "live_workers": 0}
 
 
 async def test_not_ready_when_redis_is_unreachable(database_url: str, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from aiops_executor import __version__
 from aiops_executor.audit.endpoints import router as audit_router
 from aiops_executor.auth import service as auth_service
 from aiops_executor.auth.endpoints import router as auth_router
-from aiops_executor.core.errors import install_error_handlers
+from aiops_executor.core.errors import ConflictError, install_error_handlers
 from aiops_executor.core.health import router as health_router
 from aiops_executor.core.http_telemetry import TelemetryMiddleware
 from aiops_executor.core.http_telemetry import router as metrics_router
@@ -53,8 +53,11 @@ async def start_context(settings: Settings, telemetry: Telemetry | None = None) 
         await upgrade_engine(context.database.engine)
     if settings.seeds_simulator:
         async with context.database.sessionmaker() as session:
-            if await llm_service.seed_simulator(session, context):
-                logger.info("registered the offline simulator provider", provider=llm_service.SIMULATOR_PROVIDER)
+            try:
+                if await llm_service.seed_simulator(session, context):
+                    logger.info("registered the offline simulator provider", provider=llm_service.SIMULATOR_PROVIDER)
+            except ConflictError:  # another process starting at the same time registered it
+                pass
     async with context.database.sessionmaker() as session:
         if await auth_service.ensure_bootstrap_admin(session, settings.admin_username, settings.admin_password):
             logger.info("created the bootstrap admin", username=settings.admin_username)

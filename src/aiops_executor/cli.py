@@ -26,9 +26,12 @@ app.add_typer(keys_app, name="keys")
 console = Console(stderr=True, soft_wrap=True)
 
 
-def _load_settings() -> Settings:
+def _load_settings(*, secrets: bool = True) -> Settings:
+    """The settings, with a one-line error on bad ones; ``secrets``: also check (in dev, generate) the keys."""
     try:
         settings = get_settings()
+        if not secrets:
+            return settings
         resolved = resolve_secrets(settings)
     except ConfigurationError as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
@@ -59,15 +62,55 @@ async def _migrate(settings: Settings) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Also run executions in this process (default; AIOPS_EMBEDDED_WORKER). --no-worker: API only, "
+            "workers run them (PostgreSQL).",
+        ),
+    ] = True,
 ) -> None:
     """Start the HTTP API (on the embedded default, migrations are applied first)."""
     import uvicorn
 
     from aiops_executor.app import create_app
 
+    if not worker and _load_settings(secrets=False).is_embedded_database:
+        console.print(
+            "[red]--no-worker needs PostgreSQL (AIOPS_DATABASE_URL):[/red] "
+            "on the embedded SQLite database the API process runs executions itself"
+        )
+        raise typer.Exit(2)
     settings = _load_settings()
-    console.print(f"aiops-executor listening on http://{host}:{port} (docs at /docs)")
+    if not worker:
+        settings = settings.model_copy(update={"embedded_worker": False})
+    role = "" if settings.is_embedded_database or settings.embedded_worker else " (API only, no worker)"
+    console.print(f"aiops-executor listening on http://{host}:{port}{role} (docs at /docs)")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+@app.command("worker")
+def worker_command(
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, max=10_000, help="Runs at once (default: AIOPS_WORKER_CONCURRENCY).")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Serve Prometheus metrics at http://0.0.0.0:PORT/metrics.")
+    ] = None,
+) -> None:
+    """Run executions from the job queue (PostgreSQL), without the API. Stops on SIGTERM after draining."""
+    from aiops_executor.worker import WorkerRefused, check_worker_settings, run_worker
+
+    try:
+        check_worker_settings(_load_settings(secrets=False))
+    except WorkerRefused as exc:
+        console.print(f"[red]cannot start a worker:[/red] {exc}")
+        raise typer.Exit(2) from None
+    settings = _load_settings()
+    if concurrency is not None:
+        settings = settings.model_copy(update={"worker_concurrency": concurrency})
+    asyncio.run(run_worker(settings, metrics_port=metrics_port))
 
 
 @app.command()

@@ -8,6 +8,7 @@ execution manager. The app and the CLI build a ``ServiceContext``; code that nee
 
 from __future__ import annotations
 
+import asyncio
 from functools import cached_property
 from typing import TYPE_CHECKING, Annotated
 
@@ -39,6 +40,13 @@ class ServiceContext(AppContext):
         from aiops_executor.executions.manager import ExecutionManager
 
         return ExecutionManager(self)
+
+    async def queue_status(self) -> dict[str, int] | None:
+        queue = self.executions.queue
+        if queue is None:
+            return None
+        depth, workers = await asyncio.gather(queue.depth(), queue.live_workers())
+        return {"depth": depth, "live_workers": workers}
 
 
 def get_service_context(context: ContextDep) -> ServiceContext:

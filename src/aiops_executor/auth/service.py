@@ -101,9 +101,12 @@ async def ensure_bootstrap_admin(session: AsyncSession, username: str | None, pa
         return False
     if await session.scalar(select(func.count()).select_from(User)):
         return False
-    await create_user(
-        session, UserCreate(username=username, password=password, role=Role.admin), actor="system:bootstrap"
-    )
+    try:
+        await create_user(
+            session, UserCreate(username=username, password=password, role=Role.admin), actor="system:bootstrap"
+        )
+    except ConflictError:  # another process starting at the same time created it
+        return False
     return True
 
 

@@ -44,6 +44,11 @@ class AppContext:
         """The process's rate limiters and sign-in throttle (in memory)."""
         return RateLimits(self.settings)
 
+    async def queue_status(self) -> dict[str, int] | None:
+        """``{"depth", "live_workers"}`` of the job queue runs wait in, None without one (a service context
+        has one on PostgreSQL)."""
+        return None
+
     async def close(self) -> None:
         await self.database.dispose()
         await self.telemetry.close()

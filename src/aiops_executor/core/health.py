@@ -3,6 +3,8 @@
 Readiness checks the database and, when ``AIOPS_REDIS_URL`` is set, Redis; both at once, each within
 ``AIOPS_READINESS_TIMEOUT_SECONDS``. A failed check answers 503 with the contract's error body, whose
 ``details.checks`` says which dependency failed. Failure reasons are logged (type only), never answered.
+With a job queue (PostgreSQL) the answer also says how many runs wait in it and how many workers are live
+(``queue``: ``null`` when it could not be read); no live worker does not make the API unready.
 """
 
 from __future__ import annotations
@@ -80,4 +82,14 @@ async def readiness(context: ContextDep) -> JSONResponse:
         return error_response(
             503, "SERVICE_UNAVAILABLE", f"{' and '.join(failed)} {verb} not reachable", {"checks": checks}
         )
-    return JSONResponse({"status": OK, "checks": checks})
+    body: dict[str, Any] = {"status": OK, "checks": checks}
+    try:
+        async with asyncio.timeout(context.settings.readiness_timeout_seconds):
+            queue = await context.queue_status()
+    except Exception as exc:
+        logger.warning("could not read the job queue", error=type(exc).__name__)
+        body["queue"] = None
+    else:
+        if queue is not None:
+            body["queue"] = queue
+    return JSONResponse(body)

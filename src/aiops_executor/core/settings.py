@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     # Durable runs: how many times a run may be started (the first attempt, then one per resume after its
     # process was lost) before it fails with WORKER_LOST.
     max_run_attempts: int = Field(default=3, ge=1, le=100)
+    # Processes (PostgreSQL): whether ``serve`` also runs executions (an embedded worker); how many runs a
+    # worker takes at once; how long a worker may miss heartbeats before its runs are taken over; how long
+    # a stopping worker lets its runs go on before handing them back to the queue.
+    embedded_worker: bool = True
+    worker_concurrency: int = Field(default=50, ge=1, le=10_000)
+    worker_lease_seconds: float = Field(default=30.0, ge=3, le=3600)
+    worker_drain_seconds: float = Field(default=30.0, ge=0, le=3600)
 
     # Traces: exported over OTLP/HTTP when an endpoint is set (off by default), e.g. http://collector:4318;
     # the service name they carry; the share of new traces recorded (a caller's sampled flag is followed).
@@ -132,6 +139,11 @@ class Settings(BaseSettings):
     @property
     def is_embedded_database(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def uses_job_queue(self) -> bool:
+        """Runs go through the job queue (PostgreSQL); on the embedded default one process runs them."""
+        return not self.is_embedded_database
 
     @property
     def seeds_simulator(self) -> bool:

@@ -13,7 +13,7 @@ state, so a run stopped early still returns what its finished node teams found.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -61,6 +61,9 @@ class Resume:
     attempt: int
     worker_id: str | None
     after_seq: int  # the last stored event of the earlier attempts; this attempt's events follow it
+    # Node teams whose ``node_complete`` earlier attempts announced (node id -> its result), checkpointed or
+    # not: a crash between announcing a node team and checkpointing it must not run it again.
+    announced: Mapping[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -93,7 +96,9 @@ class ExecutionRun:
         )
         self.checkpointer: BaseCheckpointSaver[Any] = checkpointer or InMemorySaver()
         self.graph = team.graph_with(self.checkpointer)
-        self.team_run = TeamRun(team, models, self.settings, self.telemetry)
+        self.team_run = TeamRun(
+            team, models, self.settings, self.telemetry, announced=dict(resume.announced) if resume else {}
+        )
         steps = 2 * (len(team.nodes) + self.settings.max_iterations) + 10
         self.config: RunnableConfig = {
             "configurable": {"thread_id": request.execution_id, RUN_KEY: self.team_run},

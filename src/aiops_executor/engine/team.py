@@ -203,6 +203,8 @@ class TeamRun:
     settings: RunSettings
     telemetry: Telemetry = field(default_factory=default_telemetry)
     dataflow: Dataflow = field(default_factory=Dataflow)
+    # Node teams an earlier attempt announced finished (node id -> result): not run again (see ``Resume``).
+    announced: dict[str, dict[str, Any]] = field(default_factory=dict)
     # What each node team's model calls used in this attempt, for node teams stopped before they finished.
     node_meters: dict[str, UsageMeter] = field(default_factory=dict)
     _models: dict[tuple[str, str, str], BaseChatModel] = field(default_factory=dict)
@@ -618,6 +620,10 @@ class CompiledTeam:
     async def _node_team(self, send: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         node_id = send["node_id"]
         run = _team_run(config)
+        announced = run.announced.get(node_id)
+        if announced is not None:  # finished in an earlier attempt, which was lost before checkpointing it
+            run.dataflow.finish(node_id, announced)
+            return {"node_results": {node_id: announced}}
         if self.dataflow:
             upstream = await run.dataflow.wait(self.ordering.upstream(node_id))
             blocked = [up for up, body in upstream.items() if body["status"] != NodeStatus.success]

@@ -1,4 +1,5 @@
-"""Live delivery of execution events to subscribers, behind an interface a Redis-backed version can implement.
+"""Live delivery of execution events to subscribers: in this process (``LocalBroadcaster``), or across processes
+through Redis (``broadcast_redis.RedisBroadcaster``), behind one interface.
 
 Only events already committed to the event store are published (``store.EventRecorder`` publishes after each
 commit, in ``seq`` order), so a subscriber never sees an event a crash could take back. A reader that
@@ -67,12 +68,16 @@ class Broadcaster(Protocol):
     def finish(self, execution_id: str) -> None:
         """The run is over here and every event it published is stored: end its subscriptions."""
 
-    def subscribe(self, execution_id: str) -> Subscription: ...
+    def subscribe(self, execution_id: str, after: int = 0) -> Subscription:
+        """Live events of the run from now on (a broadcaster may also deliver earlier ones after ``after``)."""
 
     def subscriber_count(self) -> int: ...
 
     def shutdown(self) -> None:
         """The process is stopping: every subscription, now and later, ends as interrupted."""
+
+    async def close(self) -> None:
+        """Delivers what is still queued and releases connections."""
 
 
 @dataclass(frozen=True)
@@ -159,7 +164,7 @@ class LocalBroadcaster:
             subscriber.channel = None
             self._detached.add(subscriber)
 
-    def subscribe(self, execution_id: str) -> _LocalSubscription:
+    def subscribe(self, execution_id: str, after: int = 0) -> _LocalSubscription:
         channel = None if self._stopping else self._channels.get(execution_id)
         if channel is None:
             # Nothing runs under this id here: the store holds everything there is.
@@ -182,3 +187,6 @@ class LocalBroadcaster:
                 subscriber.interrupt()
         for subscriber in self._detached:
             subscriber.interrupt()
+
+    async def close(self) -> None:
+        """Nothing queued, nothing to release."""

@@ -44,11 +44,6 @@ POOL_MAX_SIZE = 10
 CHECKPOINTER_TABLES = frozenset({"checkpoints", "checkpoint_blobs", "checkpoint_writes", "checkpoint_migrations"})
 
 
-def is_service_schema(name: str | None, type_: str, *_: object) -> bool:
-    """Alembic's ``include_name``: everything but the checkpointer's tables (and their indexes)."""
-    return not (type_ == "table" and name in CHECKPOINTER_TABLES)
-
-
 Statement = tuple[str, list[tuple[Any, ...]]]  # SQL and the rows to execute it with (executemany)
 
 

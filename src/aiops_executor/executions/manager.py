@@ -1,12 +1,19 @@
-"""Runs executions in the background of the process, independent of any HTTP request.
+"""Runs executions in the background, independent of any HTTP request.
 
-At most ``max_concurrent_executions`` run at once; the rest wait as ``pending``. Each run executes on the
-process's checkpointer and streams its events into an ``EventRecorder`` (stored, then broadcast); it ends by
-writing its outcome in the same transaction as its last events. A client that disconnects changes nothing;
-``cancel`` stops a run within moments. Stopping the process (SIGTERM) suspends runs rather than ending them:
-they stay ``running`` with no worker and are resumed from their checkpoints. At start-up, runs left unfinished
-by a process that is gone are started or resumed (``attempt`` + 1), or fail with WORKER_LOST after
-``max_run_attempts``. Status transitions are the repository's (``executions.repository``).
+Two ways to share the work. On the embedded default (SQLite) this one process runs every execution: at most
+``max_concurrent_executions`` at once, the rest wait as ``pending``; at start-up, runs left unfinished by a
+process that is gone are started or resumed (``attempt`` + 1), or fail with WORKER_LOST after
+``max_run_attempts``. On PostgreSQL runs wait in the job queue (``executions.queue``) and any process with a
+worker (``serve`` unless ``--no-worker``, ``aiops-executor worker``) takes them: the job is the lease on
+the run, a dead worker's jobs are reclaimed and resumed elsewhere, and a cancel reaches the run's worker
+through the queue's abort.
+
+Each run executes on the process's checkpointer and streams its events into an ``EventRecorder`` (stored,
+then broadcast); it ends by writing its outcome in the same transaction as its last events. A client that
+disconnects changes nothing; ``cancel`` stops a run within moments. Stopping the process (SIGTERM) suspends
+runs rather than ending them (after ``worker_drain_seconds`` with a queue): they stay ``running`` with no
+worker and are resumed from their checkpoints. Status transitions are the repository's
+(``executions.repository``).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import structlog
+from procrastinate.job_context import AbortReason
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +33,7 @@ from aiops_executor.executions import repository
 from aiops_executor.executions.broadcast import Broadcaster, LocalBroadcaster
 from aiops_executor.executions.checkpoints import Checkpoints
 from aiops_executor.executions.models import Execution, ExecutionEventRow
+from aiops_executor.executions.queue import AbortReasonSource, RunQueue
 from aiops_executor.executions.schemas import UNFINISHED, ExecutionStatus
 from aiops_executor.executions.store import EventRecorder
 from aiops_executor.llm.runtime.model_source import RuntimeModelSource
@@ -34,6 +43,12 @@ from aiops_executor.tools.registry import default_registry, tool_settings
 
 logger = structlog.get_logger(__name__)
 
+# A committed ``pending`` run with no job this long after its creation lost its enqueue (its API process
+# died in between); the maintenance enqueues it.
+UNQUEUED_GRACE_SECONDS = 5.0
+# How often ``stream: false`` requests look at a run another process executes.
+WAIT_POLL_SECONDS = 0.25
+
 
 @dataclass
 class ActiveRun:
@@ -41,50 +56,121 @@ class ActiveRun:
     task: asyncio.Task[None] | None = None
     run: ExecutionRun | None = None
     cancel_requested: bool = False
+    suspend_requested: bool = False
+    finished: bool = False  # ended here with an outcome (or given up)
+    suspended: bool = False  # left checkpointed (or pending) for a later attempt
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def cancel(self) -> None:
         self.cancel_requested = True
         if self.run is not None:
             self.run.cancel()
+        elif self.task is not None:
+            self.task.cancel()  # still waiting for a slot
+
+    def suspend(self) -> None:
+        self.suspend_requested = True
+        if self.run is not None:
+            self.run.suspend()
+        elif self.task is not None:
+            self.task.cancel()  # still waiting for a slot: it stays pending
 
 
 class ExecutionManager:
     def __init__(self, context: ServiceContext, broadcaster: Broadcaster | None = None) -> None:
         self.context = context
         self.settings = context.settings
-        self.broadcaster: Broadcaster = broadcaster or LocalBroadcaster()
+        self.broadcaster: Broadcaster = broadcaster or self._default_broadcaster()
         self.checkpoints = Checkpoints(self.settings.resolved_database_url)
         self.worker_id = repository.this_worker()
+        self.queue = (
+            RunQueue(self.settings.resolved_database_url, lease_seconds=self.settings.worker_lease_seconds)
+            if self.settings.uses_job_queue
+            else None
+        )
         self._slots = asyncio.Semaphore(self.settings.max_concurrent_executions)
         self._active: dict[uuid.UUID, ActiveRun] = {}
         # Serialises "is this team already running?" with creating the execution, within this process.
         self.admission = asyncio.Lock()
-        self._purger: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._worker: asyncio.Task[None] | None = None
         self._stopping = False
+
+    def _default_broadcaster(self) -> Broadcaster:
+        # Across processes only where several can share the work: PostgreSQL (the queue) plus Redis.
+        if self.settings.uses_job_queue and self.settings.redis_url:
+            from aiops_executor.executions.broadcast_redis import RedisBroadcaster
+
+            return RedisBroadcaster(self.settings.redis_url)
+        return LocalBroadcaster()
+
+    @property
+    def runs_executions(self) -> bool:
+        """Whether this process executes runs (always on the embedded default)."""
+        return self.queue is None or self.settings.embedded_worker
 
     # -- lifecycle of the manager ----------------------------------------------------------------
 
     async def start(self) -> None:
         await self.checkpoints.open()
-        await self.recover()
-        self._purger = asyncio.create_task(self._purge_periodically(), name="execution-purge")
+        if self.queue is None:
+            await self.recover()
+        else:
+            await self.queue.open()
+            if self.settings.embedded_worker:
+                await self.maintain()
+                self._worker = asyncio.create_task(
+                    self.queue.run_worker(
+                        self,
+                        concurrency=self.settings.worker_concurrency,
+                        name=self.worker_id,
+                        drain_seconds=self.settings.worker_drain_seconds,
+                    ),
+                    name="execution-worker",
+                )
+                self._background.append(asyncio.create_task(self._maintain_periodically(), name="queue-upkeep"))
+        self._background.append(asyncio.create_task(self._purge_periodically(), name="execution-purge"))
 
     async def stop(self) -> None:
-        """Suspends every run (checkpointed, resumable) and ends live streams with a hint to re-attach."""
+        """Takes no new run; lets runs go on for ``worker_drain_seconds`` (with a queue), then suspends them
+        (checkpointed, resumable: handed back to the queue) and ends live streams with a hint to re-attach."""
         self._stopping = True
-        if self._purger is not None:
-            self._purger.cancel()
-            await asyncio.gather(self._purger, return_exceptions=True)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._worker is not None:
+            # procrastinate's graceful stop: no new job, the drain, then an abort (shutdown) of the rest.
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
         runs = list(self._active.values())
         for active in runs:
-            if active.run is not None:
-                active.run.suspend()
-            elif active.task is not None:
-                active.task.cancel()  # still waiting for a slot: it stays pending
+            active.suspend()
         await asyncio.gather(*(a.task for a in runs if a.task is not None), return_exceptions=True)
         self.broadcaster.shutdown()
+        await self.broadcaster.close()
         await self.checkpoints.close()
+        if self.queue is not None:
+            await self.queue.close()
+
+    async def maintain(self) -> None:
+        """Queue upkeep (PostgreSQL): reclaims the jobs of workers that missed their heartbeats, and enqueues
+        unfinished runs that have no job (a process died between committing a run and enqueueing it)."""
+        if self.queue is None:
+            return
+        await self.queue.reclaim_stalled()
+        cutoff = datetime.now(UTC) - timedelta(seconds=UNQUEUED_GRACE_SECONDS)
+        for execution_id in await repository.orphaned(self.context.database.sessionmaker, cutoff):
+            if await self.queue.enqueue(execution_id):
+                logger.warning("queued a run that had no job", execution_id=str(execution_id))
+
+    async def _maintain_periodically(self) -> None:
+        interval = max(1.0, self.settings.worker_lease_seconds / 6)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.maintain()
+            except Exception as exc:
+                logger.warning("queue upkeep failed; will retry", error=str(exc))
 
     async def recover(self) -> int:
         """Starts or resumes the executions a previous process left unfinished; returns how many."""
@@ -92,17 +178,9 @@ class ExecutionManager:
         for execution in await repository.unfinished(self.context.database.sessionmaker):
             if execution.id in self._active:
                 continue
-            if execution.status == ExecutionStatus.running.value:
-                if not repository.worker_is_gone(execution.worker_id):
-                    logger.info("execution runs in another process", execution_id=str(execution.id))
-                    continue
-                # A run suspended by a shutdown (no worker) was not lost: only lost attempts count.
-                if execution.worker_id is not None and execution.attempt >= self.settings.max_run_attempts:
-                    if await repository.give_up(
-                        self.context.database.sessionmaker, execution.id, self.settings.max_run_attempts
-                    ):
-                        logger.warning("execution lost too many times; failed", execution_id=str(execution.id))
-                    continue
+            if execution.status == ExecutionStatus.running.value and not repository.worker_is_gone(execution.worker_id):
+                logger.info("execution runs in another process", execution_id=str(execution.id))
+                continue
             self.launch(execution.id)
             taken += 1
         if taken:
@@ -111,62 +189,132 @@ class ExecutionManager:
 
     # -- runs ------------------------------------------------------------------------------------
 
-    def launch(self, execution_id: uuid.UUID) -> ActiveRun:
-        """Starts (or resumes) a committed unfinished execution in the background."""
+    async def submit(self, execution_id: uuid.UUID) -> None:
+        """Hands a committed ``pending`` execution to whoever runs executions: the queue, or this process."""
+        if self.queue is None:
+            self.launch(execution_id)
+            return
+        try:
+            await self.queue.enqueue(execution_id)
+        except Exception as exc:  # committed: the queue upkeep enqueues it once the queue answers again
+            logger.warning("could not enqueue the execution; it will be queued later", error=str(exc))
+
+    def launch(self, execution_id: uuid.UUID, *, take_over: bool = False) -> ActiveRun:
+        """Starts (or resumes) a committed unfinished execution in the background of this process."""
+        existing = self._active.get(execution_id)
+        if existing is not None:
+            return existing
         active = ActiveRun(execution_id)
         self._active[execution_id] = active
         self.broadcaster.open(str(execution_id))
-        active.task = asyncio.create_task(self._run(active), name=f"execution-{execution_id}")
+        active.task = asyncio.create_task(self._run(active, take_over), name=f"execution-{execution_id}")
         return active
+
+    async def run_job(self, execution_id: uuid.UUID, abort_reason: AbortReasonSource) -> None:
+        """Runs the execution of a job this process's worker took from the queue (``queue.JobRunner``).
+
+        Holding the job, the process owns the run. An abort asked by a user cancels the run; a worker
+        shutdown suspends it and hands it back to the queue, where a worker resumes it from its checkpoint.
+        """
+        active = self.launch(execution_id, take_over=True)
+        try:
+            await asyncio.shield(active.done.wait())
+            return
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # handled here: the run ends (or is suspended) cleanly first
+            if abort_reason() is AbortReason.USER_REQUEST:
+                active.cancel()
+            else:
+                active.suspend()
+            await active.done.wait()
+        if active.suspended and self.queue is not None:
+            await self.queue.enqueue(execution_id)
+            logger.info("handed the execution back to the queue", execution_id=str(execution_id))
 
     def active(self, execution_id: uuid.UUID) -> ActiveRun | None:
         return self._active.get(execution_id)
 
-    def cancel(self, execution_id: uuid.UUID) -> bool:
+    async def cancel(self, execution_id: uuid.UUID) -> bool:
+        """Cancels a run wherever it is; False when nothing was there to cancel (it finished meanwhile)."""
         active = self._active.get(execution_id)
-        if active is None:
+        if active is not None:
+            active.cancel()
+            return True
+        if self.queue is None:
             return False
-        active.cancel()
-        if active.run is None and active.task is not None:
-            active.task.cancel()  # still waiting for a slot
+        sessionmaker = self.context.database.sessionmaker
+        ended = await repository.cancel_unrun(sessionmaker, execution_id)
+        if ended is not None:  # it had not started: its job, if any, will find it cancelled
+            await self.queue.cancel_waiting(execution_id)
+        elif await self.queue.abort_running(execution_id):
+            return True
+        else:
+            # Running but held by no worker (waiting in the queue to be resumed, or its job is lost).
+            await self.queue.cancel_waiting(execution_id)
+            ended = await repository.cancel_released(sessionmaker, execution_id)
+        if ended is None:
+            return False
+        self.broadcaster.publish(str(execution_id), ended)
         return True
 
     async def wait(self, execution_id: uuid.UUID) -> None:
+        """Returns once the execution has finished."""
         active = self._active.get(execution_id)
-        if active is not None:
+        if active is not None and self.queue is None:
             await active.done.wait()
+            return
+        while True:
+            async with self.context.database.sessionmaker() as session:
+                row = await session.get(Execution, execution_id)
+                if row is None or row.status not in UNFINISHED:
+                    return
+            await asyncio.sleep(WAIT_POLL_SECONDS)
 
     def running_count(self) -> int:
         return sum(1 for a in self._active.values() if a.run is not None)
 
-    async def _run(self, active: ActiveRun) -> None:
+    async def _run(self, active: ActiveRun, take_over: bool) -> None:
         execution_id = active.execution_id
         # Every log line of the run (engine, tools, model calls) carries its id; unbound on the way out.
         with structlog.contextvars.bound_contextvars(execution_id=str(execution_id)):
-            holding_slot = finished = False
+            holding_slot = False
             try:
                 try:
                     await self._slots.acquire()
                     holding_slot = True
                 except asyncio.CancelledError:
-                    if self._stopping:
-                        return  # stays pending; the next process starts it
+                    if active.suspend_requested or self._stopping:
+                        active.suspended = True
+                        return  # stays pending; a later process (or worker) starts it
                     active.cancel_requested = True  # cancelled while pending: record its start and end
-                started = await repository.start(self.context.database.sessionmaker, execution_id, self.worker_id)
-                if started is None:
+                started = await repository.start(
+                    self.context.database.sessionmaker,
+                    execution_id,
+                    self.worker_id,
+                    max_attempts=self.settings.max_run_attempts,
+                    take_over=take_over,
+                )
+                if isinstance(started, repository.GaveUp):
+                    logger.warning("execution lost too many times; failed")
+                    self.broadcaster.publish(str(execution_id), started.event)
+                    active.finished = True
+                elif started is None:
                     logger.info("execution already taken or finished")
-                    self.broadcaster.finish(str(execution_id))
-                    return
-                with structlog.contextvars.bound_contextvars(team_id=str(started.execution.team_id)):
-                    finished = await self._drive(active, started)
+                else:
+                    with structlog.contextvars.bound_contextvars(team_id=str(started.execution.team_id)):
+                        active.finished = await self._drive(active, started)
+                    active.suspended = not active.finished
             except Exception:
                 logger.exception("execution could not be run")
             finally:
                 if holding_slot:
                     self._slots.release()
+                self.broadcaster.finish(str(execution_id))
                 self._active.pop(execution_id, None)
                 active.done.set()
-            if finished:
+            if active.finished:
                 await self._forget_checkpoints(execution_id)
 
     def _execution_run(self, started: repository.Started) -> ExecutionRun:
@@ -181,7 +329,9 @@ class ExecutionManager:
             started_at=execution.started_at,
             elapsed_seconds=started.elapsed_seconds,
         )
-        resume = Resume(started.attempt, started.worker_id, started.last_seq) if started.resumed else None
+        resume = (
+            Resume(started.attempt, started.worker_id, started.last_seq, started.announced) if started.resumed else None
+        )
         team = CompiledTeam(
             TeamSpec.model_validate(execution.team_snapshot), default_registry(), tool_settings(self.settings)
         )
@@ -208,7 +358,7 @@ class ExecutionManager:
         active.run = run
         if active.cancel_requested:
             run.cancel()
-        elif self._stopping:
+        elif active.suspend_requested or self._stopping:
             run.suspend()
         log = logger.bind(attempt=started.attempt)
         log.info("execution resumed" if started.resumed else "execution started")

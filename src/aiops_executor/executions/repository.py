@@ -1,9 +1,11 @@
 """The one owner of an execution's status: every transition of an ``executions`` row happens here.
 
     pending --start--> running --finish--> success | failed | timeout | cancelled
+    pending --cancel_unrun--> cancelled (cancelled before any process took it)
                        running --release--> running, no worker (the process stopped; resumed later)
                        running --resume--> running, attempt + 1 (its process was lost)
                        running --give_up--> failed WORKER_LOST (lost more than AIOPS_MAX_RUN_ATTEMPTS times)
+                       running --cancel_released--> cancelled (no process held it: it waited in the queue to be resumed)
 
 The engine speaks ``RunStatus``; the API speaks ``ExecutionStatus``; ``FINAL_STATUS`` is the one mapping.
 Each transition is one short transaction guarded by the status it expects, so two processes can never both
@@ -19,12 +21,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aiops_executor.core.db import utcnow
 from aiops_executor.engine import RunOutcome, RunStatus
 from aiops_executor.engine.events import EventType, format_timestamp
+from aiops_executor.executions.broadcast import StreamEvent
 from aiops_executor.executions.models import Execution, ExecutionEventRow
 from aiops_executor.executions.schemas import UNFINISHED, ExecutionStatus
 
@@ -77,6 +80,14 @@ class Started:
     resumed: bool
     last_seq: int  # the last stored event; this attempt's events follow it
     elapsed_seconds: float  # running time of the earlier attempts (counts against the timeout)
+    announced: dict[str, dict[str, Any]]  # node id -> result, of the node_complete events already stored
+
+
+@dataclass(frozen=True)
+class GaveUp:
+    """``start`` found a run lost too many times and failed it (WORKER_LOST); its terminal event."""
+
+    event: StreamEvent
 
 
 def add_pending(session: AsyncSession, **columns: Any) -> Execution:
@@ -97,27 +108,52 @@ async def _last_event(session: AsyncSession, execution_id: uuid.UUID) -> tuple[i
     return int(row[0] or 0), row[1]
 
 
+async def _announced_nodes(session: AsyncSession, execution_id: uuid.UUID) -> dict[str, dict[str, Any]]:
+    payloads = await session.scalars(
+        select(ExecutionEventRow.payload).where(
+            ExecutionEventRow.execution_id == execution_id,
+            ExecutionEventRow.type == EventType.node_complete.value,
+        )
+    )
+    return {p["node_id"]: p["result"] for p in payloads if p.get("node_id") and isinstance(p.get("result"), dict)}
+
+
 async def start(
-    sessionmaker: async_sessionmaker[AsyncSession], execution_id: uuid.UUID, worker_id: str
-) -> Started | None:
-    """pending -> running (attempt 1), or a lost running attempt -> running (attempt + 1)."""
+    sessionmaker: async_sessionmaker[AsyncSession],
+    execution_id: uuid.UUID,
+    worker_id: str,
+    *,
+    max_attempts: int,
+    take_over: bool = False,
+) -> Started | GaveUp | None:
+    """pending -> running (attempt 1), or a lost running attempt -> running (attempt + 1); None when the run
+    is not this process's to start (finished, or held by a live process); ``GaveUp`` when it was lost
+    ``max_attempts`` times and has just failed with WORKER_LOST.
+
+    ``take_over``: the caller holds the run's job in the queue, which only a dead worker loses, so the
+    worker named in the row is gone whatever this host can tell about it.
+    """
     async with sessionmaker() as session, session.begin():
         execution = await session.get(Execution, execution_id, populate_existing=True, with_for_update=True)
         if execution is None or execution.status not in UNFINISHED:
             return None
         resumed = execution.status == ExecutionStatus.running.value
-        if resumed and not worker_is_gone(execution.worker_id):
+        if resumed and not take_over and not worker_is_gone(execution.worker_id):
             return None
+        # A run suspended by a shutdown (no worker) was not lost: only lost attempts count.
+        if resumed and execution.worker_id is not None and execution.attempt >= max_attempts:
+            return GaveUp(await _give_up(session, execution, max_attempts))
         attempt = execution.attempt + 1 if resumed else 1
         now = utcnow()
         started_at = execution.started_at or now
         last_seq, last_at = await _last_event(session, execution_id)
         elapsed = (last_at - started_at).total_seconds() if resumed and last_at is not None else 0.0
+        announced = await _announced_nodes(session, execution_id) if resumed else {}
         execution.status = ExecutionStatus.running.value
         execution.started_at = started_at
         execution.attempt = attempt
         execution.worker_id = worker_id
-        return Started(execution, attempt, worker_id, resumed, last_seq, max(0.0, elapsed))
+        return Started(execution, attempt, worker_id, resumed, last_seq, max(0.0, elapsed), announced)
 
 
 def outcome_columns(outcome: RunOutcome) -> dict[str, Any]:
@@ -158,49 +194,128 @@ async def release(session: AsyncSession, execution_id: uuid.UUID) -> None:
     )
 
 
-async def give_up(sessionmaker: async_sessionmaker[AsyncSession], execution_id: uuid.UUID, max_attempts: int) -> bool:
+async def give_up(
+    sessionmaker: async_sessionmaker[AsyncSession], execution_id: uuid.UUID, max_attempts: int
+) -> StreamEvent | None:
     """A run lost ``max_attempts`` times fails with WORKER_LOST, with its terminal event after the last one."""
     async with sessionmaker() as session, session.begin():
         execution = await session.get(Execution, execution_id, populate_existing=True, with_for_update=True)
         if execution is None or execution.status != ExecutionStatus.running.value:
-            return False
+            return None
         if not worker_is_gone(execution.worker_id):
-            return False
-        last_seq, _ = await _last_event(session, execution_id)
-        now = utcnow()
-        seq = last_seq + 1
-        message = (
-            f"the process running this execution was lost {execution.attempt} times "
-            f"(at most {max_attempts} attempts); it was not resumed again"
+            return None
+        return await _give_up(session, execution, max_attempts)
+
+
+async def _give_up(session: AsyncSession, execution: Execution, max_attempts: int) -> StreamEvent:
+    message = (
+        f"the process running this execution was lost {execution.attempt} times "
+        f"(at most {max_attempts} attempts); it was not resumed again"
+    )
+    return await _end_unrun(
+        session,
+        execution,
+        ExecutionStatus.failed,
+        EventType.execution_error,
+        {"status": ExecutionStatus.failed.value, "error_code": WORKER_LOST, "error_message": message},
+        error_code=WORKER_LOST,
+        error_message=message,
+    )
+
+
+async def cancel_unrun(sessionmaker: async_sessionmaker[AsyncSession], execution_id: uuid.UUID) -> StreamEvent | None:
+    """pending -> cancelled, before any process started it; returns the terminal event (to publish). None when
+    it is not pending any more (a process took it meanwhile: cancel the running run instead)."""
+    return await _cancel_unrun(sessionmaker, execution_id, (ExecutionStatus.pending.value,))
+
+
+async def cancel_released(
+    sessionmaker: async_sessionmaker[AsyncSession], execution_id: uuid.UUID
+) -> StreamEvent | None:
+    """Cancels a ``running`` run whose job the caller has just cancelled in the queue (it waited there to be
+    resumed, so no process runs it)."""
+    return await _cancel_unrun(sessionmaker, execution_id, (ExecutionStatus.running.value,))
+
+
+async def _cancel_unrun(
+    sessionmaker: async_sessionmaker[AsyncSession], execution_id: uuid.UUID, expected: tuple[str, ...]
+) -> StreamEvent | None:
+    async with sessionmaker() as session, session.begin():
+        execution = await session.get(Execution, execution_id, populate_existing=True, with_for_update=True)
+        if execution is None or execution.status not in expected:
+            return None
+        return await _end_unrun(
+            session,
+            execution,
+            ExecutionStatus.cancelled,
+            EventType.execution_cancelled,
+            {"status": ExecutionStatus.cancelled.value},
+            error_code=None,
+            error_message=None,
         )
-        await session.execute(
-            insert(ExecutionEventRow).values(
-                execution_id=execution.id,
-                seq=seq,
-                type=EventType.execution_error.value,
-                payload={
-                    "execution_id": str(execution.id),
-                    "team_id": str(execution.team_id),
-                    "seq": seq,
-                    "timestamp": format_timestamp(now),
-                    "status": ExecutionStatus.failed.value,
-                    "error_code": WORKER_LOST,
-                    "error_message": message,
-                },
-                timestamp=now,
-                created_at=now,
-                updated_at=now,
-            )
+
+
+async def _end_unrun(
+    session: AsyncSession,
+    execution: Execution,
+    status: ExecutionStatus,
+    event: EventType,
+    fields: dict[str, Any],
+    *,
+    error_code: str | None,
+    error_message: str | None,
+) -> StreamEvent:
+    """Ends a run that no process is running, with its terminal event after the last stored one."""
+    last_seq, _ = await _last_event(session, execution.id)
+    now = utcnow()
+    seq = last_seq + 1
+    payload = {
+        "execution_id": str(execution.id),
+        "team_id": str(execution.team_id),
+        "seq": seq,
+        "timestamp": format_timestamp(now),
+        **fields,
+    }
+    await session.execute(
+        insert(ExecutionEventRow).values(
+            execution_id=execution.id,
+            seq=seq,
+            type=event.value,
+            payload=payload,
+            timestamp=now,
+            created_at=now,
+            updated_at=now,
         )
-        execution.status = ExecutionStatus.failed.value
-        execution.error_code = WORKER_LOST
-        execution.error_message = message
-        execution.completed_at = now
-        execution.last_seq = seq
-        execution.worker_id = None
-        if execution.started_at is not None:
-            execution.duration_ms = int((now - execution.started_at).total_seconds() * 1000)
-        return True
+    )
+    execution.status = status.value
+    execution.error_code = error_code
+    execution.error_message = error_message
+    execution.completed_at = now
+    execution.last_seq = seq
+    execution.worker_id = None
+    execution.started_at = execution.started_at or now
+    execution.duration_ms = int((now - execution.started_at).total_seconds() * 1000)
+    return StreamEvent(seq, event.value, payload)
+
+
+ORPHANED = text(
+    """
+    SELECT e.id FROM executions e
+    WHERE (e.status = 'running' OR (e.status = 'pending' AND e.created_at < :pending_before))
+      AND NOT EXISTS (
+        SELECT 1 FROM procrastinate_jobs j WHERE j.lock = CAST(e.id AS TEXT) AND j.status IN ('todo', 'doing')
+      )
+    ORDER BY e.created_at
+    """
+)
+
+
+async def orphaned(sessionmaker: async_sessionmaker[AsyncSession], pending_before: datetime) -> list[uuid.UUID]:
+    """Unfinished runs with no job in the queue (PostgreSQL): a process died between committing a run and
+    enqueueing it (``pending`` rows older than ``pending_before``), or a run's job ended without its run."""
+    async with sessionmaker() as session:
+        rows = await session.execute(ORPHANED, {"pending_before": pending_before})
+        return [uuid.UUID(str(row[0])) for row in rows]
 
 
 async def unfinished(sessionmaker: async_sessionmaker[AsyncSession]) -> list[Execution]:

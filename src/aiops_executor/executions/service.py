@@ -117,7 +117,7 @@ async def start_execution(
             details={"team_id": str(team.id), "team_name": team.name},
         )
         await session.commit()
-        manager.launch(execution.id)
+        await manager.submit(execution.id)
     return execution
 
 
@@ -170,9 +170,16 @@ async def cancel_execution(
             error_code="EXECUTION_FINISHED",
             details={"id": str(execution_id), "status": execution.status},
         )
-    if not manager.cancel(execution.id):
+    if not await manager.cancel(execution.id):
+        finished = await get_execution_row(session, execution_id)
+        if finished.status not in UNFINISHED:
+            raise ConflictError(
+                f"execution {execution_id} already finished ({finished.status})",
+                error_code="EXECUTION_FINISHED",
+                details={"id": str(execution_id), "status": finished.status},
+            )
         raise ConflictError(
-            f"execution {execution_id} is not running in this process",
+            f"execution {execution_id} is not running in a process that can cancel it",
             error_code="EXECUTION_NOT_CANCELLABLE",
             details={"id": str(execution_id), "status": execution.status},
         )

@@ -4,6 +4,8 @@ Hand-over: subscribe to live events first, then replay the store after ``Last-Ev
 skipping any ``seq`` already sent. No loss: only committed events are published, so an event is either
 committed before the replay reads the store (replayed) or published after the subscription began (queued).
 No repetition: ``seq`` increases along both sources and anything at or below the last one sent is dropped.
+No gap: a live event beyond the next ``seq`` sends the stream back to the store, which holds everything
+committed (a live source may miss an event: Redis, when a crash cut its publication off).
 
 With no live channel here (the run finished, runs in another process, or has not resumed yet) the stream
 follows the store until the terminal event. When the process stops (``Broadcaster.shutdown``, or uvicorn's
@@ -65,19 +67,19 @@ async def _finished(context: AppContext, execution_id: uuid.UUID) -> bool:
 class _Follower:
     """The stream's current subscription, replaced when a run turns up live here, and its stop request."""
 
-    def __init__(self, broadcaster: Broadcaster, key: str) -> None:
+    def __init__(self, broadcaster: Broadcaster, key: str, after: int) -> None:
         self.broadcaster = broadcaster
         self.key = key
         self.stopping = False
-        self.subscription: Subscription = broadcaster.subscribe(key)
+        self.subscription: Subscription = broadcaster.subscribe(key, after)
 
     @property
     def interrupted(self) -> bool:
         return self.stopping or self.subscription.interrupted
 
-    def resubscribe(self) -> None:
+    def resubscribe(self, after: int) -> None:
         self.subscription.close()
-        self.subscription = self.broadcaster.subscribe(self.key)
+        self.subscription = self.broadcaster.subscribe(self.key, after)
         if self.stopping:
             self.subscription.interrupt()
 
@@ -102,7 +104,7 @@ async def execution_stream(
     settings = context.settings
     sessionmaker = context.database.sessionmaker
     loop = asyncio.get_running_loop()
-    follower = _Follower(broadcaster, str(execution.id))  # before reading the store: see the module doc
+    follower = _Follower(broadcaster, str(execution.id), after)  # before reading the store: see the module doc
     watcher = asyncio.create_task(follower.stop_when(stopping)) if stopping is not None else None
     last = after
     # last_event: when an event was last sent (idle close); last_sent: when anything was (heartbeat).
@@ -117,7 +119,7 @@ async def execution_stream(
             if subscription.closed:
                 # Not live here: whatever exists is in the store. The run may have turned up live here since
                 # the last look; subscribing again (before reading the store) picks it up.
-                follower.resubscribe()
+                follower.resubscribe(last)
                 subscription = follower.subscription
                 read_store = True
             if read_store:
@@ -149,6 +151,11 @@ async def execution_stream(
                 wait = min(wait, STORE_POLL_SECONDS)  # polling the store; an interruption ends the wait
             live = await subscription.next(wait)
             if live is None or live.seq <= last:
+                continue
+            if live.seq > last + 1:
+                # Events in between never came live (a publication cut off by a crash, a trimmed Redis stream):
+                # they are committed, so the store has them, this one included.
+                read_store = True
                 continue
             yield sse_message(live)
             last, last_event = live.seq, loop.time()

@@ -8,8 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from aiops_executor.executions.checkpoints import is_service_schema
-from aiops_executor.models_registry import metadata
+from aiops_executor.models_registry import is_service_schema, metadata
 
 config = context.config
 

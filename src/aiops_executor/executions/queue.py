@@ -1,0 +1,152 @@
+"""The job queue executions wait in when several processes share the work: procrastinate, on PostgreSQL.
+
+One job per run (attempt), locked by the execution id: procrastinate never runs two jobs with the same lock at
+once, so the worker holding the job owns the run — that is the lease. Workers heartbeat (procrastinate's
+``procrastinate_workers``); a worker that misses heartbeats for ``AIOPS_WORKER_LEASE_SECONDS`` is presumed
+dead, and ``reclaim_stalled`` puts its jobs back in the queue, where another worker resumes the runs from
+their checkpoints. The API process commits an execution, then enqueues its job; a process that dies in
+between leaves a committed ``pending`` row with no job, which ``executions.repository.orphaned`` finds and
+the workers' maintenance enqueues (``queueing_lock`` keeps a run from waiting twice).
+
+Cancel: a job still waiting is cancelled in the queue; a running one gets procrastinate's abort, which its
+worker hears at once (LISTEN/NOTIFY, with polling as a fallback) and turns into a cancelled run.
+The schema is procrastinate's own, created by migration 0005.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import structlog
+from procrastinate import App, PsycopgConnector
+from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.job_context import AbortReason, JobContext
+from procrastinate.jobs import Status
+
+from aiops_executor.executions.checkpoints import postgres_conninfo
+
+logger = structlog.get_logger(__name__)
+
+QUEUE = "executions"
+RUN_TASK = "aiops.run_execution"
+POOL_MAX_SIZE = 10
+WAITING = (Status.TODO.value,)
+HELD = (Status.TODO.value, Status.DOING.value)
+
+AbortReasonSource = Callable[[], AbortReason | None]
+
+
+class JobRunner(Protocol):
+    """Runs the execution a job names; returns when the run finished, was cancelled or was handed back."""
+
+    def run_job(self, execution_id: uuid.UUID, abort_reason: AbortReasonSource) -> Awaitable[None]: ...
+
+
+async def run_execution(context: JobContext, execution_id: str) -> None:
+    runner: JobRunner = context.additional_context["runner"]
+    await runner.run_job(uuid.UUID(execution_id), context.abort_reason)
+
+
+class RunQueue:
+    """procrastinate's app for this process: enqueue, cancel, inspect, and run a worker."""
+
+    def __init__(self, database_url: str, *, lease_seconds: float) -> None:
+        self.lease_seconds = lease_seconds
+        self.app = App(
+            connector=PsycopgConnector(conninfo=postgres_conninfo(database_url), min_size=1, max_size=POOL_MAX_SIZE)
+        )
+        self._task = self.app.task(name=RUN_TASK, queue=QUEUE, pass_context=True)(run_execution)
+        self._open = False
+
+    async def open(self) -> None:
+        if not self._open:
+            await self.app.open_async()
+            self._open = True
+
+    async def close(self) -> None:
+        if self._open:
+            self._open = False
+            await self.app.close_async()
+
+    async def enqueue(self, execution_id: uuid.UUID) -> bool:
+        """Queues a job for the run; False when one is already waiting (the run is not queued twice)."""
+        key = str(execution_id)
+        try:
+            await self._task.configure(lock=key, queueing_lock=key).defer_async(execution_id=key)
+        except AlreadyEnqueued:
+            return False
+        return True
+
+    async def jobs(self, execution_id: uuid.UUID) -> list[tuple[int, str]]:
+        """``(job id, status)`` of the run's jobs that are waiting or running."""
+        found = await self.app.job_manager.list_jobs_async(lock=str(execution_id), queue=QUEUE)
+        return [(job.id, job.status) for job in found if job.id is not None and job.status in HELD]
+
+    async def cancel_waiting(self, execution_id: uuid.UUID) -> bool:
+        """Cancels the run's waiting jobs; True when one was (no worker will take it any more)."""
+        cancelled = False
+        for job_id, status in await self.jobs(execution_id):
+            if status == Status.TODO.value:
+                cancelled |= await self.app.job_manager.cancel_job_by_id_async(job_id, delete_job=True)
+        return cancelled
+
+    async def abort_running(self, execution_id: uuid.UUID) -> bool:
+        """Asks the worker running the run to cancel it; True when a running job was found."""
+        requested = False
+        for job_id, status in await self.jobs(execution_id):
+            if status == Status.DOING.value:
+                requested |= await self.app.job_manager.cancel_job_by_id_async(job_id, abort=True)
+        return requested
+
+    async def depth(self) -> int:
+        """Runs waiting for a worker."""
+        row = await self.app.connector.execute_query_one_async(
+            "SELECT count(*) AS waiting FROM procrastinate_jobs WHERE queue_name = %(queue)s AND status = 'todo'",
+            queue=QUEUE,
+        )
+        return int(row["waiting"])
+
+    async def live_workers(self) -> int:
+        """Workers whose last heartbeat is within the lease."""
+        row = await self.app.connector.execute_query_one_async(
+            "SELECT count(*) AS live FROM procrastinate_workers "
+            "WHERE last_heartbeat > now() - make_interval(secs => %(lease)s)",
+            lease=self.lease_seconds,
+        )
+        return int(row["live"])
+
+    async def reclaim_stalled(self) -> int:
+        """Puts the running jobs of workers that missed their heartbeats back in the queue."""
+        reclaimed = 0
+        stalled = await self.app.job_manager.get_stalled_jobs(queue=QUEUE, seconds_since_heartbeat=self.lease_seconds)
+        for job in stalled:
+            try:
+                await self.app.job_manager.retry_job(job)
+            except Exception as exc:  # another worker reclaimed it first
+                logger.info("stalled job already reclaimed", job_id=job.id, error=str(exc))
+                continue
+            reclaimed += 1
+            logger.warning("took over the run of a lost worker", execution_id=job.task_kwargs.get("execution_id"))
+        return reclaimed
+
+    async def run_worker(self, runner: JobRunner, *, concurrency: int, name: str, drain_seconds: float) -> None:
+        """Takes jobs until cancelled; then takes no new one, lets the running ones go on for
+        ``drain_seconds`` and aborts the rest (the runner hands them back)."""
+        options: dict[str, Any] = {
+            "queues": [QUEUE],
+            "name": name,
+            "concurrency": concurrency,
+            "wait": True,
+            "install_signal_handlers": False,
+            "listen_notify": True,
+            "abort_job_polling_interval": 1.0,
+            "fetch_job_polling_interval": 1.0,
+            "shutdown_graceful_timeout": drain_seconds,
+            "update_heartbeat_interval": max(1.0, self.lease_seconds / 3),
+            "stalled_worker_timeout": self.lease_seconds,
+            "delete_jobs": "always",
+            "additional_context": {"runner": runner},
+        }
+        await self.app.run_worker_async(**options)
