@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
 
 from aiops_executor.engine import CompiledTeam, ExecutionEvent, ExecutionRun, NodeStatus, Resume, RunRequest, RunStatus
 from aiops_executor.engine.events import EventType
@@ -130,6 +131,38 @@ async def test_an_interrupted_node_team_resumes_after_its_last_finished_agent_tu
     assert resumed.outcome is not None and resumed.outcome.status is RunStatus.success
     db = resumed.outcome.node_results[0]
     assert [a.agent_id for a in db.agents] == ["first", "second"]
+
+
+@pytest.mark.parametrize("checkpointer", ["memory"], indirect=True)
+async def test_a_node_team_announced_before_its_checkpoint_was_written_is_not_run_again(
+    checkpointer: BaseCheckpointSaver[Any],
+) -> None:
+    # The crash window: the process announced db's node_complete (stored, seen by clients) and died before
+    # the step's checkpoint was committed. The resumed attempt finds no checkpoint of db, only the event.
+    spec = team([node("db"), node("cache")])
+    execution_id = f"exec-announced-{asyncio.get_running_loop().time()}"
+    calls: Counter[str] = Counter()
+    first = _attempt(spec, execution_id, InMemorySaver(), calls)
+    seen = await _events_until(first, lambda e: e.type == EventType.node_complete and e.node_id == "db")
+    announced = {e.node_id: e.data["result"] for e in of_type(seen, EventType.node_complete) if e.node_id}
+    assert set(announced) >= {"db"}
+
+    resumed_calls: Counter[str] = Counter()
+    resumed = _attempt(
+        spec,
+        execution_id,
+        checkpointer,  # knows nothing of the first attempt
+        resumed_calls,
+        resume=Resume(attempt=2, worker_id="host:1", after_seq=seen[-1].seq, announced=announced),
+    )
+    events = [e async for e in resumed.events()]
+    for node_id in announced:
+        assert resumed_calls[node_id] == 0
+        assert not [e for e in events if e.node_id == node_id]
+    assert resumed.outcome is not None and resumed.outcome.status is RunStatus.success
+    results = {n.node_id: n for n in resumed.outcome.node_results}
+    assert results["db"].output == announced["db"]["output"] and results["db"].status is NodeStatus.success
+    assert set(results) == {"db", "cache"}
 
 
 async def test_resuming_a_run_that_had_finished_its_graph_only_concludes_it(

@@ -27,7 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aiops_executor.app import create_app
 from aiops_executor.core.db import Database, utcnow
 from aiops_executor.engine.events import EventType, ExecutionEvent
-from aiops_executor.executions.broadcast import LocalBroadcaster, StreamEvent, Subscription
+from aiops_executor.executions import repository
+from aiops_executor.executions.broadcast import Broadcaster, LocalBroadcaster, StreamEvent, Subscription
+from aiops_executor.executions.broadcast_redis import RedisBroadcaster
 from aiops_executor.executions.models import Execution, ExecutionEventRow
 from aiops_executor.executions.sse import RECONNECT_MS, execution_stream, execution_stream_response
 from aiops_executor.executions.store import EventRecorder, EventStoreUnavailable
@@ -36,6 +38,7 @@ from aiops_executor.teams.models import Team
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, make_settings
 
 API = "/api/v1"
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture
@@ -303,9 +306,17 @@ async def test_group_commit_shares_transactions_and_keeps_order(db: Database) ->
 # ------------------------------------------------------------------------------------------ hand-over
 
 
-async def test_streams_attaching_at_any_moment_get_every_event_once(db: Database) -> None:
+@pytest.fixture(params=["local", "redis"])
+async def broadcaster(request: pytest.FixtureRequest) -> AsyncIterator[Broadcaster]:
+    """In this process, or through the real Redis (as several processes share events)."""
+    chosen: Broadcaster = LocalBroadcaster() if request.param == "local" else RedisBroadcaster(REDIS_URL)
+    yield chosen
+    chosen.shutdown()
+    await chosen.close()
+
+
+async def test_streams_attaching_at_any_moment_get_every_event_once(db: Database, broadcaster: Broadcaster) -> None:
     run = await seed_run(db.sessionmaker)
-    broadcaster = LocalBroadcaster()
     broadcaster.open(run.key)
     recorder = EventRecorder(db.sessionmaker, broadcaster, run.execution_id, flush_interval=0.002, batch_size=20)
     context: Any = SimpleNamespace(
@@ -451,3 +462,51 @@ async def test_server_shutdown_ends_open_streams_with_a_retry_hint(database_url:
             served.server.should_exit = True
             lines = await asyncio.wait_for(reader, 5)
         assert "id: 1" in lines and ends_with_retry(lines), lines
+
+
+async def test_a_stream_fills_what_never_came_live_from_the_store(db: Database, broadcaster: Broadcaster) -> None:
+    # Events 3-5 are committed but their publication is cut off (the worker died between commit and publish).
+    run = await seed_run(db.sessionmaker)
+    broadcaster.open(run.key)
+    recorder = EventRecorder(db.sessionmaker, broadcaster, run.execution_id, flush_interval=0.001, batch_size=20)
+    context: Any = SimpleNamespace(
+        settings=SimpleNamespace(sse_heartbeat_seconds=30.0, sse_idle_close_seconds=30.0), database=db
+    )
+    execution: Any = SimpleNamespace(id=run.execution_id, team_id=run.team_id)
+
+    async def follow() -> list[int]:
+        return [int(m.id) async for m in execution_stream(context, broadcaster, execution, 0) if m.id is not None]
+
+    await recorder.add(run.event(1))
+    await recorder.add(run.event(2))
+    await recorder.flush()
+    follower = asyncio.create_task(follow())
+    await asyncio.sleep(0.2)  # attached and caught up
+    publish = broadcaster.publish
+    broadcaster.publish = lambda key, event: None if 3 <= event.seq <= 5 else publish(key, event)  # type: ignore[method-assign]
+    for seq in range(3, 8):
+        await recorder.add(run.event(seq))
+    await recorder.add(run.event(8, EventType.execution_complete))
+    await recorder.close(finish_as(run))
+    assert await asyncio.wait_for(follower, 10) == list(range(1, 9))
+
+
+async def test_an_attempt_taken_over_by_another_worker_writes_nothing_more(db: Database) -> None:
+    run = await seed_run(db.sessionmaker)
+    async with db.sessionmaker() as session, session.begin():
+        await session.execute(update(Execution).where(Execution.id == run.execution_id).values(worker_id="host:2"))
+    # This attempt belonged to host:1, which missed its heartbeats; host:2 runs the execution now.
+    recorder = EventRecorder(
+        db.sessionmaker, LocalBroadcaster(), run.execution_id, flush_interval=0.001, batch_size=20, owner="host:1"
+    )
+    await recorder.add(run.event(1))
+    with pytest.raises(EventStoreUnavailable) as raised:
+        await asyncio.wait_for(recorder.flush(), 5)  # at once: retrying cannot give the run back
+    assert isinstance(raised.value.__cause__, repository.LeaseLost)
+    assert await stored_seqs(db, run) == []
+    async with db.sessionmaker() as session, session.begin():
+        with pytest.raises(repository.LeaseLost):
+            await repository.release(session, run.execution_id, "host:1")
+    async with db.sessionmaker() as session:
+        row = await session.get(Execution, run.execution_id)
+        assert row is not None and row.worker_id == "host:2" and row.status == "running"

@@ -136,9 +136,7 @@ async def test_keys_are_uuids_and_timestamps_timezone_aware(session: AsyncSessio
             )
         )
         # The tables of the service (the job queue's and the checkpointer's follow their libraries' own designs).
-        types = {
-            (table, column): data_type for table, column, data_type in rows if is_service_schema(table, "table")
-        }
+        types = {(table, column): data_type for table, column, data_type in rows if is_service_schema(table, "table")}
         naive = [key for key, data_type in types.items() if data_type == "timestamp without time zone"]
         assert naive == [], "every timestamp column is timezone-aware"
         for table in CONFIGURATION_TABLES:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, Uuid, event
+from sqlalchemy import DateTime, MetaData, Uuid, event, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -110,3 +110,13 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+async def serialize_transaction(session: AsyncSession, key: str) -> None:
+    """Holds a lock named ``key`` until the session's transaction ends, across every process of a deployment.
+
+    PostgreSQL: a transaction-scoped advisory lock. SQLite needs none: every transaction already holds the
+    database's single write lock from its start (``BEGIN IMMEDIATE``), and one process serves it.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})

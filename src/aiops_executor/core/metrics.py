@@ -155,6 +155,29 @@ class Metrics:
             buckets=TOOL_BUCKETS,
             registry=r,
         )
+        self.queue_wait = Histogram(
+            f"{PREFIX}_execution_queue_wait_seconds",
+            "Time from an execution's creation to the start of its first attempt.",
+            buckets=RUN_BUCKETS,
+            registry=r,
+        )
+        self.resumes = Counter(
+            f"{PREFIX}_execution_resumes",
+            "Attempts that resumed a run from its checkpoint, by why the earlier one ended: lost (its process "
+            "died) or handed_back (its process stopped).",
+            ["reason"],
+            registry=r,
+        )
+        self.lost_workers = Counter(
+            f"{PREFIX}_workers_lost",
+            "Workers found dead (no heartbeat within the lease) whose runs this process put back in the queue.",
+            registry=r,
+        )
+        self.reclaimed_runs = Counter(
+            f"{PREFIX}_runs_reclaimed",
+            "Runs of lost workers put back in the queue by this process.",
+            registry=r,
+        )
         self.sse_subscribers = Gauge(
             f"{PREFIX}_sse_subscribers", "Clients following a live execution stream in this process.", registry=r
         )
@@ -192,6 +215,16 @@ class Metrics:
     def tool_call(self, tool: str, outcome: str, seconds: float) -> None:
         self.tool_calls.labels(tool, outcome).inc()
         self.tool_duration.labels(tool, outcome).observe(seconds)
+
+    def run_started(self, *, resumed: bool, lost: bool, waited_seconds: float | None) -> None:
+        if resumed:
+            self.resumes.labels("lost" if lost else "handed_back").inc()
+        elif waited_seconds is not None:
+            self.queue_wait.observe(max(0.0, waited_seconds))
+
+    def reclaimed(self, runs: int, workers: int) -> None:
+        self.reclaimed_runs.inc(runs)
+        self.lost_workers.inc(workers)
 
     def watch(self, *, active_executions: Callable[[], float], sse_subscribers: Callable[[], float]) -> None:
         """Gauges read at scrape time from the objects that know (the execution manager, the broadcaster)."""

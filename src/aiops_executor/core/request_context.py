@@ -10,9 +10,13 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -28,6 +32,37 @@ def current_request_id() -> str | None:
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
+
+
+def origin() -> dict[str, str]:
+    """Where work handed to another process comes from: the request id and the W3C trace context, as plain
+    strings a job can carry (see ``from_origin``)."""
+    carried: dict[str, str] = {}
+    request_id = current_request_id()
+    if request_id is not None:
+        carried["request_id"] = request_id
+    propagate.inject(carried)
+    return carried
+
+
+@contextmanager
+def from_origin(carried: Mapping[str, str] | None) -> Iterator[None]:
+    """Runs the block as if inside the request that handed the work over: its request id on every log line,
+    its trace as the current context (a run's trace then links to it)."""
+    carried = dict(carried or {})
+    request_id = carried.pop("request_id", None)
+    if request_id is not None and not _VALID_REQUEST_ID.match(request_id):
+        request_id = None
+    token = otel_context.attach(propagate.extract(carried)) if carried else None
+    try:
+        if request_id is None:
+            yield
+        else:
+            with structlog.contextvars.bound_contextvars(request_id=request_id):
+                yield
+    finally:
+        if token is not None:
+            otel_context.detach(token)
 
 
 class RequestContextMiddleware:

@@ -157,7 +157,9 @@ class ExecutionManager:
         unfinished runs that have no job (a process died between committing a run and enqueueing it)."""
         if self.queue is None:
             return
-        await self.queue.reclaim_stalled()
+        runs, workers = await self.queue.reclaim_stalled()
+        if runs:
+            self.context.telemetry.metrics.reclaimed(runs, workers)
         cutoff = datetime.now(UTC) - timedelta(seconds=UNQUEUED_GRACE_SECONDS)
         for execution_id in await repository.orphaned(self.context.database.sessionmaker, cutoff):
             if await self.queue.enqueue(execution_id):
@@ -303,6 +305,12 @@ class ExecutionManager:
                 elif started is None:
                     logger.info("execution already taken or finished")
                 else:
+                    created = started.execution.created_at
+                    self.context.telemetry.metrics.run_started(
+                        resumed=started.resumed,
+                        lost=started.lost,
+                        waited_seconds=(datetime.now(UTC) - created).total_seconds() if created else None,
+                    )
                     with structlog.contextvars.bound_contextvars(team_id=str(started.execution.team_id)):
                         active.finished = await self._drive(active, started)
                     active.suspended = not active.finished
@@ -354,6 +362,7 @@ class ExecutionManager:
             execution_id,
             flush_interval=self.settings.event_flush_interval_ms / 1000,
             batch_size=self.settings.event_flush_batch_size,
+            owner=started.worker_id,
         )
         active.run = run
         if active.cancel_requested:
@@ -371,9 +380,9 @@ class ExecutionManager:
 
             async def final(session: AsyncSession) -> None:
                 if outcome is None:  # suspended: the process is stopping; the checkpoint resumes it
-                    await repository.release(session, execution_id)
+                    await repository.release(session, execution_id, started.worker_id)
                 else:
-                    await repository.finish(session, execution_id, outcome)
+                    await repository.finish(session, execution_id, outcome, started.worker_id)
 
             await asyncio.shield(recorder.close(final))
         if outcome is None:

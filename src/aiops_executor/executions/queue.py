@@ -25,6 +25,7 @@ from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.job_context import AbortReason, JobContext
 from procrastinate.jobs import Status
 
+from aiops_executor.core import request_context
 from aiops_executor.executions.checkpoints import postgres_conninfo
 
 logger = structlog.get_logger(__name__)
@@ -44,9 +45,11 @@ class JobRunner(Protocol):
     def run_job(self, execution_id: uuid.UUID, abort_reason: AbortReasonSource) -> Awaitable[None]: ...
 
 
-async def run_execution(context: JobContext, execution_id: str) -> None:
+async def run_execution(context: JobContext, execution_id: str, origin: dict[str, str] | None = None) -> None:
     runner: JobRunner = context.additional_context["runner"]
-    await runner.run_job(uuid.UUID(execution_id), context.abort_reason)
+    # The request that started the run (its id in the logs, its trace linked from the run's) is in another process.
+    with request_context.from_origin(origin):
+        await runner.run_job(uuid.UUID(execution_id), context.abort_reason)
 
 
 class RunQueue:
@@ -74,7 +77,8 @@ class RunQueue:
         """Queues a job for the run; False when one is already waiting (the run is not queued twice)."""
         key = str(execution_id)
         try:
-            await self._task.configure(lock=key, queueing_lock=key).defer_async(execution_id=key)
+            origin: dict[str, Any] = dict(request_context.origin())
+            await self._task.configure(lock=key, queueing_lock=key).defer_async(execution_id=key, origin=origin)
         except AlreadyEnqueued:
             return False
         return True
@@ -117,9 +121,11 @@ class RunQueue:
         )
         return int(row["live"])
 
-    async def reclaim_stalled(self) -> int:
-        """Puts the running jobs of workers that missed their heartbeats back in the queue."""
+    async def reclaim_stalled(self) -> tuple[int, int]:
+        """Puts the running jobs of workers that missed their heartbeats back in the queue; returns how many
+        jobs, and of how many workers (a worker already pruned from procrastinate's table counts once)."""
         reclaimed = 0
+        workers: set[int | None] = set()
         stalled = await self.app.job_manager.get_stalled_jobs(queue=QUEUE, seconds_since_heartbeat=self.lease_seconds)
         for job in stalled:
             try:
@@ -128,8 +134,9 @@ class RunQueue:
                 logger.info("stalled job already reclaimed", job_id=job.id, error=str(exc))
                 continue
             reclaimed += 1
+            workers.add(job.worker_id)
             logger.warning("took over the run of a lost worker", execution_id=job.task_kwargs.get("execution_id"))
-        return reclaimed
+        return reclaimed, len(workers)
 
     async def run_worker(self, runner: JobRunner, *, concurrency: int, name: str, drain_seconds: float) -> None:
         """Takes jobs until cancelled; then takes no new one, lets the running ones go on for

@@ -19,9 +19,10 @@ import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aiops_executor.core.db import utcnow
@@ -32,6 +33,27 @@ from aiops_executor.executions.models import Execution, ExecutionEventRow
 from aiops_executor.executions.schemas import UNFINISHED, ExecutionStatus
 
 WORKER_LOST = "WORKER_LOST"
+
+
+class LeaseLost(Exception):
+    """The run is no longer this process's: another worker took it over (this one missed its heartbeats for
+    longer than the lease). Whatever this attempt still wanted to write is discarded."""
+
+
+def _owned_by(execution_id: uuid.UUID, owner: str | None) -> list[Any]:
+    conditions: list[Any] = [Execution.id == execution_id]
+    if owner is not None:
+        conditions.append(Execution.worker_id == owner)
+    return conditions
+
+
+async def _guarded(session: AsyncSession, statement: Any, execution_id: uuid.UUID, owner: str | None) -> int:
+    result = cast("CursorResult[Any]", await session.execute(statement))
+    changed = int(result.rowcount or 0)
+    if owner is not None and changed == 0:
+        raise LeaseLost(f"execution {execution_id} was taken over by another worker")
+    return changed
+
 
 FINAL_STATUS: dict[RunStatus, ExecutionStatus] = {
     RunStatus.success: ExecutionStatus.success,
@@ -78,6 +100,7 @@ class Started:
     attempt: int
     worker_id: str
     resumed: bool
+    lost: bool  # resumed because the earlier attempt's process died (not because it stopped and handed it back)
     last_seq: int  # the last stored event; this attempt's events follow it
     elapsed_seconds: float  # running time of the earlier attempts (counts against the timeout)
     announced: dict[str, dict[str, Any]]  # node id -> result, of the node_complete events already stored
@@ -149,11 +172,12 @@ async def start(
         last_seq, last_at = await _last_event(session, execution_id)
         elapsed = (last_at - started_at).total_seconds() if resumed and last_at is not None else 0.0
         announced = await _announced_nodes(session, execution_id) if resumed else {}
+        lost = resumed and execution.worker_id is not None  # read before this attempt names its own worker
         execution.status = ExecutionStatus.running.value
         execution.started_at = started_at
         execution.attempt = attempt
         execution.worker_id = worker_id
-        return Started(execution, attempt, worker_id, resumed, last_seq, max(0.0, elapsed), announced)
+        return Started(execution, attempt, worker_id, resumed, lost, last_seq, max(0.0, elapsed), announced)
 
 
 def outcome_columns(outcome: RunOutcome) -> dict[str, Any]:
@@ -171,27 +195,35 @@ def outcome_columns(outcome: RunOutcome) -> dict[str, Any]:
     }
 
 
-async def finish(session: AsyncSession, execution_id: uuid.UUID, outcome: RunOutcome) -> None:
+# The writes of a running attempt name their ``owner`` (its worker id): once another worker has taken the run
+# over they match no row and raise ``LeaseLost``, so a process that only looked dead can never write over the
+# attempt that replaced it (a fencing token).
+
+
+async def finish(session: AsyncSession, execution_id: uuid.UUID, outcome: RunOutcome, owner: str | None = None) -> None:
     """running -> its final status, in the caller's transaction (the one writing the terminal event)."""
-    await session.execute(
+    statement = (
         update(Execution)
-        .where(Execution.id == execution_id, Execution.status.in_(UNFINISHED))
+        .where(*_owned_by(execution_id, owner), Execution.status.in_(UNFINISHED))
         .values(**outcome_columns(outcome))
     )
+    await _guarded(session, statement, execution_id, owner)
 
 
-async def record_last_seq(session: AsyncSession, execution_id: uuid.UUID, seq: int) -> None:
+async def record_last_seq(session: AsyncSession, execution_id: uuid.UUID, seq: int, owner: str | None = None) -> None:
     """The last stored event (in the transaction that stores it)."""
-    await session.execute(update(Execution).where(Execution.id == execution_id).values(last_seq=seq))
+    statement = update(Execution).where(*_owned_by(execution_id, owner)).values(last_seq=seq)
+    await _guarded(session, statement, execution_id, owner)
 
 
-async def release(session: AsyncSession, execution_id: uuid.UUID) -> None:
+async def release(session: AsyncSession, execution_id: uuid.UUID, owner: str | None = None) -> None:
     """The process is stopping: the run stays ``running`` with no worker, to be resumed from its checkpoint."""
-    await session.execute(
+    statement = (
         update(Execution)
-        .where(Execution.id == execution_id, Execution.status == ExecutionStatus.running.value)
+        .where(*_owned_by(execution_id, owner), Execution.status == ExecutionStatus.running.value)
         .values(worker_id=None)
     )
+    await _guarded(session, statement, execution_id, owner)
 
 
 async def give_up(

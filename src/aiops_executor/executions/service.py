@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.audit import service as audit
+from aiops_executor.core.db import serialize_transaction
 from aiops_executor.core.errors import AppError, ConflictError, NotFoundError, ValidationFailed
 from aiops_executor.core.pagination import Page, PageParams
 from aiops_executor.engine import prompts
@@ -86,6 +87,8 @@ async def start_execution(
         except InvalidOutputSchema as exc:
             raise _invalid_schema(exc) from exc
     async with manager.admission:
+        # "Is this team already running?" and creating its execution, as one step across processes too.
+        await serialize_transaction(session, f"team-executions:{team_id}")
         team = await teams_service.get_team_row(session, team_id)
         teams_service.ensure_active(team)
         spec = teams_service.team_spec(team)

@@ -77,7 +77,7 @@ class EventRecorder:
     window: how long the flusher waits after an event arrives for others to share its transaction (events
     queued during a write go in the next one without a new window). A failed write is retried after
     ``retry_delays``; after ``retry_for`` seconds of failures ``add`` and ``close`` raise
-    ``EventStoreUnavailable``.
+    ``EventStoreUnavailable`` (at once, from ``repository.LeaseLost``, when ``owner`` lost the run).
     """
 
     def __init__(
@@ -90,6 +90,7 @@ class EventRecorder:
         batch_size: int,
         retry_delays: Sequence[float] = RETRY_DELAYS,
         retry_for: float = RETRY_FOR_SECONDS,
+        owner: str | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.broadcaster = broadcaster
@@ -98,6 +99,7 @@ class EventRecorder:
         self.batch_size = max(1, batch_size)
         self.retry_delays = tuple(retry_delays) or (0.0,)
         self.retry_for = retry_for
+        self.owner = owner  # the worker running the attempt: its writes stop once another one took over
         self._key = str(execution_id)
         self._queue: list[_Queued] = []
         # A terminal event waits for ``close``: it is stored with the run's final state and announced last.
@@ -199,7 +201,12 @@ class EventRecorder:
                 self._urgent.set()
 
     def _retrying(self, exc: Exception, now: float) -> bool:
-        """Notes a failed write; False once failures have lasted longer than ``retry_for``."""
+        """Notes a failed write; False once failures have lasted longer than ``retry_for`` (at once when the run
+        was taken over: retrying cannot help)."""
+        if isinstance(exc, repository.LeaseLost):
+            self._error = exc
+            logger.warning("execution taken over by another worker; this attempt stops", execution_id=self._key)
+            return False
         self._uncertain = True
         if self._failing_since is None:
             self._failing_since = now
@@ -253,7 +260,7 @@ class EventRecorder:
             if rows:
                 await session.execute(insert(ExecutionEventRow), rows)
             if batch:
-                await repository.record_last_seq(session, self.execution_id, batch[-1].event.seq)
+                await repository.record_last_seq(session, self.execution_id, batch[-1].event.seq, self.owner)
             if final is not None:
                 await final(session)
 
