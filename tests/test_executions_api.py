@@ -480,6 +480,25 @@ async def test_excess_executions_wait_as_pending(database_url: str, tmp_path: Pa
             await wait_for_status(client, first, "success")
 
 
+async def test_a_queued_run_is_cancelled_before_any_worker_takes_it(postgres_url: str, tmp_path: Path) -> None:
+    # An API process without a worker (PostgreSQL): the run waits in the job queue.
+    async for live in _serve(postgres_url, tmp_path / "data", embedded_worker=False):
+        async with live.client() as client:
+            await add_simulator(client)
+            team_id = await make_team(client, nodes=1)
+            execution_id = (await client.post(f"{API}/teams/{team_id}/executions", json=TASK)).json()["execution_id"]
+            manager = live.context.executions  # type: ignore[attr-defined]
+            assert [status for _, status in await manager.queue.jobs(uuid.UUID(execution_id))] == ["todo"]
+            stream = asyncio.create_task(collect(client, "GET", f"{API}/executions/{execution_id}/stream"))
+            await asyncio.sleep(0.3)
+            assert (await client.post(f"{API}/executions/{execution_id}/cancel")).status_code == 202
+            body = (await client.get(f"{API}/executions/{execution_id}")).json()
+            events = await asyncio.wait_for(stream, 5)
+            assert await manager.queue.jobs(uuid.UUID(execution_id)) == []  # no worker will ever take it
+    assert body["status"] == "cancelled" and body["attempt"] == 1 and body["worker_id"] is None
+    assert [(int(i), kind) for i, kind, _ in events] == [(1, "execution_cancelled")]
+
+
 async def test_start_up_resumes_an_execution_a_crash_left_running(database_url: str, tmp_path: Path) -> None:
     async for live in _serve(database_url, tmp_path / "data"):
 

@@ -36,17 +36,17 @@ async def issue_token(
     context: ContextDep,
 ) -> TokenResponse:
     # Checked before the password: a locked username is refused even with the right one.
-    attempt = context.rate_limits.logins.begin(form.username, address)
+    attempt = await context.rate_limits.logins.begin(form.username, address)
     try:
         token = await service.authenticate(session, context, form.username, form.password)
-        attempt.succeeded()
+        await attempt.succeeded()
     except UnauthorizedError:
-        locked = attempt.failed()
+        locked = await attempt.failed()
         if locked:
             logger.warning("sign-in locked after repeated failures", locked=locked, client=address)
         raise
     finally:
-        attempt.end()
+        await attempt.end()
     return token
 
 

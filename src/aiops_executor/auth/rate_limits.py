@@ -38,7 +38,7 @@ def client_address(request: Request) -> str:
 
 async def limit_executions(principal: Annotated[Principal, Depends(_operator)], context: ContextDep) -> Principal:
     """Operator access to the routes that start, cancel or compute runs, charged per API key or user."""
-    decision = context.rate_limits.executions.hit(f"{principal.kind}:{principal.id}")
+    decision = await context.rate_limits.executions.take(f"{principal.kind}:{principal.id}")
     if not decision.allowed:
         logger.info("rate limited", scope="executions", principal=principal.actor)
         raise RateLimitedError(
@@ -52,7 +52,7 @@ async def limit_executions(principal: Annotated[Principal, Depends(_operator)], 
 async def limit_auth(request: Request, context: ContextDep) -> str:
     """Sign-in requests per client address; returns the address."""
     address = client_address(request)
-    decision = context.rate_limits.auth.hit(address)
+    decision = await context.rate_limits.auth.take(address)
     if not decision.allowed:
         logger.info("rate limited", scope="auth", client=address)
         raise RateLimitedError(

@@ -14,6 +14,7 @@ from aiops_executor.core.cache import ConfigCache
 from aiops_executor.core.crypto import EnvelopeCipher
 from aiops_executor.core.db import Database
 from aiops_executor.core.rate_limit import RateLimits
+from aiops_executor.core.rate_limit_redis import build_rate_limits
 from aiops_executor.core.settings import ResolvedSecrets, Settings, resolve_secrets
 from aiops_executor.core.telemetry import Telemetry
 
@@ -41,8 +42,9 @@ class AppContext:
 
     @cached_property
     def rate_limits(self) -> RateLimits:
-        """The process's rate limiters and sign-in throttle (in memory)."""
-        return RateLimits(self.settings)
+        """The rate limiters and sign-in throttle: shared through Redis when ``AIOPS_REDIS_URL`` is set, else
+        in this process. Their Redis connection (``rate_limits.redis``) also serves the model runtime."""
+        return build_rate_limits(self.settings)
 
     async def queue_status(self) -> dict[str, int] | None:
         """``{"depth", "live_workers"}`` of the job queue runs wait in, None without one (a service context
@@ -50,5 +52,7 @@ class AppContext:
         return None
 
     async def close(self) -> None:
+        if "rate_limits" in self.__dict__:  # built on first use; closes its Redis connection
+            await self.rate_limits.close()
         await self.database.dispose()
         await self.telemetry.close()

@@ -1,8 +1,10 @@
-"""In-process rate limiting: token buckets per caller and a login throttle against password guessing.
+"""Rate limiting: token buckets per caller and a login throttle against password guessing.
 
-The state lives in this process (one ``RateLimits`` per ``AppContext``); with several processes behind a
-load balancer each enforces its own limits. Every limiter reads the time through a clock callable, so tests
-move time forward instead of sleeping.
+The classes here keep their state in this process (one ``RateLimits`` per ``AppContext``): that is the
+embedded default, where one process serves. With ``AIOPS_REDIS_URL`` set, ``rate_limit_redis.RedisRateLimits``
+shares the same limits between processes through Redis and falls back to these classes while Redis is down.
+Callers only see the ``RequestLimiter`` and ``SignInGuard`` protocols. Every in-memory limiter reads the time
+through a clock callable, so tests move time forward instead of sleeping.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiops_executor.core.errors import AppError
+from aiops_executor.core.redis_link import RedisLink
 from aiops_executor.core.settings import Settings
 
 Clock = Callable[[], float]
@@ -44,6 +48,44 @@ class Decision:
     allowed: bool
     remaining: int
     retry_after: float  # seconds until the next request would be allowed; 0 when allowed
+
+
+class RequestLimiter(Protocol):
+    """At most ``limit`` requests per minute per key (0: unlimited)."""
+
+    @property
+    def limit(self) -> int: ...
+
+    async def take(self, key: str) -> Decision:
+        """Charges one request to ``key``."""
+        ...
+
+
+class SignInAttempt(Protocol):
+    """One sign-in in progress; ``end`` must follow whatever happens (after ``failed`` or ``succeeded``)."""
+
+    async def failed(self) -> list[str]:
+        """Counts the failure; returns what it locked (``username``, ``address``)."""
+        ...
+
+    async def succeeded(self) -> None: ...
+
+    async def end(self) -> None: ...
+
+
+class SignInGuard(Protocol):
+    async def begin(self, username: str, address: str) -> SignInAttempt:
+        """Starts an attempt, or raises ``RateLimitedError`` while the username or the address is locked."""
+        ...
+
+
+def login_user_key(username: str) -> str:
+    """Usernames differing only in case or surrounding spaces share their failures."""
+    return username.strip().casefold()[:256]
+
+
+def login_locked_error(wait: float) -> RateLimitedError:
+    return RateLimitedError("too many failed sign-in attempts; try again later", wait, scope="login")
 
 
 @dataclass
@@ -90,6 +132,9 @@ class TokenBucket:
             bucket.tokens -= 1.0
             return Decision(True, int(bucket.tokens), 0.0)
         return Decision(False, 0, (1.0 - bucket.tokens) / self._rate)
+
+    async def take(self, key: str) -> Decision:
+        return self.hit(key)
 
     def _evict(self) -> None:
         # Least recently used first; an evicted bucket's caller simply starts again with a full bucket.
@@ -189,18 +234,11 @@ class LoginThrottle:
         self.by_username = FailureLock(settings.login_max_failures, window, lockout, clock=clock)
         self.by_address = FailureLock(settings.login_max_failures_per_ip, window, lockout, clock=clock)
 
-    @staticmethod
-    def _user_key(username: str) -> str:
-        return username.strip().casefold()[:256]
-
-    def begin(self, username: str, address: str) -> LoginAttempt:
-        """Starts an attempt, or raises ``RateLimitedError`` while the username or the address is locked.
-
-        The caller must ``end`` the attempt whatever happens (``failed``/``succeeded`` first)."""
-        user_key = self._user_key(username)
+    async def begin(self, username: str, address: str) -> LoginAttempt:
+        user_key = login_user_key(username)
         wait = max(self.by_username.wait_for(user_key), self.by_address.wait_for(address))
         if wait > 0:
-            raise RateLimitedError("too many failed sign-in attempts; try again later", wait, scope="login")
+            raise login_locked_error(wait)
         self.by_username.begin(user_key)
         self.by_address.begin(address)
         return LoginAttempt(self, user_key, address)
@@ -212,8 +250,7 @@ class LoginAttempt:
     user_key: str
     address: str
 
-    def failed(self) -> list[str]:
-        """Counts the failure; returns what it locked (``username``, ``address``)."""
+    async def failed(self) -> list[str]:
         locked = []
         if self.throttle.by_username.fail(self.user_key):
             locked.append("username")
@@ -221,22 +258,32 @@ class LoginAttempt:
             locked.append("address")
         return locked
 
-    def succeeded(self) -> None:
+    async def succeeded(self) -> None:
         self.throttle.by_username.reset(self.user_key)
 
-    def end(self) -> None:
+    async def end(self) -> None:
         self.throttle.by_username.end(self.user_key)
         self.throttle.by_address.end(self.address)
 
 
 class RateLimits:
-    """The process's limiters, built from settings. ``clock`` may be replaced (tests move time forward)."""
+    """The process's limiters, built from settings. ``clock`` may be replaced (tests move time forward).
+
+    These keep their state in memory; ``RedisRateLimits`` replaces them with limiters shared through Redis
+    (``redis`` is then its connection, which the model runtime shares for its cool-downs and semaphores).
+    """
+
+    redis: RedisLink | None = None
 
     def __init__(self, settings: Settings, clock: Clock = time.monotonic) -> None:
         self.clock = clock
-        self.executions = TokenBucket(settings.rate_limit_executions_per_minute, 60.0, clock=self._now)
-        self.auth = TokenBucket(settings.rate_limit_auth_per_minute, 60.0, clock=self._now)
-        self.logins = LoginThrottle(settings, clock=self._now)
+        self.executions: RequestLimiter = TokenBucket(settings.rate_limit_executions_per_minute, 60.0, clock=self._now)
+        self.auth: RequestLimiter = TokenBucket(settings.rate_limit_auth_per_minute, 60.0, clock=self._now)
+        self.logins: SignInGuard = LoginThrottle(settings, clock=self._now)
 
     def _now(self) -> float:
         return self.clock()
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.close()

@@ -104,11 +104,6 @@ class ExecutionManager:
             return RedisBroadcaster(self.settings.redis_url)
         return LocalBroadcaster()
 
-    @property
-    def runs_executions(self) -> bool:
-        """Whether this process executes runs (always on the embedded default)."""
-        return self.queue is None or self.settings.embedded_worker
-
     # -- lifecycle of the manager ----------------------------------------------------------------
 
     async def start(self) -> None:

@@ -4,7 +4,8 @@ Each call goes to the best route first: active endpoints by health then priority
 usable credential (active, not expired, not over quota). Connection errors, 429, 5xx and rejected keys
 move the call to the next route, and the failing endpoint or key cools down for a while so that the
 calls after it do not keep hitting it. Per-endpoint semaphores cap how many calls are in flight, so a
-team of hundreds of agents cannot flood a provider.
+team of hundreds of agents cannot flood a provider. ``RuntimeState`` keeps both in this process;
+``shared_state.SharedRuntimeState`` shares them between processes through Redis.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -98,7 +100,10 @@ def credential_fingerprint(credential: CredentialConfig) -> CredentialFingerprin
 
 @dataclass
 class RuntimeState:
-    """Process-wide failover memory: cool-downs and in-flight limits, shared by every model instance."""
+    """Process-wide failover memory: cool-downs and in-flight limits, shared by every model instance.
+
+    Kept in this process; ``SharedRuntimeState`` overrides the async methods to share them across processes.
+    """
 
     cooldown_seconds: float = 30.0
     max_concurrency_per_endpoint: int = 16
@@ -126,6 +131,23 @@ class RuntimeState:
         if route.credential:
             until = max(until, self._cooling.get(("credential", route.credential.id), 0.0))
         return until if until > now else 0.0
+
+    async def load_cooling(self, binding: ModelBinding) -> None:
+        """Brings in the cool-downs other processes set on the binding's routes; nothing to do in memory."""
+
+    async def share_cool_down(self, kind: str, key: uuid.UUID, seconds: float | None = None) -> None:
+        """``cool_down``, and for a shared state the same in every process."""
+        self.cool_down(kind, key, seconds)
+
+    @asynccontextmanager
+    async def slot(self, endpoint: EndpointConfig | None) -> AsyncIterator[None]:
+        """Holds one of the endpoint's concurrent-call slots while the call runs (no limit without one)."""
+        semaphore = self.semaphore(endpoint)
+        if semaphore is None:
+            yield
+            return
+        async with semaphore:
+            yield
 
     def semaphore(self, endpoint: EndpointConfig | None) -> asyncio.Semaphore | None:
         if endpoint is None:
@@ -270,13 +292,13 @@ class FailoverChatModel(BaseChatModel):
             await self.on_call(record)
         return cost
 
-    def _penalise(self, route: Route, failure: Failure) -> None:
+    async def _penalise(self, route: Route, failure: Failure) -> None:
         if failure.kind in (FailureKind.unreachable, FailureKind.server) and route.endpoint:
-            self.state.cool_down("endpoint", route.endpoint.id)
+            await self.state.share_cool_down("endpoint", route.endpoint.id)
         elif failure.kind in (FailureKind.credential, FailureKind.rate_limited) and route.credential:
-            self.state.cool_down("credential", route.credential.id, failure.retry_after)
+            await self.state.share_cool_down("credential", route.credential.id, failure.retry_after)
         elif route.endpoint:
-            self.state.cool_down("endpoint", route.endpoint.id)
+            await self.state.share_cool_down("endpoint", route.endpoint.id)
 
     def _attempt_plan(self) -> Iterator[tuple[Route, float]]:
         """Routes in order; then further rounds for endpoints whose retry_count allows, after retry_interval."""
@@ -306,6 +328,7 @@ class FailoverChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         failures: list[tuple[Route, Failure]] = []
+        await self.state.load_cooling(self.binding)
         for route, wait in self._attempt_plan():
             if failures and not failures[-1][1].fails_over:
                 break
@@ -319,19 +342,15 @@ class FailoverChatModel(BaseChatModel):
             if failures and self.telemetry is not None:
                 self.telemetry.failover(self.binding.model)
             started = time.perf_counter()
-            semaphore = self.state.semaphore(route.endpoint)
             try:
-                if semaphore is None:
+                async with self.state.slot(route.endpoint):
                     result = await client._agenerate(messages, stop=stop, **self._call_kwargs(client, kwargs))
-                else:
-                    async with semaphore:
-                        result = await client._agenerate(messages, stop=stop, **self._call_kwargs(client, kwargs))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 failure = classify(exc)
                 failures.append((route, failure))
-                self._penalise(route, failure)
+                await self._penalise(route, failure)
                 self.state.failovers += 1
                 await self._record(route, failure.kind.value, started, None)
                 logger.warning(
@@ -367,6 +386,7 @@ class FailoverChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         failures: list[tuple[Route, Failure]] = []
+        await self.state.load_cooling(self.binding)
         for route, wait in self._attempt_plan():
             if failures and not failures[-1][1].fails_over:
                 break
@@ -380,13 +400,10 @@ class FailoverChatModel(BaseChatModel):
             if failures and self.telemetry is not None:
                 self.telemetry.failover(self.binding.model)
             started = time.perf_counter()
-            semaphore = self.state.semaphore(route.endpoint)
             emitted = False
             merged: AIMessageChunk | None = None
             try:
-                if semaphore is not None:
-                    await semaphore.acquire()
-                try:
+                async with self.state.slot(route.endpoint):
                     stream = client._astream(messages, stop=stop, **self._call_kwargs(client, kwargs))
                     async for chunk in stream:
                         emitted = True
@@ -395,14 +412,11 @@ class FailoverChatModel(BaseChatModel):
                         if run_manager and isinstance(chunk.message.content, str) and chunk.message.content:
                             await run_manager.on_llm_new_token(chunk.message.content, chunk=chunk)
                         yield chunk
-                finally:
-                    if semaphore is not None:
-                        semaphore.release()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 failure = classify(exc)
-                self._penalise(route, failure)
+                await self._penalise(route, failure)
                 await self._record(route, failure.kind.value, started, None)
                 if emitted:  # part of an answer reached the caller; switching routes would garble it
                     raise ProviderCallError(failure) from None

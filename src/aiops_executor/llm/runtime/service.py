@@ -23,6 +23,7 @@ from aiops_executor.llm.runtime.config import (
     ModelConfig,
 )
 from aiops_executor.llm.runtime.failover import CallRecord, CallSink, FailoverChatModel, RuntimeState
+from aiops_executor.llm.runtime.shared_state import SharedRuntimeState
 
 
 def endpoint_config(row: ProviderEndpoint) -> EndpointConfig:
@@ -117,15 +118,29 @@ class UsageLedger:
         entry.cost += record.cost or 0
 
 
+def runtime_state(context: AppContext) -> RuntimeState:
+    """Cool-downs and per-endpoint caps: shared with every process over the rate limits' Redis connection
+    when there is one (``AIOPS_REDIS_URL``), else kept in this process."""
+    settings = context.settings
+    link = context.rate_limits.redis
+    if link is not None:
+        return SharedRuntimeState(
+            cooldown_seconds=settings.failover_cooldown_seconds,
+            max_concurrency_per_endpoint=settings.max_concurrent_calls_per_endpoint,
+            link=link,
+        )
+    return RuntimeState(
+        cooldown_seconds=settings.failover_cooldown_seconds,
+        max_concurrency_per_endpoint=settings.max_concurrent_calls_per_endpoint,
+    )
+
+
 class ModelRuntime:
     """Turns stored configuration into chat models. One per process (lives on the AppContext)."""
 
     def __init__(self, context: AppContext, state: RuntimeState | None = None) -> None:
         self.context = context
-        self.state = state or RuntimeState(
-            cooldown_seconds=context.settings.failover_cooldown_seconds,
-            max_concurrency_per_endpoint=context.settings.max_concurrent_calls_per_endpoint,
-        )
+        self.state = state or runtime_state(context)
         self.ledger = UsageLedger()
 
     async def load_binding(self, session: AsyncSession, provider_ref: str | uuid.UUID, model_ref: str) -> ModelBinding:
