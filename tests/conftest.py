@@ -106,6 +106,9 @@ def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
         "admin_password": ADMIN_PASSWORD,
         "log_format": "json",
         "seed_simulator": False,
+        # A test app that stops suspends its runs at once (on PostgreSQL its worker would otherwise let them go
+        # on for 30 s, calling the session's mock servers while later tests run).
+        "worker_drain_seconds": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type, call-arg]

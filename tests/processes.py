@@ -8,10 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -20,6 +23,8 @@ from tests.conftest import PG_HOST, PG_PORT, PG_USER
 
 API = "/api/v1"
 EXECUTABLE = Path(sys.executable).with_name("aiops-executor")
+CAPABLE = {"supported": True, "score": 3}
+Event = tuple[int, str, dict[str, Any]]
 
 
 def free_port() -> int:
@@ -108,3 +113,97 @@ class Process:
             assert token.status_code == 200, token.text
             client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
             yield client
+
+
+# --- a small workload: the simulator provider, a team of probing nodes, runs ----------------------------
+
+
+async def add_simulator_models(client: httpx.AsyncClient, latency_ms: int) -> None:
+    provider = await client.post(f"{API}/providers", json={"name": "scale-sim", "type": "simulator"})
+    assert provider.status_code == 201, provider.text
+    model = await client.post(
+        f"{API}/providers/{provider.json()['id']}/models",
+        json={
+            "model_id": "sim",
+            "name": "sim",
+            "default_params": {"latency_ms": latency_ms},
+            "capabilities": {"chat": CAPABLE, "function_calling": CAPABLE, "structured_output": CAPABLE},
+        },
+    )
+    assert model.status_code == 201, model.text
+
+
+def team_body(nodes: int) -> dict[str, Any]:
+    ref = {"model_provider": "scale-sim", "model_id": "sim"}
+    return {
+        "team_name": f"scale-{uuid.uuid4().hex[:6]}",
+        "timeout_seconds": 300,
+        "topology": {
+            "nodes": [
+                {
+                    "node_id": f"n{i}",
+                    "node_name": f"Node {i}",
+                    "node_type": "service",
+                    "attributes": {"host": "127.0.0.1", "port": 9},
+                    "agents": [
+                        {"agent_id": "probe", "agent_name": "Prober", **ref, "tools": ["tcp_check"]},
+                        {"agent_id": "reader", "agent_name": "Reader", **ref},
+                    ],
+                    "supervisor_config": {**ref, "coordination_strategy": "round_robin"},
+                }
+                for i in range(nodes)
+            ],
+            "edges": [],
+            "global_supervisor": {**ref, "coordination_strategy": "parallel"},
+            "allow_isolated_nodes": True,
+        },
+    }
+
+
+async def make_team(client: httpx.AsyncClient, nodes: int) -> str:
+    team = await client.post(f"{API}/teams", json=team_body(nodes))
+    assert team.status_code == 201, team.text
+    return str(team.json()["team_id"])
+
+
+async def start_run(client: httpx.AsyncClient, team_id: str) -> str:
+    started = await client.post(f"{API}/teams/{team_id}/executions", json={"input": {"task": "Is anything down?"}})
+    assert started.status_code == 202, started.text
+    return str(started.json()["execution_id"])
+
+
+async def executions(client: httpx.AsyncClient, ids: list[str]) -> dict[str, dict[str, Any]]:
+    limit = asyncio.Semaphore(10)
+
+    async def one(execution_id: str) -> dict[str, Any]:
+        async with limit:
+            response = await client.get(f"{API}/executions/{execution_id}")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    bodies = await asyncio.gather(*(one(i) for i in ids))
+    return dict(zip(ids, bodies, strict=True))
+
+
+async def wait_until(client: httpx.AsyncClient, ids: list[str], done: Any, seconds: float) -> dict[str, dict[str, Any]]:
+    deadline = time.monotonic() + seconds
+    while True:
+        rows = await executions(client, ids)
+        if done(rows):
+            return rows
+        if time.monotonic() > deadline:
+            raise AssertionError({i: (r["status"], r.get("worker_id")) for i, r in rows.items()})
+        await asyncio.sleep(0.1)
+
+
+async def event_log(client: httpx.AsyncClient, execution_id: str) -> list[Event]:
+    events: list[Event] = []
+    after = 0
+    while True:
+        response = await client.get(f"{API}/executions/{execution_id}/events", params={"after": after, "size": 100})
+        assert response.status_code == 200, response.text
+        page = response.json()
+        events += [(e["seq"], e["event"], e["data"]) for e in page["items"]]
+        if len(page["items"]) < 100:
+            return events
+        after = events[-1][0]

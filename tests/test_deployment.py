@@ -35,8 +35,20 @@ from typer.main import get_command
 
 from aiops_executor.cli import app as cli_app
 from tests.conftest import PG_HOST, PG_PORT, PG_USER
-from tests.processes import API, EXECUTABLE, Process, base_env, free_port, pg, run_cli
-from tests.test_scale_out import _add_models, _log, _make_team, _start, _wait
+from tests.processes import (
+    API,
+    EXECUTABLE,
+    Process,
+    add_simulator_models,
+    base_env,
+    event_log,
+    free_port,
+    make_team,
+    pg,
+    run_cli,
+    start_run,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -366,10 +378,10 @@ async def test_the_compose_services_run_as_local_processes(tmp_path: Path) -> No
         shared = environment("api-1")
         admin = {"username": shared["AIOPS_ADMIN_USERNAME"], "password": shared["AIOPS_ADMIN_PASSWORD"]}
         async with apis[0].client(admin) as first, apis[1].client(admin) as second:
-            await _add_models(first, latency_ms=20)
-            team_id = await _make_team(first, nodes=2)
-            execution_id = await _start(first, team_id)
-            done = await _wait(
+            await add_simulator_models(first, latency_ms=20)
+            team_id = await make_team(first, nodes=2)
+            execution_id = await start_run(first, team_id)
+            done = await wait_until(
                 first, [execution_id], lambda r: r[execution_id]["status"] not in ("pending", "running"), 90
             )
             assert done[execution_id]["status"] == "success", done[execution_id].get("error_message")
@@ -377,7 +389,7 @@ async def test_the_compose_services_run_as_local_processes(tmp_path: Path) -> No
             # Read through the other API process: the same run, with its whole event log.
             row = (await second.get(f"{API}/executions/{execution_id}")).json()
             assert row["status"] == "success"
-            log = await _log(second, execution_id)
+            log = await event_log(second, execution_id)
             assert [seq for seq, _, _ in log] == list(range(1, len(log) + 1))
             assert log[-1][1] == "execution_complete"
 
