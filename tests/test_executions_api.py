@@ -8,6 +8,7 @@ import json
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -19,10 +20,11 @@ import uvicorn
 from httpx_sse import aconnect_sse
 from langgraph.checkpoint.base import empty_checkpoint
 from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.app import create_app
 from aiops_executor.core.context import AppContext
-from aiops_executor.core.db import utcnow
+from aiops_executor.core.db import Database, utcnow
 from aiops_executor.executions.models import Execution, ExecutionEventRow
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, make_settings
 from tests.helpers import assert_error
@@ -41,7 +43,10 @@ class Live:
         return httpx.AsyncClient(base_url=self.url, headers=self.headers, timeout=30, **kwargs)
 
 
+@asynccontextmanager
 async def _serve(database_url: str, data_dir: Path, **overrides: Any) -> AsyncIterator[Live]:
+    """A real server on a free port; stopped on the way out, also when the test fails inside (an async generator
+    abandoned by a failure would leave it, and its worker, running on the session's event loop)."""
     app = create_app(make_settings(database_url, data_dir, **overrides))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve())
@@ -61,9 +66,20 @@ async def _serve(database_url: str, data_dir: Path, **overrides: Any) -> AsyncIt
         await task
 
 
+@asynccontextmanager
+async def _rows(database_url: str) -> AsyncIterator[AsyncSession]:
+    """A transaction on the database, with no service running (to leave rows as a dead process would)."""
+    database = Database(database_url)
+    try:
+        async with database.sessionmaker() as session, session.begin():
+            yield session
+    finally:
+        await database.dispose()
+
+
 @pytest.fixture
 async def live(database_url: str, tmp_path: Path) -> AsyncIterator[Live]:
-    async for server in _serve(database_url, tmp_path / "data", sse_heartbeat_seconds=0.3):
+    async with _serve(database_url, tmp_path / "data", sse_heartbeat_seconds=0.3) as server:
         yield server
 
 
@@ -463,44 +479,46 @@ async def test_execute_with_an_output_schema_returns_structured_output(live: Liv
 
 
 async def test_excess_executions_wait_as_pending(database_url: str, tmp_path: Path) -> None:
-    async for live in _serve(
-        database_url, tmp_path / "data", max_concurrent_executions=1, allow_concurrent_team_executions=True
+    async with (
+        _serve(
+            database_url, tmp_path / "data", max_concurrent_executions=1, allow_concurrent_team_executions=True
+        ) as live,
+        live.client() as client,
     ):
-        async with live.client() as client:
-            await add_simulator(client, latency_ms=200)
-            team_id = await make_team(client, nodes=1)
-            first = (await client.post(f"{API}/teams/{team_id}/executions", json=TASK)).json()["execution_id"]
-            second = (await client.post(f"{API}/teams/{team_id}/executions", json=TASK)).json()["execution_id"]
-            await wait_for_status(client, first, "running")
-            assert (await client.get(f"{API}/executions/{second}")).json()["status"] == "pending"
-            # A pending execution can be cancelled at once.
-            assert (await client.post(f"{API}/executions/{second}/cancel")).status_code == 202
-            cancelled = await wait_for_status(client, second, "cancelled")
-            assert cancelled["started_at"] is not None
-            await wait_for_status(client, first, "success")
+        await add_simulator(client, latency_ms=200)
+        team_id = await make_team(client, nodes=1)
+        first = (await client.post(f"{API}/teams/{team_id}/executions", json=TASK)).json()["execution_id"]
+        second = (await client.post(f"{API}/teams/{team_id}/executions", json=TASK)).json()["execution_id"]
+        await wait_for_status(client, first, "running")
+        assert (await client.get(f"{API}/executions/{second}")).json()["status"] == "pending"
+        # A pending execution can be cancelled at once.
+        assert (await client.post(f"{API}/executions/{second}/cancel")).status_code == 202
+        cancelled = await wait_for_status(client, second, "cancelled")
+        assert cancelled["started_at"] is not None
+        await wait_for_status(client, first, "success")
 
 
-async def test_a_queued_run_is_cancelled_before_any_worker_takes_it(postgres_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_queued_run_is_cancelled_before_any_worker_takes_it(database_url: str, tmp_path: Path) -> None:
     # An API process without a worker (PostgreSQL): the run waits in the job queue.
-    async for live in _serve(postgres_url, tmp_path / "data", embedded_worker=False):
-        async with live.client() as client:
-            await add_simulator(client)
-            team_id = await make_team(client, nodes=1)
-            execution_id = (await client.post(f"{API}/teams/{team_id}/executions", json=TASK)).json()["execution_id"]
-            manager = live.context.executions  # type: ignore[attr-defined]
-            assert [status for _, status in await manager.queue.jobs(uuid.UUID(execution_id))] == ["todo"]
-            stream = asyncio.create_task(collect(client, "GET", f"{API}/executions/{execution_id}/stream"))
-            await asyncio.sleep(0.3)
-            assert (await client.post(f"{API}/executions/{execution_id}/cancel")).status_code == 202
-            body = (await client.get(f"{API}/executions/{execution_id}")).json()
-            events = await asyncio.wait_for(stream, 5)
-            assert await manager.queue.jobs(uuid.UUID(execution_id)) == []  # no worker will ever take it
+    async with _serve(database_url, tmp_path / "data", embedded_worker=False) as live, live.client() as client:
+        await add_simulator(client)
+        team_id = await make_team(client, nodes=1)
+        execution_id = (await client.post(f"{API}/teams/{team_id}/executions", json=TASK)).json()["execution_id"]
+        manager = live.context.executions  # type: ignore[attr-defined]
+        assert [status for _, status in await manager.queue.jobs(uuid.UUID(execution_id))] == ["todo"]
+        stream = asyncio.create_task(collect(client, "GET", f"{API}/executions/{execution_id}/stream"))
+        await asyncio.sleep(0.3)
+        assert (await client.post(f"{API}/executions/{execution_id}/cancel")).status_code == 202
+        body = (await client.get(f"{API}/executions/{execution_id}")).json()
+        events = await asyncio.wait_for(stream, 5)
+        assert await manager.queue.jobs(uuid.UUID(execution_id)) == []  # no worker will ever take it
     assert body["status"] == "cancelled" and body["attempt"] == 1 and body["worker_id"] is None
     assert [(int(i), kind) for i, kind, _ in events] == [(1, "execution_cancelled")]
 
 
 async def test_start_up_resumes_an_execution_a_crash_left_running(database_url: str, tmp_path: Path) -> None:
-    async for live in _serve(database_url, tmp_path / "data"):
+    async with _serve(database_url, tmp_path / "data") as live:
 
         async def died_before_cleaning_up(execution_ids: Any) -> None:
             return None
@@ -510,17 +528,17 @@ async def test_start_up_resumes_an_execution_a_crash_left_running(database_url: 
             await add_simulator(client)
             team_id = await make_team(client, nodes=1)
             done = (await client.post(f"{API}/teams/{team_id}/execute", json={**TASK, "stream": False})).json()
-        # Pretend the process died after the graph's last checkpoint, before its outcome was recorded.
-        async with live.context.database.sessionmaker() as session, session.begin():
-            await session.execute(
-                update(Execution).where(Execution.id == uuid.UUID(done["execution_id"])).values(status="running")
-            )
-            last = await session.scalar(select(func.max(ExecutionEventRow.seq)))
-            await session.execute(ExecutionEventRow.__table__.delete().where(ExecutionEventRow.seq == last))
-    async for live in _serve(database_url, tmp_path / "data"):
-        async with live.client() as client:
-            events = await collect(client, "GET", f"{API}/executions/{done['execution_id']}/stream")
-            body = await wait_for_status(client, done["execution_id"], "success")
+    # Pretend the process died after the graph's last checkpoint, before its outcome was recorded. (Changed once
+    # it has stopped: a live process would take the unfinished run over itself.)
+    async with _rows(database_url) as session:
+        await session.execute(
+            update(Execution).where(Execution.id == uuid.UUID(done["execution_id"])).values(status="running")
+        )
+        last = await session.scalar(select(func.max(ExecutionEventRow.seq)))
+        await session.execute(ExecutionEventRow.__table__.delete().where(ExecutionEventRow.seq == last))
+    async with _serve(database_url, tmp_path / "data") as live, live.client() as client:
+        events = await collect(client, "GET", f"{API}/executions/{done['execution_id']}/stream")
+        body = await wait_for_status(client, done["execution_id"], "success")
     assert body["attempt"] == 2 and body["worker_id"] is None
     assert body["result"] == done["result"] and body["usage"] == done["usage"]
     # The log goes on gap-free after the last stored event (the lost terminal event's seq is reused: no client
@@ -533,25 +551,23 @@ async def test_start_up_resumes_an_execution_a_crash_left_running(database_url: 
 
 
 async def test_a_run_lost_too_many_times_fails_with_worker_lost(database_url: str, tmp_path: Path) -> None:
-    async for live in _serve(database_url, tmp_path / "data", max_run_attempts=2):
-        async with live.client() as client:
-            await add_simulator(client)
-            team_id = await make_team(client, nodes=1)
-            done = (await client.post(f"{API}/teams/{team_id}/execute", json={**TASK, "stream": False})).json()
-        async with live.context.database.sessionmaker() as session, session.begin():
-            await session.execute(
-                update(Execution)
-                .where(Execution.id == uuid.UUID(done["execution_id"]))
-                # Its worker: a process on this host that no longer exists (above the kernel's largest pid).
-                .values(status="running", attempt=2, worker_id=f"{socket.gethostname()}:4194305")
-            )
-            last = await session.scalar(select(func.max(ExecutionEventRow.seq)))
-            await session.execute(ExecutionEventRow.__table__.delete().where(ExecutionEventRow.seq == last))
-    async for live in _serve(database_url, tmp_path / "data", max_run_attempts=2):
-        async with live.client() as client:
-            # Given up at start-up (SQLite), or by the first worker to take its job (PostgreSQL).
-            events = await collect(client, "GET", f"{API}/executions/{done['execution_id']}/stream")
-            body = (await client.get(f"{API}/executions/{done['execution_id']}")).json()
+    async with _serve(database_url, tmp_path / "data", max_run_attempts=2) as live, live.client() as client:
+        await add_simulator(client)
+        team_id = await make_team(client, nodes=1)
+        done = (await client.post(f"{API}/teams/{team_id}/execute", json={**TASK, "stream": False})).json()
+    async with _rows(database_url) as session:
+        await session.execute(
+            update(Execution)
+            .where(Execution.id == uuid.UUID(done["execution_id"]))
+            # Its worker: a process on this host that no longer exists (above the kernel's largest pid).
+            .values(status="running", attempt=2, worker_id=f"{socket.gethostname()}:4194305")
+        )
+        last = await session.scalar(select(func.max(ExecutionEventRow.seq)))
+        await session.execute(ExecutionEventRow.__table__.delete().where(ExecutionEventRow.seq == last))
+    async with _serve(database_url, tmp_path / "data", max_run_attempts=2) as live, live.client() as client:
+        # Given up at start-up (SQLite), or by the first worker to take its job (PostgreSQL).
+        events = await collect(client, "GET", f"{API}/executions/{done['execution_id']}/stream")
+        body = (await client.get(f"{API}/executions/{done['execution_id']}")).json()
     assert body["status"] == "failed" and body["error_code"] == "WORKER_LOST" and body["attempt"] == 2
     assert events[-1][1] == "execution_error" and int(events[-1][0]) == last
     assert events[-1][2]["error_code"] == "WORKER_LOST"
@@ -607,19 +623,20 @@ async def test_a_finished_run_keeps_no_checkpoints_and_a_purge_removes_leftovers
 
 
 async def test_a_silent_stream_is_closed_and_can_be_re_attached(database_url: str, tmp_path: Path) -> None:
-    async for live in _serve(database_url, tmp_path / "data", sse_heartbeat_seconds=0.2, sse_idle_close_seconds=1.0):
-        async with live.client() as client:
-            await add_simulator(client, latency_ms=30_000)
-            team_id = await make_team(client, nodes=1)
-            execution_id = (await client.post(f"{API}/teams/{team_id}/executions", json=TASK)).json()["execution_id"]
-            path = f"{API}/executions/{execution_id}/stream"
-            first = await collect(client, "GET", path)
-            kinds = [k for _, k, _ in first]
-            # Events until the model call starts, heartbeats during the silence, then the server closes.
-            assert kinds[0] == "execution_start" and "heartbeat" in kinds
-            assert not {"execution_complete", "execution_error", "execution_cancelled"} & set(kinds)
-            last_id = [i for i, k, _ in first if k != "heartbeat"][-1]
-            assert (await client.post(f"{API}/executions/{execution_id}/cancel")).status_code == 202
-            rest = await collect(client, "GET", path, headers={"Last-Event-ID": last_id})
-            real = [e for e in rest if e[1] != "heartbeat"]
-            assert int(real[0][0]) == int(last_id) + 1 and real[-1][1] == "execution_cancelled"
+    settings = {"sse_heartbeat_seconds": 0.2, "sse_idle_close_seconds": 1.0}
+    async with _serve(database_url, tmp_path / "data", **settings) as live, live.client() as client:
+        await add_simulator(client, latency_ms=30_000)
+        team_id = await make_team(client, nodes=1)
+        execution_id = (await client.post(f"{API}/teams/{team_id}/executions", json=TASK)).json()["execution_id"]
+        path = f"{API}/executions/{execution_id}/stream"
+        first = await collect(client, "GET", path)
+        kinds = [k for _, k, _ in first]
+        # Events until the model call starts, heartbeats during the silence, then the server closes. (A worker
+        # may take the queued run after the first heartbeat.)
+        assert next(k for k in kinds if k != "heartbeat") == "execution_start" and "heartbeat" in kinds
+        assert not {"execution_complete", "execution_error", "execution_cancelled"} & set(kinds)
+        last_id = [i for i, k, _ in first if k != "heartbeat"][-1]
+        assert (await client.post(f"{API}/executions/{execution_id}/cancel")).status_code == 202
+        rest = await collect(client, "GET", path, headers={"Last-Event-ID": last_id})
+        real = [e for e in rest if e[1] != "heartbeat"]
+        assert int(real[0][0]) == int(last_id) + 1 and real[-1][1] == "execution_cancelled"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 
 from aiops_executor import __version__
@@ -66,8 +67,9 @@ async def test_ready_with_the_real_redis(backend: str, database_url: str, tmp_pa
     assert response.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}, **_queue(backend)}
 
 
-async def test_ready_reports_waiting_runs_and_live_workers(postgres_url: str, tmp_path: Path) -> None:
-    async with serving(postgres_url, tmp_path, redis_url=None, embedded_worker=False) as client:
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_ready_reports_waiting_runs_and_live_workers(database_url: str, tmp_path: Path) -> None:
+    async with serving(database_url, tmp_path, redis_url=None, embedded_worker=False) as client:
         context = _context(client)
         assert isinstance(context, ServiceContext) and context.executions.queue is not None
         queue = context.executions.queue
