@@ -10,7 +10,8 @@ The workload is the offline simulator at a fixed latency per model call; teams a
 
 - **throughput**: runs per minute with one worker and with two (``--runs`` runs of a 3-node team, all
   submitted at once, simulator at 200 ms per call): from the first submission to the last run's end.
-- **latency**: ``--executions`` concurrent runs started through API process A, executed by two workers, with
+- **latency**: ``--executions`` concurrent runs (simulator at ``--stream-latency-ms``, 2 s: a model's pace)
+  started through API process A, executed by two workers, with
   ``--subscribers`` SSE clients attached to API process B. Latency = the client's receive time - the event's
   ``timestamp`` (stamped by the worker's engine as the event left the run); both processes share this
   machine's clock. Every subscriber must get the gap-free sequence ending in a terminal event.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import platform
 import signal
@@ -192,7 +194,7 @@ async def throughput(
     for _ in range(workers):
         await deployment.start_worker(args.concurrency)
     await wait_for_workers(client, workers)
-    team_ids = await set_up_teams(client, args.runs, nodes=3)
+    team_ids = await set_up_teams(client, args.runs, nodes=3, model_id="sim-fast")
     started = time.monotonic()
     ids = [
         str(expect(await client.post(f"{API}/teams/{team_id}/executions", json=TASK), 202)["execution_id"])
@@ -209,9 +211,24 @@ async def throughput(
 _team_counter = 0
 
 
-async def set_up_teams(client: httpx.AsyncClient, count: int, nodes: int) -> list[str]:
-    """``count`` teams (a team runs one execution at a time) on the ``local-sim`` provider set up earlier."""
-    global _team_counter
+async def register_models(client: httpx.AsyncClient, latencies: dict[str, float]) -> None:
+    """Signs in, then registers the simulator provider ``local-sim`` with one model per fixed latency."""
+    await set_up(client, 0, 1, 0)  # signs in, registers local-sim/sim-1 (unused)
+    providers = expect(await client.get(f"{API}/providers"), 200)["items"]
+    provider_id = next(p["id"] for p in providers if p["name"] == "local-sim")
+    supported = {"supported": True, "score": 3}
+    for model_id, latency_ms in latencies.items():
+        body = {
+            "model_id": model_id,
+            "name": model_id,
+            "default_params": {"latency_ms": latency_ms},
+            "capabilities": {"chat": supported, "function_calling": supported, "structured_output": supported},
+        }
+        expect(await client.post(f"{API}/providers/{provider_id}/models", json=body), 201)
+
+
+async def set_up_teams(client: httpx.AsyncClient, count: int, nodes: int, model_id: str) -> list[str]:
+    """``count`` teams (a team runs one execution at a time) of ``nodes`` nodes on ``model_id``."""
     from stream import team_body
 
     limit = asyncio.Semaphore(8)
@@ -219,9 +236,9 @@ async def set_up_teams(client: httpx.AsyncClient, count: int, nodes: int) -> lis
     async def make() -> str:
         global _team_counter
         _team_counter += 1
-        name = f"scale-{_team_counter}"
+        body = json.loads(json.dumps(team_body(f"scale-{_team_counter}", nodes)).replace('"sim-1"', f'"{model_id}"'))
         async with limit:
-            return str(expect(await client.post(f"{API}/teams", json=team_body(name, nodes)), 201)["team_id"])
+            return str(expect(await client.post(f"{API}/teams", json=body), 201)["team_id"])
 
     return list(await asyncio.gather(*(make() for _ in range(count))))
 
@@ -233,7 +250,7 @@ async def latency(
     for _ in range(2):
         await deployment.start_worker(args.concurrency)
     await wait_for_workers(a, 2)
-    team_ids = await set_up_teams(a, args.executions, nodes=3)
+    team_ids = await set_up_teams(a, args.executions, nodes=3, model_id="sim-stream")
     per_run = args.subscribers // args.executions
     extra = args.subscribers % args.executions
     runs = [
@@ -256,7 +273,7 @@ async def takeover(deployment: Deployment, client: httpx.AsyncClient, args: argp
     for _ in range(2):
         await deployment.start_worker(args.concurrency)
     await wait_for_workers(client, 2)
-    team_ids = await set_up_teams(client, 40, nodes=3)
+    team_ids = await set_up_teams(client, 40, nodes=3, model_id="sim-fast")
     ids = [
         str(expect(await client.post(f"{API}/teams/{team_id}/executions", json=TASK), 202)["execution_id"])
         for team_id in team_ids
@@ -312,7 +329,7 @@ async def bench(args: argparse.Namespace) -> int:
                 httpx.AsyncClient(base_url=api_a.url or "", timeout=60) as a,
                 httpx.AsyncClient(base_url=api_b.url or "", timeout=60) as b,
             ):
-                await set_up(a, 0, 3, args.latency_ms)  # signs in, registers the simulator
+                await register_models(a, {"sim-fast": args.latency_ms, "sim-stream": args.stream_latency_ms})
                 token = a.headers["Authorization"]
                 b.headers["Authorization"] = token
                 if "throughput" in only:
@@ -356,7 +373,8 @@ async def bench(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(
         f"[dim]{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}; simulator at "
-        f"{args.latency_ms:.0f} ms per call; worker concurrency {args.concurrency}; lease {args.lease_seconds} s[/dim]"
+        f"{args.latency_ms:.0f} ms per call ({args.stream_latency_ms:.0f} ms for latency); "
+        f"worker concurrency {args.concurrency}; lease {args.lease_seconds} s[/dim]"
     )
     for failure in failures:
         console.print(f"[red]VIOLATION[/red] {failure}")
@@ -371,7 +389,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--executions", type=int, default=100)
     parser.add_argument("--subscribers", type=int, default=500)
-    parser.add_argument("--latency-ms", type=float, default=200.0)
+    parser.add_argument("--latency-ms", type=float, default=200.0, help="per model call: throughput, takeover")
+    parser.add_argument(
+        "--stream-latency-ms", type=float, default=2000.0, help="per model call in the latency measurement"
+    )
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--lease-seconds", type=int, default=30)
     args = parser.parse_args()
