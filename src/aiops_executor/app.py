@@ -46,6 +46,7 @@ logger = structlog.get_logger(__name__)
 async def start_context(settings: Settings, telemetry: Telemetry | None = None) -> ServiceContext:
     """Everything a process needs before it serves: keys, schema (embedded default), first admin."""
     context = ServiceContext.build(settings, telemetry)
+    await context.open()
     for path in context.secrets.generated:
         logger.warning("generated a development secret; keep it safe or set it in the environment", path=path)
     if settings.is_embedded_database:

@@ -48,6 +48,7 @@ async def run_worker(settings: Settings, *, metrics_port: int | None = None, met
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
+        await context.open()
         await manager.start()
         logger.info("worker started", worker_id=manager.worker_id, concurrency=settings.worker_concurrency)
         await stop.wait()

@@ -2,7 +2,8 @@
 
 Every write bumps a generation counter after it commits; a reader stores what it loaded only if the
 generation did not move while it was loading, so a read racing a write can never pin stale data.
-Entries also expire after a TTL, which bounds staleness when another process wrote.
+Entries also expire after a TTL, which bounds staleness when another process wrote; with Redis, a
+configuration write also reaches every other process at once (``cache_bus``, through ``on_change``).
 """
 
 from __future__ import annotations
@@ -22,19 +23,32 @@ class ConfigCache:
         self._entries: dict[Hashable, tuple[float, Any]] = {}
         self.hits = 0
         self.misses = 0
+        # Called after a whole-cache invalidation made here (a configuration write), to tell other processes.
+        self.on_change: Callable[[], None] | None = None
 
     @property
     def generation(self) -> int:
         return self._generation
 
     def invalidate(self, where: Callable[[Hashable], bool] | None = None) -> None:
-        """Drop every entry, or only those whose key ``where`` selects (loads in flight are not stored either)."""
+        """Drop every entry, or only those whose key ``where`` selects (loads in flight are not stored either).
+
+        Only a whole-cache invalidation (a configuration write) is announced to other processes; a selective
+        one (a credential's usage counter, after every call) is left to their TTL.
+        """
         self._generation += 1
         if where is None:
             self._entries.clear()
+            if self.on_change is not None:
+                self.on_change()
         else:
             for key in [key for key in self._entries if where(key)]:
                 del self._entries[key]
+
+    def invalidate_from_elsewhere(self) -> None:
+        """Another process changed the configuration: drop every entry, without announcing it again."""
+        self._generation += 1
+        self._entries.clear()
 
     async def get_or_load(self, key: Hashable, loader: Callable[[], Awaitable[T]]) -> T:
         if self.ttl_seconds > 0:

@@ -6,11 +6,12 @@ runtime, execution manager) on top, so that ``core/`` imports no domain package.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Self
 
 from aiops_executor.core.cache import ConfigCache
+from aiops_executor.core.cache_bus import ConfigChangeBus
 from aiops_executor.core.crypto import EnvelopeCipher
 from aiops_executor.core.db import Database
 from aiops_executor.core.rate_limit import RateLimits
@@ -27,6 +28,7 @@ class AppContext:
     cipher: EnvelopeCipher
     config_cache: ConfigCache
     telemetry: Telemetry
+    config_changes: ConfigChangeBus | None = field(default=None, init=False)
 
     @classmethod
     def build(cls, settings: Settings, telemetry: Telemetry | None = None) -> Self:
@@ -46,12 +48,22 @@ class AppContext:
         in this process. Their Redis connection (``rate_limits.redis``) also serves the model runtime."""
         return build_rate_limits(self.settings)
 
+    async def open(self) -> None:
+        """Starts what the process shares with the others of its deployment: with several processes
+        (PostgreSQL and Redis), configuration changes reach every process's cache at once."""
+        if self.settings.redis_url and not self.settings.is_embedded_database and self.config_changes is None:
+            self.config_changes = ConfigChangeBus(self.settings.redis_url, self.config_cache)
+            await self.config_changes.start()
+
     async def queue_status(self) -> dict[str, int] | None:
         """``{"depth", "live_workers"}`` of the job queue runs wait in, None without one (a service context
         has one on PostgreSQL)."""
         return None
 
     async def close(self) -> None:
+        if self.config_changes is not None:
+            await self.config_changes.close()
+            self.config_changes = None
         if "rate_limits" in self.__dict__:  # built on first use; closes its Redis connection
             await self.rate_limits.close()
         await self.database.dispose()
