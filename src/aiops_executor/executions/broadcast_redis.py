@@ -36,6 +36,12 @@ READ_BLOCK_MS = 5_000
 READ_COUNT = 500
 PUBLISH_BATCH = 500
 RETRY_SECONDS = 1.0
+# Events waiting to be published when Redis is slow or down; beyond it new ones are dropped (streams then
+# find the gap and read the store) rather than grow this process's memory.
+MAX_OUTBOX = 100_000
+CONNECT_TIMEOUT_SECONDS = 2.0
+# Longer than a blocking read, so that only a Redis that stopped answering times out.
+SOCKET_TIMEOUT_SECONDS = READ_BLOCK_MS / 1000 + 5.0
 
 
 def stream_key(execution_id: str) -> str:
@@ -93,7 +99,10 @@ class RedisBroadcaster:
     """``Broadcaster`` over Redis Streams, shared by every process of a deployment."""
 
     def __init__(self, url: str) -> None:
-        self.redis = redis.Redis.from_url(url)
+        self.redis = redis.Redis.from_url(
+            url, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS, socket_timeout=SOCKET_TIMEOUT_SECONDS
+        )
+        self._dropping = False
         self._outbox: asyncio.Queue[tuple[str, StreamEvent]] = asyncio.Queue()
         self._publisher: asyncio.Task[None] | None = None
         self._readers: dict[str, _Reader] = {}
@@ -105,6 +114,12 @@ class RedisBroadcaster:
         """Nothing to prepare: the stream exists from its first entry."""
 
     def publish(self, execution_id: str, event: StreamEvent) -> None:
+        if self._outbox.qsize() >= MAX_OUTBOX:
+            if not self._dropping:
+                logger.warning("Redis is not keeping up; live events are dropped, streams read the store")
+            self._dropping = True
+            return
+        self._dropping = False
         self._outbox.put_nowait((execution_id, event))
         if self._publisher is None or self._publisher.done():
             self._publisher = asyncio.create_task(self._publish_queued(), name="redis-publisher")
