@@ -33,7 +33,7 @@ from aiops_executor.executions import repository
 from aiops_executor.executions.broadcast import Broadcaster, LocalBroadcaster
 from aiops_executor.executions.checkpoints import Checkpoints
 from aiops_executor.executions.models import Execution, ExecutionEventRow
-from aiops_executor.executions.queue import AbortReasonSource, RunQueue
+from aiops_executor.executions.queue import AbortReasonSource, QueueWorker, RunQueue
 from aiops_executor.executions.schemas import UNFINISHED, ExecutionStatus
 from aiops_executor.executions.store import EventRecorder
 from aiops_executor.llm.runtime.model_source import RuntimeModelSource
@@ -93,7 +93,7 @@ class ExecutionManager:
         # Serialises "is this team already running?" with creating the execution, within this process.
         self.admission = asyncio.Lock()
         self._background: list[asyncio.Task[None]] = []
-        self._worker: asyncio.Task[None] | None = None
+        self._worker: QueueWorker | None = None
         self._stopping = False
 
     def _default_broadcaster(self) -> Broadcaster:
@@ -114,15 +114,13 @@ class ExecutionManager:
             await self.queue.open()
             if self.settings.embedded_worker:
                 await self.maintain()
-                self._worker = asyncio.create_task(
-                    self.queue.run_worker(
-                        self,
-                        concurrency=self.settings.worker_concurrency,
-                        name=self.worker_id,
-                        drain_seconds=self.settings.worker_drain_seconds,
-                    ),
-                    name="execution-worker",
+                self._worker = self.queue.worker(
+                    self,
+                    concurrency=self.settings.worker_concurrency,
+                    name=self.worker_id,
+                    drain_seconds=self.settings.worker_drain_seconds,
                 )
+                self._worker.start()
                 self._background.append(asyncio.create_task(self._maintain_periodically(), name="queue-upkeep"))
         self._background.append(asyncio.create_task(self._purge_periodically(), name="execution-purge"))
 
@@ -135,8 +133,7 @@ class ExecutionManager:
         await asyncio.gather(*self._background, return_exceptions=True)
         if self._worker is not None:
             # procrastinate's graceful stop: no new job, the drain, then an abort (shutdown) of the rest.
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+            await self._worker.stop()
         runs = list(self._active.values())
         for active in runs:
             active.suspend()

@@ -15,6 +15,7 @@ The schema is procrastinate's own, created by migration 0005.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -24,6 +25,7 @@ from procrastinate import App, PsycopgConnector
 from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.job_context import AbortReason, JobContext
 from procrastinate.jobs import Status
+from procrastinate.worker import Worker
 
 from aiops_executor.core import request_context
 from aiops_executor.executions.checkpoints import postgres_conninfo
@@ -138,9 +140,9 @@ class RunQueue:
             logger.warning("took over the run of a lost worker", execution_id=job.task_kwargs.get("execution_id"))
         return reclaimed, len(workers)
 
-    async def run_worker(self, runner: JobRunner, *, concurrency: int, name: str, drain_seconds: float) -> None:
-        """Takes jobs until cancelled; then takes no new one, lets the running ones go on for
-        ``drain_seconds`` and aborts the rest (the runner hands them back)."""
+    def worker(self, runner: JobRunner, *, concurrency: int, name: str, drain_seconds: float) -> QueueWorker:
+        """A worker taking jobs until ``QueueWorker.stop``: then it takes no new one, lets the running ones go on
+        for ``drain_seconds`` and aborts the rest (the runner hands them back)."""
         options: dict[str, Any] = {
             "queues": [QUEUE],
             "name": name,
@@ -156,4 +158,35 @@ class RunQueue:
             "delete_jobs": "always",
             "additional_context": {"runner": runner},
         }
-        await self.app.run_worker_async(**options)
+        return QueueWorker(Worker(self.app, **options))
+
+
+# How long ``QueueWorker.stop`` lets a worker that is still starting finish registering.
+REGISTRATION_SECONDS = 5.0
+
+
+class QueueWorker:
+    """procrastinate's worker, stopped gracefully: its registration row is removed on the way out (a worker
+    cancelled while registering would stay listed, looking alive, until its heartbeat aged past the lease)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._worker.run(), name="execution-worker")  # type: ignore[no-untyped-call]
+
+    async def stop(self) -> None:
+        task = self._task
+        if task is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REGISTRATION_SECONDS
+        # procrastinate offers no event for "registered"; its worker id appears once it is.
+        while self._worker.worker_id is None and not task.done() and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        if self._worker.worker_id is not None:
+            self._worker.stop()  # type: ignore[no-untyped-call]  # graceful: drain, abort the rest, unregister
+        else:
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
