@@ -35,7 +35,6 @@ logger = structlog.get_logger(__name__)
 QUEUE = "executions"
 RUN_TASK = "aiops.run_execution"
 POOL_MAX_SIZE = 10
-WAITING = (Status.TODO.value,)
 HELD = (Status.TODO.value, Status.DOING.value)
 
 AbortReasonSource = Callable[[], AbortReason | None]

@@ -163,24 +163,22 @@ async def list_events(session: AsyncSession, execution_id: uuid.UUID, after: int
     return Page[EventRead].build([EventRead(seq=r.seq, event=r.type, data=r.payload) for r in rows], total, page)
 
 
+def _refuse_if_finished(execution: Execution) -> None:
+    if execution.status not in UNFINISHED:
+        raise ConflictError(
+            f"execution {execution.id} already finished ({execution.status})",
+            error_code="EXECUTION_FINISHED",
+            details={"id": str(execution.id), "status": execution.status},
+        )
+
+
 async def cancel_execution(
     session: AsyncSession, manager: ExecutionManager, execution_id: uuid.UUID, *, actor: str
 ) -> Execution:
     execution = await get_execution_row(session, execution_id)
-    if execution.status not in UNFINISHED:
-        raise ConflictError(
-            f"execution {execution_id} already finished ({execution.status})",
-            error_code="EXECUTION_FINISHED",
-            details={"id": str(execution_id), "status": execution.status},
-        )
+    _refuse_if_finished(execution)
     if not await manager.cancel(execution.id):
-        finished = await get_execution_row(session, execution_id)
-        if finished.status not in UNFINISHED:
-            raise ConflictError(
-                f"execution {execution_id} already finished ({finished.status})",
-                error_code="EXECUTION_FINISHED",
-                details={"id": str(execution_id), "status": finished.status},
-            )
+        _refuse_if_finished(await get_execution_row(session, execution_id))  # it finished meanwhile
         raise ConflictError(
             f"execution {execution_id} is not running in a process that can cancel it",
             error_code="EXECUTION_NOT_CANCELLABLE",
