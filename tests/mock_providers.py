@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from aiops_executor.llm.mock_servers import MockLLMServer
+from aiops_devtools.mock_providers import MockLLMServer
 
 OPENAI_KEY = "sk-mock-openai-key-0001"
 OPENAI_KEY_2 = "sk-mock-openai-key-0002"

@@ -4,6 +4,8 @@
 - ``core/`` imports no domain package: the domains build on core, never the other way round
   (``aiops_executor.services`` wires the domain services onto the core context).
 - ``engine/`` has no web or SQL layer and does not reach into the execution lifecycle or the team CRUD rules.
+- The service never imports the development tools (``aiops_devtools``: mock provider servers); only the CLI,
+  whose ``mock-llm`` command starts them.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ DOMAIN_PACKAGES = (
 WIRING_MODULES = ("aiops_executor.services", "aiops_executor.models_registry")
 FORBIDDEN_IN_CORE = DOMAIN_PACKAGES + WIRING_MODULES
 FORBIDDEN_IN_ENGINE = ("fastapi", "sqlalchemy", "aiops_executor.executions", "aiops_executor.teams.service")
+
+FORBIDDEN_EVERYWHERE = ("aiops_devtools",)
+MAY_START_DEVTOOLS = ("aiops_executor/cli.py",)
 
 DYNAMIC_IMPORTERS = {"import_module", "__import__"}
 
@@ -88,10 +93,15 @@ def forbidden_imports(source: str, module: str, forbidden: Iterable[str], *, is_
     return [problem for _, problem in sorted(found)]
 
 
-def violations(package: str, forbidden: Iterable[str]) -> tuple[int, list[str]]:
+def violations(package: str, forbidden: Iterable[str], *, exempt: Iterable[str] = ()) -> tuple[int, list[str]]:
     """How many modules of ``package`` were read, and every forbidden import in them."""
     prefixes = tuple(forbidden)
-    paths = sorted((PACKAGE_ROOT / package).rglob("*.py"))
+    skipped = set(exempt)
+    paths = [
+        path
+        for path in sorted((PACKAGE_ROOT / package).rglob("*.py"))
+        if path.relative_to(PACKAGE_ROOT.parent).as_posix() not in skipped
+    ]
     problems = [
         f"{path.relative_to(PACKAGE_ROOT.parent)} {problem}"
         for path in paths
@@ -115,6 +125,12 @@ def test_engine_has_no_web_sql_or_lifecycle_imports() -> None:
     checked, problems = violations("engine", FORBIDDEN_IN_ENGINE)
     assert checked >= 5  # the walk really read engine/
     assert not problems, "engine/ must not import these:\n" + "\n".join(problems)
+
+
+def test_the_service_never_imports_the_development_tools() -> None:
+    checked, problems = violations(".", FORBIDDEN_EVERYWHERE, exempt=MAY_START_DEVTOOLS)
+    assert checked >= 100  # the walk really read the whole package
+    assert not problems, "only the CLI's mock-llm command may import aiops_devtools:\n" + "\n".join(problems)
 
 
 # -- the checker finds what it must ----------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from aiops_executor.llm.mock_servers import MockLLMServer
+from aiops_devtools.mock_providers import MockLLMServer
 from tests.conftest import RoleHeaders
 from tests.helpers import API, assert_error
 from tests.mock_providers import OPENAI_KEY

@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
+from aiops_devtools.mock_providers import MockLLMServer
 from aiops_executor.core.context import AppContext
 from aiops_executor.engine import CompiledTeam, EventType, ExecutionRun, NodeStatus, RunRequest, RunStatus
-from aiops_executor.llm.mock_servers import MockLLMServer
 from aiops_executor.llm.runtime.model_source import RuntimeModelSource
 from aiops_executor.tools.registry import default_registry
 from tests.engine_support import agent, node, team

@@ -17,12 +17,12 @@ import redis.asyncio as redis
 from asgi_lifespan import LifespanManager
 from structlog.testing import capture_logs
 
+from aiops_devtools.mock_providers import MockLLMServer
 from aiops_executor.app import create_app
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.rate_limit import RateLimitedError, RateLimits
 from aiops_executor.core.rate_limit_redis import RedisLoginThrottle, RedisRateLimits, build_rate_limits
 from aiops_executor.core.redis_link import RedisLink, RedisUnavailable
-from aiops_executor.llm.mock_servers import MockLLMServer
 from aiops_executor.llm.runtime import failover
 from aiops_executor.llm.runtime.config import ModelBinding
 from aiops_executor.llm.runtime.failover import Route, RuntimeState, plan_routes

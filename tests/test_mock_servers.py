@@ -16,7 +16,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage, T
 from langchain_openai import AzureChatOpenAI, ChatOpenAI
 from pydantic import BaseModel, Field
 
-from aiops_executor.llm.mock_servers import (
+from aiops_devtools.mock_providers import (
     DEFAULT_API_KEY,
     MockBehaviour,
     MockLLMServer,
@@ -24,7 +24,7 @@ from aiops_executor.llm.mock_servers import (
     ToolCall,
     sample_from_schema,
 )
-from aiops_executor.llm.mock_servers.behaviour import REDACTED, estimate_tokens
+from aiops_devtools.mock_providers.behaviour import REDACTED, estimate_tokens
 
 OPENAI_MODEL = "gpt-4o-mini"
 ANTHROPIC_MODEL = "claude-sonnet-4-6"

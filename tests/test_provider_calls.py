@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from aiops_executor.llm.mock_servers import MockLLMServer
+from aiops_devtools.mock_providers import MockLLMServer
 from aiops_executor.llm.runtime import probes
 from aiops_executor.services import ServiceContext
 from tests.helpers import API, assert_error, created, make_provider

@@ -11,7 +11,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 
-from aiops_executor.llm.mock_servers import MockLLMServer
+from aiops_devtools.mock_providers import MockLLMServer
 from aiops_executor.llm.runtime.clients import (
     DASHSCOPE_BASE_URLS,
     QIANFAN_BASE_URL,

@@ -13,7 +13,7 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from aiops_executor.llm.mock_servers import MockLLMServer
+from aiops_devtools.mock_providers import MockLLMServer
 from aiops_executor.llm.runtime import failover
 from aiops_executor.llm.runtime.config import CredentialConfig, DecryptedSecrets, ModelBinding
 from aiops_executor.llm.runtime.errors import NoUsableRouteError, ProviderCallError

@@ -7,8 +7,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from aiops_devtools.mock_providers import MockLLMServer
 from aiops_executor.core.context import AppContext
-from aiops_executor.llm.mock_servers import MockLLMServer
 from aiops_executor.models_registry import metadata
 from tests.helpers import API, created, make_provider
 from tests.mock_providers import OPENAI_KEY

@@ -23,12 +23,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
+from aiops_devtools.mock_providers import MockLLMServer
 from aiops_executor.app import create_app
 from aiops_executor.core import tracing
 from aiops_executor.core.settings import Settings
 from aiops_executor.core.telemetry import Telemetry
 from aiops_executor.engine import CompiledTeam, ExecutionRun, RunRequest, RunStatus, Usage
-from aiops_executor.llm.mock_servers import MockLLMServer
 from aiops_executor.llm.runtime.config import CredentialConfig, DecryptedSecrets, ModelBinding
 from aiops_executor.llm.runtime.failover import FailoverChatModel, RuntimeState
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, login, make_settings

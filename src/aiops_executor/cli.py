@@ -228,7 +228,7 @@ def mock_llm(
     latency_ms: Annotated[float, typer.Option(help="Delay added to every request.")] = 0.0,
 ) -> None:
     """Run a local mock LLM provider speaking the real OpenAI or Anthropic HTTP protocol (offline testing)."""
-    from aiops_executor.llm.mock_servers.runner import DEFAULT_PORTS, serve
+    from aiops_devtools.mock_providers.runner import DEFAULT_PORTS, serve
 
     bound = port if port is not None else DEFAULT_PORTS[kind.value]
     suffix = "/v1" if kind is MockKind.openai else ""

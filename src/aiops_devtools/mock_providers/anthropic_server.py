@@ -9,7 +9,7 @@ Routes:
 * ``POST /v1/messages/count_tokens``.
 * ``GET /v1/models`` (``data``, ``has_more``, ``first_id``, ``last_id``; ``limit`` / ``after_id`` /
   ``before_id`` paging) and ``GET /v1/models/{model}``.
-* ``/_mock/...`` admin routes, see :func:`~aiops_executor.llm.mock_servers.behaviour.admin_routes`.
+* ``/_mock/...`` admin routes, see :func:`~aiops_devtools.mock_providers.behaviour.admin_routes`.
 
 Authentication is the ``x-api-key`` header (``Authorization: Bearer`` is accepted too, as for
 ``auth_token`` clients); the ``anthropic-version`` header is required, as on the real API.

@@ -8,9 +8,9 @@ Routes:
 * Azure: ``POST /openai/deployments/{deployment}/chat/completions?api-version=...`` and
   ``GET /openai/models?api-version=...`` authenticated with the ``api-key`` header (or an Entra ``Bearer``
   token), plus the v1 form ``/openai/v1/chat/completions`` and ``/openai/v1/models``.
-* ``/_mock/...`` admin routes, see :func:`~aiops_executor.llm.mock_servers.behaviour.admin_routes`.
+* ``/_mock/...`` admin routes, see :func:`~aiops_devtools.mock_providers.behaviour.admin_routes`.
 
-What the model answers is decided by the shared :class:`~aiops_executor.llm.mock_servers.behaviour.MockBehaviour`.
+What the model answers is decided by the shared :class:`~aiops_devtools.mock_providers.behaviour.MockBehaviour`.
 """
 
 from __future__ import annotations

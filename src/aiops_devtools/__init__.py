@@ -1,0 +1,1 @@
+"""Development tools shipped beside the service but never imported by it: mock provider servers."""
