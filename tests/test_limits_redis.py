@@ -287,7 +287,8 @@ async def test_a_429_seen_by_one_process_sends_the_other_to_the_next_key(
 
     await one.model.ainvoke("hi")
     assert one.outcomes() == ["rate_limited", "success"]
-    assert 43_000 < await pttl(f"aiops:cooldown:{namespace}credential:{first.id}") <= 45_000  # Retry-After
+    throttled = failover.route_key(binding.endpoints[0].id, first.id)  # this key on this endpoint
+    assert 43_000 < await pttl(f"aiops:cooldown:{namespace}route:{throttled}") <= 45_000  # Retry-After
     await other.model.ainvoke("hi")
     assert other.outcomes() == ["success"]
     assert [c.credential_id for c in other.calls] == [second.id], "the other process never tried the 429 key"

@@ -188,7 +188,7 @@ async def test_name_uniqueness_and_reuse_after_delete(
     async def no_check(*_args: Any, **_kwargs: Any) -> None:
         return None
 
-    monkeypatch.setattr(service, "_ensure_provider_name_free", no_check)
+    monkeypatch.setattr(service.providers, "_ensure_provider_name_free", no_check)
     raced = await client.post(f"{API}/providers", json={"name": "shared", "type": "openai"}, headers=admin_headers)
     assert_error(raced, 409, "PROVIDER_NAME_EXISTS")
     monkeypatch.undo()
@@ -293,7 +293,7 @@ async def test_provider_in_use_hook_blocks_delete(
         calls.append(row.name)
         return "team 'checkout' references it"
 
-    monkeypatch.setattr(service, "_provider_usage_checks", [])
+    monkeypatch.setattr(service.providers, "_provider_usage_checks", [])
     service.register_provider_usage_check(used_by_team)
     response = await client.delete(f"{API}/providers/{provider['id']}", headers=admin_headers)
     body = assert_error(response, 409, "PROVIDER_IN_USE")

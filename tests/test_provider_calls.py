@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from aiops_devtools.mock_providers import MockLLMServer
-from aiops_executor.llm.runtime import probes
+from aiops_executor.llm.adapters import bedrock
+from aiops_executor.llm.adapters.openai import OpenAIAdapter
 from aiops_executor.services import ServiceContext
 from tests.helpers import API, assert_error, created, make_provider
 from tests.mock_providers import ANTHROPIC_KEY, OPENAI_KEY
@@ -194,7 +195,7 @@ async def test_sync_reads_the_bedrock_catalogue(
         seen.update(region=endpoint.region, key=secrets.api_key, secret=secrets.secret_key)
         return stubbed
 
-    monkeypatch.setattr(probes, "bedrock_control_client", fake_client)
+    monkeypatch.setattr(bedrock, "bedrock_control_client", fake_client)
     pid = await make_provider(client, admin_headers, "bedrock", "aws_bedrock")
     await created(client, admin_headers, f"/providers/{pid}/endpoints", {"name": "use1", "region": "us-east-1"})
     await created(
@@ -397,7 +398,6 @@ async def test_provider_failures_map_to_clear_error_codes(
     context: ServiceContext,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from aiops_executor.llm import provider_calls
 
     pid, endpoint, _ = await openai_provider(client, admin_headers, openai_mock.client_base_url)
     no_retries = await client.put(f"{API}/endpoints/{endpoint['id']}", json={"retry_count": 0}, headers=admin_headers)
@@ -418,7 +418,7 @@ async def test_provider_failures_map_to_clear_error_codes(
     async def throttled_catalogue(*_args: Any) -> list[Any]:
         raise Throttled("slow down")
 
-    monkeypatch.setattr(provider_calls, "list_remote_models", throttled_catalogue)
+    monkeypatch.setattr(OpenAIAdapter, "list_models", throttled_catalogue)
     assert_error(
         await client.post(f"{API}/providers/{pid}/models/sync", headers=admin_headers), 429, "PROVIDER_RATE_LIMITED"
     )

@@ -12,15 +12,12 @@ from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 
 from aiops_devtools.mock_providers import MockLLMServer
-from aiops_executor.llm.runtime.clients import (
-    DASHSCOPE_BASE_URLS,
-    QIANFAN_BASE_URL,
-    ClientConfigurationError,
-    build_client,
-    effective_base_url,
-    merged_params,
-)
-from aiops_executor.llm.runtime.config import DecryptedSecrets, EndpointConfig, ModelConfig
+from aiops_executor.llm.adapters import adapter_for
+from aiops_executor.llm.adapters.base import ClientConfigurationError
+from aiops_executor.llm.adapters.dashscope import DASHSCOPE_BASE_URLS
+from aiops_executor.llm.adapters.qianfan import QIANFAN_BASE_URL
+from aiops_executor.llm.runtime.config import DecryptedSecrets, EndpointConfig, ModelConfig, merged_params
+from aiops_executor.llm.runtime.failover import build_client
 from aiops_executor.llm.simulator import SimulatorChatModel
 from tests.mock_providers import ANTHROPIC_KEY, OPENAI_KEY
 
@@ -212,6 +209,10 @@ def test_simulator_needs_nothing_and_takes_latency() -> None:
     assert isinstance(client, SimulatorChatModel) and client.latency_ms == 25
 
 
+def effective_base_url(provider_type: str, configured: EndpointConfig) -> str | None:
+    return adapter_for(provider_type).base_url(configured)
+
+
 def test_region_aware_default_base_urls() -> None:
     assert effective_base_url("aliyun_dashscope", endpoint(None)) == DASHSCOPE_BASE_URLS["cn"]
     assert (
@@ -233,7 +234,7 @@ def test_endpoint_timeouts_reach_every_client_and_retries_are_left_to_failover()
     import boto3
     from botocore.config import Config
 
-    from aiops_executor.llm.runtime.probes import bedrock_control_client
+    from aiops_executor.llm.adapters.bedrock import bedrock_control_client
 
     configured = endpoint("http://127.0.0.1:9/v1", timeout_connect=4.0, timeout_read=25.0, api_version="2024-10-21")
     for provider_type in ("openai", "azure_openai", "vllm"):
@@ -271,7 +272,7 @@ def test_endpoint_timeouts_reach_every_client_and_retries_are_left_to_failover()
 async def test_a_slow_endpoint_times_out_at_its_read_timeout(openai_mock: MockLLMServer) -> None:
     import time
 
-    from aiops_executor.llm.runtime.errors import FailureKind, classify
+    from aiops_executor.llm.runtime.errors import FailureKind
 
     openai_mock.behaviour.latency_ms = 1500
     client = build_client(
@@ -284,4 +285,4 @@ async def test_a_slow_endpoint_times_out_at_its_read_timeout(openai_mock: MockLL
     with pytest.raises(Exception) as caught:  # whichever timeout class the SDK raises
         await client.ainvoke("hi")
     assert time.perf_counter() - started < 1.2
-    assert classify(caught.value).kind is FailureKind.unreachable
+    assert adapter_for("openai").classify(caught.value).kind is FailureKind.unreachable

@@ -142,7 +142,7 @@ async def delete_endpoint(
     "/endpoints/{endpoint_id}/health-check", response_model=HealthCheckResult, responses=error_responses(404, 409)
 )
 async def health_check_endpoint(
-    endpoint_id: uuid.UUID, _: AdminDep, session: SessionDep, context: ContextDep
+    endpoint_id: uuid.UUID, _: AdminDep, session: SessionDep, context: ServiceContextDep
 ) -> HealthCheckResult:
     return await provider_calls.check_endpoint_health(session, context, endpoint_id)
 
@@ -195,7 +195,7 @@ async def delete_credential(
     "/credentials/{credential_id}/validate", response_model=CredentialValidation, responses=error_responses(404, 409)
 )
 async def validate_credential(
-    credential_id: uuid.UUID, principal: AdminDep, session: SessionDep, context: ContextDep
+    credential_id: uuid.UUID, principal: AdminDep, session: SessionDep, context: ServiceContextDep
 ) -> CredentialValidation:
     return await provider_calls.validate_credential(session, context, credential_id, actor=principal.actor)
 
@@ -221,7 +221,7 @@ async def create_model(
     responses=error_responses(404, 409, 429, 502),
 )
 async def sync_models(
-    provider_id: uuid.UUID, principal: AdminDep, session: SessionDep, context: ContextDep
+    provider_id: uuid.UUID, principal: AdminDep, session: SessionDep, context: ServiceContextDep
 ) -> ModelSyncResult:
     return await provider_calls.sync_models(session, context, provider_id, actor=principal.actor)
 

@@ -1,13 +1,16 @@
 """The routes that talk to providers: endpoint health checks, credential validation, model sync, model tests.
 
-Each makes a real call through the provider's own client library (see ``runtime.probes``) and records
-what it learnt: health status, validation status, the model catalogue.
+Each makes a real call through the provider's own client library (its adapter's ``list_models``, the cheap
+authenticated call) and records what it learnt: health status, validation status, the model catalogue.
+Like chat calls, they fail over: routes (endpoint x credential) in priority order, healthy and not cooling
+down first; an endpoint that is down or overloaded is cooled down for the model calls too.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -17,15 +20,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.audit import service as audit
-from aiops_executor.core.context import AppContext
 from aiops_executor.core.db import utcnow
 from aiops_executor.core.errors import AppError, ConflictError
 from aiops_executor.llm import service
+from aiops_executor.llm.adapters import ProviderAdapter, adapter_for
+from aiops_executor.llm.adapters.base import ClientConfigurationError, RemoteModel
 from aiops_executor.llm.models import LLMModel, Provider, ProviderCredential, ProviderEndpoint
-from aiops_executor.llm.runtime.clients import ClientConfigurationError
-from aiops_executor.llm.runtime.config import DecryptedSecrets, EndpointConfig
-from aiops_executor.llm.runtime.errors import HTTP_STATUS, FailureKind, classify
-from aiops_executor.llm.runtime.probes import RemoteModel, list_remote_models
+from aiops_executor.llm.runtime.config import CredentialConfig, DecryptedSecrets
+from aiops_executor.llm.runtime.errors import HTTP_STATUS, Failure, FailureKind
+from aiops_executor.llm.runtime.failover import Route, RuntimeState, cooldown_keys, penalise
 from aiops_executor.llm.runtime.service import credential_config, endpoint_config
 from aiops_executor.llm.schemas import HealthStatus, ModelRead, ValidationStatus
 from aiops_executor.services import ServiceContext
@@ -66,83 +69,200 @@ class ModelTestResult(BaseModel):
     error_message: str | None = None
 
 
-async def _secrets_for(context: AppContext, credential: ProviderCredential | None) -> DecryptedSecrets | None:
-    if credential is None:
-        return None
-    opened = await service.decrypt_credential(context, credential_config(credential))
-    return DecryptedSecrets(opened.api_key, opened.secret_key, opened.access_token)
+@dataclass
+class ProbeOutcome:
+    """What asking a provider for its catalogue over some routes found."""
+
+    models: list[RemoteModel] | None = None  # None: no route answered
+    route: Route | None = None  # the route that answered
+    latency_ms: float = 0.0  # of the last attempt
+    failures: list[tuple[Route, Failure]] = field(default_factory=list)
+
+    @property
+    def last_failure(self) -> Failure | None:
+        return self.failures[-1][1] if self.failures else None
+
+    def attempts(self) -> list[dict[str, Any]]:
+        return [
+            {**route.describe(), "error_code": f.error_code, "error_message": f.message, "status": f.status}
+            for route, f in self.failures
+        ]
+
+    def summary(self) -> str:
+        """Each failed attempt in a user's terms: which endpoint (and key) said what."""
+        return "; ".join(f"{_where(route)}: {f.message}" for route, f in self.failures)
 
 
-async def _probe(
-    provider_type: str, endpoint: EndpointConfig | None, secrets: DecryptedSecrets | None
-) -> tuple[list[RemoteModel] | None, float, Exception | None]:
-    started = time.perf_counter()
-    try:
-        models = await list_remote_models(provider_type, endpoint, secrets)
-    except ClientConfigurationError:
-        raise
-    except Exception as exc:  # classified by the caller; never re-raised with its (possibly verbose) text
-        return None, (time.perf_counter() - started) * 1000, exc
-    return models, (time.perf_counter() - started) * 1000, None
+def _where(route: Route) -> str:
+    where = f"endpoint {route.endpoint.name!r}" if route.endpoint else "the provider"
+    return f"{where} with key {route.credential.alias!r}" if route.credential else where
+
+
+def _ordered(routes: list[Route], state: RuntimeState) -> list[Route]:
+    """Healthy and priority order as given; routes cooling down after them, soonest free first."""
+    ready = [r for r in routes if not state.cooling_until(r)]
+    cooling = sorted((r for r in routes if state.cooling_until(r)), key=state.cooling_until)
+    return ready + cooling
+
+
+async def probe_routes(
+    context: ServiceContext,
+    adapter: ProviderAdapter,
+    routes: list[Route],
+    *,
+    secrets: dict[uuid.UUID, DecryptedSecrets | None],
+    keep_going: frozenset[FailureKind],
+) -> ProbeOutcome:
+    """Lists the models over ``routes`` until one answers; a failure of a kind in ``keep_going`` moves on to
+    the next route, any other ends the probe. ``secrets``: the opened key of each credential (None: it could
+    not be opened; its routes are skipped)."""
+    state = context.model_runtime.state
+    await state.load_cooldowns({key for route in routes for key in cooldown_keys(route)})
+    outcome = ProbeOutcome()
+    for route in _ordered(routes, state):
+        opened = secrets.get(route.credential.id) if route.credential else None
+        if route.credential is not None and opened is None:
+            continue
+        started = time.perf_counter()
+        try:
+            models = await adapter.list_models(route.endpoint, opened)
+        except ClientConfigurationError:
+            raise
+        except Exception as exc:  # classified; never re-raised with its (possibly verbose) text
+            failure = adapter.classify(exc)
+            outcome.latency_ms = (time.perf_counter() - started) * 1000
+            outcome.failures.append((route, failure))
+            await penalise(state, route, failure)
+            if failure.kind not in keep_going:
+                return outcome
+            continue
+        outcome.latency_ms = (time.perf_counter() - started) * 1000
+        outcome.models, outcome.route = models, route
+        return outcome
+    return outcome
+
+
+# Failures after which another route may answer: the endpoint is down, overloaded or throttling us.
+ROUTE_FAILURES = frozenset({FailureKind.unreachable, FailureKind.server, FailureKind.rate_limited})
+# When any key will do (sync, health), a refused key is one more reason to try the next.
+ANY_KEY_FAILURES = ROUTE_FAILURES | {FailureKind.credential}
 
 
 def _configuration_problem(exc: ClientConfigurationError) -> AppError:
     return AppError(str(exc), error_code="PROVIDER_MISCONFIGURED", status_code=409)
 
 
-async def _first_endpoint(session: AsyncSession, provider: Provider) -> ProviderEndpoint | None:
+def _open_all(
+    context: ServiceContext, credentials: list[ProviderCredential]
+) -> tuple[dict[uuid.UUID, DecryptedSecrets | None], list[ProviderCredential]]:
+    """Each credential's secrets (None where undecryptable), and the credentials that could not be opened."""
+    opened: dict[uuid.UUID, DecryptedSecrets | None] = {}
+    undecryptable: list[ProviderCredential] = []
+    for credential in credentials:
+        try:
+            plain = service.open_credential(context, credential)
+        except service.CredentialUndecryptable:
+            opened[credential.id] = None
+            undecryptable.append(credential)
+            continue
+        opened[credential.id] = DecryptedSecrets(plain.api_key, plain.secret_key, plain.access_token)
+    return opened, undecryptable
+
+
+def _mark_undecryptable(credentials: list[ProviderCredential]) -> None:
+    # In the request's own transaction: on SQLite it holds the write lock another session would wait for.
+    for credential in credentials:
+        credential.validation_status = ValidationStatus.undecryptable.value
+
+
+def _routes(endpoints: list[ProviderEndpoint], credentials: list[ProviderCredential]) -> list[Route]:
+    options: list[CredentialConfig | None] = [credential_config(c) for c in credentials] or [None]
+    return [Route(endpoint_config(e), option) for e in endpoints for option in options]
+
+
+async def _active_endpoints(session: AsyncSession, provider: Provider) -> list[ProviderEndpoint]:
+    """Active endpoints, healthy first, then by priority (the default first among equals)."""
     endpoints = await service.ordered_endpoints(session, provider.id)
-    defaults = [e for e in endpoints if e.is_default]
-    candidates = defaults or endpoints
-    return candidates[0] if candidates else None
+    return sorted(endpoints, key=lambda e: (e.health_status == HealthStatus.unhealthy, e.priority, not e.is_default))
 
 
 # --------------------------------------------------------------------------------------------- health
 
 
 async def check_endpoint_health(
-    session: AsyncSession, context: AppContext, endpoint_id: uuid.UUID
+    session: AsyncSession, context: ServiceContext, endpoint_id: uuid.UUID
 ) -> HealthCheckResult:
+    """One endpoint, authenticated with each usable credential in turn until one is accepted."""
     endpoint, provider = await service.get_endpoint_row(session, endpoint_id)
+    adapter = adapter_for(provider.type)
     credentials = await service.usable_credentials(session, provider.id)
-    if not credentials and provider.type != "ollama":
+    if not credentials and adapter.needs_credential:
         raise ConflictError(
             f"provider {provider.name!r} has no usable credential to authenticate the health check",
             error_code="NO_USABLE_CREDENTIAL",
         )
-    secrets = await _secrets_for(context, credentials[0] if credentials else None)
+    opened, undecryptable = _open_all(context, credentials)
+    _mark_undecryptable(undecryptable)
+    if credentials and len(undecryptable) == len(credentials):
+        await service.commit_and_invalidate(session, context)
+        raise ConflictError(
+            f"no credential of provider {provider.name!r} can be decrypted with the current master keys; "
+            "re-enter their keys",
+            error_code="CREDENTIAL_UNDECRYPTABLE",
+        )
     try:
-        models, latency_ms, error = await _probe(provider.type, endpoint_config(endpoint), secrets)
+        outcome = await probe_routes(
+            context, adapter, _routes([endpoint], credentials), secrets=opened, keep_going=ANY_KEY_FAILURES
+        )
     except ClientConfigurationError as exc:
         raise _configuration_problem(exc) from None
 
     details: dict[str, Any] = {"endpoint": endpoint.name}
-    if error is None:
-        slow = latency_ms > context.settings.health_degraded_latency_ms
-        status = HealthStatus.degraded if slow else HealthStatus.healthy
-        details["model_count"] = len(models or [])
+    threshold = context.settings.health_degraded_latency_ms
+    cooling = await endpoint_cooldown(context, endpoint.id)
+    if outcome.models is not None:
+        slow = outcome.latency_ms > threshold
+        status = HealthStatus.degraded if slow or cooling else HealthStatus.healthy
+        details["model_count"] = len(outcome.models)
         if slow:
-            details["reason"] = f"latency above {context.settings.health_degraded_latency_ms:.0f} ms"
+            details["reason"] = f"latency above {threshold:.0f} ms"
     else:
-        failure = classify(error)
-        # A reachable endpoint that refuses our key, or throttles us, is degraded rather than down.
+        failure = outcome.last_failure
+        assert failure is not None
+        # A reachable endpoint that refuses our keys, or throttles us, is degraded rather than down.
         reachable = failure.kind in (FailureKind.credential, FailureKind.rate_limited, FailureKind.not_found)
         status = HealthStatus.degraded if reachable else HealthStatus.unhealthy
         details.update(error_code=failure.error_code, error_message=failure.message, provider_status=failure.status)
+    if len(outcome.failures) > (0 if outcome.models is not None else 1):
+        details["attempts"] = outcome.attempts()
+    if cooling:
+        details["cooldown_seconds"] = round(cooling, 1)
+        details.setdefault("reason", f"cooling down for {cooling:.0f} s after the provider throttled or failed calls")
 
     checked_at = utcnow()
     endpoint.health_status = status.value
     endpoint.last_health_check = checked_at
     await service.commit_and_invalidate(session, context)
-    return HealthCheckResult(status=status, latency_ms=round(latency_ms, 1), checked_at=checked_at, details=details)
+    latency = round(outcome.latency_ms, 1)
+    return HealthCheckResult(status=status, latency_ms=latency, checked_at=checked_at, details=details)
+
+
+async def endpoint_cooldown(context: ServiceContext, endpoint_id: uuid.UUID) -> float | None:
+    """Seconds the model runtime keeps this endpoint cooled down (after 429, 503 or connection failures)."""
+    state = context.model_runtime.state
+    keys = {("endpoint", endpoint_id), ("throttled", endpoint_id)}
+    await state.load_cooldowns(keys)
+    left = [state.cooldown_left(kind, key) for kind, key in keys]
+    return max((x for x in left if x is not None), default=None)
 
 
 # --------------------------------------------------------------------------------------------- validation
 
 
 async def validate_credential(
-    session: AsyncSession, context: AppContext, credential_id: uuid.UUID, *, actor: str
+    session: AsyncSession, context: ServiceContext, credential_id: uuid.UUID, *, actor: str
 ) -> CredentialValidation:
+    """The key against the provider's endpoints in failover order: the first endpoint that answers decides."""
     credential = await service.get_credential_row(session, credential_id)
     provider = await service.get_provider_row(session, credential.provider_id)
     now = utcnow()
@@ -155,24 +275,34 @@ async def validate_credential(
             error_message=f"credential {credential.alias!r} expired at {credential.expires_at.isoformat()}",
         )
     else:
-        try:
-            secrets = await _secrets_for(context, credential)
-        except AppError as exc:  # undecryptable: already marked by decrypt_credential
+        opened, undecryptable = _open_all(context, [credential])
+        if undecryptable:
+            _mark_undecryptable(undecryptable)
             result = CredentialValidation(
-                valid=False, validated_at=now, error_code=exc.error_code, error_message=exc.message
+                valid=False,
+                validated_at=now,
+                error_code="CREDENTIAL_UNDECRYPTABLE",
+                error_message=f"credential {credential.alias!r} cannot be decrypted with the current master keys; "
+                "re-enter its keys",
             )
         else:
-            endpoint = await _first_endpoint(session, provider)
-            if endpoint is None:
+            endpoints = await _active_endpoints(session, provider)
+            if not endpoints:
                 raise ConflictError(
                     f"provider {provider.name!r} has no active endpoint to validate against",
                     error_code="NO_ACTIVE_ENDPOINT",
                 )
             try:
-                _, _, error = await _probe(provider.type, endpoint_config(endpoint), secrets)
+                outcome = await probe_routes(
+                    context,
+                    adapter_for(provider.type),
+                    _routes(endpoints, [credential]),
+                    secrets=opened,
+                    keep_going=ROUTE_FAILURES,
+                )
             except ClientConfigurationError as exc:
                 raise _configuration_problem(exc) from None
-            result = _validation_outcome(credential, error, utcnow())
+            result = _validation_outcome(credential, outcome, utcnow())
 
     audit.record(
         session,
@@ -186,18 +316,19 @@ async def validate_credential(
     return result
 
 
-def _validation_outcome(credential: ProviderCredential, error: Exception | None, now: datetime) -> CredentialValidation:
-    if error is None:
+def _validation_outcome(credential: ProviderCredential, outcome: ProbeOutcome, now: datetime) -> CredentialValidation:
+    if outcome.models is not None:
         credential.validation_status = ValidationStatus.valid.value
         credential.last_validated_at = now
         return CredentialValidation(valid=True, validated_at=now)
-    failure = classify(error)
+    failure = outcome.last_failure
+    assert failure is not None
     if failure.kind is FailureKind.credential:
         credential.validation_status = ValidationStatus.invalid.value
         credential.last_validated_at = now
-    # Any other failure (provider down, throttled) says nothing about the key: its status is left as it was.
+    # Any other failure (every endpoint down or throttling) says nothing about the key: its status stays.
     return CredentialValidation(
-        valid=False, validated_at=now, error_code=failure.error_code, error_message=failure.message
+        valid=False, validated_at=now, error_code=failure.error_code, error_message=outcome.summary()
     )
 
 
@@ -214,28 +345,50 @@ def _default_capabilities(model_type: str) -> dict[str, Any]:
     return {name: {"supported": True, "score": 3} for name in ("chat", "text_generation", "streaming")}
 
 
-async def sync_models(
-    session: AsyncSession, context: AppContext, provider_id: uuid.UUID, *, actor: str
-) -> ModelSyncResult:
-    provider = await service.get_provider_row(session, provider_id)
-    endpoint = await _first_endpoint(session, provider)
-    if endpoint is None and provider.type != "simulator":
+async def _remote_catalogue(session: AsyncSession, context: ServiceContext, provider: Provider) -> list[RemoteModel]:
+    """The provider's model list over every route in failover order (offline providers answer themselves)."""
+    adapter = adapter_for(provider.type)
+    if not adapter.takes_endpoints:
+        return await adapter.list_models(None, None)
+    endpoints = await _active_endpoints(session, provider)
+    if not endpoints:
         raise ConflictError(f"provider {provider.name!r} has no active endpoint", error_code="NO_ACTIVE_ENDPOINT")
     credentials = await service.usable_credentials(session, provider.id)
-    if not credentials and provider.type not in ("ollama", "simulator"):
+    if not credentials and adapter.needs_credential:
         raise ConflictError(f"provider {provider.name!r} has no usable credential", error_code="NO_USABLE_CREDENTIAL")
-    secrets = await _secrets_for(context, credentials[0] if credentials else None)
+    opened, undecryptable = _open_all(context, credentials)
+    _mark_undecryptable(undecryptable)
+    if credentials and len(undecryptable) == len(credentials):
+        await service.commit_and_invalidate(session, context)
+        raise ConflictError(
+            f"no credential of provider {provider.name!r} can be decrypted with the current master keys; "
+            "re-enter their keys",
+            error_code="CREDENTIAL_UNDECRYPTABLE",
+        )
     try:
-        remote, _, error = await _probe(provider.type, endpoint_config(endpoint) if endpoint else None, secrets)
+        outcome = await probe_routes(
+            context, adapter, _routes(endpoints, credentials), secrets=opened, keep_going=ANY_KEY_FAILURES
+        )
     except ClientConfigurationError as exc:
         raise _configuration_problem(exc) from None
-    if error is not None or remote is None:
-        failure = classify(error) if error else None
+    if outcome.models is None:
+        failure = outcome.last_failure
+        assert failure is not None
+        await service.commit_and_invalidate(session, context)  # keys found undecryptable stay marked
         raise AppError(
-            f"could not read the model list of {provider.name!r}: {failure.message if failure else 'no answer'}",
-            error_code=failure.error_code if failure else "PROVIDER_ERROR",
-            status_code=HTTP_STATUS[failure.kind] if failure else 502,
+            f"could not read the model list of {provider.name!r}: {outcome.summary()}",
+            error_code=failure.error_code,
+            status_code=HTTP_STATUS[failure.kind],
+            details={"attempts": outcome.attempts()},
         )
+    return outcome.models
+
+
+async def sync_models(
+    session: AsyncSession, context: ServiceContext, provider_id: uuid.UUID, *, actor: str
+) -> ModelSyncResult:
+    provider = await service.get_provider_row(session, provider_id)
+    remote = await _remote_catalogue(session, context, provider)
 
     remote_ids = {m.model_id: m for m in remote}
     stored = {m.model_id: m for m in await session.scalars(select(LLMModel).where(LLMModel.provider_id == provider.id))}

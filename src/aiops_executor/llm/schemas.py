@@ -25,21 +25,13 @@ from pydantic import (
 
 from aiops_executor.core.json_types import JSON_INT, JsonDatetime, JsonInt
 from aiops_executor.core.partial import PartialUpdate
+from aiops_executor.llm.adapters import PROVIDER_TYPES
 
 INT32_MAX = 2_147_483_647
 
 
-class ProviderType(StrEnum):
-    openai = "openai"
-    azure_openai = "azure_openai"
-    anthropic = "anthropic"
-    aws_bedrock = "aws_bedrock"
-    aliyun_dashscope = "aliyun_dashscope"
-    baidu_qianfan = "baidu_qianfan"
-    ollama = "ollama"
-    vllm = "vllm"
-    openai_compatible = "openai_compatible"
-    simulator = "simulator"
+# A provider type is whatever the adapter registry (``llm.adapters``) knows: this enum is built from it.
+ProviderType = StrEnum("ProviderType", {name: name for name in PROVIDER_TYPES})  # type: ignore[misc]
 
 
 class HealthStatus(StrEnum):

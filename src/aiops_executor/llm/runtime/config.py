@@ -83,3 +83,12 @@ class DecryptedSecrets:
         return "DecryptedSecrets(<redacted>)"
 
     __str__ = __repr__
+
+
+def merged_params(model: ModelConfig, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The model's default parameters with a caller's overrides (None values leave a default in place)."""
+    params = dict(model.default_params)
+    params.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if "max_tokens" not in params and model.max_output_tokens:
+        params["max_tokens"] = model.max_output_tokens
+    return params

@@ -8,6 +8,8 @@ request headers or keys: only the provider's status and a bounded excerpt of its
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
 
@@ -81,7 +83,7 @@ class NoUsableRouteError(AppError):
     error_code = "NO_USABLE_CREDENTIAL"
 
 
-def _status_of(exc: BaseException) -> int | None:
+def status_of(exc: BaseException) -> int | None:
     status = getattr(exc, "status_code", None)
     if isinstance(status, int):
         return status
@@ -94,71 +96,53 @@ def _status_of(exc: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
-def _retry_after(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
+def retry_after_seconds(headers: Any) -> float | None:
+    """A provider's ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), in seconds."""
     if headers is None:
         return None
-    value = headers.get("retry-after")
+    millis = headers.get("retry-after-ms")
     try:
-        return float(value) if value is not None else None
+        if millis is not None:
+            return max(0.0, float(millis) / 1000)
     except ValueError:
+        pass
+    value = headers.get("retry-after")
+    if value is None:
         return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _excerpt(exc: BaseException) -> str:
-    text = str(exc).replace("\n", " ").strip() or type(exc).__name__
+def _retry_after(exc: BaseException) -> float | None:
+    return retry_after_seconds(getattr(getattr(exc, "response", None), "headers", None))
+
+
+def excerpt(exc: BaseException) -> str:
+    text = str(exc).replace("\n", " ").strip() or "no error message"
     return text[:MAX_MESSAGE]
 
 
-_BOTO_THROTTLE = {"ThrottlingException", "TooManyRequestsException", "ServiceQuotaExceededException"}
-_BOTO_AUTH = {
-    "UnrecognizedClientException",
-    "InvalidSignatureException",
-    "AccessDeniedException",
-    "ExpiredTokenException",
-    "InvalidClientTokenId",
-    "SignatureDoesNotMatch",
-}
-_BOTO_SERVER = {
-    "InternalServerException",
-    "ServiceUnavailableException",
-    "ModelNotReadyException",
-    "ModelTimeoutException",
-}
-
-
-def classify(exc: BaseException) -> Failure:
-    """Map any client library's exception onto a Failure."""
+def classify_http_failure(exc: BaseException) -> Failure:
+    """Map an HTTP client library's exception (openai, anthropic, httpx) onto a Failure. Adapters whose
+    library raises other exceptions (botocore) classify those themselves first."""
     import httpx
 
     name = type(exc).__name__
-    module = type(exc).__module__
-    message = _excerpt(exc)
-
-    if module.startswith("botocore"):
-        error = getattr(exc, "response", {}) or {}
-        code = error.get("Error", {}).get("Code", "") if isinstance(error, dict) else ""
-        status = _status_of(exc)
-        if code in _BOTO_THROTTLE or status == 429:
-            return Failure(FailureKind.rate_limited, message, status)
-        if code in _BOTO_AUTH or status in (401, 403):
-            return Failure(FailureKind.credential, message, status)
-        if code in _BOTO_SERVER or (status or 0) >= 500:
-            return Failure(FailureKind.server, message, status)
-        if code == "ResourceNotFoundException" or status == 404:
-            return Failure(FailureKind.not_found, message, status)
-        if name in {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"}:
-            return Failure(FailureKind.unreachable, message)
-        if name in {"NoCredentialsError", "PartialCredentialsError"}:
-            return Failure(FailureKind.credential, message)
-        return Failure(FailureKind.request, message, status)
-
+    message = excerpt(exc)
     transport_error = isinstance(exc, httpx.TransportError | TimeoutError | OSError)
-    if ("Connection" in name or "Timeout" in name or transport_error) and _status_of(exc) is None:
+    if ("Connection" in name or "Timeout" in name or transport_error) and status_of(exc) is None:
         return Failure(FailureKind.unreachable, message)
 
-    status = _status_of(exc)
+    status = status_of(exc)
     if status is None:
         return Failure(FailureKind.request, message)
     if status in (401, 403):
@@ -168,5 +152,5 @@ def classify(exc: BaseException) -> Failure:
     if status == 404:
         return Failure(FailureKind.not_found, message, status)
     if status >= 500 or status in (408, 409, 529):
-        return Failure(FailureKind.server, message, status)
+        return Failure(FailureKind.server, message, status, _retry_after(exc))
     return Failure(FailureKind.request, message, status)

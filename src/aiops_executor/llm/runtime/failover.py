@@ -31,7 +31,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from aiops_executor.core.errors import AppError
 from aiops_executor.core.telemetry import Telemetry
-from aiops_executor.llm.runtime.clients import build_client
+from aiops_executor.llm.adapters import adapter_for
 from aiops_executor.llm.runtime.config import (
     CredentialConfig,
     DecryptedSecrets,
@@ -39,7 +39,7 @@ from aiops_executor.llm.runtime.config import (
     ModelBinding,
     ModelConfig,
 )
-from aiops_executor.llm.runtime.errors import Failure, FailureKind, NoUsableRouteError, ProviderCallError, classify
+from aiops_executor.llm.runtime.errors import Failure, FailureKind, NoUsableRouteError, ProviderCallError
 
 logger = structlog.get_logger(__name__)
 
@@ -125,15 +125,21 @@ class RuntimeState:
 
     def cooling_until(self, route: Route) -> float:
         now = time.monotonic()
-        until = 0.0
-        if route.endpoint:
-            until = max(until, self._cooling.get(("endpoint", route.endpoint.id), 0.0))
-        if route.credential:
-            until = max(until, self._cooling.get(("credential", route.credential.id), 0.0))
+        until = max((self._cooling.get(key, 0.0) for key in cooldown_keys(route)), default=0.0)
         return until if until > now else 0.0
 
+    def cooldown_left(self, kind: str, key: uuid.UUID) -> float | None:
+        """Seconds left of a cool-down (None: none), as far as this process knows (see ``load_cooldowns``)."""
+        left = self._cooling.get((kind, key), 0.0) - time.monotonic()
+        return left if left > 0 else None
+
     async def load_cooling(self, binding: ModelBinding) -> None:
-        """Brings in the cool-downs other processes set on the binding's routes; nothing to do in memory."""
+        """Brings in the cool-downs other processes set on the binding's routes."""
+        routes = plan_candidates(binding)
+        await self.load_cooldowns({key for route in routes for key in cooldown_keys(route)})
+
+    async def load_cooldowns(self, keys: set[tuple[str, uuid.UUID]]) -> None:
+        """Brings in the cool-downs other processes set on these keys; nothing to do in memory."""
 
     async def share_cool_down(self, kind: str, key: uuid.UUID, seconds: float | None = None) -> None:
         """``cool_down``, and for a shared state the same in every process."""
@@ -162,6 +168,34 @@ class RuntimeState:
         self._cooling.clear()
 
 
+def build_client(
+    model: ModelConfig, endpoint: EndpointConfig | None, secrets: DecryptedSecrets | None, params: dict[str, Any]
+) -> BaseChatModel:
+    return adapter_for(model.provider_type).build_client(model, endpoint, secrets, params)
+
+
+def route_key(endpoint_id: uuid.UUID, credential_id: uuid.UUID) -> uuid.UUID:
+    """One endpoint used with one key: what a 429 throttles (the same key may be free elsewhere, another key here)."""
+    return uuid.uuid5(endpoint_id, str(credential_id))
+
+
+def cooldown_keys(route: Route) -> list[tuple[str, uuid.UUID]]:
+    keys: list[tuple[str, uuid.UUID]] = []
+    if route.endpoint:
+        keys.append(("endpoint", route.endpoint.id))
+    if route.credential:
+        keys.append(("credential", route.credential.id))
+    if route.endpoint and route.credential:
+        keys.append(("route", route_key(route.endpoint.id, route.credential.id)))
+    return keys
+
+
+def plan_candidates(binding: ModelBinding) -> list[Route]:
+    """Every endpoint with every credential, unordered and unfiltered (for reading their cool-downs)."""
+    options: list[CredentialConfig | None] = list(binding.credentials) or [None]
+    return [Route(endpoint, credential) for endpoint in binding.endpoints for credential in options]
+
+
 def credential_usable(credential: CredentialConfig, now: datetime | None = None) -> bool:
     now = now or datetime.now(UTC)
     if credential.expires_at is not None and credential.expires_at <= now:
@@ -171,12 +205,12 @@ def credential_usable(credential: CredentialConfig, now: datetime | None = None)
 
 def plan_routes(binding: ModelBinding, state: RuntimeState, now: datetime | None = None) -> list[Route]:
     """Every route in preference order: routes not cooling down first, each group by health and priority."""
-    if binding.model.provider_type == "simulator":
+    adapter = adapter_for(binding.model.provider_type)
+    if not adapter.takes_endpoints:
         return [Route(None, None)]
     endpoints = sorted(binding.endpoints, key=lambda e: (e.health_status == "unhealthy", e.priority, not e.is_default))
     credentials = [c for c in binding.credentials if credential_usable(c, now) and not state.is_exhausted(c)]
-    needs_credential = binding.model.provider_type != "ollama"
-    if needs_credential and not credentials:
+    if adapter.needs_credential and not credentials:
         raise NoUsableRouteError(
             f"provider {binding.model.provider_name!r} has no usable credential (active, unexpired, within quota)",
             details={"provider": binding.model.provider_name},
@@ -191,6 +225,23 @@ def plan_routes(binding: ModelBinding, state: RuntimeState, now: datetime | None
     ready = [r for r in routes if not state.cooling_until(r)]
     cooling = sorted((r for r in routes if state.cooling_until(r)), key=state.cooling_until)
     return ready + cooling
+
+
+async def penalise(state: RuntimeState, route: Route, failure: Failure) -> None:
+    """Cools down what failed, so the next calls try other routes first: a dead or overloaded endpoint (503 and
+    its Retry-After), a refused key, an endpoint throttling one key (429 and its Retry-After). A rejected
+    request says nothing about the route."""
+    if failure.kind in (FailureKind.unreachable, FailureKind.server) and route.endpoint:
+        await state.share_cool_down("endpoint", route.endpoint.id, failure.retry_after)
+    elif failure.kind is FailureKind.credential and route.credential:
+        await state.share_cool_down("credential", route.credential.id)
+    elif failure.kind is FailureKind.rate_limited:
+        if route.endpoint and route.credential:
+            await state.share_cool_down("route", route_key(route.endpoint.id, route.credential.id), failure.retry_after)
+        elif route.endpoint:
+            await state.share_cool_down("endpoint", route.endpoint.id, failure.retry_after)
+        if route.endpoint:  # shown as degraded in the endpoint's health; routing uses the route's cool-down
+            await state.share_cool_down("throttled", route.endpoint.id, failure.retry_after)
 
 
 def _rejected_earlier(route: Route, failures: list[tuple[Route, Failure]]) -> bool:
@@ -292,14 +343,6 @@ class FailoverChatModel(BaseChatModel):
             await self.on_call(record)
         return cost
 
-    async def _penalise(self, route: Route, failure: Failure) -> None:
-        if failure.kind in (FailureKind.unreachable, FailureKind.server) and route.endpoint:
-            await self.state.share_cool_down("endpoint", route.endpoint.id)
-        elif failure.kind in (FailureKind.credential, FailureKind.rate_limited) and route.credential:
-            await self.state.share_cool_down("credential", route.credential.id, failure.retry_after)
-        elif route.endpoint:
-            await self.state.share_cool_down("endpoint", route.endpoint.id)
-
     def _attempt_plan(self) -> Iterator[tuple[Route, float]]:
         """Routes in order; then further rounds for endpoints whose retry_count allows, after retry_interval."""
         routes = plan_routes(self.binding, self.state)
@@ -348,9 +391,9 @@ class FailoverChatModel(BaseChatModel):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                failure = classify(exc)
+                failure = adapter_for(self.binding.model.provider_type).classify(exc)
                 failures.append((route, failure))
-                await self._penalise(route, failure)
+                await penalise(self.state, route, failure)
                 self.state.failovers += 1
                 await self._record(route, failure.kind.value, started, None)
                 logger.warning(
@@ -415,8 +458,8 @@ class FailoverChatModel(BaseChatModel):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                failure = classify(exc)
-                await self._penalise(route, failure)
+                failure = adapter_for(self.binding.model.provider_type).classify(exc)
+                await penalise(self.state, route, failure)
                 await self._record(route, failure.kind.value, started, None)
                 if emitted:  # part of an answer reached the caller; switching routes would garble it
                     raise ProviderCallError(failure) from None

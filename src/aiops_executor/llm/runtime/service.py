@@ -14,13 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aiops_executor.core.context import AppContext
 from aiops_executor.llm import service as llm_service
 from aiops_executor.llm.models import LLMModel, Provider, ProviderCredential, ProviderEndpoint
-from aiops_executor.llm.runtime.clients import merged_params
 from aiops_executor.llm.runtime.config import (
     CredentialConfig,
     DecryptedSecrets,
     EndpointConfig,
     ModelBinding,
     ModelConfig,
+    merged_params,
 )
 from aiops_executor.llm.runtime.failover import CallRecord, CallSink, FailoverChatModel, RuntimeState
 from aiops_executor.llm.runtime.shared_state import SharedRuntimeState

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from aiops_executor.core.redis_link import RedisLink, RedisUnavailable
-from aiops_executor.llm.runtime.config import EndpointConfig, ModelBinding
+from aiops_executor.llm.runtime.config import EndpointConfig
 from aiops_executor.llm.runtime.failover import RuntimeState
 
 logger = structlog.get_logger(__name__)
@@ -146,10 +146,8 @@ class SharedRuntimeState(RuntimeState):
     def cooldown_key(self, kind: str, key: uuid.UUID) -> str:
         return self.link.key("cooldown", kind, str(key))
 
-    async def load_cooling(self, binding: ModelBinding) -> None:
-        if binding.model.provider_type == "simulator":  # offline, never cooled down: spare the round trip
-            return
-        routes = [("endpoint", e.id) for e in binding.endpoints] + [("credential", c.id) for c in binding.credentials]
+    async def load_cooldowns(self, keys: set[tuple[str, uuid.UUID]]) -> None:
+        routes = sorted(keys)
         if not routes:
             return
 

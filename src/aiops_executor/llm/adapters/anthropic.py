@@ -1,0 +1,59 @@
+"""Anthropic's Messages API (api.anthropic.com unless the endpoint names another base URL)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from langchain_core.language_models.chat_models import BaseChatModel
+
+from aiops_executor.llm.adapters.base import (
+    ProviderAdapter,
+    RemoteModel,
+    as_fields,
+    extra_params,
+    require_endpoint,
+    require_secrets,
+    sampling_params,
+    sdk_timeout,
+)
+from aiops_executor.llm.runtime.config import DecryptedSecrets, EndpointConfig, ModelConfig
+
+
+class AnthropicAdapter(ProviderAdapter):
+    type: ClassVar[str] = "anthropic"
+
+    def build_client(
+        self,
+        model: ModelConfig,
+        endpoint: EndpointConfig | None,
+        secrets: DecryptedSecrets | None,
+        params: dict[str, Any],
+    ) -> BaseChatModel:
+        from langchain_anthropic import ChatAnthropic
+
+        endpoint = require_endpoint(endpoint, self.type)
+        secrets = require_secrets(secrets, self.type)
+        anthropic_params: dict[str, Any] = {
+            "model": model.model_id,
+            "api_key": secrets.api_key,
+            "timeout": endpoint.timeout_read,
+            "max_retries": 0,
+            "stream_usage": True,
+            **sampling_params(params),
+        }
+        if endpoint.base_url:
+            anthropic_params["base_url"] = endpoint.base_url
+        anthropic_params.update(as_fields(ChatAnthropic, extra_params(params)))
+        return ChatAnthropic(**anthropic_params)
+
+    async def list_models(self, endpoint: EndpointConfig | None, secrets: DecryptedSecrets | None) -> list[RemoteModel]:
+        import anthropic
+
+        endpoint = require_endpoint(endpoint, self.type)
+        secrets = require_secrets(secrets, self.type)
+        kwargs: dict[str, Any] = {"api_key": secrets.api_key, "timeout": sdk_timeout(endpoint), "max_retries": 0}
+        if endpoint.base_url:
+            kwargs["base_url"] = endpoint.base_url
+        client = anthropic.AsyncAnthropic(**kwargs)
+        async with client:
+            return [RemoteModel(model.id, model.display_name) async for model in client.models.list()]

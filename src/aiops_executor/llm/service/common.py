@@ -1,0 +1,108 @@
+"""What every LLM configuration service shares: caching, column mapping, conflicts, errors, endpoint rules.
+
+Conventions of the package:
+- Deleted providers are soft-deleted (``deleted_at``); they and everything under them answer 404.
+- Every write adds its audit entry to the same transaction, commits, then invalidates the config cache.
+- Reads go through ``context.config_cache`` and cache response schema objects (never ORM rows).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from enum import Enum
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy import Select, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aiops_executor.core.context import AppContext
+from aiops_executor.core.errors import ConflictError, ValidationFailed
+from aiops_executor.core.pagination import PageParams
+from aiops_executor.llm.adapters import adapter_for
+
+T = TypeVar("T")
+
+CACHE_PREFIX = "llm"
+ENDPOINT_RULE_FIELDS = ("base_url", "api_version", "region")
+
+
+async def cached(context: AppContext, key: tuple[Hashable, ...], loader: Callable[[], Awaitable[T]]) -> T:
+    return await context.config_cache.get_or_load((CACHE_PREFIX, *key), loader)
+
+
+def _column_value(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {_column_value(k): _column_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_column_value(v) for v in value]
+    return value
+
+
+def columns_of(data: BaseModel, *, only_set: bool, exclude: Sequence[str] = ()) -> dict[str, Any]:
+    """A schema's fields as column values (enums as strings, nested models as dicts, decimals kept exact)."""
+    dumped = data.model_dump(exclude_unset=only_set)
+    return {name: _column_value(value) for name, value in dumped.items() if name not in exclude}
+
+
+def apply_changes(row: object, values: Mapping[str, Any]) -> list[str]:
+    """Set the attributes that differ; returns the changed field names (never their values)."""
+    changed = []
+    for name, value in values.items():
+        if getattr(row, name) != value:
+            setattr(row, name, value)
+            changed.append(name)
+    return changed
+
+
+def field_error(field_name: str, message: str) -> dict[str, Any]:
+    return {"loc": ["body", field_name], "message": message, "type": "value_error"}
+
+
+def validation_failed(errors: list[dict[str, Any]]) -> ValidationFailed:
+    return ValidationFailed("; ".join(err["message"] for err in errors), details={"errors": errors})
+
+
+def limit_exceeded(resource: str, limit: int, provider_id: uuid.UUID) -> ConflictError:
+    return ConflictError(
+        f"a provider may have at most {limit} {resource}s",
+        error_code="LIMIT_EXCEEDED",
+        details={"resource": resource, "limit": limit, "provider_id": str(provider_id)},
+    )
+
+
+async def flush_or_conflict(session: AsyncSession, conflict: ConflictError) -> None:
+    """Flush; a unique-constraint race lost to a concurrent writer answers 409 like the pre-check does."""
+    try:
+        await session.flush()
+    except IntegrityError:
+        await session.rollback()
+        raise conflict from None
+
+
+async def commit_and_invalidate(session: AsyncSession, context: AppContext) -> None:
+    await session.commit()
+    context.config_cache.invalidate()
+
+
+async def paginate(session: AsyncSession, stmt: Select[T], page: PageParams) -> tuple[list[T], int]:
+    total = await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+    rows = await session.scalars(stmt.offset(page.offset).limit(page.size))
+    return list(rows), total
+
+
+def check_endpoint_rules(provider_type: str, values: Mapping[str, Any], *, endpoint_name: str | None = None) -> None:
+    """What an endpoint of a provider type must carry. Raises 422 ``VALIDATION_ERROR`` naming what is missing."""
+    adapter = adapter_for(provider_type)
+    if not adapter.takes_endpoints:
+        raise validation_failed(
+            [field_error("provider_id", f"{provider_type} providers run offline and take no endpoints")]
+        )
+    where = f"endpoint {endpoint_name!r} of " if endpoint_name else ""
+    problems = adapter.endpoint_problems(values)
+    if problems:
+        raise validation_failed([field_error(p.field, where + p.message) for p in problems])

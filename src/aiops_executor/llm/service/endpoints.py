@@ -1,0 +1,195 @@
+"""Endpoints (access points) of a provider: base URL, region, timeouts, failover priority, health."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aiops_executor.audit import service as audit
+from aiops_executor.core.context import AppContext
+from aiops_executor.core.errors import ConflictError, NotFoundError
+from aiops_executor.core.pagination import Page, PageParams
+from aiops_executor.llm.models import Provider, ProviderEndpoint
+from aiops_executor.llm.schemas import (
+    EndpointCreate,
+    EndpointRead,
+    EndpointUpdate,
+)
+from aiops_executor.llm.service.common import (
+    ENDPOINT_RULE_FIELDS,
+    apply_changes,
+    cached,
+    check_endpoint_rules,
+    columns_of,
+    commit_and_invalidate,
+    flush_or_conflict,
+    limit_exceeded,
+    paginate,
+)
+from aiops_executor.llm.service.providers import get_provider_row
+
+
+def _endpoint_name_taken(name: str, provider_id: uuid.UUID) -> ConflictError:
+    return ConflictError(
+        f"the provider already has an endpoint named {name!r}",
+        error_code="ENDPOINT_NAME_EXISTS",
+        details={"name": name, "provider_id": str(provider_id)},
+    )
+
+
+async def _ensure_endpoint_name_free(
+    session: AsyncSession, provider_id: uuid.UUID, name: str, *, exclude: uuid.UUID | None = None
+) -> None:
+    stmt = select(ProviderEndpoint.id).where(ProviderEndpoint.provider_id == provider_id, ProviderEndpoint.name == name)
+    if exclude is not None:
+        stmt = stmt.where(ProviderEndpoint.id != exclude)
+    if await session.scalar(stmt.limit(1)) is not None:
+        raise _endpoint_name_taken(name, provider_id)
+
+
+async def count_endpoints(session: AsyncSession, provider_id: uuid.UUID) -> int:
+    stmt = select(func.count()).select_from(ProviderEndpoint).where(ProviderEndpoint.provider_id == provider_id)
+    return await session.scalar(stmt) or 0
+
+
+async def unset_other_defaults(session: AsyncSession, endpoint: ProviderEndpoint) -> list[ProviderEndpoint]:
+    """Only one default endpoint per provider: clear the flag on the others; returns those changed."""
+    others = list(
+        await session.scalars(
+            select(ProviderEndpoint).where(
+                ProviderEndpoint.provider_id == endpoint.provider_id,
+                ProviderEndpoint.id != endpoint.id,
+                ProviderEndpoint.is_default.is_(True),
+            )
+        )
+    )
+    for other in others:
+        other.is_default = False
+    return others
+
+
+async def get_endpoint_row(session: AsyncSession, endpoint_id: uuid.UUID) -> tuple[ProviderEndpoint, Provider]:
+    """An endpoint of a live provider (with the provider), or 404 ``ENDPOINT_NOT_FOUND``."""
+    row = (
+        await session.execute(
+            select(ProviderEndpoint, Provider)
+            .join(Provider, Provider.id == ProviderEndpoint.provider_id)
+            .where(ProviderEndpoint.id == endpoint_id, Provider.deleted_at.is_(None))
+        )
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError("endpoint", endpoint_id)
+    return row[0], row[1]
+
+
+async def ordered_endpoints(session: AsyncSession, provider_id: uuid.UUID) -> list[ProviderEndpoint]:
+    """Active endpoints of a provider in failover order: priority (lower first), then the default, then name."""
+    return list(
+        await session.scalars(
+            select(ProviderEndpoint)
+            .where(ProviderEndpoint.provider_id == provider_id, ProviderEndpoint.is_active.is_(True))
+            .order_by(ProviderEndpoint.priority, ProviderEndpoint.is_default.desc(), ProviderEndpoint.name)
+        )
+    )
+
+
+async def get_endpoint(session: AsyncSession, context: AppContext, endpoint_id: uuid.UUID) -> EndpointRead:
+    async def load() -> EndpointRead:
+        endpoint, _ = await get_endpoint_row(session, endpoint_id)
+        return EndpointRead.model_validate(endpoint)
+
+    return await cached(context, ("endpoint", endpoint_id), load)
+
+
+async def list_endpoints(
+    session: AsyncSession, context: AppContext, provider_id: uuid.UUID, page: PageParams
+) -> Page[EndpointRead]:
+    async def load() -> Page[EndpointRead]:
+        await get_provider_row(session, provider_id)
+        stmt = (
+            select(ProviderEndpoint)
+            .where(ProviderEndpoint.provider_id == provider_id)
+            .order_by(ProviderEndpoint.priority, ProviderEndpoint.name, ProviderEndpoint.id)
+        )
+        rows, total = await paginate(session, stmt, page)
+        return Page[EndpointRead].build([EndpointRead.model_validate(r) for r in rows], total, page)
+
+    return await cached(context, ("endpoints", provider_id, page.page, page.size), load)
+
+
+async def create_endpoint(
+    session: AsyncSession, context: AppContext, provider_id: uuid.UUID, data: EndpointCreate, *, actor: str
+) -> EndpointRead:
+    provider = await get_provider_row(session, provider_id, lock=True)
+    values = columns_of(data, only_set=False)
+    check_endpoint_rules(provider.type, values)
+    limit = context.settings.max_endpoints_per_provider
+    if await count_endpoints(session, provider.id) >= limit:
+        raise limit_exceeded("endpoint", limit, provider.id)
+    await _ensure_endpoint_name_free(session, provider.id, data.name)
+    endpoint = ProviderEndpoint(id=uuid.uuid4(), provider_id=provider.id, health_status="unknown", **values)
+    session.add(endpoint)
+    await flush_or_conflict(session, _endpoint_name_taken(data.name, provider.id))
+    unset = await unset_other_defaults(session, endpoint) if endpoint.is_default else []
+    audit.record(
+        session,
+        actor=actor,
+        action="create",
+        resource_type="endpoint",
+        resource_id=endpoint.id,
+        details={
+            "provider_id": str(provider.id),
+            "name": endpoint.name,
+            "is_default": endpoint.is_default,
+            "default_unset_on": [str(e.id) for e in unset],
+        },
+    )
+    await commit_and_invalidate(session, context)
+    return EndpointRead.model_validate(endpoint)
+
+
+async def update_endpoint(
+    session: AsyncSession, context: AppContext, endpoint_id: uuid.UUID, data: EndpointUpdate, *, actor: str
+) -> EndpointRead:
+    endpoint, provider = await get_endpoint_row(session, endpoint_id)
+    await get_provider_row(session, provider.id, lock=True)
+    values = columns_of(data, only_set=True)
+    merged = {name: values.get(name, getattr(endpoint, name)) for name in ENDPOINT_RULE_FIELDS}
+    check_endpoint_rules(provider.type, merged)
+    if "name" in values and values["name"] != endpoint.name:
+        await _ensure_endpoint_name_free(session, provider.id, values["name"], exclude=endpoint.id)
+    changed = apply_changes(endpoint, values)
+    if changed:
+        await flush_or_conflict(session, _endpoint_name_taken(endpoint.name, provider.id))
+        unset = await unset_other_defaults(session, endpoint) if "is_default" in changed and endpoint.is_default else []
+        audit.record(
+            session,
+            actor=actor,
+            action="update",
+            resource_type="endpoint",
+            resource_id=endpoint.id,
+            details={
+                "provider_id": str(provider.id),
+                "name": endpoint.name,
+                "fields": changed,
+                "default_unset_on": [str(e.id) for e in unset],
+            },
+        )
+        await commit_and_invalidate(session, context)
+    return EndpointRead.model_validate(endpoint)
+
+
+async def delete_endpoint(session: AsyncSession, context: AppContext, endpoint_id: uuid.UUID, *, actor: str) -> None:
+    endpoint, provider = await get_endpoint_row(session, endpoint_id)
+    await session.delete(endpoint)
+    audit.record(
+        session,
+        actor=actor,
+        action="delete",
+        resource_type="endpoint",
+        resource_id=endpoint.id,
+        details={"provider_id": str(provider.id), "name": endpoint.name},
+    )
+    await commit_and_invalidate(session, context)
