@@ -127,7 +127,17 @@ def _retry_after(exc: BaseException) -> float | None:
 
 
 def excerpt(exc: BaseException) -> str:
-    text = str(exc).replace("\n", " ").strip() or "no error message"
+    """The provider's own words: the message of its error body where the client library parsed one (with the
+    HTTP status), else the library's text."""
+    body = getattr(exc, "body", None)
+    error = body.get("error", body) if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    if isinstance(message, str) and message.strip():
+        status = status_of(exc)
+        text = f"{status} {message}" if status else message
+    else:
+        text = str(exc)
+    text = text.replace("\n", " ").strip() or "no error message"
     return text[:MAX_MESSAGE]
 
 

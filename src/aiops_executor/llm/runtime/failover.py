@@ -25,7 +25,8 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.messages.utils import message_chunk_to_message
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableBinding
 from pydantic import ConfigDict, Field, PrivateAttr
 
@@ -244,6 +245,14 @@ async def penalise(state: RuntimeState, route: Route, failure: Failure) -> None:
             await state.share_cool_down("throttled", route.endpoint.id, failure.retry_after)
 
 
+MAX_ATTEMPTS_SHOWN = 4
+
+
+def _where(route: Route) -> str:
+    where = f"endpoint {route.endpoint.name!r}" if route.endpoint else "the provider"
+    return f"{where} with key {route.credential.alias!r}" if route.credential else where
+
+
 def _rejected_earlier(route: Route, failures: list[tuple[Route, Failure]]) -> bool:
     """A key the provider refused during this call is not offered again in a retry round."""
     return route.credential is not None and any(
@@ -252,6 +261,59 @@ def _rejected_earlier(route: Route, failures: list[tuple[Route, Failure]]) -> bo
         and f.kind is FailureKind.credential
         for failed, f in failures
     )
+
+
+DISCARDED_KEY = "aiops_discarded"
+
+
+@dataclass
+class _TokenCount:
+    count: int = 0
+
+
+async def _stream_to_result(
+    client: BaseChatModel,
+    messages: list[BaseMessage],
+    stop: list[str] | None,
+    run_manager: AsyncCallbackManagerForLLMRun | None,
+    tokens: _TokenCount,
+    kwargs: dict[str, Any],
+) -> ChatResult:
+    """One streamed answer from ``client``: each delta goes to the callbacks as it arrives, the answer is
+    returned whole once the stream has ended (a stream that breaks raises, having counted what it streamed)."""
+    merged: AIMessageChunk | None = None
+    async for chunk in client._astream(messages, stop=stop, **kwargs):
+        if not isinstance(chunk.message, AIMessageChunk):
+            continue
+        merged = chunk.message if merged is None else merged + chunk.message
+        delta = chunk.message.content
+        if run_manager is not None and delta:
+            await run_manager.on_llm_new_token(delta if isinstance(delta, str) else chunk.message.text, chunk=chunk)
+            tokens.count += 1
+    if merged is None:
+        raise EmptyStreamError("the provider's stream ended without an answer")
+    return ChatResult(generations=[ChatGeneration(message=message_chunk_to_message(merged))])
+
+
+class EmptyStreamError(Exception):
+    pass
+
+
+async def _announce_discarded(
+    run_manager: AsyncCallbackManagerForLLMRun, route: Route, failure: Failure, count: int
+) -> None:
+    """Tells the token listeners that the deltas streamed by this attempt are void: the answer starts again."""
+    marker = AIMessageChunk(
+        content="",
+        response_metadata={
+            DISCARDED_KEY: {
+                "discarded_tokens": count,
+                "endpoint": route.endpoint.name if route.endpoint else None,
+                "reason": failure.message,
+            }
+        },
+    )
+    await run_manager.on_llm_new_token("", chunk=ChatGenerationChunk(message=marker))
 
 
 class FailoverChatModel(BaseChatModel):
@@ -354,11 +416,18 @@ class FailoverChatModel(BaseChatModel):
                     yield route, route.endpoint.retry_interval
 
     def _exhausted(self, failures: list[tuple[Route, Failure]]) -> ProviderCallError:
-        attempts = [{**route.describe(), "error_code": f.error_code, "status": f.status} for route, f in failures]
+        attempts = [
+            {**route.describe(), "error_code": f.error_code, "error_message": f.message, "status": f.status}
+            for route, f in failures
+        ]
         last = failures[-1][1] if failures else Failure(FailureKind.unreachable, "no route was tried")
+        model = self.binding.model
+        tried = "; ".join(f"{_where(route)}: {f.message}" for route, f in failures[-MAX_ATTEMPTS_SHOWN:])
         return ProviderCallError(
             Failure(
-                last.kind, f"every route to {self.binding.model.model_id} failed; last: {last.message}", last.status
+                last.kind,
+                f"model {model.model_id} of provider {model.provider_name!r} failed: {tried}",
+                last.status,
             ),
             attempts=attempts,
         )
@@ -371,6 +440,7 @@ class FailoverChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         failures: list[tuple[Route, Failure]] = []
+        streaming = BaseChatModel._should_stream(self, async_api=True, run_manager=run_manager, **kwargs)
         await self.state.load_cooling(self.binding)
         for route, wait in self._attempt_plan():
             if failures and not failures[-1][1].fails_over:
@@ -385,9 +455,14 @@ class FailoverChatModel(BaseChatModel):
             if failures and self.telemetry is not None:
                 self.telemetry.failover(self.binding.model)
             started = time.perf_counter()
+            tokens = _TokenCount()
             try:
                 async with self.state.slot(route.endpoint):
-                    result = await client._agenerate(messages, stop=stop, **self._call_kwargs(client, kwargs))
+                    call_kwargs = self._call_kwargs(client, kwargs)
+                    if streaming:
+                        result = await _stream_to_result(client, messages, stop, run_manager, tokens, call_kwargs)
+                    else:
+                        result = await client._agenerate(messages, stop=stop, **call_kwargs)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -402,7 +477,10 @@ class FailoverChatModel(BaseChatModel):
                     error_code=failure.error_code,
                     status=failure.status,
                     model=self.binding.model.model_id,
+                    streamed_tokens=tokens.count,
                 )
+                if tokens.count and run_manager is not None:
+                    await _announce_discarded(run_manager, route, failure, tokens.count)
                 continue
             message = result.generations[0].message if result.generations else None
             ai = message if isinstance(message, AIMessage) else None
@@ -411,6 +489,20 @@ class FailoverChatModel(BaseChatModel):
                 ai.response_metadata = {**ai.response_metadata, **self._metadata(route, cost)}
             return result
         raise self._exhausted(failures)
+
+    def _should_stream(
+        self,
+        *,
+        async_api: bool,
+        run_manager: AsyncCallbackManagerForLLMRun | CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> bool:
+        # ``astream()`` asks with stream=True and aggregates the chunks itself. Every other call goes through
+        # ``_agenerate``, which streams from the provider when a callback wants tokens and aggregates the answer
+        # itself, so that a stream broken mid-way can start again on the next route without garbling it.
+        if kwargs.get("stream"):
+            return super()._should_stream(async_api=async_api, run_manager=run_manager, **kwargs)
+        return False
 
     def _metadata(self, route: Route, cost: Decimal | None) -> dict[str, Any]:
         model = self.binding.model
