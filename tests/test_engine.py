@@ -335,6 +335,16 @@ async def test_when_every_node_team_fails_the_run_says_why_for_each_without_aski
     assert not of_type(events, EventType.global_supervisor_message)
 
 
+async def test_the_message_of_a_run_whose_many_node_teams_failed_stays_bounded() -> None:
+    long_error = ProviderCallError(Failure(FailureKind.server, "overloaded " * 60))
+    nodes = [node(f"n{i}", [agent("a1", provider="flaky")]) for i in range(12)]
+    source = SimulatorSource(scripts={"flaky": Script(text=long_error)})
+    run, _ = await run_team(team(nodes, strategy="parallel"), source=source)
+    message = run.outcome.error_message or ""
+    assert message.startswith("every node team failed: n0: agent a1: overloaded")
+    assert len(message) <= 2000 and re.search(r"; and \d+ more$", message)
+
+
 async def test_when_no_node_team_succeeds_the_run_names_the_failed_and_the_skipped() -> None:
     nodes = [node("checkout"), node("db", [agent("a1", provider=BROKEN)])]
     run, events = await run_team(team(nodes, [edge("checkout", "db")]))

@@ -361,12 +361,12 @@ def _node_teams_failed(nodes: list[NodeResult]) -> str | None:
     every = all(n.status is NodeStatus.failed for n in nodes)
     message = "every node team failed: " if every else "no node team succeeded: "
     reasons = [f"{n.node_id}: {_short(n.error or n.output or n.status.value)}" for n in nodes]
-    for index, reason in enumerate(reasons):
-        separator = "; " if index else ""
-        more = f"; and {len(reasons) - index} more" if index else ""
-        if len(message) + len(separator) + len(reason) + len(more) > MAX_ERROR_MESSAGE:
-            return message + (more or _short(reason))
-        message += separator + reason
+    message += reasons[0]
+    for index, reason in enumerate(reasons[1:], start=1):
+        more = f"; and {len(reasons) - index} more"
+        if len(message) + len(reason) + len(more) + 2 > MAX_ERROR_MESSAGE:
+            return message + more
+        message += "; " + reason
     return message
 
 

@@ -453,6 +453,8 @@ class CompiledTeam:
                 data=decision.event_data(),
             )
         )
+        if decision.failure or decision.warning:
+            logger.warning("node supervisor could not decide", error=decision.failure, warning=decision.warning)
         return decision, meter.total
 
     async def _priority_choice(
@@ -545,7 +547,7 @@ class CompiledTeam:
                 raise  # LangGraph's control flow (interrupts), not a failure of the agent
             except Exception as exc:  # the node team carries on without this agent
                 turn = AgentResult(spec.agent_id, "", status="failed", error=error_text(exc, f"agent {agent_id}"))
-                logger.warning("agent failed", error=_short(turn.error))
+                logger.warning("agent failed", error=_short(turn.error), error_type=type(exc).__name__)
             step.status = turn.status
         data: dict[str, Any] = {"message": turn.output, "status": turn.status}
         if turn.error:
@@ -674,6 +676,7 @@ class CompiledTeam:
                         f"the global supervisor could not decide which node teams run next ({problem}); "
                         "they run in the topology's dependency order"
                     )
+                    logger.warning("global supervisor could not decide", warning=fallback)
             if fallback:
                 # Asking again would most likely fail again, and cost a failover each time: the rest of the run
                 # keeps to the dependency order, each wave of ready node teams at once.
@@ -786,6 +789,7 @@ class CompiledTeam:
             except Exception as exc:
                 error = error_text(exc, f"node team {node_id}")
                 result = NodeResult(node_id, NodeStatus.failed, "", error=error, usage=meter.total)
+                logger.warning("node team broke", error_type=type(exc).__name__)
             duration_ms = round((time.perf_counter() - started) * 1000, 1)
             finished = {"status": result.status.value, "duration_ms": duration_ms}
             if result.status is NodeStatus.failed:
