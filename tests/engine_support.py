@@ -6,11 +6,11 @@ import asyncio
 import contextvars
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, ToolCall
 from langchain_core.outputs import ChatResult
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from pydantic import BaseModel, Field
@@ -44,17 +44,69 @@ class BrokenChatModel(BaseChatModel):
         return self
 
 
-class SimulatorSource:
-    """``local-sim`` serves the simulator (with ``latency_ms``); ``broken`` serves a model that always fails."""
+PLAIN_WORDS = "I would start by looking at the logs of this service."
+# What a script can make a call do besides raising: the simulator's answer, plain words (no tool call, as a
+# real model may answer where a choice was asked for), or a structured choice of FINISH.
+SIM_ANSWER, PLAIN, CHOOSE_FINISH = "sim", "plain", "finish"
+Action = str | BaseException
 
-    def __init__(self, latency_ms: float = 0.0) -> None:
+
+class Script:
+    """What a ``ScriptedChatModel`` does, per kind of call, and the calls it received (``calls``).
+
+    A call's kind is the tool its structured output forces (``NextAgent``, ``NextNodes``: routing;
+    ``TaskAnswered``: the priority judge; ``StructuredResult``), or ``text`` for any other call (agents,
+    node reports, the summary). Each kind maps to an action, or to a list of actions taken call by call, the
+    last one repeating: ``"sim"``, ``"plain"``, ``"finish"``, or an exception to raise (the provider erring).
+    Kinds not named answer as the simulator does."""
+
+    def __init__(self, **actions: Action | list[Action]) -> None:
+        self.actions = actions
+        self.calls: Counter[str] = Counter()
+
+    def next(self, kind: str) -> Action:
+        self.calls[kind] += 1
+        planned = self.actions.get(kind, SIM_ANSWER)
+        if not isinstance(planned, list):
+            return planned
+        return planned[min(self.calls[kind], len(planned)) - 1]
+
+
+class ScriptedChatModel(SimulatorChatModel):
+    """The simulator, except for the calls its ``script`` names (see ``Script``)."""
+
+    script: Any = None
+
+    def respond(self, messages: Sequence[BaseMessage], **kwargs: Any) -> AIMessage:
+        functions = [t["function"] for t in kwargs.get("tools") or [] if t.get("type") == "function"]
+        forced = self._forced(functions, kwargs.get("tool_choice"))
+        action = self.script.next(forced["name"] if forced else "text")
+        if isinstance(action, BaseException):
+            raise action
+        if action == PLAIN:
+            return AIMessage(PLAIN_WORDS)
+        if action == CHOOSE_FINISH and forced is not None:
+            many = forced["parameters"]["properties"]["next"].get("type") == "array"
+            args = {"next": ["FINISH"] if many else "FINISH", "reason": "nothing needs doing"}
+            return AIMessage("", tool_calls=[ToolCall(name=forced["name"], args=args, id="call_finish")])
+        return super().respond(messages, **kwargs)
+
+
+class SimulatorSource:
+    """``local-sim`` serves the simulator (with ``latency_ms``); ``broken`` serves a model that always fails;
+    a provider named in ``scripts`` serves a ``ScriptedChatModel`` following that script."""
+
+    def __init__(self, latency_ms: float = 0.0, scripts: dict[str, Script] | None = None) -> None:
         self.latency_ms = latency_ms
+        self.scripts = scripts or {}
         self.requested: list[tuple[str, str, dict[str, Any]]] = []
 
     async def chat_model(self, provider: str, model_id: str, overrides: dict[str, Any]) -> BaseChatModel:
         self.requested.append((provider, model_id, overrides))
         if provider == BROKEN:
             return BrokenChatModel()
+        if provider in self.scripts:
+            return ScriptedChatModel(model_id=model_id, latency_ms=self.latency_ms, script=self.scripts[provider])
         return SimulatorChatModel(model_id=model_id, latency_ms=self.latency_ms)
 
     def usage(self) -> Usage:

@@ -13,8 +13,15 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from aiops_executor.engine import CompiledTeam, ExecutionRun, NodeStatus, RunRequest, RunStatus
 from aiops_executor.engine.events import TERMINAL_EVENTS, EventType, ExecutionEvent
+from aiops_executor.engine.team import error_text
+from aiops_executor.llm.runtime.errors import Failure, FailureKind, ProviderCallError
 from tests.engine_support import (
     BROKEN,
+    CHOOSE_FINISH,
+    PLAIN,
+    PLAIN_WORDS,
+    SIM_ANSWER,
+    Script,
     SimulatorSource,
     agent,
     default_checkpointer,
@@ -32,6 +39,14 @@ def _on_each_checkpointer(checkpointer: BaseCheckpointSaver[Any]) -> Iterator[No
     token = default_checkpointer.set(checkpointer)
     yield
     default_checkpointer.reset(token)
+
+
+PROVIDER_MESSAGE = "model sim-1 of provider cloud failed on every endpoint (main: HTTP 503, overloaded)"
+
+
+def provider_error() -> ProviderCallError:
+    """What the model runtime raises when a provider call failed on every route."""
+    return ProviderCallError(Failure(FailureKind.server, PROVIDER_MESSAGE, status=503))
 
 
 # gateway calls checkout, checkout depends on the database: db runs first, then checkout, then gateway.
@@ -292,27 +307,192 @@ async def test_a_failed_node_skips_its_dependents_and_the_run_keeps_partial_resu
     assert events[-1].type == EventType.execution_complete
 
 
-async def test_a_broken_node_supervisor_fails_its_node() -> None:
-    run, _ = await run_team(team([node("db", supervisor_provider=BROKEN), node("web")]))
-    statuses = {n.node_id: n.status for n in run.outcome.node_results}
-    assert statuses == {"db": NodeStatus.failed, "web": NodeStatus.success}
+async def test_a_broken_node_supervisor_fails_its_node_with_the_reason_and_keeps_what_its_agents_found() -> None:
+    run, events = await run_team(team([node("db", supervisor_provider=BROKEN), node("web")]))
+    results = {n.node_id: n for n in run.outcome.node_results}
+    assert {n: r.status for n, r in results.items()} == {"db": NodeStatus.failed, "web": NodeStatus.success}
+    # Round robin needs no model to route; the report is where the supervisor's model broke.
+    assert results["db"].error == "supervisor of db: could not report the findings: connection refused"
+    assert [(a.agent_id, a.status) for a in results["db"].agents] == [("a1", "success")]
+    complete = next(e for e in of_type(events, EventType.node_complete) if e.node_id == "db")
+    assert complete.data["status"] == "failed" and complete.data["result"]["error"] == results["db"].error
 
 
-async def test_when_no_node_team_succeeds_the_run_fails() -> None:
-    run, events = await run_team(team([node("db", [agent("a1", provider=BROKEN)])]))
+async def test_when_every_node_team_fails_the_run_says_why_for_each_without_asking_for_a_summary() -> None:
+    gateway = Script()
+    nodes = [node("db", [agent("a1", provider=BROKEN)]), node("web", [agent("a1", provider="flaky")])]
+    source = SimulatorSource(scripts={"flaky": Script(text=provider_error()), "gateway": gateway})
+    run, events = await run_team(team(nodes, global_provider="gateway"), source=source)
     assert run.outcome.status is RunStatus.failed
-    assert events[-1].type == EventType.execution_error
-    assert events[-1].data["error_code"] == "EXECUTION_FAILED"
-    assert events[-1].data["result"]["node_results"][0]["status"] == "failed"
+    terminal = events[-1]
+    assert terminal.type == EventType.execution_error
+    assert terminal.data["error_code"] == "EXECUTION_FAILED"
+    assert terminal.data["error_message"] == (
+        f"every node team failed: db: agent a1: connection refused; web: agent a1: {PROVIDER_MESSAGE}"
+    )
+    assert [n["status"] for n in terminal.data["result"]["node_results"]] == ["failed", "failed"]
+    assert gateway.calls["text"] == 0  # nothing to summarise
+    assert not of_type(events, EventType.global_supervisor_message)
 
 
-async def test_a_broken_global_supervisor_fails_the_run_with_partial_results() -> None:
-    run, events = await run_team(team([node("db")], global_provider=BROKEN))
+async def test_the_message_of_a_run_whose_many_node_teams_failed_stays_bounded() -> None:
+    long_error = ProviderCallError(Failure(FailureKind.server, "overloaded " * 60))
+    nodes = [node(f"n{i}", [agent("a1", provider="flaky")]) for i in range(12)]
+    source = SimulatorSource(scripts={"flaky": Script(text=long_error)})
+    run, _ = await run_team(team(nodes, strategy="parallel"), source=source)
+    message = run.outcome.error_message or ""
+    assert message.startswith("every node team failed: n0: agent a1: overloaded")
+    assert len(message) <= 2000 and re.search(r"; and \d+ more$", message)
+
+
+async def test_when_no_node_team_succeeds_the_run_names_the_failed_and_the_skipped() -> None:
+    nodes = [node("checkout"), node("db", [agent("a1", provider=BROKEN)])]
+    run, events = await run_team(team(nodes, [edge("checkout", "db")]))
     assert run.outcome.status is RunStatus.failed
-    assert events[-1].type == EventType.execution_error
-    assert "global supervisor failed" in events[-1].data["error_message"]
-    # The node team finished before the summary broke, and its result is kept.
+    assert events[-1].data["error_message"] == (
+        "no node team succeeded: db: agent a1: connection refused; checkout: skipped: upstream db did not succeed"
+    )
+
+
+async def test_a_global_supervisor_that_cannot_summarise_fails_the_run_and_keeps_the_node_results() -> None:
+    source = SimulatorSource(scripts={"gateway": Script(text=provider_error())})
+    run, events = await run_team(team([node("db"), node("web")], global_provider="gateway"), source=source)
+    assert run.outcome.status is RunStatus.failed
+    terminal = events[-1]
+    assert terminal.type == EventType.execution_error and terminal.data["error_code"] == "EXECUTION_FAILED"
+    expected = f"the global supervisor could not summarise the findings: {PROVIDER_MESSAGE}"
+    assert terminal.data["error_message"] == expected
+    # The node teams finished before the summary broke, and their results are kept.
+    assert [n.status for n in run.outcome.node_results] == [NodeStatus.success, NodeStatus.success]
+
+
+# --------------------------------------------------------------------------------------------- routing failures
+
+
+def node_decisions(events: list[ExecutionEvent], node_id: str = "db") -> list[dict[str, Any]]:
+    return [e.data for e in of_type(events, EventType.node_supervisor_decision) if e.node_id == node_id]
+
+
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        ("error", f"its model call failed: {PROVIDER_MESSAGE}"),
+        (PLAIN, f'it answered in plain words, not with the structured answer asked for: "{PLAIN_WORDS}"'),
+        (CHOOSE_FINISH, "it chose to finish before any agent had worked"),
+    ],
+)
+async def test_an_adaptive_node_supervisor_that_cannot_route_before_any_agent_worked_fails_its_node(
+    answer: str, problem: str
+) -> None:
+    script = Script(NextAgent=provider_error() if answer == "error" else answer)
+    spec = team([node("db", [agent("logs"), agent("metrics")], "adaptive", supervisor_provider="boss"), node("web")])
+    run, events = await run_team(spec, source=SimulatorSource(scripts={"boss": script}))
+
+    db = run.outcome.node_results[0]
+    assert db.status is NodeStatus.failed and db.agents == []
+    assert db.error == f"supervisor of db: could not route the task to an agent: {problem}"
+    assert "ProviderCallError" not in db.error
+    assert not [e for e in of_type(events, EventType.agent_message) if e.node_id == "db"]
+    [decision] = node_decisions(events)
+    assert decision["next_agents"] == [] and decision["error"] == db.error
+    assert decision["decision"] == f"fail: could not route the task to an agent: {problem}"
+    assert script.calls["text"] == 0  # no report of findings nobody made
+    complete = next(e for e in of_type(events, EventType.node_complete) if e.node_id == "db")
+    assert complete.data["status"] == "failed" and complete.data["result"]["error"] == db.error
+    # web succeeded: the run reports its findings, and db's failure in node_results.
+    assert run.outcome.status is RunStatus.success
+
+
+@pytest.mark.parametrize("answer", ["error", PLAIN])
+async def test_an_adaptive_node_supervisor_that_cannot_route_after_an_agent_worked_reports_the_findings(
+    answer: str,
+) -> None:
+    failing = provider_error() if answer == "error" else answer
+    script = Script(NextAgent=[SIM_ANSWER, failing])
+    spec = team([node("db", [agent("logs"), agent("metrics")], "adaptive", supervisor_provider="boss")])
+    run, events = await run_team(spec, source=SimulatorSource(scripts={"boss": script}))
+
+    db = run.outcome.node_results[0]
+    assert db.status is NodeStatus.success and [a.agent_id for a in db.agents] == ["logs"]
+    assert db.output.startswith("[simulator]")  # the report of what logs found
+    first, last = node_decisions(events)
+    assert first["next_agents"] == ["logs"] and "warning" not in first
+    assert last["next_agents"] == [] and last["warning"].startswith("the supervisor could not choose the next agent")
+    assert last["decision"].startswith("finish: reporting what the agents found; the supervisor could not choose")
+    assert (PROVIDER_MESSAGE if answer == "error" else PLAIN_WORDS) in last["warning"]
+    assert run.outcome.status is RunStatus.success
+
+
+@pytest.mark.parametrize("answer", ["error", PLAIN])
+async def test_priority_moves_on_to_the_next_agent_when_its_judge_cannot_answer(answer: str) -> None:
+    script = Script(TaskAnswered=provider_error() if answer == "error" else answer)
+    spec = team([node("db", [agent("first"), agent("second")], "priority", supervisor_provider="boss")])
+    run, events = await run_team(spec, source=SimulatorSource(scripts={"boss": script}))
+
+    assert dispatched(events, EventType.node_supervisor_decision) == [["first"], ["second"]]
+    second = node_decisions(events)[1]
+    assert second["warning"].startswith("the supervisor could not judge whether the task is answered")
+    assert (PROVIDER_MESSAGE if answer == "error" else PLAIN_WORDS) in second["warning"]
+    assert second["decision"].startswith("run second: next agent by priority; the supervisor could not judge")
     assert run.outcome.node_results[0].status is NodeStatus.success
+    assert [a.agent_id for a in run.outcome.node_results[0].agents] == ["first", "second"]
+
+
+@pytest.mark.parametrize("answer", ["error", PLAIN, CHOOSE_FINISH])
+async def test_an_adaptive_global_supervisor_that_cannot_decide_falls_back_to_the_dependency_order(
+    answer: str,
+) -> None:
+    script = Script(NextNodes=provider_error() if answer == "error" else answer)
+    spec = team([node("gateway"), node("checkout"), node("db"), node("cache")], CHAIN, "adaptive", global_provider="gw")
+    run, events = await run_team(spec, source=SimulatorSource(scripts={"gw": script}))
+
+    # Waves of ready node teams, in dependency order.
+    assert dispatched(events) == [["db", "cache"], ["checkout"], ["gateway"]]
+    decisions = [e.data for e in of_type(events, EventType.global_supervisor_decision)]
+    for decision in decisions[:-1]:
+        assert decision["warning"].startswith("the global supervisor could not decide which node teams run next")
+        assert "dependency order" in decision["decision"]
+    assert "warning" not in decisions[-1] and decisions[-1]["decision"] == "finish: every node team has finished"
+    assert script.calls["NextNodes"] == 1  # not asked again once it could not decide
+    assert {n.status for n in run.outcome.node_results} == {NodeStatus.success}
+    assert run.outcome.status is RunStatus.success
+
+
+async def test_an_adaptive_global_supervisor_may_finish_once_a_node_team_has_run() -> None:
+    script = Script(NextNodes=[SIM_ANSWER, CHOOSE_FINISH])
+    spec = team([node("a"), node("b")], strategy="adaptive", global_provider="gw")
+    run, events = await run_team(spec, source=SimulatorSource(scripts={"gw": script}))
+    assert dispatched(events) == [["a"]]
+    assert all("warning" not in e.data for e in of_type(events, EventType.global_supervisor_decision))
+    statuses = {n.node_id: n.status for n in run.outcome.node_results}
+    assert statuses == {"a": NodeStatus.success, "b": NodeStatus.skipped}
+    assert run.outcome.status is RunStatus.success
+
+
+# --------------------------------------------------------------------------------------------- error messages
+
+
+class Silent(Exception):
+    """An exception with no message."""
+
+
+def test_error_texts_say_where_and_what_in_the_users_terms() -> None:
+    assert error_text(provider_error(), "agent probe") == f"agent probe: {PROVIDER_MESSAGE}"
+    assert error_text(ValueError("bad value"), "agent probe") == "agent probe: bad value"
+    assert error_text(Silent(), "agent probe") == "unexpected error in agent probe"
+    report = error_text(Silent(), "supervisor of db", "could not report")
+    assert report == "supervisor of db: could not report: unexpected error"
+    assert len(error_text(ValueError("x" * 5000), "agent probe")) <= 1000
+
+
+async def test_a_failed_agent_reports_the_providers_message_not_a_class_name() -> None:
+    source = SimulatorSource(scripts={"cloud": Script(text=provider_error())})
+    spec = team([node("db", [agent("probe", provider="cloud"), agent("second")])])
+    run, events = await run_team(spec, source=source)
+    probe = run.outcome.node_results[0].agents[0]
+    assert probe.status == "failed" and probe.error == f"agent probe: {PROVIDER_MESSAGE}"
+    message = next(e for e in of_type(events, EventType.agent_message) if e.agent_id == "probe")
+    assert message.data["status"] == "failed" and message.data["error"] == probe.error
 
 
 # --------------------------------------------------------------------------------------------- timeout and cancel

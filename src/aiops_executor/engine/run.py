@@ -28,12 +28,22 @@ from aiops_executor.core.telemetry import Telemetry, default_telemetry
 from aiops_executor.engine.events import EventType, ExecutionEvent, PendingEvent, format_timestamp
 from aiops_executor.engine.models import ModelSource, Usage
 from aiops_executor.engine.results import AgentResult, NodeResult, NodeStatus, RunOutcome, RunStatus
-from aiops_executor.engine.team import AGENT_ID_KEY, NODE_ID_KEY, RUN_KEY, CompiledTeam, RunSettings, TeamRun
+from aiops_executor.engine.team import (
+    AGENT_ID_KEY,
+    NODE_ID_KEY,
+    RUN_KEY,
+    CompiledTeam,
+    RunSettings,
+    TeamRun,
+    error_message,
+)
 
 EXECUTION_TIMEOUT = "EXECUTION_TIMEOUT"
 EXECUTION_FAILED = "EXECUTION_FAILED"
 SCHEMA_GENERATION_FAILED = "SCHEMA_GENERATION_FAILED"
 NODE_TEAM_TASK = "node_team"
+MAX_ERROR_MESSAGE = 2000
+MAX_NODE_REASON = 500  # per node team in a run's error message, so that several fit
 
 
 @dataclass(frozen=True)
@@ -289,17 +299,26 @@ class ExecutionRun:
             outcome.error_message = "the execution was cancelled"
             return outcome
         if end.how == "crashed":
-            error = end.error or RuntimeError("unknown failure")
-            message = getattr(error, "message", None) or str(error) or "unknown failure"
+            message = error_message(end.error) if end.error is not None else ""
             outcome.status = RunStatus.failed
             outcome.error_code = EXECUTION_FAILED
-            outcome.error_message = f"the global supervisor failed: {message}"[:2000]
+            # When every node team had failed, that is the news, whatever broke afterwards.
+            outcome.error_message = _node_teams_failed(nodes) or _bounded(
+                f"the global supervisor failed: {message or 'unexpected error'}"
+            )
             return outcome
         if snapshot.next:
             # The graph paused without finishing (an interrupt waiting for input): not a success.
             outcome.status = RunStatus.failed
             outcome.error_code = EXECUTION_FAILED
             outcome.error_message = f"the run stopped before it finished, waiting at {', '.join(snapshot.next)}"
+            return outcome
+        node_failures = _node_teams_failed(nodes)
+        failure = node_failures or values.get("failure")
+        if failure:
+            outcome.status = RunStatus.failed
+            outcome.error_code = EXECUTION_FAILED
+            outcome.error_message = _bounded(str(failure))
             return outcome
         structured = values.get("structured")
         if structured is not None:
@@ -311,10 +330,6 @@ class ExecutionRun:
                     f"the structured output did not match output_schema after {structured['attempts']} attempts"
                 )
                 outcome.error_details = {"errors": structured["errors"], "partial_output": structured["output"]}
-        if outcome.status is RunStatus.success and not any(n.status is NodeStatus.success for n in nodes):
-            outcome.status = RunStatus.failed
-            outcome.error_code = EXECUTION_FAILED
-            outcome.error_message = "no node team completed its work"
         return outcome
 
     def _terminal_event(self, outcome: RunOutcome) -> PendingEvent:
@@ -332,6 +347,31 @@ class ExecutionRun:
             return PendingEvent(EventType.execution_cancelled, data=data)
         data.update(error_code=outcome.error_code, error_message=outcome.error_message, **outcome.error_details)
         return PendingEvent(EventType.execution_error, data=data)
+
+
+def _bounded(message: str) -> str:
+    return message if len(message) <= MAX_ERROR_MESSAGE else message[: MAX_ERROR_MESSAGE - 3] + "..."
+
+
+def _node_teams_failed(nodes: list[NodeResult]) -> str | None:
+    """Why the run failed when none of its node teams succeeded: each node team and its reason (None when one
+    succeeded, or some did not finish)."""
+    if not nodes or any(n.status not in (NodeStatus.failed, NodeStatus.skipped) for n in nodes):
+        return None
+    every = all(n.status is NodeStatus.failed for n in nodes)
+    message = "every node team failed: " if every else "no node team succeeded: "
+    reasons = [f"{n.node_id}: {_short(n.error or n.output or n.status.value)}" for n in nodes]
+    message += reasons[0]
+    for index, reason in enumerate(reasons[1:], start=1):
+        more = f"; and {len(reasons) - index} more"
+        if len(message) + len(reason) + len(more) + 2 > MAX_ERROR_MESSAGE:
+            return message + more
+        message += "; " + reason
+    return message
+
+
+def _short(text: str, limit: int = MAX_NODE_REASON) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _checkpointed_results(snapshot: StateSnapshot) -> dict[str, dict[str, Any]]:

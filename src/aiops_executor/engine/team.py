@@ -59,12 +59,9 @@ AGENT_ID_KEY = "aiops_agent_id"
 DEFAULT_AGENT_PROMPT = "You are an SRE agent investigating one resource. Use your tools, then report what you found."
 DEFAULT_NODE_SUPERVISOR_PROMPT = "You supervise the agents investigating one resource and report their findings."
 DEFAULT_GLOBAL_SUPERVISOR_PROMPT = "You coordinate the teams investigating a system and summarise their findings."
+MAX_ERROR_CHARS = 1000
 
 logger = structlog.get_logger(__name__)
-
-
-class NodeTeamFailure(Exception):
-    """The node team could not do its work (its supervisor's model broke)."""
 
 
 def _text(message: BaseMessage) -> str:
@@ -85,9 +82,35 @@ def _emit(event: PendingEvent) -> None:
     get_stream_writer()(event)
 
 
-def _error_text(exc: BaseException) -> str:
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {message}"[:1000]
+def error_message(exc: BaseException) -> str:
+    """What went wrong, in the user's terms: the failure's own message, never its Python class name; "" if none.
+
+    An ``AppError`` (the model runtime's ``ProviderCallError`` among them) carries a user-facing ``message``
+    naming the model and endpoints. It is read by name: ``core.errors`` brings the web layer, which the
+    engine does without."""
+    message = getattr(exc, "message", None)
+    if not isinstance(message, str) or not message.strip():
+        message = str(exc)
+    return message.strip()
+
+
+def error_text(exc: BaseException, where: str, failed_to: str = "") -> str:
+    """``<where>: [<failed_to>: ]<message>``, bounded; "unexpected error in <where>" when there is no message."""
+    message = error_message(exc)
+    if failed_to:
+        text = f"{where}: {failed_to}: {message or 'unexpected error'}"
+    else:
+        text = f"{where}: {message}" if message else f"unexpected error in {where}"
+    return _short(text, MAX_ERROR_CHARS)
+
+
+def _call_failure(exc: BaseException, what: str) -> str:
+    """``<what>: <message>``, bounded, for a failure described by a whole sentence."""
+    return _short(f"{what}: {error_message(exc) or 'unexpected error'}", MAX_ERROR_CHARS)
+
+
+def _call_failed(exc: BaseException) -> str:
+    return _call_failure(exc, "its model call failed")
 
 
 class TaskAnswered(BaseModel):
@@ -95,6 +118,29 @@ class TaskAnswered(BaseModel):
 
     answered: bool = Field(description="true when the task is answered and no further agent is needed")
     reason: str = Field(description="one sentence explaining the decision")
+
+
+async def _ask(
+    model: BaseChatModel, schema: type[BaseModel], messages: list[BaseMessage]
+) -> tuple[BaseModel | None, str]:
+    """The model's structured answer, or None and why the answer could not be read as one.
+
+    A failing call raises. Real models often answer in plain words where a choice was asked for; that is
+    not a choice, and the caller must not read it as one (e.g. as FINISH)."""
+    answer = await model.with_structured_output(schema, include_raw=True).ainvoke(messages)
+    parts: dict[str, Any] = answer if isinstance(answer, dict) else {"parsed": answer}
+    parsed = parts.get("parsed")
+    if isinstance(parsed, schema):
+        return parsed, ""
+    raw = parts.get("raw")
+    if parts.get("parsing_error") is not None:
+        calls = raw.tool_calls if isinstance(raw, AIMessage) else []
+        said = json.dumps(calls[0]["args"], default=str) if calls else ""
+        return None, f"its answer is not one of the choices offered: {_short(said, 200)}"
+    said = _text(raw).strip() if isinstance(raw, BaseMessage) else ""
+    if said:
+        return None, f'it answered in plain words, not with the structured answer asked for: "{_short(said, 200)}"'
+    return None, "it gave an empty answer"
 
 
 def _routing_model(name: str, choices: list[str], *, many: bool) -> type[BaseModel]:
@@ -133,6 +179,10 @@ class TeamState(TypedDict, total=False):
     decisions: int
     summary: str
     structured: dict[str, Any] | None
+    # Why the run fails although its graph finished (the global supervisor could not summarise, ...).
+    failure: str
+    # Why the adaptive global supervisor could not decide; from then on node teams run in dependency order.
+    routing_fallback: str
     # The global supervisor's own model calls (routing, summary, structured output); node teams carry theirs.
     supervisor_usage: Annotated[dict[str, Any], _add_usage]
 
@@ -150,7 +200,33 @@ class NodeTeamState(NodeTeamInput, total=False):
     decisions: int
     answered: bool
     output: str
+    error: str  # the node team could not do its work: it fails with this reason
     usage: Annotated[dict[str, Any], _add_usage]
+
+
+@dataclass(frozen=True)
+class NodeDecision:
+    """The node supervisor's decision: the next agent, or none (finish, or fail when ``failure`` is set)."""
+
+    next_agent: str | None
+    reason: str
+    # The supervisor could not decide as asked, and something else was done: said so, never passed off as its choice.
+    warning: str | None = None
+    failure: str | None = None  # the node team's error: its supervisor cannot route the task
+
+    def event_data(self) -> dict[str, Any]:
+        if self.failure:
+            decision = f"fail: {self.reason}"
+        elif self.next_agent:
+            decision = f"run {self.next_agent}: {self.reason}"
+        else:
+            decision = f"finish: {self.reason}"
+        data: dict[str, Any] = {"decision": decision, "next_agents": [self.next_agent] if self.next_agent else []}
+        if self.warning:
+            data["warning"] = self.warning
+        if self.failure:
+            data["error"] = self.failure
+        return data
 
 
 # ----------------------------------------------------------------------------------------------- run inputs
@@ -336,10 +412,13 @@ class CompiledTeam:
         node = self.nodes[state["node_id"]]
         turns = state.get("turns", [])
         decisions = state.get("decisions", 0)
-        next_agent, usage = await self._node_decision(run, node, state, turns, decisions)
-        if next_agent is None:
-            return {"finished": True, "decisions": decisions + 1, "usage": usage.as_dict()}
-        turn, agent_usage = await self._run_agent(run, node, state, next_agent)
+        decision, usage = await self._node_decision(run, node, state, turns, decisions)
+        if decision.next_agent is None:
+            update: dict[str, Any] = {"finished": True, "decisions": decisions + 1, "usage": usage.as_dict()}
+            if decision.failure:
+                update["error"] = decision.failure
+            return update
+        turn, agent_usage = await self._run_agent(run, node, state, decision.next_agent)
         usage = usage + agent_usage
         decisions += 1
         finished = False
@@ -353,59 +432,79 @@ class CompiledTeam:
 
     async def _node_decision(
         self, run: TeamRun, node: NodeSpec, state: NodeTeamState, turns: list[dict[str, Any]], decisions: int
-    ) -> tuple[str | None, Usage]:
-        """The node supervisor's choice of the next agent (None: finish), announced as an event."""
+    ) -> tuple[NodeDecision, Usage]:
+        """The node supervisor's choice of the next agent (or finish, or fail), announced as an event."""
         strategy = node.supervisor_config.coordination_strategy
-        reason = ""
-        next_agent: str | None
         with metering() as meter:
             if strategy is NodeStrategy.round_robin:
                 next_agent = node.agents[len(turns)].agent_id if len(turns) < len(node.agents) else None
-                reason = "each agent in turn"
+                decision = NodeDecision(next_agent, "each agent in turn")
             elif strategy is NodeStrategy.priority:
-                next_agent, reason = await self._priority_choice(run, node, state, turns)
+                decision = await self._priority_choice(run, node, state, turns)
             elif decisions >= run.settings.max_iterations:
-                next_agent, reason = None, f"max_iterations ({run.settings.max_iterations}) reached"
+                decision = NodeDecision(None, f"max_iterations ({run.settings.max_iterations}) reached")
             else:
-                next_agent, reason = await self._adaptive_choice(run, node, state, turns)
+                decision = await self._adaptive_choice(run, node, state, turns)
         _emit(
             PendingEvent(
                 EventType.node_supervisor_decision,
                 node_id=node.node_id,
                 supervisor_id=node_supervisor_id(node.node_id),
-                data={
-                    "decision": f"run {next_agent}: {reason}" if next_agent else f"finish: {reason}",
-                    "next_agents": [next_agent] if next_agent else [],
-                },
+                data=decision.event_data(),
             )
         )
-        return next_agent, meter.total
+        if decision.failure or decision.warning:
+            logger.warning("node supervisor could not decide", error=decision.failure, warning=decision.warning)
+        return decision, meter.total
 
     async def _priority_choice(
         self, run: TeamRun, node: NodeSpec, state: NodeTeamState, turns: list[dict[str, Any]]
-    ) -> tuple[str | None, str]:
+    ) -> NodeDecision:
         if len(turns) >= len(node.agents):
-            return None, "every agent has reported"
-        if turns and turns[-1]["status"] == "success":
-            judge = (await run.model(node.supervisor_config)).with_structured_output(TaskAnswered)
-            verdict = await judge.ainvoke(self._node_supervisor_messages(node, state, turns, "Is the task answered?"))
-            if isinstance(verdict, TaskAnswered) and verdict.answered:
-                return None, f"task answered ({_short(verdict.reason)})"
-        return node.agents[len(turns)].agent_id, "next agent by priority"
+            return NodeDecision(None, "every agent has reported")
+        next_agent = node.agents[len(turns)].agent_id
+        if not turns or turns[-1]["status"] != "success":
+            return NodeDecision(next_agent, "next agent by priority")
+        messages = self._node_supervisor_messages(node, state, turns, "Is the task answered?")
+        try:
+            verdict, problem = await _ask(await run.model(node.supervisor_config), TaskAnswered, messages)
+        except GraphBubbleUp:
+            raise
+        except Exception as exc:  # an agent is left to ask: its report is worth more than giving up
+            verdict, problem = None, _call_failed(exc)
+        if isinstance(verdict, TaskAnswered):
+            if verdict.answered:
+                return NodeDecision(None, f"task answered ({_short(verdict.reason)})")
+            return NodeDecision(next_agent, "next agent by priority")
+        warning = f"the supervisor could not judge whether the task is answered ({problem})"
+        return NodeDecision(next_agent, f"next agent by priority; {warning}", warning=warning)
 
     async def _adaptive_choice(
         self, run: TeamRun, node: NodeSpec, state: NodeTeamState, turns: list[dict[str, Any]]
-    ) -> tuple[str | None, str]:
+    ) -> NodeDecision:
         choices = [a.agent_id for a in node.agents]
-        router = (await run.model(node.supervisor_config)).with_structured_output(
-            _routing_model("NextAgent", choices, many=False)
-        )
-        answer = await router.ainvoke(
-            self._node_supervisor_messages(node, state, turns, "Which agent should act next? FINISH when done.")
-        )
-        choice = getattr(answer, "next", FINISH)
+        messages = self._node_supervisor_messages(node, state, turns, "Which agent should act next? FINISH when done.")
+        try:
+            model = await run.model(node.supervisor_config)
+            answer, problem = await _ask(model, _routing_model("NextAgent", choices, many=False), messages)
+        except GraphBubbleUp:
+            raise
+        except Exception as exc:
+            answer, problem = None, _call_failed(exc)
+        choice = getattr(answer, "next", None)
         reason = _short(getattr(answer, "reason", ""))
-        return (None, reason or "supervisor finished") if choice == FINISH else (str(choice), reason)
+        if choice is not None and choice != FINISH:
+            return NodeDecision(str(choice), reason or "supervisor choice")
+        if turns:  # the agents have worked: finishing is legitimate, and what they found is reported
+            if choice == FINISH:
+                return NodeDecision(None, reason or "supervisor finished")
+            warning = f"the supervisor could not choose the next agent ({problem})"
+            return NodeDecision(None, f"reporting what the agents found; {warning}", warning=warning)
+        # No agent has worked: a node team that "succeeds" now would report nothing but its supervisor's words.
+        if choice == FINISH:
+            problem = "it chose to finish before any agent had worked"
+        why = f"could not route the task to an agent: {problem}"
+        return NodeDecision(None, why, failure=_short(f"supervisor of {node.node_id}: {why}", MAX_ERROR_CHARS))
 
     def _node_supervisor_messages(
         self, node: NodeSpec, state: NodeTeamState, turns: list[dict[str, Any]], question: str
@@ -447,8 +546,8 @@ class CompiledTeam:
             except GraphBubbleUp:
                 raise  # LangGraph's control flow (interrupts), not a failure of the agent
             except Exception as exc:  # the node team carries on without this agent
-                turn = AgentResult(spec.agent_id, "", status="failed", error=_error_text(exc))
-                logger.warning("agent failed", error=_short(turn.error))
+                turn = AgentResult(spec.agent_id, "", status="failed", error=error_text(exc, f"agent {agent_id}"))
+                logger.warning("agent failed", error=_short(turn.error), error_type=type(exc).__name__)
             step.status = turn.status
         data: dict[str, Any] = {"message": turn.output, "status": turn.status}
         if turn.error:
@@ -460,13 +559,23 @@ class CompiledTeam:
         run = _team_run(config)
         node = self.nodes[state["node_id"]]
         turns = state.get("turns", [])
+        if state.get("error"):
+            return {}  # the node team failed already: there is nothing its supervisor could report
         if turns and all(t["status"] == "failed" for t in turns):
-            raise NodeTeamFailure("every agent of this node team failed: " + "; ".join(t["error"] for t in turns))
-        model = await run.model(node.supervisor_config)
+            errors = list(dict.fromkeys(t["error"] for t in turns))
+            error = errors[0] if len(errors) == 1 else "every agent failed: " + "; ".join(errors)
+            return {"error": _short(error, MAX_ERROR_CHARS)}
         with metering() as meter:
-            answer = await model.ainvoke(
-                self._node_supervisor_messages(node, state, turns, "Report this resource's findings for the task.")
-            )
+            try:
+                model = await run.model(node.supervisor_config)
+                answer = await model.ainvoke(
+                    self._node_supervisor_messages(node, state, turns, "Report this resource's findings for the task.")
+                )
+            except GraphBubbleUp:
+                raise
+            except Exception as exc:
+                failure = error_text(exc, f"supervisor of {node.node_id}", "could not report the findings")
+                return {"error": failure, "usage": meter.total.as_dict()}
         output = _text(answer)
         _emit(
             PendingEvent(
@@ -546,6 +655,7 @@ class CompiledTeam:
             results.update(skipped)
         ready = self._ready(results)
         reason = ""
+        fallback = state.get("routing_fallback")
         meter = UsageMeter()
         if strategy is GlobalStrategy.parallel:
             next_nodes = list(self.order) if decisions == 0 else []
@@ -558,8 +668,19 @@ class CompiledTeam:
         elif decisions >= run.settings.max_iterations:
             next_nodes, reason = [], f"max_iterations ({run.settings.max_iterations}) reached"
         elif ready:
-            with metering() as meter:
-                next_nodes, reason = await self._adaptive_nodes(run, state, results, ready)
+            if not fallback:
+                with metering() as meter:
+                    next_nodes, reason, problem = await self._adaptive_nodes(run, state, results, ready)
+                if problem:
+                    fallback = (
+                        f"the global supervisor could not decide which node teams run next ({problem}); "
+                        "they run in the topology's dependency order"
+                    )
+                    logger.warning("global supervisor could not decide", warning=fallback)
+            if fallback:
+                # Asking again would most likely fail again, and cost a failover each time: the rest of the run
+                # keeps to the dependency order, each wave of ready node teams at once.
+                next_nodes, reason = ready, "dependency order, in place of the global supervisor's choice"
         else:
             next_nodes = []
         if not next_nodes:
@@ -568,37 +689,48 @@ class CompiledTeam:
                 if node_id not in results:
                     why = f"skipped: not dispatched by the global supervisor ({reason})"
                     skipped |= _finish_node(NodeResult(node_id, NodeStatus.skipped, why))
-        _emit(
-            PendingEvent(
-                EventType.global_supervisor_decision,
-                supervisor_id=GLOBAL_SUPERVISOR_ID,
-                data={
-                    "decision": f"run {', '.join(next_nodes)}: {reason}" if next_nodes else f"finish: {reason}",
-                    "next_nodes": next_nodes,
-                },
-            )
-        )
+        data: dict[str, Any] = {
+            "decision": f"run {', '.join(next_nodes)}: {reason}" if next_nodes else f"finish: {reason}",
+            "next_nodes": next_nodes,
+        }
+        if fallback and next_nodes:
+            data["warning"] = fallback
+        _emit(PendingEvent(EventType.global_supervisor_decision, supervisor_id=GLOBAL_SUPERVISOR_ID, data=data))
         for node_id, body in skipped.items():
             run.dataflow.finish(node_id, body)
-        return {
+        update: dict[str, Any] = {
             "next_nodes": next_nodes,
             "decisions": decisions + 1,
             "node_results": skipped,
             "supervisor_usage": meter.total.as_dict(),
         }
+        if fallback:
+            update["routing_fallback"] = fallback
+        return update
 
     async def _adaptive_nodes(
         self, run: TeamRun, state: TeamState, results: Mapping[str, Any], ready: list[str]
-    ) -> tuple[list[str], str]:
-        router = (await run.model(self.topology.global_supervisor)).with_structured_output(
-            _routing_model("NextNodes", ready, many=True)
-        )
-        answer = await router.ainvoke(
-            self._global_messages(state, results, "Which node teams should run next? FINISH when done.")
-        )
-        chosen = getattr(answer, "next", [FINISH])
+    ) -> tuple[list[str], str, str]:
+        """The node teams the global supervisor picks among ``ready`` and why; or, when it cannot decide,
+        no pick and the problem (the third item)."""
+        messages = self._global_messages(state, results, "Which node teams should run next? FINISH when done.")
+        try:
+            model = await run.model(self.topology.global_supervisor)
+            answer, problem = await _ask(model, _routing_model("NextNodes", ready, many=True), messages)
+        except GraphBubbleUp:
+            raise
+        except Exception as exc:
+            return [], "", _call_failed(exc)
+        if answer is None:
+            return [], "", problem
+        chosen = getattr(answer, "next", None) or []
         picked = list(dict.fromkeys(str(c) for c in chosen if c != FINISH and c in ready))
-        return picked, _short(getattr(answer, "reason", "")) or "supervisor choice"
+        reason = _short(getattr(answer, "reason", ""))
+        if picked:
+            return picked, reason or "supervisor choice", ""
+        if any(r["status"] != NodeStatus.skipped for r in results.values()):
+            return [], reason or "supervisor finished", ""  # node teams have reported: finishing is its call
+        return [], "", "it chose to finish before any node team had run"
 
     def _global_messages(self, state: TeamState, results: Mapping[str, Any], question: str) -> list[BaseMessage]:
         messages: list[BaseMessage] = [
@@ -648,12 +780,16 @@ class CompiledTeam:
                 agents = [AgentResult(**t) for t in final.get("turns", [])]
                 # The subgraph's state holds the usage of every finished step, also those of an earlier attempt.
                 usage = Usage.from_dict(final.get("usage"))
-                result = NodeResult(node_id, NodeStatus.success, final.get("output", ""), agents, usage=usage)
+                error = final.get("error")
+                status = NodeStatus.failed if error else NodeStatus.success
+                result = NodeResult(node_id, status, final.get("output", ""), agents, error=error, usage=usage)
             except GraphBubbleUp as signal:
                 run.dataflow.pause(node_id, signal)
                 raise
             except Exception as exc:
-                result = NodeResult(node_id, NodeStatus.failed, "", error=_error_text(exc), usage=meter.total)
+                error = error_text(exc, f"node team {node_id}")
+                result = NodeResult(node_id, NodeStatus.failed, "", error=error, usage=meter.total)
+                logger.warning("node team broke", error_type=type(exc).__name__)
             duration_ms = round((time.perf_counter() - started) * 1000, 1)
             finished = {"status": result.status.value, "duration_ms": duration_ms}
             if result.status is NodeStatus.failed:
@@ -669,30 +805,51 @@ class CompiledTeam:
     async def _summarize(self, state: TeamState, config: RunnableConfig) -> dict[str, Any]:
         run = _team_run(config)
         results = state.get("node_results", {})
-        model = await run.model(self.topology.global_supervisor)
+        if not any(r["status"] == NodeStatus.success for r in results.values()):
+            # No findings to summarise: the run fails with its node teams' reasons (see ``ExecutionRun``), which
+            # a summary call would only delay, bill, or (failing) hide.
+            return {"summary": ""}
+        update: dict[str, Any] = {}
         with metering() as meter:
-            answer = await model.ainvoke(self._global_messages(state, results, "Summarise the findings for the task."))
+            try:
+                model = await run.model(self.topology.global_supervisor)
+                answer = await model.ainvoke(
+                    self._global_messages(state, results, "Summarise the findings for the task.")
+                )
+            except GraphBubbleUp:
+                raise
+            except Exception as exc:
+                failure = _call_failure(exc, "the global supervisor could not summarise the findings")
+                return {"failure": failure, "supervisor_usage": meter.total.as_dict()}
             summary = _text(answer)
             _emit(
                 PendingEvent(
                     EventType.global_supervisor_message, supervisor_id=GLOBAL_SUPERVISOR_ID, data={"message": summary}
                 )
             )
-            update: dict[str, Any] = {"summary": summary}
+            update["summary"] = summary
             if run.settings.output_schema is not None:
-                outcome = await generate_structured_output(
-                    model,
-                    run.settings.output_schema,
-                    self.topology.global_supervisor.system_prompt or DEFAULT_GLOBAL_SUPERVISOR_PROMPT,
-                    prompts.global_supervisor_brief(state["task"], state["context"], self.topology.nodes),
-                    [prompts.report(GLOBAL_SUPERVISOR_ID, summary), *self._reports(results)],
-                )
-                update["structured"] = {
-                    "valid": outcome.valid,
-                    "output": outcome.output,
-                    "errors": outcome.errors,
-                    "attempts": outcome.attempts,
-                }
+                try:
+                    outcome = await generate_structured_output(
+                        model,
+                        run.settings.output_schema,
+                        self.topology.global_supervisor.system_prompt or DEFAULT_GLOBAL_SUPERVISOR_PROMPT,
+                        prompts.global_supervisor_brief(state["task"], state["context"], self.topology.nodes),
+                        [prompts.report(GLOBAL_SUPERVISOR_ID, summary), *self._reports(results)],
+                    )
+                except GraphBubbleUp:
+                    raise
+                except Exception as exc:
+                    update["failure"] = _call_failure(
+                        exc, "the global supervisor could not produce the structured output"
+                    )
+                else:
+                    update["structured"] = {
+                        "valid": outcome.valid,
+                        "output": outcome.output,
+                        "errors": outcome.errors,
+                        "attempts": outcome.attempts,
+                    }
         update["supervisor_usage"] = meter.total.as_dict()
         return update
 
