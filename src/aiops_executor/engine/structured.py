@@ -1,8 +1,26 @@
-"""Structured output against a caller's JSON Schema: ask, validate, feed the errors back, at most 3 times."""
+"""Structured answers from any model server: a caller's JSON Schema (ask, validate, feed the errors back, at
+most 3 times) and the supervisors' routing choices.
+
+Servers differ in what they accept, so an answer is asked for with one of three strategies, in the order the
+model prefers (a model may say so with ``structured_output_strategies``; the runtime's models take it from
+their provider's adapter and put first what worked before):
+
+- ``json_schema``: the server enforces the schema (OpenAI's ``response_format``; llama.cpp, vLLM and Ollama
+  compile it into a grammar);
+- ``tool_calling``: the answer is a call of one tool, named in ``tool_choice`` (several servers reject
+  ``tool_choice="required"``, which LangChain's default asks for);
+- ``prompted_json``: the prompt asks for a JSON object; the text is parsed, then validated like the others.
+
+A strategy the server rejects (the call fails with a rejected request or a server error) or ignores (no
+object in the answer) moves on to the next one; what worked is remembered by the model for its next calls.
+A provider that is down, throttling or refusing the key fails the call at once: another strategy would not help.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,8 +29,25 @@ from jsonschema import exceptions as jsonschema_exceptions
 from jsonschema import validators
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langgraph.errors import GraphBubbleUp
+from pydantic import BaseModel, ValidationError
 
 MAX_ATTEMPTS = 3
+JSON_SCHEMA = "json_schema"
+TOOL_CALLING = "tool_calling"
+PROMPTED_JSON = "prompted_json"
+DEFAULT_STRATEGIES = (TOOL_CALLING, PROMPTED_JSON)
+_LANGCHAIN_METHODS = {JSON_SCHEMA: "json_schema", TOOL_CALLING: "function_calling"}
+# Failures another strategy cannot get round (error codes of the model runtime's ProviderCallError).
+_NOT_THE_STRATEGY = frozenset(
+    {
+        "PROVIDER_UNREACHABLE",
+        "CREDENTIAL_INVALID",
+        "PROVIDER_RATE_LIMITED",
+        "NO_USABLE_CREDENTIAL",
+        "CREDENTIAL_UNDECRYPTABLE",
+    }
+)
 MAX_ERRORS_REPORTED = 20
 DEFAULT_TITLE = "StructuredResult"
 
@@ -61,6 +96,140 @@ def _tool_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return named
 
 
+@dataclass
+class StructuredAnswer:
+    """One structured answer: the object (None when the answer held none, with ``problem`` saying why)."""
+
+    value: Any
+    raw: BaseMessage | None
+    strategy: str
+    problem: str = ""
+
+
+def strategies_of(model: BaseChatModel) -> tuple[str, ...]:
+    preferred = getattr(model, "structured_output_strategies", None)
+    return tuple(preferred) if preferred else DEFAULT_STRATEGIES
+
+
+def _remember(model: BaseChatModel, strategy: str) -> None:
+    remember = getattr(model, "remember_structured_output_strategy", None)
+    if callable(remember):
+        remember(strategy)
+
+
+def _another_strategy_may_help(exc: Exception) -> bool:
+    return getattr(exc, "error_code", None) not in _NOT_THE_STRATEGY
+
+
+def parse_json_object(text: str) -> Any:
+    """The JSON object in a model's text: the whole text, or inside a code fence, or from the first ``{`` to
+    the last ``}`` (models like to wrap JSON in prose). None when there is none."""
+    candidates = [text.strip()]
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
+    if fenced:
+        candidates.append(fenced.group(1).strip())
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        candidates.append(text[start : end + 1])
+    for candidate in candidates:
+        try:
+            value = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def _plain(message: BaseMessage | None) -> str:
+    if not isinstance(message, BaseMessage):
+        return ""
+    content = message.content
+    if isinstance(content, str):
+        return content
+    return "".join(b if isinstance(b, str) else str(b.get("text", "")) for b in content if b is not None)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _coerce(schema: dict[str, Any] | type[BaseModel], value: Any) -> tuple[Any, str]:
+    """A parsed object as the caller wants it (a pydantic schema validates it), or None and why."""
+    if value is None or not isinstance(schema, type):
+        return value, ""
+    if isinstance(value, schema):
+        return value, ""
+    try:
+        return schema.model_validate(value), ""
+    except ValidationError:
+        return None, f"its answer is not one of the choices offered: {_short(json.dumps(value, default=str))}"
+
+
+def _missing(raw: BaseMessage | None) -> str:
+    said = _plain(raw).strip()
+    if said:
+        return f'it answered in plain words, not with the structured answer asked for: "{_short(said)}"'
+    return "it gave an empty answer"
+
+
+async def _ask_with(
+    model: BaseChatModel,
+    strategy: str,
+    schema: dict[str, Any] | type[BaseModel],
+    messages: list[BaseMessage],
+) -> StructuredAnswer:
+    if strategy == PROMPTED_JSON:
+        json_schema = schema.model_json_schema() if isinstance(schema, type) else schema
+        ask = HumanMessage(
+            "Answer with only a JSON object (no prose, no code fence) matching this JSON Schema:\n"
+            + json.dumps(json_schema)
+        )
+        reply = await model.ainvoke([*messages, ask])
+        found = parse_json_object(_plain(reply))
+        value, problem = _coerce(schema, found)
+        return StructuredAnswer(value, reply, strategy, problem or ("" if value is not None else _missing(reply)))
+    structured = model.with_structured_output(schema, method=_LANGCHAIN_METHODS[strategy], include_raw=True)
+    answer = await structured.ainvoke(messages)
+    parts: dict[str, Any] = answer if isinstance(answer, dict) else {"parsed": answer}
+    raw = parts.get("raw") if isinstance(parts.get("raw"), BaseMessage) else None
+    value = parts.get("parsed")
+    if value is None and parts.get("parsing_error") is not None and isinstance(raw, AIMessage) and raw.tool_calls:
+        value = raw.tool_calls[0]["args"]  # arguments that do not fit a pydantic schema: say so below
+    value, problem = _coerce(schema, value)
+    if value is None and not problem:
+        problem = _missing(raw)
+    return StructuredAnswer(value, raw, strategy, problem)
+
+
+async def ask_structured(
+    model: BaseChatModel, schema: dict[str, Any] | type[BaseModel], messages: list[BaseMessage]
+) -> StructuredAnswer:
+    """The model's answer as an object of ``schema``, trying its strategies in order (see the module docstring).
+    Raises when the provider fails the call in a way no strategy can avoid, or when no strategy gave an object
+    and one of them failed (that failure)."""
+    failure: Exception | None = None
+    answer: StructuredAnswer | None = None
+    for strategy in strategies_of(model):
+        try:
+            attempt = await _ask_with(model, strategy, schema, messages)
+        except (GraphBubbleUp, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            if not _another_strategy_may_help(exc):
+                raise
+            failure = exc
+            continue
+        if attempt.value is not None:
+            _remember(model, strategy)
+            return attempt
+        answer = answer or attempt  # the first strategy's problem is the one to report
+    if failure is not None:
+        raise failure  # a failed call says more than an answer without an object
+    assert answer is not None
+    return answer
+
+
 def _raw_text(raw: Any) -> str | None:
     if isinstance(raw, AIMessage):
         if raw.tool_calls:
@@ -80,7 +249,7 @@ async def generate_structured_output(
 ) -> StructuredOutcome:
     """Asks ``model`` for an object matching ``schema`` from the brief and the reports; validates every answer."""
     check_schema(schema)
-    structured = model.with_structured_output(_tool_schema(schema), include_raw=True)
+    tool_schema = _tool_schema(schema)
     messages: list[BaseMessage] = [
         SystemMessage(instructions),
         HumanMessage(brief),
@@ -89,12 +258,12 @@ async def generate_structured_output(
     ]
     outcome = StructuredOutcome(valid=False, output=None)
     for attempt in range(1, max_attempts + 1):
-        answer = await structured.ainvoke(messages)
-        parsed = answer.get("parsed") if isinstance(answer, dict) else answer
-        raw = _raw_text(answer.get("raw")) if isinstance(answer, dict) else None
+        answer = await ask_structured(model, tool_schema, messages)
+        parsed = answer.value
+        raw = _raw_text(answer.raw)
         outcome = StructuredOutcome(valid=False, output=parsed, attempts=attempt, raw_output=raw)
         if parsed is None:
-            outcome.errors = [{"path": "$", "message": "the model did not return a JSON object"}]
+            outcome.errors = [{"path": "$", "message": f"no JSON object in the answer: {answer.problem}"}]
         else:
             outcome.errors = schema_errors(schema, parsed)
         if not outcome.errors:

@@ -48,7 +48,7 @@ from aiops_executor.engine import prompts
 from aiops_executor.engine.events import GLOBAL_SUPERVISOR_ID, EventType, PendingEvent, node_supervisor_id
 from aiops_executor.engine.models import ModelSource, Usage, UsageMeter, metering
 from aiops_executor.engine.results import AgentResult, NodeResult, NodeStatus
-from aiops_executor.engine.structured import generate_structured_output
+from aiops_executor.engine.structured import ask_structured, generate_structured_output
 from aiops_executor.teams.graph import OrderingGraph
 from aiops_executor.teams.topology import AgentSpec, GlobalStrategy, ModelRef, NodeSpec, NodeStrategy, TeamSpec
 from aiops_executor.tools.registry import ToolContext, ToolRegistry, redact_value, secrets_in
@@ -127,20 +127,8 @@ async def _ask(
 
     A failing call raises. Real models often answer in plain words where a choice was asked for; that is
     not a choice, and the caller must not read it as one (e.g. as FINISH)."""
-    answer = await model.with_structured_output(schema, include_raw=True).ainvoke(messages)
-    parts: dict[str, Any] = answer if isinstance(answer, dict) else {"parsed": answer}
-    parsed = parts.get("parsed")
-    if isinstance(parsed, schema):
-        return parsed, ""
-    raw = parts.get("raw")
-    if parts.get("parsing_error") is not None:
-        calls = raw.tool_calls if isinstance(raw, AIMessage) else []
-        said = json.dumps(calls[0]["args"], default=str) if calls else ""
-        return None, f"its answer is not one of the choices offered: {_short(said, 200)}"
-    said = _text(raw).strip() if isinstance(raw, BaseMessage) else ""
-    if said:
-        return None, f'it answered in plain words, not with the structured answer asked for: "{_short(said, 200)}"'
-    return None, "it gave an empty answer"
+    answer = await ask_structured(model, schema, messages)
+    return (answer.value if isinstance(answer.value, schema) else None), answer.problem
 
 
 def _routing_model(name: str, choices: list[str], *, many: bool) -> type[BaseModel]:

@@ -293,6 +293,9 @@ def tool_arguments(parameters: dict[str, Any], context: dict[str, Any]) -> dict[
     }
 
 
+STRUCTURED_OUTPUT_STRATEGIES = ("tool_calling",)
+
+
 class SimulatorChatModel(BaseChatModel):
     """Deterministic offline chat model (see module docstring)."""
 
@@ -302,6 +305,11 @@ class SimulatorChatModel(BaseChatModel):
     @property
     def _llm_type(self) -> str:
         return "aiops-simulator"
+
+    @property
+    def structured_output_strategies(self) -> tuple[str, ...]:
+        """Its rules answer structured requests as tool calls only (see ``engine.structured``)."""
+        return STRUCTURED_OUTPUT_STRATEGIES
 
     @property
     def _identifying_params(self) -> dict[str, Any]:

@@ -6,9 +6,9 @@ from typing import Any, ClassVar
 
 from langchain_core.language_models.chat_models import BaseChatModel
 
-from aiops_executor.llm.adapters.base import TOOL_CALLING, ProviderAdapter, RemoteModel
+from aiops_executor.llm.adapters.base import ProviderAdapter, RemoteModel
 from aiops_executor.llm.runtime.config import DecryptedSecrets, EndpointConfig, ModelConfig
-from aiops_executor.llm.simulator import SimulatorChatModel
+from aiops_executor.llm.simulator import STRUCTURED_OUTPUT_STRATEGIES, SimulatorChatModel
 
 SIMULATOR_MODELS = ("sim-1",)
 
@@ -18,7 +18,7 @@ class SimulatorAdapter(ProviderAdapter):
     takes_endpoints: ClassVar[bool] = False
     takes_credentials: ClassVar[bool] = False
     needs_credential: ClassVar[bool] = False
-    structured_output: ClassVar[tuple[str, ...]] = (TOOL_CALLING,)
+    structured_output: ClassVar[tuple[str, ...]] = STRUCTURED_OUTPUT_STRATEGIES
 
     def build_client(
         self,

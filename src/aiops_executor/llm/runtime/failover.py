@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 import structlog
@@ -26,13 +27,17 @@ from langchain_core.language_models import LanguageModelInput
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.utils import message_chunk_to_message
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableBinding
-from pydantic import ConfigDict, Field, PrivateAttr
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableMap, RunnablePassthrough
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from aiops_executor.core.errors import AppError
 from aiops_executor.core.telemetry import Telemetry
 from aiops_executor.llm.adapters import adapter_for
+from aiops_executor.llm.adapters.base import JSON_SCHEMA
 from aiops_executor.llm.runtime.config import (
     CredentialConfig,
     DecryptedSecrets,
@@ -46,6 +51,7 @@ logger = structlog.get_logger(__name__)
 
 TOOLS_KWARG = "_aiops_tools"
 TOOL_CHOICE_KWARG = "_aiops_tool_choice"
+RESPONSE_SCHEMA_KWARG = "_aiops_response_schema"
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,8 @@ class RuntimeState:
     # with the fingerprint they had then: re-entered keys or a new quota limit make a credential usable again.
     exhausted: dict[uuid.UUID, CredentialFingerprint] = field(default_factory=dict)
     failovers: int = 0
+    # The structured-output strategy that last worked for each model (by model row id), tried first next time.
+    structured_output_strategy: dict[uuid.UUID, str] = field(default_factory=dict)
 
     def exhaust(self, credential_id: uuid.UUID, fingerprint: CredentialFingerprint) -> None:
         self.exhausted[credential_id] = fingerprint
@@ -349,6 +357,48 @@ class FailoverChatModel(BaseChatModel):
         # Tools are converted per route by the provider's own client, which knows its wire format.
         return self.bind(**{TOOLS_KWARG: list(tools), TOOL_CHOICE_KWARG: tool_choice}, **kwargs)
 
+    @property
+    def structured_output_strategies(self) -> tuple[str, ...]:
+        """What the provider's servers may understand, best first; what worked last time for this model first."""
+        strategies = adapter_for(self.binding.model.provider_type).structured_output
+        worked = self.state.structured_output_strategy.get(self.binding.model.id)
+        return (worked, *(s for s in strategies if s != worked)) if worked in strategies else strategies
+
+    def remember_structured_output_strategy(self, strategy: str) -> None:
+        self.state.structured_output_strategy[self.binding.model.id] = strategy
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        include_raw: bool = False,
+        method: str = "function_calling",
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """LangChain's structured output, with each route's own wire format: ``json_schema`` as the provider's
+        response format, ``function_calling`` as a call of the schema's tool named in ``tool_choice`` (rather
+        than ``"required"``, which several OpenAI-compatible servers reject)."""
+        is_model = isinstance(schema, type) and issubclass(schema, BaseModel)
+        tool = convert_to_openai_tool(schema)["function"]
+        llm: Runnable[LanguageModelInput, Any]
+        parser: Runnable[Any, Any]
+        if method == "json_schema":
+            json_schema = schema.model_json_schema() if is_model else schema  # type: ignore[union-attr]
+            llm = self.bind(**{RESPONSE_SCHEMA_KWARG: (tool["name"], json_schema)})
+            parser = PydanticOutputParser(pydantic_object=schema) if is_model else JsonOutputParser()
+        else:
+            llm = self.bind_tools([schema], tool_choice=tool["name"])
+            parser = (
+                PydanticToolsParser(tools=[schema], first_tool_only=True)
+                if is_model
+                else JsonOutputKeyToolsParser(key_name=tool["name"], first_tool_only=True)
+            )
+        if not include_raw:
+            return llm | parser
+        parse = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
+        unparsed = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | parse.with_fallbacks([unparsed], exception_key="parsing_error")
+
     async def _client(self, route: Route) -> BaseChatModel:
         key = (route.endpoint.id if route.endpoint else None, route.credential.id if route.credential else None)
         client = self._clients.get(key)
@@ -369,15 +419,19 @@ class FailoverChatModel(BaseChatModel):
             failures.append((route, Failure(FailureKind.credential, exc.message)))
             return None
 
-    @staticmethod
-    def _call_kwargs(client: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def _call_kwargs(self, client: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]:
         kwargs = dict(kwargs)
         tools = kwargs.pop(TOOLS_KWARG, None)
         tool_choice = kwargs.pop(TOOL_CHOICE_KWARG, None)
+        response_schema = kwargs.pop(RESPONSE_SCHEMA_KWARG, None)
         if tools:
             bound = client.bind_tools(tools, tool_choice=tool_choice)
             if isinstance(bound, RunnableBinding):
                 kwargs = {**bound.kwargs, **kwargs}
+        if response_schema is not None:
+            name, schema = response_schema
+            adapter = adapter_for(self.binding.model.provider_type)
+            kwargs.update(adapter.structured_request(JSON_SCHEMA, schema, name))
         return kwargs
 
     async def _record(self, route: Route, outcome: str, started: float, message: AIMessage | None) -> Decimal | None:
