@@ -375,6 +375,10 @@ class MockBehaviour:
     * ``responder`` -- optional callable consulted when the script queue is empty; returning ``None`` falls back
       to the default behaviour.
     * ``admin_token`` -- if set, the ``/_mock`` admin routes require it in the ``x-mock-admin-token`` header.
+    * Dialects of servers that only partly speak the protocol (OpenAI kind): ``reject_tool_choice_required``
+      answers a request with ``tool_choice: "required"`` with a 500, as llama.cpp's server and older vLLM and
+      Ollama do; ``reject_json_schema`` answers a ``response_format`` JSON Schema with a 400; with
+      ``stream_usage`` false a stream never reports usage, whatever ``stream_options`` ask.
 
     Scripted replies (:meth:`queue_text`, :meth:`queue_tool_call`, :meth:`queue`) and faults (:meth:`fail_next`)
     are consumed one per model request, in order.
@@ -406,6 +410,9 @@ class MockBehaviour:
         self.stream_delay_ms = stream_delay_ms
         self.responder = responder
         self.admin_token = admin_token
+        self.reject_tool_choice_required = False
+        self.reject_json_schema = False
+        self.stream_usage = True
         self._initial_settings = (allow_any_key, strict_models, latency_ms, stream_delay_ms, responder)
         self._script: deque[MockReply] = deque()
         self._faults: deque[Fault] = deque()
@@ -547,6 +554,8 @@ class MockBehaviour:
             (self.allow_any_key, self.strict_models, self.latency_ms, self.stream_delay_ms, self.responder) = (
                 self._initial_settings
             )
+            self.reject_tool_choice_required = self.reject_json_schema = False
+            self.stream_usage = True
             self._script.clear()
             self._faults.clear()
             self._log.clear()
@@ -561,6 +570,9 @@ class MockBehaviour:
                 "strict_models": self.strict_models,
                 "latency_ms": self.latency_ms,
                 "stream_delay_ms": self.stream_delay_ms,
+                "reject_tool_choice_required": self.reject_tool_choice_required,
+                "reject_json_schema": self.reject_json_schema,
+                "stream_usage": self.stream_usage,
                 "pending_replies": len(self._script),
                 "faults": [
                     {
@@ -595,6 +607,10 @@ class MockBehaviour:
                 self.latency_ms = update.latency_ms
             if update.stream_delay_ms is not None:
                 self.stream_delay_ms = update.stream_delay_ms
+            for name in ("reject_tool_choice_required", "reject_json_schema", "stream_usage"):
+                value = getattr(update, name)
+                if value is not None:
+                    setattr(self, name, value)
             if update.clear_script:
                 self._script.clear()
             if update.clear_faults:
@@ -711,6 +727,9 @@ class BehaviourUpdate(BaseModel):
     strict_models: bool | None = None
     latency_ms: float | None = None
     stream_delay_ms: float | None = None
+    reject_tool_choice_required: bool | None = None
+    reject_json_schema: bool | None = None
+    stream_usage: bool | None = None
     clear_script: bool = False
     clear_faults: bool = False
     clear_requests: bool = False

@@ -442,6 +442,13 @@ def create_openai_app(behaviour: MockBehaviour | None = None) -> Starlette:
         if deployment is not None and behaviour.strict_models and deployment not in behaviour.models:
             return openai_error(404, "The API deployment for this resource does not exist.", code="DeploymentNotFound")
         stream = bool(body.get("stream"))
+        if behaviour.reject_tool_choice_required and body.get("tool_choice") == "required":
+            # llama.cpp's server: its chat template cannot force a tool call.
+            return openai_error(500, 'Unsupported tool_choice: "required"')
+        response_format = body.get("response_format")
+        wants_schema = isinstance(response_format, dict) and response_format.get("type") == "json_schema"
+        if behaviour.reject_json_schema and wants_schema:
+            return openai_error(400, "response_format type 'json_schema' is not supported", param="response_format")
         fault = behaviour.take_fault(request_key(request.headers))
         if fault is not None and not (fault.during_stream and stream):
             return openai_error(fault.status, fault.message, headers=_fault_headers(fault))
@@ -452,7 +459,7 @@ def create_openai_app(behaviour: MockBehaviour | None = None) -> Starlette:
         headers = {"x-request-id": random_id("req_", 32), "openai-processing-ms": "1"}
         if stream:
             options = body.get("stream_options")
-            include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+            include_usage = behaviour.stream_usage and isinstance(options, dict) and bool(options.get("include_usage"))
             events = stream_events(
                 reply,
                 model=model,

@@ -184,6 +184,8 @@ class RunView:
         elif kind is EventType.agent_token:
             agent.status = Status.running
             agent.tokens = (agent.tokens + str(data.get("delta", "")))[-4 * TOKEN_TAIL_CHARS :]
+        elif kind is EventType.agent_tokens_discarded:
+            agent.tokens = ""  # the answer starts again on another endpoint
         elif kind is EventType.tool_call:
             ok = data.get("status") == "success"
             text = Text("⚙ ", style="dim")

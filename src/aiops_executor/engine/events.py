@@ -27,6 +27,7 @@ class EventType(StrEnum):
     node_supervisor_decision = "node_supervisor_decision"
     agent_message = "agent_message"
     agent_token = "agent_token"  # noqa: S105 (an event name, not a secret)
+    agent_tokens_discarded = "agent_tokens_discarded"
     tool_call = "tool_call"
     node_complete = "node_complete"
     execution_complete = "execution_complete"

@@ -90,6 +90,11 @@ def report_usage(usage: Usage) -> None:
         meter.add(usage)
 
 
+# A model whose streamed answer broke and starts again (on another endpoint) sends its token listeners an empty
+# chunk whose ``response_metadata[DISCARDED_TOKENS_KEY]`` says how many deltas it streamed are void, and why.
+DISCARDED_TOKENS_KEY = "aiops_discarded"
+
+
 class ModelSource(Protocol):
     """Hands out chat models for the topology's model references.
 

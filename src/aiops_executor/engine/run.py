@@ -26,7 +26,7 @@ from langgraph.types import StateSnapshot, StreamMode
 
 from aiops_executor.core.telemetry import Telemetry, default_telemetry
 from aiops_executor.engine.events import EventType, ExecutionEvent, PendingEvent, format_timestamp
-from aiops_executor.engine.models import ModelSource, Usage
+from aiops_executor.engine.models import DISCARDED_TOKENS_KEY, ModelSource, Usage
 from aiops_executor.engine.results import AgentResult, NodeResult, NodeStatus, RunOutcome, RunStatus
 from aiops_executor.engine.team import (
     AGENT_ID_KEY,
@@ -397,9 +397,11 @@ def _token_event(chunk: Any) -> PendingEvent | None:
     agent_id = metadata.get(AGENT_ID_KEY) if isinstance(metadata, dict) else None
     if agent_id is None or not isinstance(message, AIMessageChunk):
         return None
+    node_id = metadata.get(NODE_ID_KEY)
+    discarded = message.response_metadata.get(DISCARDED_TOKENS_KEY)
+    if isinstance(discarded, dict):
+        return PendingEvent(EventType.agent_tokens_discarded, node_id=node_id, agent_id=agent_id, data=discarded)
     delta = message.content if isinstance(message.content, str) else message.text
     if not delta:
         return None
-    return PendingEvent(
-        EventType.agent_token, node_id=metadata.get(NODE_ID_KEY), agent_id=agent_id, data={"delta": delta}
-    )
+    return PendingEvent(EventType.agent_token, node_id=node_id, agent_id=agent_id, data={"delta": delta})

@@ -141,6 +141,10 @@ def excerpt(exc: BaseException) -> str:
     return text[:MAX_MESSAGE]
 
 
+# Error types the OpenAI and Anthropic protocols use for failures on the provider's side.
+_SERVER_ERROR_TYPES = frozenset({"server_error", "api_error", "overloaded_error", "internal_server_error"})
+
+
 def classify_http_failure(exc: BaseException) -> Failure:
     """Map an HTTP client library's exception (openai, anthropic, httpx) onto a Failure. Adapters whose
     library raises other exceptions (botocore) classify those themselves first."""
@@ -154,6 +158,12 @@ def classify_http_failure(exc: BaseException) -> Failure:
 
     status = status_of(exc)
     if status is None:
+        # An error event inside a stream that had begun (HTTP 200): the provider failed while answering.
+        body = getattr(exc, "body", None)
+        error = body.get("error", body) if isinstance(body, dict) else None
+        kind = error.get("type") if isinstance(error, dict) else None
+        if kind in _SERVER_ERROR_TYPES:
+            return Failure(FailureKind.server, message)
         return Failure(FailureKind.request, message)
     if status in (401, 403):
         return Failure(FailureKind.credential, message, status)

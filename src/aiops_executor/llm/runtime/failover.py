@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from aiops_executor.core.errors import AppError
 from aiops_executor.core.telemetry import Telemetry
+from aiops_executor.engine.models import DISCARDED_TOKENS_KEY
 from aiops_executor.llm.adapters import adapter_for
 from aiops_executor.llm.adapters.base import JSON_SCHEMA
 from aiops_executor.llm.runtime.config import (
@@ -271,9 +272,6 @@ def _rejected_earlier(route: Route, failures: list[tuple[Route, Failure]]) -> bo
     )
 
 
-DISCARDED_KEY = "aiops_discarded"
-
-
 @dataclass
 class _TokenCount:
     count: int = 0
@@ -314,7 +312,7 @@ async def _announce_discarded(
     marker = AIMessageChunk(
         content="",
         response_metadata={
-            DISCARDED_KEY: {
+            DISCARDED_TOKENS_KEY: {
                 "discarded_tokens": count,
                 "endpoint": route.endpoint.name if route.endpoint else None,
                 "reason": failure.message,
