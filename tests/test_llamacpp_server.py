@@ -12,7 +12,12 @@ import openai
 import pytest
 from langchain_openai import ChatOpenAI
 
+from aiops_executor.core.context import AppContext
+from aiops_executor.engine import EventType, RunStatus
+from tests.engine_support import agent, node, team
+from tests.helpers import created, make_provider
 from tests.llamacpp import LlamaCppServer, llamacpp_unavailable, start_llamacpp_server
+from tests.test_engine_providers import CAPABILITIES, run
 
 INCIDENT: dict[str, Any] = {
     "title": "incident",
@@ -79,3 +84,47 @@ def test_openai_json_schema_response_format_is_refused(llamacpp: LlamaCppServer)
         chat(llamacpp).with_structured_output(INCIDENT, method="json_schema").invoke(PROMPT)
     assert refused.value.status_code == 500
     assert "Input should be 'text' or 'json_object'" in str(refused.value)
+
+
+# --------------------------------------------------------------------------------------------- the service on it
+
+
+@pytest.fixture
+def backend() -> str:
+    return "sqlite"
+
+
+async def test_a_team_with_an_output_schema_runs_on_llamacpp(
+    llamacpp: LlamaCppServer, client: httpx.AsyncClient, admin_headers: dict[str, str], context: AppContext
+) -> None:
+    """The whole path on a real server: the provider configured through the API, the run through the model
+    runtime, and the structured result although this server refuses the first strategy (json_schema)."""
+    provider_id = await make_provider(client, admin_headers, "cloud", "openai_compatible")
+    endpoint = {"name": "llamacpp", "base_url": llamacpp.base_url, "timeout_read": 120, "retry_count": 0}
+    await created(client, admin_headers, f"/providers/{provider_id}/endpoints", endpoint)
+    await created(client, admin_headers, f"/providers/{provider_id}/credentials", {"alias": "k", "api_key": "unused"})
+    model = {
+        "model_id": llamacpp.model,
+        "name": "SmolLM2 135M",
+        "capabilities": CAPABILITIES,
+        "default_params": {"temperature": 0, "max_tokens": 96},
+    }
+    await created(client, admin_headers, f"/providers/{provider_id}/models", model)
+    spec = team(
+        # Round robin: this tiny model, asked to route, honestly chooses to finish before any agent worked.
+        [node("db", [agent("reader", tools=(), provider="cloud")], "round_robin", supervisor_provider="cloud")],
+        strategy="parallel",
+        global_provider="cloud",
+    )
+    data = spec.model_dump()
+    data["topology"]["global_supervisor"]["model_id"] = llamacpp.model
+    data["topology"]["nodes"][0]["supervisor_config"]["model_id"] = llamacpp.model
+    data["topology"]["nodes"][0]["agents"][0]["model_id"] = llamacpp.model
+
+    execution, events, _ = await run(context, type(spec).model_validate(data), output_schema=INCIDENT)
+
+    assert execution.outcome is not None, events[-1].data
+    terminal = events[-1].data
+    assert execution.outcome.status is RunStatus.success, (terminal.get("error_message"), terminal.get("errors"))
+    jsonschema.validate(execution.outcome.structured_output, INCIDENT)
+    assert [e.data["status"] for e in events if e.type == EventType.agent_message] == ["success"]

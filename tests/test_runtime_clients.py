@@ -140,6 +140,31 @@ async def test_model_default_params_apply_and_agent_overrides_win(openai_mock: M
     assert body.get("max_completion_tokens", body.get("max_tokens")) == 256
 
 
+@pytest.mark.parametrize(
+    ("provider_type", "field", "other"),
+    [
+        ("openai", "max_completion_tokens", "max_tokens"),
+        # llama.cpp's server and other OpenAI-compatible servers ignore max_completion_tokens.
+        ("openai_compatible", "max_tokens", "max_completion_tokens"),
+        ("vllm", "max_tokens", "max_completion_tokens"),
+        ("ollama", "max_tokens", "max_completion_tokens"),
+    ],
+)
+async def test_the_completion_limit_is_sent_under_the_name_each_server_reads(
+    openai_mock: MockLLMServer, provider_type: str, field: str, other: str
+) -> None:
+    client = build_client(
+        model(provider_type, "gpt-4o-mini"),
+        endpoint(openai_mock.client_base_url),
+        DecryptedSecrets(OPENAI_KEY),
+        {"max_tokens": 64, "extra_body": {"top_k": 5}},
+    )
+    await client.ainvoke("hi")
+    body = openai_mock.behaviour.last_request("/chat/completions").body  # type: ignore[union-attr]
+    assert body[field] == 64 and other not in body
+    assert body["top_k"] == 5  # a configured extra_body is kept
+
+
 async def test_anthropic_invoke_stream_and_tools(anthropic_mock: MockLLMServer) -> None:
     client = build_client(
         model("anthropic", "claude-sonnet-4-6"),

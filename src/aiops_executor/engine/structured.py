@@ -194,8 +194,10 @@ async def _ask_with(
     parts: dict[str, Any] = answer if isinstance(answer, dict) else {"parsed": answer}
     raw = parts.get("raw") if isinstance(parts.get("raw"), BaseMessage) else None
     value = parts.get("parsed")
-    if value is None and parts.get("parsing_error") is not None and isinstance(raw, AIMessage) and raw.tool_calls:
-        value = raw.tool_calls[0]["args"]  # arguments that do not fit a pydantic schema: say so below
+    if value is None and isinstance(raw, AIMessage) and raw.tool_calls:
+        # The one tool it was asked to call, under a name some servers garble, or with arguments that do not
+        # fit a pydantic schema (said below).
+        value = raw.tool_calls[0]["args"]
     value, problem = _coerce(schema, value)
     if value is None and not problem:
         problem = _missing(raw)
@@ -206,8 +208,8 @@ async def ask_structured(
     model: BaseChatModel, schema: dict[str, Any] | type[BaseModel], messages: list[BaseMessage]
 ) -> StructuredAnswer:
     """The model's answer as an object of ``schema``, trying its strategies in order (see the module docstring).
-    Raises when the provider fails the call in a way no strategy can avoid, or when no strategy gave an object
-    and one of them failed (that failure)."""
+    Raises when the provider fails the call in a way no strategy can avoid, or when every strategy's call
+    failed (the last failure)."""
     failure: Exception | None = None
     answer: StructuredAnswer | None = None
     for strategy in strategies_of(model):
@@ -223,11 +225,11 @@ async def ask_structured(
         if attempt.value is not None:
             _remember(model, strategy)
             return attempt
-        answer = answer or attempt  # the first strategy's problem is the one to report
-    if failure is not None:
-        raise failure  # a failed call says more than an answer without an object
-    assert answer is not None
-    return answer
+        answer = answer or attempt  # the first answer's problem is the one to report
+    if answer is not None:
+        return answer
+    assert failure is not None
+    raise failure
 
 
 def _raw_text(raw: Any) -> str | None:

@@ -31,6 +31,8 @@ class OpenAICompatibleAdapter(ProviderAdapter):
     # tool_choice "required", which is why tool calling comes second and names its tool.
     structured_output: ClassVar[tuple[str, ...]] = (JSON_SCHEMA, TOOL_CALLING, PROMPTED_JSON)
     requires_base_url: ClassVar[bool] = True
+    # Whether the completion limit goes in the body as ``max_tokens`` (OpenAI itself takes max_completion_tokens).
+    max_tokens_in_body: ClassVar[bool] = True
 
     def endpoint_problems(self, values: Mapping[str, Any]) -> list[EndpointProblem]:
         if self.requires_base_url and not values.get("base_url"):
@@ -50,14 +52,20 @@ class OpenAICompatibleAdapter(ProviderAdapter):
     ) -> dict[str, Any]:
         from langchain_openai import ChatOpenAI
 
+        sampling = sampling_params(params)
+        fields = as_fields(ChatOpenAI, extra_params(params))
+        if self.max_tokens_in_body and "max_tokens" in sampling:
+            # ChatOpenAI renames max_tokens to OpenAI's newer max_completion_tokens, which llama.cpp's server and
+            # other OpenAI-compatible servers ignore (generation then runs to the end of the context).
+            fields["extra_body"] = {**(fields.get("extra_body") or {}), "max_tokens": sampling.pop("max_tokens")}
         return {
             "api_key": self.api_key(secrets),
             "timeout": sdk_timeout(endpoint),
             "max_retries": 0,
             # Sends stream_options.include_usage, so a streamed answer reports its tokens where the server can.
             "stream_usage": True,
-            **sampling_params(params),
-            **as_fields(ChatOpenAI, extra_params(params)),
+            **sampling,
+            **fields,
         }
 
     def build_client(
