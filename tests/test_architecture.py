@@ -133,6 +133,48 @@ def test_the_service_never_imports_the_development_tools() -> None:
     assert not problems, "only the CLI's mock-llm command may import aiops_devtools:\n" + "\n".join(problems)
 
 
+def provider_type_switches(source: str) -> list[int]:
+    """Lines comparing something with a provider type's name (``x == "ollama"``, ``t in {"vllm", ...}``)."""
+    from aiops_executor.llm.adapters import PROVIDER_TYPES
+
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            names = {
+                const.value
+                for operand in operands
+                for const in ast.walk(operand)
+                if isinstance(const, ast.Constant) and isinstance(const.value, str)
+            }
+            if names & set(PROVIDER_TYPES):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_provider_types_are_switched_on_only_in_their_adapters() -> None:
+    """A provider type's rules live in its adapter module (llm/adapters/): adding a vendor is one new module and
+    one registry line, not a string switch spread over the service."""
+    adapters = PACKAGE_ROOT / "llm" / "adapters"
+    found = [
+        f"{path.relative_to(PACKAGE_ROOT.parent)}:{line}"
+        for path in sorted(PACKAGE_ROOT.rglob("*.py"))
+        if adapters not in path.parents
+        for line in provider_type_switches(path.read_text(encoding="utf-8"))
+    ]
+    assert not found, "compare with adapter_for(type) attributes instead:\n" + "\n".join(found)
+    assert provider_type_switches('if provider.type == "ollama":\n    pass\n') == [1]
+    assert provider_type_switches('if kind in ("vllm", "x"):\n    pass\n') == [1]
+
+
+def test_every_provider_type_has_one_adapter() -> None:
+    from aiops_executor.llm.adapters import PROVIDER_TYPES, adapter_for
+    from aiops_executor.llm.schemas import ProviderType
+
+    assert [t.value for t in ProviderType] == list(PROVIDER_TYPES)
+    assert {adapter_for(t).type for t in PROVIDER_TYPES} == set(PROVIDER_TYPES)
+
+
 # -- the checker finds what it must ----------------------------------------------------------------
 
 PLANTED = """\

@@ -137,6 +137,10 @@ async def test_a_429_with_retry_after_cools_the_endpoint_down_and_health_says_de
     assert (await client.post(f"{API}/models/{model['id']}/test", headers=admin_headers)).json()["ok"] is True
     assert hosts(openai_mock, "/chat/completions") == ["localhost"], "the throttled endpoint is not tried first"
 
+    shown = (await client.get(f"{API}/endpoints/{first['id']}", headers=admin_headers)).json()
+    assert shown["health_status"] == "degraded" and 35 < shown["cooldown_seconds"] <= 40, shown
+    listed = (await client.get(f"{API}/providers/{pid}/endpoints", headers=admin_headers)).json()["items"]
+    assert [(e["name"], e["health_status"]) for e in listed] == [("first", "degraded"), ("second", "unknown")]
     health = (await client.post(f"{API}/endpoints/{first['id']}/health-check", headers=admin_headers)).json()
     assert health["status"] == "degraded" and 35 < health["details"]["cooldown_seconds"] <= 40, health
     context.model_runtime.state.reset()

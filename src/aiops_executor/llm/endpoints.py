@@ -113,14 +113,18 @@ async def create_endpoint(
 
 @router.get("/providers/{provider_id}/endpoints", response_model=Page[EndpointRead], responses=error_responses(404))
 async def list_endpoints(
-    provider_id: uuid.UUID, _: ViewerDep, session: SessionDep, context: ContextDep, page: PageQuery
+    provider_id: uuid.UUID, _: ViewerDep, session: SessionDep, context: ServiceContextDep, page: PageQuery
 ) -> Page[EndpointRead]:
-    return await service.list_endpoints(session, context, provider_id, page)
+    listed = await service.list_endpoints(session, context, provider_id, page)
+    items = [await provider_calls.with_cooldown(context, item) for item in listed.items]
+    return listed.model_copy(update={"items": items})
 
 
 @router.get("/endpoints/{endpoint_id}", response_model=EndpointRead, responses=error_responses(404))
-async def get_endpoint(endpoint_id: uuid.UUID, _: ViewerDep, session: SessionDep, context: ContextDep) -> EndpointRead:
-    return await service.get_endpoint(session, context, endpoint_id)
+async def get_endpoint(
+    endpoint_id: uuid.UUID, _: ViewerDep, session: SessionDep, context: ServiceContextDep
+) -> EndpointRead:
+    return await provider_calls.with_cooldown(context, await service.get_endpoint(session, context, endpoint_id))
 
 
 @router.put("/endpoints/{endpoint_id}", response_model=EndpointRead, responses=error_responses(404, 409))

@@ -30,7 +30,7 @@ from aiops_executor.llm.runtime.config import CredentialConfig, DecryptedSecrets
 from aiops_executor.llm.runtime.errors import HTTP_STATUS, Failure, FailureKind
 from aiops_executor.llm.runtime.failover import Route, RuntimeState, cooldown_keys, penalise
 from aiops_executor.llm.runtime.service import credential_config, endpoint_config
-from aiops_executor.llm.schemas import HealthStatus, ModelRead, ValidationStatus
+from aiops_executor.llm.schemas import EndpointRead, HealthStatus, ModelRead, ValidationStatus
 from aiops_executor.services import ServiceContext
 
 TEST_PROMPT = "Reply with the single word OK."
@@ -254,6 +254,15 @@ async def endpoint_cooldown(context: ServiceContext, endpoint_id: uuid.UUID) -> 
     await state.load_cooldowns(keys)
     left = [state.cooldown_left(kind, key) for kind, key in keys]
     return max((x for x in left if x is not None), default=None)
+
+
+async def with_cooldown(context: ServiceContext, endpoint: EndpointRead) -> EndpointRead:
+    """The stored endpoint as callers see it now: ``degraded`` while the runtime keeps calls away from it."""
+    cooling = await endpoint_cooldown(context, endpoint.id)
+    if cooling is None:
+        return endpoint
+    status = HealthStatus.unhealthy if endpoint.health_status is HealthStatus.unhealthy else HealthStatus.degraded
+    return endpoint.model_copy(update={"health_status": status, "cooldown_seconds": round(cooling, 1)})
 
 
 # --------------------------------------------------------------------------------------------- validation

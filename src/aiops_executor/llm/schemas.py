@@ -255,6 +255,9 @@ class EndpointRead(BaseModel):
     is_active: bool
     health_status: HealthStatus
     last_health_check: datetime | None
+    # Seconds the model runtime still keeps calls away from this endpoint after 429, 503 or connection failures
+    # (its health then reads ``degraded``); null when it is not cooling down.
+    cooldown_seconds: float | None = None
     created_at: datetime
     updated_at: datetime
 
