@@ -321,3 +321,38 @@ async def test_a_second_key_is_used_when_the_first_is_throttled_on_the_only_endp
     assert (await client.post(f"{API}/models/{model['id']}/test", headers=admin_headers)).json()["ok"] is True
     assert len(openai_mock.behaviour.requests_to("/chat/completions")) == 1, "the throttled key is not tried first"
     context.model_runtime.state.reset()
+
+
+# --------------------------------------------------------------------------------------------- honest results
+
+
+async def test_a_supervisor_that_answers_in_words_fails_its_node_and_the_run_says_why(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], openai_mock: MockLLMServer, context: ServiceContext
+) -> None:
+    pid, _, _ = await provider_with(client, admin_headers, [("main", openai_mock.client_base_url)], [("k", OPENAI_KEY)])
+    await add_model(client, admin_headers, pid, "gpt-4o-mini")
+    words = "I would look at the slow query log first."
+    openai_mock.behaviour.queue_text(words, words, words)  # one per structured-output strategy
+    execution, events, _ = await run(context, cloud_team("gpt-4o-mini", "adaptive"))
+
+    assert execution.outcome is not None and execution.outcome.status is RunStatus.failed
+    [db] = execution.outcome.node_results
+    reason = f'it answered in plain words, not with the structured answer asked for: "{words}"'
+    assert (
+        db.status is NodeStatus.failed
+        and db.error == f"supervisor of db: could not route the task to an agent: {reason}"
+    )
+    assert [e for e in events if e.type == EventType.agent_message] == [], "no agent ran"
+    [decision] = [e.data for e in events if e.type == EventType.node_supervisor_decision]
+    assert decision["next_agents"] == [] and decision["error"] == db.error
+    [complete] = [e for e in events if e.type == EventType.node_complete]
+    assert complete.data["status"] == "failed"
+    terminal = events[-1]
+    assert terminal.type == EventType.execution_error and terminal.data["error_code"] == "EXECUTION_FAILED"
+    assert terminal.data["error_message"] == f"every node team failed: db: {db.error}"
+    bodies = [r.body for r in openai_mock.behaviour.requests_to("/chat/completions")]
+    assert [("response_format" in b, b.get("tool_choice")) for b in bodies] == [
+        (True, None),
+        (False, {"type": "function", "function": {"name": "NextAgent"}}),
+        (False, None),
+    ], "json_schema, then a named tool, then prompted JSON; no summary of nothing"
