@@ -28,7 +28,7 @@ from aiops_executor.llm.adapters.base import ClientConfigurationError, RemoteMod
 from aiops_executor.llm.models import LLMModel, Provider, ProviderCredential, ProviderEndpoint
 from aiops_executor.llm.runtime.config import CredentialConfig, DecryptedSecrets
 from aiops_executor.llm.runtime.errors import HTTP_STATUS, Failure, FailureKind
-from aiops_executor.llm.runtime.failover import Route, RuntimeState, cooldown_keys, penalise
+from aiops_executor.llm.runtime.failover import Route, cooldown_keys, cooling_last, endpoint_preference, penalise
 from aiops_executor.llm.runtime.service import credential_config, endpoint_config
 from aiops_executor.llm.schemas import EndpointRead, HealthStatus, ModelRead, ValidationStatus
 from aiops_executor.services import ServiceContext
@@ -83,26 +83,11 @@ class ProbeOutcome:
         return self.failures[-1][1] if self.failures else None
 
     def attempts(self) -> list[dict[str, Any]]:
-        return [
-            {**route.describe(), "error_code": f.error_code, "error_message": f.message, "status": f.status}
-            for route, f in self.failures
-        ]
+        return [route.attempt(f) for route, f in self.failures]
 
     def summary(self) -> str:
         """Each failed attempt in a user's terms: which endpoint (and key) said what."""
-        return "; ".join(f"{_where(route)}: {f.message}" for route, f in self.failures)
-
-
-def _where(route: Route) -> str:
-    where = f"endpoint {route.endpoint.name!r}" if route.endpoint else "the provider"
-    return f"{where} with key {route.credential.alias!r}" if route.credential else where
-
-
-def _ordered(routes: list[Route], state: RuntimeState) -> list[Route]:
-    """Healthy and priority order as given; routes cooling down after them, soonest free first."""
-    ready = [r for r in routes if not state.cooling_until(r)]
-    cooling = sorted((r for r in routes if state.cooling_until(r)), key=state.cooling_until)
-    return ready + cooling
+        return "; ".join(f"{route.where()}: {f.message}" for route, f in self.failures)
 
 
 async def probe_routes(
@@ -119,7 +104,7 @@ async def probe_routes(
     state = context.model_runtime.state
     await state.load_cooldowns({key for route in routes for key in cooldown_keys(route)})
     outcome = ProbeOutcome()
-    for route in _ordered(routes, state):
+    for route in cooling_last(routes, state):
         opened = secrets.get(route.credential.id) if route.credential else None
         if route.credential is not None and opened is None:
             continue
@@ -181,9 +166,25 @@ def _routes(endpoints: list[ProviderEndpoint], credentials: list[ProviderCredent
 
 
 async def _active_endpoints(session: AsyncSession, provider: Provider) -> list[ProviderEndpoint]:
-    """Active endpoints, healthy first, then by priority (the default first among equals)."""
-    endpoints = await service.ordered_endpoints(session, provider.id)
-    return sorted(endpoints, key=lambda e: (e.health_status == HealthStatus.unhealthy, e.priority, not e.is_default))
+    """Active endpoints in failover order."""
+    return sorted(await service.ordered_endpoints(session, provider.id), key=endpoint_preference)
+
+
+async def _open_usable(
+    session: AsyncSession, context: ServiceContext, provider: Provider, credentials: list[ProviderCredential]
+) -> dict[uuid.UUID, DecryptedSecrets | None]:
+    """The usable credentials' secrets; those that cannot be decrypted are marked so (and skipped), and when
+    none can be, 409 ``CREDENTIAL_UNDECRYPTABLE`` (the marks committed)."""
+    opened, undecryptable = _open_all(context, credentials)
+    _mark_undecryptable(undecryptable)
+    if credentials and len(undecryptable) == len(credentials):
+        await service.commit_and_invalidate(session, context)
+        raise ConflictError(
+            f"no credential of provider {provider.name!r} can be decrypted with the current master keys; "
+            "re-enter their keys",
+            error_code="CREDENTIAL_UNDECRYPTABLE",
+        )
+    return opened
 
 
 # --------------------------------------------------------------------------------------------- health
@@ -201,15 +202,7 @@ async def check_endpoint_health(
             f"provider {provider.name!r} has no usable credential to authenticate the health check",
             error_code="NO_USABLE_CREDENTIAL",
         )
-    opened, undecryptable = _open_all(context, credentials)
-    _mark_undecryptable(undecryptable)
-    if credentials and len(undecryptable) == len(credentials):
-        await service.commit_and_invalidate(session, context)
-        raise ConflictError(
-            f"no credential of provider {provider.name!r} can be decrypted with the current master keys; "
-            "re-enter their keys",
-            error_code="CREDENTIAL_UNDECRYPTABLE",
-        )
+    opened = await _open_usable(session, context, provider, credentials)
     try:
         outcome = await probe_routes(
             context, adapter, _routes([endpoint], credentials), secrets=opened, keep_going=ANY_KEY_FAILURES
@@ -365,15 +358,7 @@ async def _remote_catalogue(session: AsyncSession, context: ServiceContext, prov
     credentials = await service.usable_credentials(session, provider.id)
     if not credentials and adapter.needs_credential:
         raise ConflictError(f"provider {provider.name!r} has no usable credential", error_code="NO_USABLE_CREDENTIAL")
-    opened, undecryptable = _open_all(context, credentials)
-    _mark_undecryptable(undecryptable)
-    if credentials and len(undecryptable) == len(credentials):
-        await service.commit_and_invalidate(session, context)
-        raise ConflictError(
-            f"no credential of provider {provider.name!r} can be decrypted with the current master keys; "
-            "re-enter their keys",
-            error_code="CREDENTIAL_UNDECRYPTABLE",
-        )
+    opened = await _open_usable(session, context, provider, credentials)
     try:
         outcome = await probe_routes(
             context, adapter, _routes(endpoints, credentials), secrets=opened, keep_going=ANY_KEY_FAILURES

@@ -2,8 +2,9 @@
 
 A provider type is one adapter module: its endpoint rules, how its chat client is built, how its model
 catalogue is read (the cheap authenticated call behind health checks, credential validation and model sync),
-which structured-output strategies its servers understand, and how its client library's errors are
-classified. The rest of the service asks ``adapter_for(provider_type)`` and never switches on the type.
+which structured-output strategies its servers understand, how usage is read from an answer, and how its
+client library's errors are classified. The rest of the service asks ``adapter_for(provider_type)`` and
+never switches on the type.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, ClassVar
 
 import httpx
 from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage
 
 from aiops_executor.llm.runtime.config import DecryptedSecrets, EndpointConfig, ModelConfig
 from aiops_executor.llm.runtime.errors import Failure, classify_http_failure
@@ -123,6 +125,13 @@ class ProviderAdapter(ABC):
     def structured_request(self, method: str, schema: dict[str, Any], name: str) -> dict[str, Any]:
         """Request parameters for a structured-output strategy that is not tool calling (``JSON_SCHEMA``)."""
         raise ClientConfigurationError(f"provider type {self.type} has no {method} structured output")
+
+    def usage(self, message: AIMessage) -> tuple[int | None, int | None]:
+        """Input and output tokens of an answer; None where the provider did not report them (unknown, not 0)."""
+        reported = message.usage_metadata
+        if not reported:
+            return None, None
+        return reported.get("input_tokens"), reported.get("output_tokens")
 
     def classify(self, exc: BaseException) -> Failure:
         """The client library's exception in the service's terms."""

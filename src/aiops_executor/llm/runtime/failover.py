@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from operator import itemgetter
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -64,6 +64,20 @@ class Route:
         return {
             "endpoint": self.endpoint.name if self.endpoint else None,
             "credential_alias": self.credential.alias if self.credential else None,
+        }
+
+    def where(self) -> str:
+        """The route in a user's words: ``endpoint 'primary' with key 'main'``."""
+        where = f"endpoint {self.endpoint.name!r}" if self.endpoint else "the provider"
+        return f"{where} with key {self.credential.alias!r}" if self.credential else where
+
+    def attempt(self, failure: Failure) -> dict[str, Any]:
+        """A failed attempt on this route, as error details list it."""
+        return {
+            **self.describe(),
+            "error_code": failure.error_code,
+            "error_message": failure.message,
+            "status": failure.status,
         }
 
 
@@ -218,7 +232,7 @@ def plan_routes(binding: ModelBinding, state: RuntimeState, now: datetime | None
     adapter = adapter_for(binding.model.provider_type)
     if not adapter.takes_endpoints:
         return [Route(None, None)]
-    endpoints = sorted(binding.endpoints, key=lambda e: (e.health_status == "unhealthy", e.priority, not e.is_default))
+    endpoints = sorted(binding.endpoints, key=endpoint_preference)
     credentials = [c for c in binding.credentials if credential_usable(c, now) and not state.is_exhausted(c)]
     if adapter.needs_credential and not credentials:
         raise NoUsableRouteError(
@@ -232,16 +246,43 @@ def plan_routes(binding: ModelBinding, state: RuntimeState, now: datetime | None
             f"provider {binding.model.provider_name!r} has no active endpoint",
             details={"provider": binding.model.provider_name},
         )
+    return cooling_last(routes, state)
+
+
+class RankedEndpoint(Protocol):
+    @property
+    def health_status(self) -> str: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def is_default(self) -> bool: ...
+
+
+def endpoint_preference(endpoint: RankedEndpoint) -> tuple[bool, int, bool]:
+    """Failover order: endpoints not known to be down first, then by priority, the default first among equals."""
+    return (endpoint.health_status == "unhealthy", endpoint.priority, not endpoint.is_default)
+
+
+def cooling_last(routes: list[Route], state: RuntimeState) -> list[Route]:
+    """The routes in their order, those cooling down moved to the end (soonest free first)."""
     ready = [r for r in routes if not state.cooling_until(r)]
     cooling = sorted((r for r in routes if state.cooling_until(r)), key=state.cooling_until)
     return ready + cooling
 
 
+# A 500, or an error inside a stream that had begun, is often about the request (llama.cpp answers a request
+# form it does not support with a 500): the call fails over, but the endpoint is not cooled down for it.
+REQUEST_SPECIFIC_STATUSES = frozenset({500, None})
+
+
 async def penalise(state: RuntimeState, route: Route, failure: Failure) -> None:
-    """Cools down what failed, so the next calls try other routes first: a dead or overloaded endpoint (503 and
-    its Retry-After), a refused key, an endpoint throttling one key (429 and its Retry-After). A rejected
-    request says nothing about the route."""
-    if failure.kind in (FailureKind.unreachable, FailureKind.server) and route.endpoint:
+    """Cools down what failed, so the next calls try other routes first: a dead or overloaded endpoint (502,
+    503, 504 and their Retry-After), a refused key, an endpoint throttling one key (429 and its Retry-After).
+    A rejected request says nothing about the route."""
+    if route.endpoint and (
+        failure.kind is FailureKind.unreachable
+        or (failure.kind is FailureKind.server and failure.status not in REQUEST_SPECIFIC_STATUSES)
+    ):
         await state.share_cool_down("endpoint", route.endpoint.id, failure.retry_after)
     elif failure.kind is FailureKind.credential and route.credential:
         await state.share_cool_down("credential", route.credential.id)
@@ -255,11 +296,6 @@ async def penalise(state: RuntimeState, route: Route, failure: Failure) -> None:
 
 
 MAX_ATTEMPTS_SHOWN = 4
-
-
-def _where(route: Route) -> str:
-    where = f"endpoint {route.endpoint.name!r}" if route.endpoint else "the provider"
-    return f"{where} with key {route.credential.alias!r}" if route.credential else where
 
 
 def _rejected_earlier(route: Route, failures: list[tuple[Route, Failure]]) -> bool:
@@ -437,9 +473,7 @@ class FailoverChatModel(BaseChatModel):
         input_tokens: int | None = 0
         output_tokens: int | None = 0
         if message is not None:
-            usage = message.usage_metadata
-            input_tokens = usage["input_tokens"] if usage else None
-            output_tokens = usage["output_tokens"] if usage else None
+            input_tokens, output_tokens = adapter_for(self.binding.model.provider_type).usage(message)
         cost = cost_of(self.binding.model, input_tokens, output_tokens) if message is not None else Decimal(0)
         record = CallRecord(
             model=self.binding.model,
@@ -468,13 +502,10 @@ class FailoverChatModel(BaseChatModel):
                     yield route, route.endpoint.retry_interval
 
     def _exhausted(self, failures: list[tuple[Route, Failure]]) -> ProviderCallError:
-        attempts = [
-            {**route.describe(), "error_code": f.error_code, "error_message": f.message, "status": f.status}
-            for route, f in failures
-        ]
+        attempts = [route.attempt(f) for route, f in failures]
         last = failures[-1][1] if failures else Failure(FailureKind.unreachable, "no route was tried")
         model = self.binding.model
-        tried = "; ".join(f"{_where(route)}: {f.message}" for route, f in failures[-MAX_ATTEMPTS_SHOWN:])
+        tried = "; ".join(f"{route.where()}: {f.message}" for route, f in failures[-MAX_ATTEMPTS_SHOWN:])
         return ProviderCallError(
             Failure(
                 last.kind,
