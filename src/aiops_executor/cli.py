@@ -191,7 +191,8 @@ def run_team_file(
 ) -> None:
     """Run a team file through the engine with the configured models and show the live event stream.
 
-    Exits 0 on success, 1 if the run fails or times out, 2 on invalid input, 130 if cancelled with Ctrl-C.
+    Exits 0 on success, 1 if the run fails or times out, 2 on invalid input or settings, 3 if the database is not
+    available, 130 if cancelled with Ctrl-C.
     """
     from aiops_executor.console import runner
     from aiops_executor.console.team_file import InputProblem, load_output_schema, load_team_file, parse_context
