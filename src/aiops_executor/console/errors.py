@@ -88,8 +88,8 @@ def _default_port(backend: str) -> int:
 
 
 def _chain(exc: BaseException, seen: set[int] | None = None) -> Iterator[BaseException]:
-    """``exc`` and the exceptions it was raised from or while handling (and a group's members), outermost
-    first."""
+    """``exc`` and the exceptions it was raised from or while handling (unless ``from None`` hid them) and a
+    group's members, outermost first."""
     seen = set() if seen is None else seen
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -98,7 +98,10 @@ def _chain(exc: BaseException, seen: set[int] | None = None) -> Iterator[BaseExc
         if isinstance(current, BaseExceptionGroup):
             for member in current.exceptions:
                 yield from _chain(member, seen)
-        current = current.__cause__ or current.__context__
+        if current.__cause__ is not None or current.__suppress_context__:
+            current = current.__cause__
+        else:
+            current = current.__context__
 
 
 def _first_line(exc: BaseException) -> str:
