@@ -1,23 +1,64 @@
-"""The ``aiops-executor`` command line."""
+"""The ``aiops-executor`` command line.
+
+Every command runs under ``ExplainedFailures``: a failure is reported in one line with an exit code (1 the
+request is refused or something unexpected happened, 2 bad settings or options, 3 the database, Redis or a
+port is not available; see ``console.errors``) -- never a traceback, unless ``AIOPS_DEBUG`` is set.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from aiops_executor.auth.models import Role
+from aiops_executor.console.errors import DEBUG_VARIABLE, EXIT_USAGE, CommandFailure, Targets, explain
+from aiops_executor.core.listening import bind_listening_socket
 from aiops_executor.core.settings import ConfigurationError, Settings, get_settings, resolve_secrets
 
 if TYPE_CHECKING:
     from aiops_executor.core.db import Database
     from aiops_executor.core.key_rotation import RotationReport
 
-app = typer.Typer(help="aiops-agent-executor: LLM agent teams for resource topologies.", no_args_is_help=True)
+
+class ExplainedFailures(TyperGroup):
+    """The top-level command group; the one place where a command's failure becomes a message and an exit
+    code (typer's own usage errors and explicit exits pass through unchanged)."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer.core._click.Context (typer vendors click privately)
+        try:
+            return super().invoke(ctx)
+        except (TyperException, typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get(DEBUG_VARIABLE, "").lower() in ("1", "true", "yes"):
+                raise
+            failure = explain(exc, _failure_targets())
+            console.print(failure.message, style="red", markup=False, highlight=False)
+            raise typer.Exit(failure.exit_code) from None
+
+
+def _failure_targets() -> Targets:
+    try:
+        settings = get_settings()
+    except ConfigurationError:
+        return Targets()
+    return Targets(settings.resolved_database_url, settings.redis_url)
+
+
+app = typer.Typer(
+    cls=ExplainedFailures,
+    help="aiops-agent-executor: LLM agent teams for resource topologies.",
+    no_args_is_help=True,
+)
 users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage master encryption keys.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
@@ -27,24 +68,28 @@ console = Console(stderr=True, soft_wrap=True)
 
 
 def _load_settings(*, secrets: bool = True) -> Settings:
-    """The settings, with a one-line error on bad ones; ``secrets``: also check (in dev, generate) the keys."""
-    try:
-        settings = get_settings()
-        if not secrets:
-            return settings
-        resolved = resolve_secrets(settings)
-    except ConfigurationError as exc:
-        console.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    except ValueError as exc:  # pydantic-settings rejects a malformed variable
-        first = str(exc).splitlines()
-        console.print(f"[red]configuration error:[/red] {' '.join(first[:3])}")
-        raise typer.Exit(2) from None
-    for path in resolved.generated:
-        console.print(
-            f"[yellow]generated a development secret at {path}[/yellow] (set it in the environment for production)"
-        )
+    """The settings (bad ones raise ConfigurationError); ``secrets``: also check (in dev, generate) the keys."""
+    settings = get_settings()
+    if settings.embedded_database_path is not None:
+        # Before the first connection: SQLite does not create the folder, and aiosqlite reports that failure
+        # from its thread, sometimes after the event loop has closed (a traceback on stderr).
+        settings.embedded_database_path.parent.mkdir(parents=True, exist_ok=True)
+    if secrets:
+        for path in resolve_secrets(settings).generated:
+            console.print(
+                f"[yellow]generated a development secret at {path}[/yellow] (set it in the environment for production)"
+            )
     return settings
+
+
+def _require_migrated(settings: Settings) -> None:
+    """On PostgreSQL, refuse to go on unless the database is reachable and migrated: the job queue's pool
+    would otherwise retry a missing database for half a minute, and queries fail on missing tables. (The
+    embedded default migrates itself.)"""
+    from aiops_executor.core.migrate import check_migrated
+
+    if not settings.is_embedded_database:
+        asyncio.run(check_migrated(settings.resolved_database_url))
 
 
 async def _migrate(settings: Settings) -> None:
@@ -72,22 +117,27 @@ def serve(
     ] = True,
 ) -> None:
     """Start the HTTP API (on the embedded default, migrations are applied first)."""
-    import uvicorn
-
-    from aiops_executor.app import create_app
-
     if not worker and _load_settings(secrets=False).is_embedded_database:
-        console.print(
-            "[red]--no-worker needs PostgreSQL (AIOPS_DATABASE_URL):[/red] "
-            "on the embedded SQLite database the API process runs executions itself"
+        raise CommandFailure(
+            "--no-worker needs PostgreSQL (AIOPS_DATABASE_URL): "
+            "on the embedded SQLite database the API process runs executions itself",
+            EXIT_USAGE,
         )
-        raise typer.Exit(2)
     settings = _load_settings()
     if not worker:
         settings = settings.model_copy(update={"embedded_worker": False})
+    _require_migrated(settings)
+    listening = bind_listening_socket(host, port)
+    from aiops_executor.app import create_app  # after the checks: importing the app takes a while
+    from aiops_executor.console.serving import AppServer
+
     role = "" if settings.is_embedded_database or settings.embedded_worker else " (API only, no worker)"
-    console.print(f"aiops-executor listening on http://{host}:{port}{role} (docs at /docs)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+    def announce(bound_port: int) -> None:
+        console.print(f"aiops-executor listening on http://{host}:{bound_port}{role} (docs at /docs)")
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is stopped: exit 0, as with uvicorn.run
+        AppServer(create_app(settings), on_listening=announce).run(sockets=[listening])
 
 
 @app.command("worker")
@@ -100,16 +150,13 @@ def worker_command(
     ] = None,
 ) -> None:
     """Run executions from the job queue (PostgreSQL), without the API. Stops on SIGTERM after draining."""
-    from aiops_executor.worker import WorkerRefused, check_worker_settings, run_worker
+    from aiops_executor.worker import check_worker_settings, run_worker
 
-    try:
-        check_worker_settings(_load_settings(secrets=False))
-    except WorkerRefused as exc:
-        console.print(f"[red]cannot start a worker:[/red] {exc}")
-        raise typer.Exit(2) from None
+    check_worker_settings(_load_settings(secrets=False))
     settings = _load_settings()
     if concurrency is not None:
         settings = settings.model_copy(update={"worker_concurrency": concurrency})
+    _require_migrated(settings)
     asyncio.run(run_worker(settings, metrics_port=metrics_port))
 
 
@@ -144,7 +191,8 @@ def run_team_file(
 ) -> None:
     """Run a team file through the engine with the configured models and show the live event stream.
 
-    Exits 0 on success, 1 if the run fails or times out, 2 on invalid input, 130 if cancelled with Ctrl-C.
+    Exits 0 on success, 1 if the run fails or times out, 2 on invalid input or settings, 3 if the database is not
+    available, 130 if cancelled with Ctrl-C.
     """
     from aiops_executor.console import runner
     from aiops_executor.console.team_file import InputProblem, load_output_schema, load_team_file, parse_context
@@ -194,6 +242,7 @@ def purge() -> None:
     from aiops_executor.services import ServiceContext
 
     settings = _load_settings()
+    _require_migrated(settings)
 
     async def _purge() -> tuple[int, int]:
         if settings.is_embedded_database:
@@ -230,10 +279,11 @@ def mock_llm(
     """Run a local mock LLM provider speaking the real OpenAI or Anthropic HTTP protocol (offline testing)."""
     from aiops_devtools.mock_providers.runner import DEFAULT_PORTS, serve
 
-    bound = port if port is not None else DEFAULT_PORTS[kind.value]
+    listening = bind_listening_socket(host, port if port is not None else DEFAULT_PORTS[kind.value])
+    bound = listening.getsockname()[1]
     suffix = "/v1" if kind is MockKind.openai else ""
     console.print(f"mock {kind.value} provider on http://{host}:{bound}{suffix} (steer it at /_mock/behaviour)")
-    serve(kind.value, host, bound, keys=key, models=model, latency_ms=latency_ms, log_level="warning")
+    serve(kind.value, host, bound, keys=key, models=model, latency_ms=latency_ms, log_level="warning", sock=listening)
 
 
 @users_app.command("create")
@@ -248,15 +298,13 @@ def users_create(
     from aiops_executor.auth import service
     from aiops_executor.auth.schemas import UserCreate
     from aiops_executor.core.db import Database
-    from aiops_executor.core.errors import AppError
 
     settings = _load_settings()
     try:
         data = UserCreate(username=username, password=password, role=role)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        console.print(f"[red]invalid user:[/red] {problems}")
-        raise typer.Exit(2) from None
+        raise CommandFailure(f"invalid user: {problems}", EXIT_USAGE) from None
 
     async def _create() -> None:
         await _migrate(settings)
@@ -267,11 +315,7 @@ def users_create(
         finally:
             await database.dispose()
 
-    try:
-        asyncio.run(_create())
-    except AppError as exc:
-        console.print(f"[red]{exc.error_code}:[/red] {exc.message}")
-        raise typer.Exit(1) from None
+    asyncio.run(_create())  # an existing username raises AppError: exit 1 with its code and message
     console.print(f"created {role.value} user {username!r}")
 
 

@@ -13,15 +13,16 @@ import signal
 import structlog
 from prometheus_client import start_http_server
 
+from aiops_executor.core.listening import CannotListen
 from aiops_executor.core.logging import configure_logging
-from aiops_executor.core.settings import Settings
+from aiops_executor.core.settings import ConfigurationError, Settings
 from aiops_executor.core.telemetry import Telemetry
 from aiops_executor.services import ServiceContext
 
 logger = structlog.get_logger(__name__)
 
 
-class WorkerRefused(Exception):
+class WorkerRefused(ConfigurationError):
     """This configuration cannot run a separate worker; the message says why, in one line."""
 
 
@@ -42,7 +43,10 @@ async def run_worker(settings: Settings, *, metrics_port: int | None = None, met
     manager = context.executions
     telemetry.metrics.watch(active_executions=manager.running_count, sse_subscribers=lambda: 0)
     if metrics_port is not None:
-        start_http_server(metrics_port, addr=metrics_host, registry=telemetry.metrics.registry)
+        try:
+            start_http_server(metrics_port, addr=metrics_host, registry=telemetry.metrics.registry)
+        except OSError as exc:
+            raise CannotListen(metrics_host, metrics_port, exc, option="--metrics-port") from exc
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

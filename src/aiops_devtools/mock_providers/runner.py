@@ -13,7 +13,9 @@ Typical test use::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -208,11 +210,13 @@ def serve(
     allow_any_key: bool = False,
     latency_ms: float = 0.0,
     admin_token: str | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     """Serve a mock provider in the foreground until interrupted (for ``aiops-executor mock-llm``).
 
     ``port=None`` uses the kind's default port (8811 for OpenAI, 8812 for Anthropic). Without ``keys`` the
     only valid key is ``mock-api-key``. It can be steered at run time through ``POST /_mock/behaviour``.
+    ``sock``: a socket the caller already bound to ``host:port`` (so that it could report a busy port itself).
     """
     checked = _check_kind(kind)
     behaviour = MockBehaviour(
@@ -235,4 +239,9 @@ def serve(
         len(behaviour.valid_keys),
         ", ".join(behaviour.models),
     )
-    uvicorn.run(app, host=host, port=bound_port, log_level=log_level, lifespan="off", ws="none")
+    if sock is None:
+        uvicorn.run(app, host=host, port=bound_port, log_level=log_level, lifespan="off", ws="none")
+    else:
+        server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="off", ws="none"))
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is stopped, as with uvicorn.run
+            server.run(sockets=[sock])

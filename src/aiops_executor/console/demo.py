@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
 from aiops_executor.auth.service import DEV_ADMIN_PASSWORD_FILE
+from aiops_executor.console.serving import AppServer
 from aiops_executor.console.team_file import InputProblem, load_output_schema, load_team_file
 from aiops_executor.console.view import RunView, render_result
+from aiops_executor.core.listening import bind_listening_socket
 from aiops_executor.core.settings import Settings
 from aiops_executor.engine import EventType, ExecutionEvent, NodeResult, RunOutcome, RunStatus, Usage
 from aiops_executor.teams.topology import TeamSpec
@@ -146,19 +147,21 @@ async def _ensure_team(client: httpx.AsyncClient, spec: TeamSpec, out: Console) 
     return str(created["team_id"])
 
 
-async def _start_server(settings: Settings, options: DemoOptions) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+async def _start_server(settings: Settings, options: DemoOptions) -> tuple[AppServer, asyncio.Task[None], str]:
+    """The service, serving; a busy port or a failed start-up raises, for the CLI's error handler."""
     from aiops_executor.app import create_app
 
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host=options.host, port=options.port, log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            raise DemoError(f"the service could not start on {options.host}:{options.port} (is the port in use?)")
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    return server, task, f"http://{options.host}:{port}"
+    listening = bind_listening_socket(options.host, options.port)
+    started = asyncio.Event()
+    server = AppServer(create_app(settings), on_listening=lambda _port: started.set())
+    task = asyncio.create_task(server.serve(sockets=[listening]))
+    waiting = asyncio.create_task(started.wait())
+    await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    if not started.is_set():
+        task.result()  # raises the start-up failure
+        raise DemoError("the service stopped before it started")
+    return server, task, f"http://{options.host}:{server.bound_port}"
 
 
 async def _stream_run(

@@ -38,7 +38,7 @@ from aiops_executor.engine import CompiledTeam, ExecutionEvent, ExecutionRun, Ru
 from aiops_executor.teams.topology import TeamSpec
 
 EXIT_SUCCESS = 0
-EXIT_RUN_FAILED = 1  # the run ended failed or timed out, or the service could not start
+EXIT_RUN_FAILED = 1  # the run ended failed or timed out
 EXIT_INVALID_INPUT = 2  # bad team file, options or topology
 EXIT_CANCELLED = 130  # Ctrl-C, as shells report it
 REFRESH_SECONDS = 0.1
@@ -197,12 +197,6 @@ async def _ticker(sink: LiveSink) -> None:
         sink.refresh()
 
 
-def _one_line_error(exc: BaseException) -> str:
-    from aiops_executor.tools.registry import describe_exception
-
-    return describe_exception(exc)
-
-
 async def run_team(settings: Settings, spec: TeamSpec, options: RunOptions, *, err: Console) -> int:
     """Runs ``spec`` as the CLI does and returns the process exit code."""
     from aiops_executor.app import start_context
@@ -212,11 +206,7 @@ async def run_team(settings: Settings, spec: TeamSpec, options: RunOptions, *, e
     from aiops_executor.tools.registry import default_registry, tool_settings
 
     configure_logging(settings)
-    try:
-        app_context = await start_context(settings)
-    except Exception as exc:
-        err.print(f"[red]cannot start:[/red] {escape(_one_line_error(exc))}", highlight=False)
-        return EXIT_RUN_FAILED
+    app_context = await start_context(settings)  # its failures (database down ...) are the CLI's to explain
     try:
         async with app_context.database.sessionmaker() as session:
             report = await check_team(session, spec)

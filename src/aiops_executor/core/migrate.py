@@ -12,6 +12,18 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# How long a start-up check waits for PostgreSQL to accept the connection (asyncpg's default is a minute).
+CHECK_CONNECT_TIMEOUT_SECONDS = 10.0
+
+
+class SchemaNotMigrated(Exception):
+    """The database lacks this version's schema: never migrated (``current`` None) or at an older revision."""
+
+    def __init__(self, current: str | None, head: str | None) -> None:
+        self.current = current
+        self.head = head
+        state = "has never been migrated" if current is None else f"is at revision {current}, not {head}"
+        super().__init__(f"the database {state}")
 
 
 def alembic_config(url: str) -> Config:
@@ -62,3 +74,18 @@ async def upgrade_url(url: str, revision: str = "head") -> None:
         await upgrade_engine(engine, revision)
     finally:
         await engine.dispose()
+
+
+async def check_migrated(url: str) -> None:
+    """Connect and raise ``SchemaNotMigrated`` unless the schema is at the head revision (or at one this code
+    does not know: a newer release migrated it, which a rolling upgrade allows)."""
+    connect_args = {"timeout": CHECK_CONNECT_TIMEOUT_SECONDS} if url.startswith("postgresql") else {}
+    engine = create_async_engine(url, connect_args=connect_args)
+    try:
+        current = await current_revision(engine)
+    finally:
+        await engine.dispose()
+    head = head_revision()
+    known = {script.revision for script in ScriptDirectory.from_config(alembic_config(url)).walk_revisions()}
+    if current is None or (current != head and current in known):
+        raise SchemaNotMigrated(current, head)

@@ -12,12 +12,23 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from aiops_executor.core.redaction import redact_text
 
 MASTER_KEY_BYTES = 32
 MASTER_KEYS_FILE = "master_keys.json"
 JWT_SECRET_FILE = "jwt_secret"  # noqa: S105 - a file name
+ENV_PREFIX = "AIOPS_"
+# Settings whose value an error message must not repeat.
+SECRET_SETTINGS = frozenset({"master_keys", "jwt_secret", "admin_password"})
+# The (backend, async driver) pairs the service runs on; anything else fails at the first connection.
+SUPPORTED_DATABASE_DRIVERS = frozenset({("sqlite", "aiosqlite"), ("postgresql", "asyncpg")})
+DATABASE_URL_FORMS = "postgresql+asyncpg://user[:password]@host:5432/db or sqlite+aiosqlite:///path/to/file.db"
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class Environment(StrEnum):
@@ -30,7 +41,7 @@ class ConfigurationError(Exception):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AIOPS_", env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     env: Environment = Environment.dev
     data_dir: Path = Path("./.aiops")
@@ -126,6 +137,25 @@ class Settings(BaseSettings):
             raise ValueError("AIOPS_MASTER_KEYS must be a JSON object mapping key ids to base64 keys")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        problem = database_url_problem(value)
+        if problem is not None:
+            raise ValueError(f"AIOPS_DATABASE_URL is not a valid database URL: {problem}; use {DATABASE_URL_FORMS}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(REDIS_URL_SCHEMES):
+            raise ValueError("AIOPS_REDIS_URL is not a Redis URL; use redis://[:password@]host:6379/0 (or rediss://)")
+        return value
+
     @property
     def is_prod(self) -> bool:
         return self.env is Environment.prod
@@ -141,6 +171,14 @@ class Settings(BaseSettings):
         return self.resolved_database_url.startswith("sqlite")
 
     @property
+    def embedded_database_path(self) -> Path | None:
+        """The SQLite file of the embedded database; None on PostgreSQL or for an in-memory database."""
+        if not self.is_embedded_database:
+            return None
+        database = make_url(self.resolved_database_url).database
+        return Path(database) if database and database != ":memory:" else None
+
+    @property
     def uses_job_queue(self) -> bool:
         """Runs go through the job queue (PostgreSQL); on the embedded default one process runs them."""
         return not self.is_embedded_database
@@ -148,6 +186,42 @@ class Settings(BaseSettings):
     @property
     def seeds_simulator(self) -> bool:
         return self.is_embedded_database if self.seed_simulator is None else self.seed_simulator
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the service's database URL, or None. The URL itself is never quoted (it may
+    hold a password)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        return "it cannot be parsed"
+    backend, _, driver = parsed.drivername.partition("+")
+    if (backend, driver) not in SUPPORTED_DATABASE_DRIVERS:
+        return f"unsupported driver {parsed.drivername!r}"
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        return f"port {parsed.port} is out of range"
+    return None
+
+
+def describe_invalid_settings(error: ValidationError) -> str:
+    """One line naming each rejected variable, its value (unless it is a secret) and what it must be."""
+    problems = []
+    for item in error.errors():
+        name = str(item["loc"][0]) if item["loc"] else ""
+        variable = f"{ENV_PREFIX}{name.upper()}"
+        reason = str(item["msg"]).removeprefix("Value error, ")
+        if reason.startswith(variable):  # our validators name the variable themselves
+            problems.append(reason)
+            continue
+        if item["type"] == "bool_parsing":
+            reason = "must be true or false (or 1/0, yes/no, on/off)"
+        reason = reason.replace("Input should be", "must be", 1)
+        if name in SECRET_SETTINGS:
+            problems.append(f"{variable} is not valid: {reason}")
+        else:
+            shown = redact_text(str(item.get("input", "")))
+            problems.append(f"{variable}={shown[:80]!r} is not valid: {reason}")
+    return "; ".join(problems)
 
 
 def decode_master_key(key_id: str, encoded: str) -> bytes:
@@ -251,4 +325,10 @@ def resolve_secrets(settings: Settings) -> ResolvedSecrets:
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """The process's settings; a malformed variable raises ConfigurationError with one line."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigurationError(describe_invalid_settings(exc)) from None
+    except SettingsError as exc:  # e.g. a value pydantic-settings could not decode before validation
+        raise ConfigurationError(redact_text(" ".join(str(exc).split()))) from None
