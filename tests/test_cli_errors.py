@@ -265,7 +265,8 @@ def test_redis_down_names_redis_without_its_password() -> None:
 def test_an_unexpected_error_is_one_line_with_a_hint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     failure = explain(RuntimeError(f"boom\nsecond line postgresql://u:{PASSWORD}@h/db"), TARGETS)
     assert failure.exit_code == EXIT_USER_ERROR
-    assert failure.message.startswith("unexpected error: RuntimeError: boom") and "AIOPS_DEBUG=1" in failure.message
+    assert failure.message.startswith("unexpected error: boom") and "AIOPS_DEBUG=1" in failure.message
+    assert "RuntimeError" not in failure.message  # the user's terms, not Python's
 
     async def broken(*_: object) -> None:
         raise RuntimeError("the disk ate it")
@@ -278,7 +279,7 @@ def test_an_unexpected_error_is_one_line_with_a_hint(monkeypatch: pytest.MonkeyP
     get_settings.cache_clear()
     result = CliRunner().invoke(app, ["migrate"], env=env)
     assert result.exit_code == EXIT_USER_ERROR
-    assert "unexpected error: RuntimeError: the disk ate it" in result.output and "Traceback" not in result.output
+    assert "unexpected error: the disk ate it" in result.output and "Traceback" not in result.output
 
     get_settings.cache_clear()
     debugging = CliRunner().invoke(app, ["migrate"], env={**env, "AIOPS_DEBUG": "1"})

@@ -106,7 +106,7 @@ def _chain(exc: BaseException, seen: set[int] | None = None) -> Iterator[BaseExc
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
+    line = text[0] if text else "no message"
     return redact_text(line)[:MAX_DETAIL_CHARS]
 
 
@@ -134,7 +134,7 @@ def explain(exc: BaseException, targets: Targets) -> Failure:
         if failure is not None:
             return failure
     return Failure(
-        f"unexpected error: {type(exc).__name__}: {_first_line(exc)} (rerun with {DEBUG_VARIABLE}=1 for the traceback)",
+        f"unexpected error: {_first_line(exc)} (rerun with {DEBUG_VARIABLE}=1 for the traceback)",
         EXIT_USER_ERROR,
     )
 
