@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
+
+from aiops_executor.core.context import AppContext
 
 API = "/api/v1"
 ERROR_KEYS = {"error_code", "error_message", "details", "request_id"}
@@ -34,3 +37,22 @@ async def make_provider(
 ) -> str:
     """Creates a provider and returns its id."""
     return str((await created(client, headers, "/providers", {"name": name, "type": provider_type}))["id"])
+
+
+async def damage_credential(context: AppContext, damaged_id: str, donor_id: str) -> None:
+    """Gives credential ``damaged_id`` the API-key ciphertext of ``donor_id``: it no longer decrypts (each
+    ciphertext is bound to its row), as after a restore from another installation."""
+    from sqlalchemy import select, update
+
+    from aiops_executor.llm.models import ProviderCredential
+
+    async with context.database.sessionmaker() as session:
+        foreign = await session.scalar(
+            select(ProviderCredential.api_key_encrypted).where(ProviderCredential.id == uuid.UUID(donor_id))
+        )
+        await session.execute(
+            update(ProviderCredential)
+            .where(ProviderCredential.id == uuid.UUID(damaged_id))
+            .values(api_key_encrypted=foreign)
+        )
+        await session.commit()

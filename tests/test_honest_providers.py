@@ -6,7 +6,6 @@ credential is reported at once. Over real HTTP against the project's mock server
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import httpx
@@ -14,15 +13,13 @@ import pytest
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from sqlalchemy import select, update
 
 from aiops_devtools.mock_providers import MockLLMServer
 from aiops_executor.core.errors import AppError
 from aiops_executor.engine import EventType, NodeStatus, RunStatus
 from aiops_executor.engine.structured import JSON_SCHEMA, PROMPTED_JSON, TOOL_CALLING, ask_structured, parse_json_object
-from aiops_executor.llm.models import ProviderCredential
 from aiops_executor.services import ServiceContext
-from tests.helpers import API, created, make_provider
+from tests.helpers import API, created, damage_credential, make_provider
 from tests.mock_providers import OPENAI_KEY, OPENAI_KEY_2
 from tests.test_engine_providers import CAPABILITIES, cloud_team, run
 
@@ -152,16 +149,7 @@ async def test_an_undecryptable_credential_is_reported_at_once_and_marked(
     _, _, [damaged, donor] = await provider_with(
         client, admin_headers, [("main", openai_mock.client_base_url)], [("damaged", OPENAI_KEY), ("d", OPENAI_KEY)]
     )
-    async with context.database.sessionmaker() as session:  # its ciphertext now belongs to another row
-        foreign = await session.scalar(
-            select(ProviderCredential.api_key_encrypted).where(ProviderCredential.id == uuid.UUID(donor["id"]))
-        )
-        await session.execute(
-            update(ProviderCredential)
-            .where(ProviderCredential.id == uuid.UUID(damaged["id"]))
-            .values(api_key_encrypted=foreign)
-        )
-        await session.commit()
+    await damage_credential(context, damaged["id"], donor["id"])
     started = time.perf_counter()
     response = await client.post(f"{API}/credentials/{damaged['id']}/validate", headers=admin_headers)
     assert time.perf_counter() - started < 5, "no wait for a lock held by the request itself"

@@ -8,13 +8,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
 
 from aiops_devtools.mock_providers import MockLLMServer
 from aiops_executor.llm.adapters import bedrock
 from aiops_executor.llm.adapters.openai import OpenAIAdapter
 from aiops_executor.services import ServiceContext
-from tests.helpers import API, assert_error, created, make_provider
+from tests.helpers import API, assert_error, created, damage_credential, make_provider
 from tests.mock_providers import ANTHROPIC_KEY, OPENAI_KEY
 
 DEAD_URL = "http://127.0.0.1:9/v1"
@@ -314,9 +313,6 @@ async def _provider_names(database_url: str) -> list[str]:
 async def test_quota_and_undecryptable_keys_stop_being_used(
     client: httpx.AsyncClient, admin_headers: dict[str, str], openai_mock: MockLLMServer, context: ServiceContext
 ) -> None:
-    from sqlalchemy import update
-
-    from aiops_executor.llm.models import ProviderCredential
 
     pid, _, limited = await openai_provider(client, admin_headers, openai_mock.client_base_url, quota_limit=1)
     model = await created(client, admin_headers, f"/providers/{pid}/models", {"model_id": "gpt-4o-mini", "name": "m"})
@@ -330,16 +326,7 @@ async def test_quota_and_undecryptable_keys_stop_being_used(
     backup = await created(
         client, admin_headers, f"/providers/{pid}/credentials", {"alias": "backup", "api_key": OPENAI_KEY}
     )
-    async with context.database.sessionmaker() as session:  # damage "spare": its ciphertext now belongs to "backup"
-        foreign = await session.scalar(
-            select(ProviderCredential.api_key_encrypted).where(ProviderCredential.id == uuid.UUID(backup["id"]))
-        )
-        await session.execute(
-            update(ProviderCredential)
-            .where(ProviderCredential.id == uuid.UUID(spare["id"]))
-            .values(api_key_encrypted=foreign)
-        )
-        await session.commit()
+    await damage_credential(context, spare["id"], backup["id"])
     served = (await client.post(f"{API}/models/{model['id']}/test", headers=admin_headers)).json()
     assert served["ok"] is True, "the undecryptable key is skipped and the next one serves the call"
     statuses = {

@@ -11,10 +11,7 @@ from aiops_executor.llm.adapters.base import (
     ClientConfigurationError,
     EndpointProblem,
     RemoteModel,
-    as_fields,
-    extra_params,
     require_endpoint,
-    sampling_params,
     sdk_timeout,
 )
 from aiops_executor.llm.adapters.openai_compatible import OpenAICompatibleAdapter
@@ -29,6 +26,7 @@ def _resource(endpoint: EndpointConfig) -> tuple[str, str]:
 
 class AzureOpenAIAdapter(OpenAICompatibleAdapter):
     type: ClassVar[str] = "azure_openai"
+    max_tokens_in_body: ClassVar[bool] = False  # Azure reads max_completion_tokens, as OpenAI does
 
     def endpoint_problems(self, values: Mapping[str, Any]) -> list[EndpointProblem]:
         problems = super().endpoint_problems(values)
@@ -46,18 +44,12 @@ class AzureOpenAIAdapter(OpenAICompatibleAdapter):
         from langchain_openai import AzureChatOpenAI
 
         endpoint = require_endpoint(endpoint, self.type)
-        api_key = self.api_key(secrets)
         base_url, api_version = _resource(endpoint)
         return AzureChatOpenAI(
             azure_endpoint=base_url,
             azure_deployment=model.model_id,
             api_version=api_version,
-            api_key=api_key,
-            timeout=sdk_timeout(endpoint),
-            max_retries=0,
-            stream_usage=True,
-            **sampling_params(params),
-            **as_fields(AzureChatOpenAI, extra_params(params)),
+            **self.common_client_params(secrets, endpoint, params, AzureChatOpenAI),
         )
 
     async def list_models(self, endpoint: EndpointConfig | None, secrets: DecryptedSecrets | None) -> list[RemoteModel]:

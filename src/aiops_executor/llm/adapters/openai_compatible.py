@@ -3,6 +3,7 @@ llama.cpp's server, LM Studio, ...). The other OpenAI-protocol adapters build on
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -48,12 +49,17 @@ class OpenAICompatibleAdapter(ProviderAdapter):
         return {}
 
     def common_client_params(
-        self, secrets: DecryptedSecrets | None, endpoint: EndpointConfig, params: dict[str, Any]
+        self,
+        secrets: DecryptedSecrets | None,
+        endpoint: EndpointConfig,
+        params: dict[str, Any],
+        client_class: builtins.type[BaseChatModel] | None = None,
     ) -> dict[str, Any]:
+        """Constructor arguments every ``ChatOpenAI``-family client of this adapter takes."""
         from langchain_openai import ChatOpenAI
 
         sampling = sampling_params(params)
-        fields = as_fields(ChatOpenAI, extra_params(params))
+        fields = as_fields(client_class or ChatOpenAI, extra_params(params))
         if self.max_tokens_in_body and "max_tokens" in sampling:
             # ChatOpenAI renames max_tokens to OpenAI's newer max_completion_tokens, which llama.cpp's server and
             # other OpenAI-compatible servers ignore (generation then runs to the end of the context).
