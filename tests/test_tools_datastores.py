@@ -25,6 +25,10 @@ PG_USER = os.environ.get("AIOPS_TEST_PG_USER", "postgres")
 PG_DSN = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres"
 # Trust authentication ignores the password, which lets the tests prove it never comes back.
 PG_DSN_WITH_PASSWORD = f"postgresql://{PG_USER}:hunter2-pg-pw@{PG_HOST}:{PG_PORT}/postgres"
+# Diagnostics refuse superusers: the tools log in as a least-privileged role (pg_monitor) the tests create.
+DIAG_USER = "aiops_diag_test"
+DIAG_DSN = f"postgresql://{DIAG_USER}@{PG_HOST}:{PG_PORT}/postgres"
+DIAG_DSN_WITH_PASSWORD = f"postgresql://{DIAG_USER}:hunter2-pg-pw@{PG_HOST}:{PG_PORT}/postgres"
 REDIS_URL = os.environ.get("AIOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_TEST_DB = 13
 REDIS_TEST_DB_URL = REDIS_URL.rsplit("/", 1)[0] + f"/{REDIS_TEST_DB}"
@@ -50,6 +54,24 @@ async def pg() -> AsyncIterator[asyncpg.Connection]:
     await connection.close()
 
 
+async def _drop_role(admin: asyncpg.Connection, role: str) -> None:
+    await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", role)
+    await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+@pytest.fixture(autouse=True)
+async def diag_role() -> AsyncIterator[str]:
+    """A LOGIN role with pg_monitor only (no superuser), dropped after the test."""
+    admin = await asyncpg.connect(PG_DSN)
+    try:
+        await _drop_role(admin, DIAG_USER)
+        await admin.execute(f'CREATE ROLE "{DIAG_USER}" LOGIN NOSUPERUSER IN ROLE pg_monitor')
+        yield DIAG_USER
+        await _drop_role(admin, DIAG_USER)
+    finally:
+        await admin.close()
+
+
 async def _until(check: Any, within_seconds: float = 3.0) -> None:
     deadline = time.monotonic() + within_seconds
     while not await check():
@@ -61,7 +83,7 @@ async def _until(check: Any, within_seconds: float = 3.0) -> None:
 
 
 async def test_postgres_overview(pg: asyncpg.Connection) -> None:
-    outcome = await invoke("postgres_diagnostics", {}, postgres_dsn=PG_DSN_WITH_PASSWORD)
+    outcome = await invoke("postgres_diagnostics", {}, postgres_dsn=DIAG_DSN_WITH_PASSWORD)
     assert outcome.status == "success", outcome.output
     out = outcome.output
     assert "hunter2-pg-pw" not in json.dumps(out)
@@ -69,7 +91,7 @@ async def test_postgres_overview(pg: asyncpg.Connection) -> None:
     assert "section_errors" not in out
     assert out["server_version"] == await pg.fetchval("SHOW server_version")
     assert out["role"] == "primary" and out["replication"] == {"role": "primary", "replicas": []}
-    assert (out["database"], out["user"]) == ("postgres", PG_USER)
+    assert (out["database"], out["user"]) == ("postgres", DIAG_USER)
     assert out["database_size_bytes"] > 0 and out["database_size"]
     connections = out["connections"]
     assert connections["max_connections"] == int(await pg.fetchval("SHOW max_connections"))
@@ -96,7 +118,7 @@ async def test_postgres_long_running_query_and_lock_wait(pg: asyncpg.Connection)
         await _until(waiting)
         await asyncio.sleep(0.3)
         outcome = await invoke(
-            "postgres_diagnostics", {"long_running_seconds": 0.2, "query_chars": 40}, postgres_dsn=PG_DSN
+            "postgres_diagnostics", {"long_running_seconds": 0.2, "query_chars": 40}, postgres_dsn=DIAG_DSN
         )
         out = outcome.output
         long_running = [q for q in out["long_running_queries"] if marker in q["query"]]
@@ -112,7 +134,7 @@ async def test_postgres_long_running_query_and_lock_wait(pg: asyncpg.Connection)
         assert waits[0]["blocked_by"] == [holder_pid]
         assert holder_pid in [s["pid"] for s in out["blocking_sessions"]]
 
-        quiet = await invoke("postgres_diagnostics", {"long_running_seconds": 3600}, postgres_dsn=PG_DSN)
+        quiet = await invoke("postgres_diagnostics", {"long_running_seconds": 3600}, postgres_dsn=DIAG_DSN)
         assert not [q for q in quiet.output["long_running_queries"] if marker in q["query"]]
 
         await pg.execute("SELECT pg_advisory_unlock($1)", lock_key)
@@ -123,18 +145,18 @@ async def test_postgres_long_running_query_and_lock_wait(pg: asyncpg.Connection)
 
 
 async def test_postgres_session_is_read_only_with_a_statement_timeout() -> None:
-    async with read_only_session(PG_DSN, timeout_seconds=2) as connection:
+    async with read_only_session(DIAG_DSN, timeout_seconds=2) as connection:
         assert await connection.fetchval("SHOW transaction_read_only") == "on"
         assert await connection.fetchval("SHOW statement_timeout") == "2s"
         with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
             await connection.execute("CREATE TABLE aiops_tools_must_not_exist (id int)")
     with pytest.raises(asyncpg.QueryCanceledError):
-        async with read_only_session(PG_DSN, timeout_seconds=0.2) as connection:
+        async with read_only_session(DIAG_DSN, timeout_seconds=0.2) as connection:
             await connection.execute("SELECT pg_sleep(2)")
 
 
 async def test_postgres_sqlalchemy_style_dsn_is_accepted() -> None:
-    dsn = PG_DSN.replace("postgresql://", "postgresql+asyncpg://")
+    dsn = DIAG_DSN.replace("postgresql://", "postgresql+asyncpg://")
     outcome = await invoke("postgres_diagnostics", {}, postgres_dsn=dsn)
     assert outcome.output["connected"] is True
 
@@ -148,7 +170,7 @@ async def test_postgres_unreachable_is_a_finding_without_the_password() -> None:
 
 
 async def test_postgres_refused_login_means_reachable() -> None:
-    dsn = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/aiops_no_such_database_{uuid.uuid4().hex[:6]}"
+    dsn = f"postgresql://{DIAG_USER}@{PG_HOST}:{PG_PORT}/aiops_no_such_database_{uuid.uuid4().hex[:6]}"
     outcome = await invoke("postgres_diagnostics", {}, postgres_dsn=dsn)
     assert outcome.output["connected"] is False and outcome.output["reachable"] is True
     assert outcome.output["error"].startswith("InvalidCatalogNameError")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
+from aiops_executor.core.egress import policy_for
 from aiops_executor.core.settings import Settings
 from aiops_executor.llm.simulator import tool_arguments
 from aiops_executor.tools.registry import (
@@ -290,11 +291,14 @@ def test_tool_settings_from_service_settings(tmp_path: Path) -> None:
         tool_timeout_seconds=12,
         tool_output_max_chars=4000,
     )
-    assert tool_settings(settings) == {
+    built = tool_settings(settings)
+    assert {k: built[k] for k in ("prometheus_url", "timeout_seconds", "output_max_chars")} == {
         "prometheus_url": "http://prom:9090",
         "timeout_seconds": 12.0,
         "output_max_chars": 4000,
     }
+    assert built["egress_policy"] == policy_for(settings)
+    assert built["diagnostics_allow_superuser"] is False
     defaults = tool_settings(Settings(_env_file=None, data_dir=tmp_path))
     assert defaults["prometheus_url"] is None
     assert defaults["output_max_chars"] == DEFAULT_OUTPUT_MAX_CHARS

@@ -12,6 +12,7 @@ from aiops_executor import __version__
 from aiops_executor.audit.endpoints import router as audit_router
 from aiops_executor.auth import service as auth_service
 from aiops_executor.auth.endpoints import router as auth_router
+from aiops_executor.core import egress
 from aiops_executor.core.errors import ConflictError, install_error_handlers
 from aiops_executor.core.health import router as health_router
 from aiops_executor.core.http_telemetry import TelemetryMiddleware
@@ -45,6 +46,7 @@ logger = structlog.get_logger(__name__)
 
 async def start_context(settings: Settings, telemetry: Telemetry | None = None) -> ServiceContext:
     """Everything a process needs before it serves: keys, schema (embedded default), first admin."""
+    egress.configure(settings)  # the provider clients' egress policy
     context = ServiceContext.build(settings, telemetry)
     await context.open()
     for path in context.secrets.generated:

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -122,6 +122,25 @@ class Settings(BaseSettings):
     login_lockout_seconds: float = Field(default=900.0, gt=0)
     # How long /health/ready waits for each dependency (database, Redis when configured).
     readiness_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+
+    # Egress policy of tools and provider calls (see ``core.egress``): comma-separated rules -- CIDRs,
+    # host names with * globs, optional :port, or :port alone. Deny wins; with an allow list, the rest is denied.
+    egress_allow: str = ""
+    egress_deny: str = ""
+    # postgres_diagnostics refuses a DSN that logs in as a superuser unless this is set.
+    diagnostics_allow_superuser: bool = False
+
+    @field_validator("egress_allow", "egress_deny")
+    @classmethod
+    def _check_egress_rules(cls, value: str | None, info: ValidationInfo) -> str:
+        from aiops_executor.core.egress import EgressRuleError, parse_rules
+
+        variable = f"{ENV_PREFIX}{str(info.field_name).upper()}"
+        try:
+            parse_rules(value or "", variable)
+        except EgressRuleError as exc:
+            raise ValueError(f"{variable} is not valid: {exc}") from None
+        return value or ""
 
     @field_validator("master_keys", mode="before")
     @classmethod

@@ -32,6 +32,7 @@ from aiops_executor.llm.service import (
     flush_or_conflict,
     limit_exceeded,
     provider_name_taken,
+    require_credential_confirmation,
 )
 
 CHILDREN = ("endpoints", "models")
@@ -160,7 +161,7 @@ class _Importer:
             endpoint = current.get(doc.name)
             if endpoint is None:
                 values = columns_of(doc, only_set=False)
-                check_endpoint_rules(provider.type, values, endpoint_name=doc.name)
+                check_endpoint_rules(provider.type, values, endpoint_name=doc.name, settings=self.context.settings)
                 endpoint = ProviderEndpoint(id=uuid.uuid4(), provider_id=provider.id, health_status="unknown", **values)
                 self.session.add(endpoint)
                 current[doc.name] = endpoint
@@ -171,7 +172,9 @@ class _Importer:
             if default is not None and doc.name != default:
                 values["is_default"] = False  # the document names another default
             merged = {name: values.get(name, getattr(endpoint, name)) for name in ENDPOINT_RULE_FIELDS}
-            check_endpoint_rules(provider.type, merged, endpoint_name=doc.name)
+            check_endpoint_rules(provider.type, merged, endpoint_name=doc.name, settings=self.context.settings)
+            if "base_url" in values:  # an import never moves stored keys to another host (PUT can, confirmed)
+                await require_credential_confirmation(self.session, provider, endpoint, values["base_url"], False)
             changed = apply_changes(endpoint, values)
             if changed:
                 self._audit(

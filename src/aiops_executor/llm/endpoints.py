@@ -22,7 +22,6 @@ from aiops_executor.llm.schemas import (
     CredentialUpdate,
     EndpointCreate,
     EndpointRead,
-    EndpointUpdate,
     ImportResult,
     ModelCreate,
     ModelRead,
@@ -35,6 +34,7 @@ from aiops_executor.llm.schemas import (
     ProviderType,
     ProviderUpdate,
 )
+from aiops_executor.llm.service import EndpointUpdateRequest
 from aiops_executor.services import ServiceContextDep
 
 router = APIRouter(tags=["llm"])
@@ -129,7 +129,11 @@ async def get_endpoint(
 
 @router.put("/endpoints/{endpoint_id}", response_model=EndpointRead, responses=error_responses(404, 409))
 async def update_endpoint(
-    endpoint_id: uuid.UUID, data: EndpointUpdate, principal: AdminDep, session: SessionDep, context: ContextDep
+    endpoint_id: uuid.UUID,
+    data: EndpointUpdateRequest,
+    principal: AdminDep,
+    session: SessionDep,
+    context: ContextDep,
 ) -> EndpointRead:
     return await service.update_endpoint(session, context, endpoint_id, data, actor=principal.actor)
 

@@ -38,6 +38,8 @@ REDACTED = "***"
 SETTING_PROMETHEUS_URL = "prometheus_url"
 SETTING_TIMEOUT_SECONDS = "timeout_seconds"
 SETTING_OUTPUT_MAX_CHARS = "output_max_chars"
+SETTING_EGRESS_POLICY = "egress_policy"
+SETTING_ALLOW_SUPERUSER = "diagnostics_allow_superuser"
 
 # Error codes of error outcomes.
 TOOL_NOT_FOUND = "TOOL_NOT_FOUND"
@@ -46,6 +48,7 @@ TOOL_TIMEOUT = "TOOL_TIMEOUT"
 TOOL_FAILED = "TOOL_FAILED"
 TOOL_MISSING_TARGET = "TOOL_MISSING_TARGET"
 TOOL_INVALID_TARGET = "TOOL_INVALID_TARGET"
+EGRESS_DENIED = "EGRESS_DENIED"
 
 # scheme://user:password@ -- userinfo cannot contain "/", which keeps the match out of URL paths.
 _URL_CREDENTIALS = re.compile(r"(?P<prefix>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*):(?P<password>[^@\s/]+)@")
@@ -279,7 +282,11 @@ def _json_default(value: Any) -> Any:
 
 def tool_settings(settings: Settings) -> dict[str, Any]:
     """``ToolContext.settings`` for this process."""
+    from aiops_executor.core.egress import policy_for
+
     return {
+        SETTING_EGRESS_POLICY: policy_for(settings),
+        SETTING_ALLOW_SUPERUSER: settings.diagnostics_allow_superuser,
         SETTING_PROMETHEUS_URL: settings.prometheus_url,
         SETTING_TIMEOUT_SECONDS: settings.tool_timeout_seconds,
         SETTING_OUTPUT_MAX_CHARS: settings.tool_output_max_chars,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, ClassVar
 
+from langchain_anthropic import ChatAnthropic
 from langchain_core.language_models.chat_models import BaseChatModel
 
+from aiops_executor.core import egress
 from aiops_executor.llm.adapters.base import (
     ProviderAdapter,
     RemoteModel,
@@ -18,6 +21,28 @@ from aiops_executor.llm.adapters.base import (
 )
 from aiops_executor.llm.runtime.config import DecryptedSecrets, EndpointConfig, ModelConfig
 
+ANTHROPIC_DEFAULT_BASE_URL = "https://api.anthropic.com"
+
+
+class EgressChatAnthropic(ChatAnthropic):
+    """``ChatAnthropic`` whose SDK clients go through the egress policy's transport: every request and
+    redirect hop is checked and pinned, and the key (``x-api-key``) goes only to the endpoint's origin."""
+
+    def _egress_clients(self) -> dict[str, Any]:
+        return egress.sdk_http_clients(self.anthropic_api_url, ANTHROPIC_DEFAULT_BASE_URL)
+
+    @cached_property
+    def _client(self) -> Any:
+        import anthropic
+
+        return anthropic.Client(**self._client_params, http_client=self._egress_clients()["http_client"])
+
+    @cached_property
+    def _async_client(self) -> Any:
+        import anthropic
+
+        return anthropic.AsyncClient(**self._client_params, http_client=self._egress_clients()["http_async_client"])
+
 
 class AnthropicAdapter(ProviderAdapter):
     type: ClassVar[str] = "anthropic"
@@ -29,8 +54,6 @@ class AnthropicAdapter(ProviderAdapter):
         secrets: DecryptedSecrets | None,
         params: dict[str, Any],
     ) -> BaseChatModel:
-        from langchain_anthropic import ChatAnthropic
-
         endpoint = require_endpoint(endpoint, self.type)
         secrets = require_secrets(secrets, self.type)
         anthropic_params: dict[str, Any] = {
@@ -44,7 +67,7 @@ class AnthropicAdapter(ProviderAdapter):
         if endpoint.base_url:
             anthropic_params["base_url"] = endpoint.base_url
         anthropic_params.update(as_fields(ChatAnthropic, extra_params(params)))
-        return ChatAnthropic(**anthropic_params)
+        return EgressChatAnthropic(**anthropic_params)
 
     async def list_models(self, endpoint: EndpointConfig | None, secrets: DecryptedSecrets | None) -> list[RemoteModel]:
         import anthropic
@@ -54,6 +77,9 @@ class AnthropicAdapter(ProviderAdapter):
         kwargs: dict[str, Any] = {"api_key": secrets.api_key, "timeout": sdk_timeout(endpoint), "max_retries": 0}
         if endpoint.base_url:
             kwargs["base_url"] = endpoint.base_url
+        kwargs["http_client"] = egress.sdk_http_clients(endpoint.base_url, ANTHROPIC_DEFAULT_BASE_URL)[
+            "http_async_client"
+        ]
         client = anthropic.AsyncAnthropic(**kwargs)
         async with client:
             return [RemoteModel(model.id, model.display_name) async for model in client.models.list()]

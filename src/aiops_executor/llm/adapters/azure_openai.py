@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from langchain_core.language_models.chat_models import BaseChatModel
 
+from aiops_executor.core import egress
 from aiops_executor.llm.adapters.base import (
     ClientConfigurationError,
     EndpointProblem,
@@ -62,6 +63,7 @@ class AzureOpenAIAdapter(OpenAICompatibleAdapter):
             api_key=api_key,
             azure_endpoint=base_url,
             api_version=api_version,
+            http_client=egress.sdk_http_clients(base_url)["http_async_client"],
             timeout=sdk_timeout(endpoint),
             max_retries=0,
         )

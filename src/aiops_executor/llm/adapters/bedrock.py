@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from langchain_core.language_models.chat_models import BaseChatModel
 
+from aiops_executor.core import egress
 from aiops_executor.llm.adapters.base import (
     ClientConfigurationError,
     EndpointProblem,
@@ -55,15 +56,29 @@ def _botocore_config(endpoint: EndpointConfig, config_cls: Any) -> Any:
     )
 
 
+def guard_egress(client: Any) -> Any:
+    """Check every request a botocore client sends against the egress policy (nothing is sent when it is
+    denied). botocore connects by name, so unlike the HTTP clients this is not pinned to the checked address."""
+
+    def before_send(request: Any, **_: Any) -> None:
+        host, port = egress.url_target(str(request.url))
+        egress.authorize_sync(host, port)
+
+    client.meta.events.register("before-send", before_send)
+    return client
+
+
 def bedrock_control_client(endpoint: EndpointConfig, secrets: DecryptedSecrets, session: Any, config_cls: Any) -> Any:
     """The Bedrock control-plane client (model catalogue); the runtime endpoint override does not apply to it."""
-    return session.client(
-        "bedrock",
-        region_name=_region(endpoint),
-        aws_access_key_id=secrets.api_key,
-        aws_secret_access_key=secrets.secret_key,
-        aws_session_token=secrets.access_token,
-        config=_botocore_config(endpoint, config_cls),
+    return guard_egress(
+        session.client(
+            "bedrock",
+            region_name=_region(endpoint),
+            aws_access_key_id=secrets.api_key,
+            aws_secret_access_key=secrets.secret_key,
+            aws_session_token=secrets.access_token,
+            config=_botocore_config(endpoint, config_cls),
+        )
     )
 
 
@@ -101,14 +116,17 @@ class BedrockAdapter(ProviderAdapter):
         extra = extra_params(params)
         if extra:
             bedrock_params["additional_model_request_fields"] = extra
-        return ChatBedrockConverse(**bedrock_params)
+        chat = ChatBedrockConverse(**bedrock_params)
+        if chat.client is not None:
+            guard_egress(chat.client)
+        return chat
 
     async def list_models(self, endpoint: EndpointConfig | None, secrets: DecryptedSecrets | None) -> list[RemoteModel]:
         endpoint = require_endpoint(endpoint, self.type)
         return await asyncio.to_thread(_list_foundation_models, endpoint, _keys(secrets))
 
     def classify(self, exc: BaseException) -> Failure:
-        if not type(exc).__module__.startswith("botocore"):
+        if egress.find_denial(exc) is not None or not type(exc).__module__.startswith("botocore"):
             return super().classify(exc)
         name = type(exc).__name__
         message = excerpt(exc)

@@ -6,6 +6,7 @@ from typing import ClassVar
 
 import httpx
 
+from aiops_executor.core import egress
 from aiops_executor.llm.adapters.base import RemoteModel, http_timeout, require_endpoint
 from aiops_executor.llm.adapters.openai_compatible import OpenAICompatibleAdapter
 from aiops_executor.llm.runtime.config import DecryptedSecrets, EndpointConfig
@@ -31,7 +32,8 @@ class OllamaAdapter(OpenAICompatibleAdapter):
         base = (endpoint.base_url or "").rstrip("/")
         base = base.removesuffix("/v1")
         headers = {"Authorization": f"Bearer {secrets.api_key}"} if secrets else {}
-        async with httpx.AsyncClient(timeout=http_timeout(endpoint)) as client:
+        transport = egress.async_transport(httpx, credential_origin=egress.credential_origin_of(base))
+        async with httpx.AsyncClient(timeout=http_timeout(endpoint), transport=transport, trust_env=False) as client:
             response = await client.get(f"{base}/api/tags", headers=headers)
             response.raise_for_status()
             payload = response.json()

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from langchain_core.language_models.chat_models import BaseChatModel
 
+from aiops_executor.core import egress
 from aiops_executor.llm.adapters.base import (
     JSON_SCHEMA,
     PROMPTED_JSON,
@@ -66,6 +67,9 @@ class OpenAICompatibleAdapter(ProviderAdapter):
             fields["extra_body"] = {**(fields.get("extra_body") or {}), "max_tokens": sampling.pop("max_tokens")}
         return {
             "api_key": self.api_key(secrets),
+            # Every request and redirect hop is checked against the egress policy, sent to the checked address,
+            # and the key goes only to the endpoint's own origin.
+            **egress.sdk_http_clients(self.base_url(endpoint)),
             "timeout": sdk_timeout(endpoint),
             "max_retries": 0,
             # Sends stream_options.include_usage, so a streamed answer reports its tokens where the server can.
@@ -99,6 +103,7 @@ class OpenAICompatibleAdapter(ProviderAdapter):
         client = openai.AsyncOpenAI(
             api_key=self.api_key(secrets),
             base_url=self.base_url(endpoint),
+            http_client=egress.sdk_http_clients(self.base_url(endpoint))["http_async_client"],
             default_headers=self.default_headers(secrets) or None,
             timeout=sdk_timeout(endpoint),
             max_retries=0,

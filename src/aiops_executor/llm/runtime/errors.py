@@ -25,6 +25,7 @@ class FailureKind(StrEnum):
     server = "server"  # 5xx / overloaded
     request = "request"  # our request was rejected (4xx other than the above); retrying will not help
     not_found = "not_found"
+    denied = "denied"  # the egress policy refuses the endpoint's address; nothing was sent
 
 
 ERROR_CODES = {
@@ -34,6 +35,7 @@ ERROR_CODES = {
     FailureKind.server: "PROVIDER_ERROR",
     FailureKind.request: "PROVIDER_REQUEST_REJECTED",
     FailureKind.not_found: "PROVIDER_MODEL_NOT_FOUND",
+    FailureKind.denied: "EGRESS_DENIED",
 }
 HTTP_STATUS = {
     FailureKind.credential: 502,
@@ -42,10 +44,11 @@ HTTP_STATUS = {
     FailureKind.server: 502,
     FailureKind.request: 502,
     FailureKind.not_found: 502,
+    FailureKind.denied: 422,
 }
 # Failures after which another endpoint or credential may succeed.
 FAILOVER_KINDS = frozenset(
-    {FailureKind.credential, FailureKind.rate_limited, FailureKind.unreachable, FailureKind.server}
+    {FailureKind.credential, FailureKind.rate_limited, FailureKind.unreachable, FailureKind.server, FailureKind.denied}
 )
 
 
@@ -150,6 +153,11 @@ def classify_http_failure(exc: BaseException) -> Failure:
     library raises other exceptions (botocore) classify those themselves first."""
     import httpx
 
+    from aiops_executor.core.egress import find_denial
+
+    denial = find_denial(exc)
+    if denial is not None:  # the SDKs wrap what their transport raised
+        return Failure(FailureKind.denied, denial.decision.reason)
     name = type(exc).__name__
     message = excerpt(exc)
     transport_error = isinstance(exc, httpx.TransportError | TimeoutError | OSError)

@@ -40,6 +40,8 @@ from aiops_executor.llm.service.credentials import (
     usable_credentials,
 )
 from aiops_executor.llm.service.endpoints import (
+    CONFIRM_FLAG,
+    EndpointUpdateRequest,
     count_endpoints,
     create_endpoint,
     delete_endpoint,
@@ -47,6 +49,7 @@ from aiops_executor.llm.service.endpoints import (
     get_endpoint_row,
     list_endpoints,
     ordered_endpoints,
+    require_credential_confirmation,
     unset_other_defaults,
     update_endpoint,
 )
@@ -83,6 +86,7 @@ from aiops_executor.llm.service.seed import (
 
 __all__ = [
     "CACHE_PREFIX",
+    "CONFIRM_FLAG",
     "CREDENTIALS_TABLE",
     "ENDPOINT_RULE_FIELDS",
     "MAX_ACCESS_TOKEN_LENGTH",
@@ -92,6 +96,7 @@ __all__ = [
     "SIMULATOR_PROVIDER",
     "CredentialUndecryptable",
     "DecryptedCredential",
+    "EndpointUpdateRequest",
     "SealedCredential",
     "apply_changes",
     "cached",
@@ -133,6 +138,7 @@ __all__ = [
     "present_credential",
     "provider_name_taken",
     "register_provider_usage_check",
+    "require_credential_confirmation",
     "resolve_model",
     "resolve_provider",
     "seed_simulator",

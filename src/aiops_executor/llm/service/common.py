@@ -11,17 +11,21 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from enum import Enum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aiops_executor.core import egress
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.errors import ConflictError, ValidationFailed
 from aiops_executor.core.pagination import PageParams
 from aiops_executor.llm.adapters import adapter_for
+
+if TYPE_CHECKING:
+    from aiops_executor.core.settings import Settings
 
 T = TypeVar("T")
 
@@ -95,8 +99,15 @@ async def paginate(session: AsyncSession, stmt: Select[T], page: PageParams) -> 
     return list(rows), total
 
 
-def check_endpoint_rules(provider_type: str, values: Mapping[str, Any], *, endpoint_name: str | None = None) -> None:
-    """What an endpoint of a provider type must carry. Raises 422 ``VALIDATION_ERROR`` naming what is missing."""
+def check_endpoint_rules(
+    provider_type: str,
+    values: Mapping[str, Any],
+    *,
+    endpoint_name: str | None = None,
+    settings: Settings | None = None,
+) -> None:
+    """What an endpoint of a provider type must carry, and (given ``settings``) that its base_url is not
+    refused by the egress policy. Raises 422 ``VALIDATION_ERROR`` naming what is missing or the rule."""
     adapter = adapter_for(provider_type)
     if not adapter.takes_endpoints:
         raise validation_failed(
@@ -106,3 +117,9 @@ def check_endpoint_rules(provider_type: str, values: Mapping[str, Any], *, endpo
     problems = adapter.endpoint_problems(values)
     if problems:
         raise validation_failed([field_error(p.field, where + p.message) for p in problems])
+    base_url = values.get("base_url")
+    if settings is not None and isinstance(base_url, str) and base_url:
+        # Without DNS here (calls resolve and check again): address literals and host-name rules.
+        denial = egress.static_url_denial(base_url, egress.policy_for(settings))
+        if denial is not None:
+            raise validation_failed([field_error("base_url", where + denial.reason)])

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from typing import ClassVar
 
+from pydantic import Field, StrictBool
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.audit import service as audit
+from aiops_executor.core import egress
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.errors import ConflictError, NotFoundError
 from aiops_executor.core.pagination import Page, PageParams
-from aiops_executor.llm.models import Provider, ProviderEndpoint
+from aiops_executor.llm.models import Provider, ProviderCredential, ProviderEndpoint
 from aiops_executor.llm.schemas import (
     EndpointCreate,
     EndpointRead,
@@ -29,6 +32,49 @@ from aiops_executor.llm.service.common import (
     paginate,
 )
 from aiops_executor.llm.service.providers import get_provider_row
+
+CONFIRM_FLAG = "confirm_credentials_for_new_host"
+
+
+class EndpointUpdateRequest(EndpointUpdate):
+    """``PUT /endpoints/{id}``: the update, plus the confirmation a move to another host needs."""
+
+    not_null: ClassVar[tuple[str, ...]] = (*EndpointUpdate.not_null, CONFIRM_FLAG)  # type: ignore[assignment]
+
+    confirm_credentials_for_new_host: StrictBool = Field(
+        default=False,
+        description="Required (true) when base_url moves the endpoint to another host (scheme, host or port) "
+        "while the provider has credentials: their keys will be sent there. Audited.",
+    )
+
+
+def host_of(base_url: str | None) -> tuple[str, str, int | None] | None:
+    """The origin an endpoint's key is sent to (None: the provider's documented default)."""
+    return egress.credential_origin_of(base_url)
+
+
+async def provider_has_credentials(session: AsyncSession, provider_id: uuid.UUID) -> bool:
+    stmt = select(ProviderCredential.id).where(ProviderCredential.provider_id == provider_id).limit(1)
+    return await session.scalar(stmt) is not None
+
+
+async def require_credential_confirmation(
+    session: AsyncSession, provider: Provider, endpoint: ProviderEndpoint, new_base_url: str | None, confirmed: bool
+) -> bool:
+    """Whether the endpoint moves to another host with the provider's stored keys; without ``confirmed``
+    such a move is 409 ``CREDENTIAL_CONFIRMATION_REQUIRED`` (a session must not quietly redirect keys)."""
+    if host_of(new_base_url) == host_of(endpoint.base_url):
+        return False
+    if not await provider_has_credentials(session, provider.id):
+        return False
+    if not confirmed:
+        raise ConflictError(
+            f"changing endpoint {endpoint.name!r} to another host sends provider {provider.name!r}'s stored keys "
+            f"there; re-enter the credentials or repeat the request with {CONFIRM_FLAG!r}: true",
+            error_code="CREDENTIAL_CONFIRMATION_REQUIRED",
+            details={"endpoint_id": str(endpoint.id), "field": "base_url"},
+        )
+    return True
 
 
 def _endpoint_name_taken(name: str, provider_id: uuid.UUID) -> ConflictError:
@@ -124,7 +170,7 @@ async def create_endpoint(
 ) -> EndpointRead:
     provider = await get_provider_row(session, provider_id, lock=True)
     values = columns_of(data, only_set=False)
-    check_endpoint_rules(provider.type, values)
+    check_endpoint_rules(provider.type, values, settings=context.settings)
     limit = context.settings.max_endpoints_per_provider
     if await count_endpoints(session, provider.id) >= limit:
         raise limit_exceeded("endpoint", limit, provider.id)
@@ -155,11 +201,15 @@ async def update_endpoint(
 ) -> EndpointRead:
     endpoint, provider = await get_endpoint_row(session, endpoint_id)
     await get_provider_row(session, provider.id, lock=True)
-    values = columns_of(data, only_set=True)
+    values = columns_of(data, only_set=True, exclude=(CONFIRM_FLAG,))
     merged = {name: values.get(name, getattr(endpoint, name)) for name in ENDPOINT_RULE_FIELDS}
-    check_endpoint_rules(provider.type, merged)
+    check_endpoint_rules(provider.type, merged, settings=context.settings)
     if "name" in values and values["name"] != endpoint.name:
         await _ensure_endpoint_name_free(session, provider.id, values["name"], exclude=endpoint.id)
+    moved = False
+    if "base_url" in values:
+        confirmed = bool(getattr(data, CONFIRM_FLAG, False))
+        moved = await require_credential_confirmation(session, provider, endpoint, values["base_url"], confirmed)
     changed = apply_changes(endpoint, values)
     if changed:
         await flush_or_conflict(session, _endpoint_name_taken(endpoint.name, provider.id))
@@ -175,6 +225,7 @@ async def update_endpoint(
                 "name": endpoint.name,
                 "fields": changed,
                 "default_unset_on": [str(e.id) for e in unset],
+                **({"credentials_confirmed_for_new_host": True} if moved else {}),
             },
         )
         await commit_and_invalidate(session, context)

@@ -9,7 +9,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
+from aiops_executor.core import egress
 from aiops_executor.tools.registry import (
+    EGRESS_DENIED,
+    SETTING_EGRESS_POLICY,
     TOOL_INVALID_TARGET,
     TOOL_MISSING_TARGET,
     ToolContext,
@@ -105,3 +108,29 @@ def as_float(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if number == number and abs(number) != float("inf") else None
+
+
+def egress_policy(context: ToolContext) -> egress.EgressPolicy:
+    """The policy the tool's connections follow (the process's when the context carries none)."""
+    return egress.mapping_policy(context.settings, SETTING_EGRESS_POLICY)
+
+
+def egress_denied(exc: egress.EgressDenied) -> ToolError:
+    return ToolError(EGRESS_DENIED, exc.decision.reason, exc.decision.details())
+
+
+async def egress_address(context: ToolContext, host: str, port: int | None) -> str:
+    """The checked address to connect to for ``host:port``; a denial is a ``ToolError`` naming the rule.
+    Raises ``egress.EgressUnresolvable`` (an ``OSError``) when the name does not resolve."""
+    try:
+        decision = await egress.authorize(host, port, egress_policy(context))
+    except egress.EgressDenied as exc:
+        raise egress_denied(exc) from None
+    return decision.address or host
+
+
+def egress_http_transport(context: ToolContext, **options: Any) -> Any:
+    """An httpx transport checking every request and redirect hop against the policy, pinned to the checked IP."""
+    import httpx
+
+    return egress.async_transport(httpx, policy=egress_policy(context), **options)

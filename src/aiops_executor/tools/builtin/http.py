@@ -12,7 +12,10 @@ import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from aiops_executor import __version__
+from aiops_executor.core.egress import EgressDenied, EgressUnresolvable
 from aiops_executor.tools.builtin._common import (
+    egress_denied,
+    egress_http_transport,
     elapsed_ms,
     fill_from_attributes,
     http_url_or_none,
@@ -101,7 +104,8 @@ async def http_check(args: HttpCheckArgs, context: ToolContext) -> dict[str, Any
         follow_redirects=args.follow_redirects,
         max_redirects=args.max_redirects,
         timeout=httpx.Timeout(args.timeout_seconds),
-        verify=args.verify_tls,
+        # Every request and redirect hop is checked against the egress policy and sent to the checked address.
+        transport=egress_http_transport(context, verify=args.verify_tls),
         # A probe tests the direct path from this host; proxy settings in the environment would hide it.
         trust_env=False,
         headers={"User-Agent": USER_AGENT},
@@ -117,6 +121,17 @@ async def http_check(args: HttpCheckArgs, context: ToolContext) -> dict[str, Any
                         preview.extend(chunk[: BODY_PREVIEW_CHARS - len(preview)])
                     if body_bytes >= MAX_BODY_BYTES:
                         break
+        except EgressDenied as exc:
+            raise egress_denied(exc) from None
+        except EgressUnresolvable as exc:
+            return {
+                **report,
+                "reachable": False,
+                "ok": False,
+                "error_kind": "connect",
+                "error": describe_exception(exc),
+                "latency_ms": elapsed_ms(started),
+            }
         except httpx.HTTPError as exc:
             reachable, kind = _failure(exc)
             return {

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aiops_executor.tools.builtin._common import (
     HOSTNAME_PATTERN,
+    egress_address,
     elapsed_ms,
     fill_from_attributes,
     host_port_from_url_attributes,
@@ -65,7 +66,8 @@ async def tcp_check(args: TcpCheckArgs, context: ToolContext) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         async with asyncio.timeout(args.timeout_seconds):
-            _, writer = await asyncio.open_connection(host, port)
+            address = await egress_address(context, host, port)
+            _, writer = await asyncio.open_connection(address, port)
     except TimeoutError:
         return {
             **report,

@@ -2,9 +2,12 @@
 
 Reads the node attribute ``postgres_dsn`` (``postgresql://user:password@host:5432/db``; the SQLAlchemy form
 ``postgresql+asyncpg://`` is accepted too). The DSN is never an argument: it may hold a password, and
-arguments are shown in the run's events. Nothing here writes: the session is a read-only transaction with
-``statement_timeout`` and ``lock_timeout`` set, and each section runs in its own savepoint so one that is
-refused (permissions, old server) is reported without losing the others.
+arguments are shown in the run's events. Nothing here writes: the connection starts with
+``default_transaction_read_only=on``, ``statement_timeout`` and ``lock_timeout`` as server settings, the
+session is a read-only transaction, and each section runs in its own savepoint so one that is refused
+(permissions, old server) is reported without losing the others. A DSN that logs in as a superuser is refused
+(the connection closed before any diagnostic query) unless ``AIOPS_DIAGNOSTICS_ALLOW_SUPERUSER=true``. The
+server's address is checked against the egress policy and connected to as checked.
 """
 
 from __future__ import annotations
@@ -14,16 +17,26 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiops_executor.tools.builtin._common import elapsed_ms, missing_target, truncate
-from aiops_executor.tools.registry import TOOL_INVALID_TARGET, ToolContext, ToolError, ToolSpec, describe_exception
+from aiops_executor.tools.builtin._common import egress_address, elapsed_ms, missing_target, truncate
+from aiops_executor.tools.registry import (
+    SETTING_ALLOW_SUPERUSER,
+    TOOL_INVALID_TARGET,
+    ToolContext,
+    ToolError,
+    ToolSpec,
+    describe_exception,
+)
 
 DSN_ATTRIBUTE = "postgres_dsn"
 APPLICATION_NAME = "aiops-executor-diagnostics"
 _SQLALCHEMY_DRIVER = re.compile(r"^(postgres(?:ql)?)\+\w+://", re.IGNORECASE)
+DEFAULT_POSTGRES_PORT = 5432
+DIAGNOSTICS_SUPERUSER_REFUSED = "DIAGNOSTICS_SUPERUSER_REFUSED"
 
 
 class PostgresDiagnosticsArgs(BaseModel):
@@ -43,21 +56,59 @@ def normalise_dsn(dsn: str) -> str:
     return _SQLALCHEMY_DRIVER.sub(lambda m: f"{m.group(1)}://", dsn.strip())
 
 
+def dsn_target(dsn: str) -> tuple[str, int]:
+    """Host and port a DSN connects to (one host; ``localhost`` when it names none)."""
+    try:
+        parts = urlsplit(normalise_dsn(dsn))
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"invalid DSN: {exc}") from None
+    if parts.scheme.lower() not in ("postgres", "postgresql"):
+        raise ValueError("the DSN must be a postgresql:// URL")
+    if "," in parts.netloc:
+        raise ValueError("a DSN with several hosts is not supported")
+    return parts.hostname or "localhost", port or DEFAULT_POSTGRES_PORT
+
+
+class SuperuserRefused(Exception):
+    """The DSN logs in as a superuser and the settings do not allow that."""
+
+
 @asynccontextmanager
-async def read_only_session(dsn: str, timeout_seconds: float) -> AsyncIterator[asyncpg.Connection]:
-    """A connection inside a read-only transaction whose statements time out; rolled back at the end."""
+async def read_only_session(
+    dsn: str,
+    timeout_seconds: float,
+    *,
+    address: str | None = None,
+    port: int | None = None,
+    allow_superuser: bool = False,
+) -> AsyncIterator[asyncpg.Connection]:
+    """A read-only connection (server setting ``default_transaction_read_only``) inside a read-only
+    transaction whose statements time out; rolled back at the end. ``address``/``port``: where to connect
+    (the egress-checked address of the DSN's host). A superuser login is refused unless ``allow_superuser``."""
+    timeout_ms = str(int(timeout_seconds * 1000))
     connection = await asyncpg.connect(
         dsn=normalise_dsn(dsn),
+        host=address,
+        port=port,
         timeout=timeout_seconds,
         # The server's statement_timeout should fire first: its error names the statement.
         command_timeout=timeout_seconds + 1,
         statement_cache_size=0,  # one-shot session; also keeps it usable behind transaction-pooling proxies
-        server_settings={"application_name": APPLICATION_NAME},
+        server_settings={
+            "application_name": APPLICATION_NAME,
+            "default_transaction_read_only": "on",
+            "statement_timeout": timeout_ms,
+            "lock_timeout": timeout_ms,
+            "idle_in_transaction_session_timeout": str(int(timeout_seconds * 4000)),
+        },
     )
     try:
+        superuser = await connection.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        if superuser and not allow_superuser:
+            raise SuperuserRefused(str(await connection.fetchval("SELECT current_user")))
         transaction = connection.transaction(readonly=True)
         await transaction.start()
-        timeout_ms = str(int(timeout_seconds * 1000))
         await connection.execute(
             "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $1, true)", timeout_ms
         )
@@ -275,11 +326,20 @@ async def postgres_diagnostics(args: PostgresDiagnosticsArgs, context: ToolConte
         raise missing_target("PostgreSQL DSN", [DSN_ATTRIBUTE])
     if not isinstance(dsn, str):
         raise ToolError(TOOL_INVALID_TARGET, f"node attribute {DSN_ATTRIBUTE!r} must be a string")
+    try:
+        host, port = dsn_target(dsn)
+    except ValueError as exc:
+        raise ToolError(TOOL_INVALID_TARGET, f"node attribute {DSN_ATTRIBUTE!r}: {describe_exception(exc)}") from None
     started = time.perf_counter()
     report: dict[str, Any] = {}
     section_errors: dict[str, str] = {}
+    allow_superuser = bool(context.settings.get(SETTING_ALLOW_SUPERUSER))
     try:
-        async with read_only_session(dsn, args.timeout_seconds) as connection:
+        address = await egress_address(context, host, port)
+        session = read_only_session(
+            dsn, args.timeout_seconds, address=address, port=port, allow_superuser=allow_superuser
+        )
+        async with session as connection:
             report["connected"] = True
             for name, section in SECTIONS:
                 try:
@@ -287,6 +347,12 @@ async def postgres_diagnostics(args: PostgresDiagnosticsArgs, context: ToolConte
                         report.update(await section(connection, args))
                 except asyncpg.PostgresError as exc:
                     section_errors[name] = describe_exception(exc)
+    except SuperuserRefused as exc:
+        raise ToolError(
+            DIAGNOSTICS_SUPERUSER_REFUSED,
+            f"the DSN logs in as superuser {exc}; diagnostics run with a least-privileged role "
+            "(grant it pg_monitor) unless AIOPS_DIAGNOSTICS_ALLOW_SUPERUSER=true",
+        ) from None
     except ValueError as exc:  # asyncpg's DSN parsing (ClientConfigurationError is a ValueError too)
         if report.get("connected"):
             raise

@@ -14,8 +14,11 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from aiops_executor.core.egress import EgressDenied, EgressUnresolvable
 from aiops_executor.tools.builtin._common import (
     as_float,
+    egress_denied,
+    egress_http_transport,
     elapsed_ms,
     fill_from_attributes,
     http_url_or_none,
@@ -151,10 +154,14 @@ async def prometheus_query(args: PrometheusQueryArgs, context: ToolContext) -> d
     query = args.query or DEFAULT_QUERY
     kind, path, params = _request(args, query)
     started = time.perf_counter()
-    async with httpx.AsyncClient(timeout=httpx.Timeout(args.timeout_seconds), trust_env=False) as client:
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(args.timeout_seconds), trust_env=False, transport=egress_http_transport(context)
+    ) as client:
         try:
             response = await client.get(str(base_url).rstrip("/") + path, params=params)
-        except httpx.HTTPError as exc:
+        except EgressDenied as exc:
+            raise egress_denied(exc) from None
+        except (httpx.HTTPError, EgressUnresolvable) as exc:
             raise ToolError(PROMETHEUS_UNREACHABLE, describe_exception(exc)) from None
     try:
         body = response.json()

@@ -1,25 +1,59 @@
 """``redis_info``: health of a Redis server from ``INFO`` and ``SLOWLOG GET`` (read-only commands only).
 
 Reads the node attribute ``redis_url`` (``redis://[:password@]host:6379/0``, ``rediss://`` for TLS). Like a
-database DSN it may hold a password, so it is never an argument.
+database DSN it may hold a password, so it is never an argument. The client refuses to send any command but
+``INFO``, ``SLOWLOG GET``, ``PING`` and ``DBSIZE``; the server's address is checked against the egress policy
+and (without TLS) connected to as checked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from aiops_executor.tools.builtin._common import as_float, elapsed_ms, missing_target, truncate
-from aiops_executor.tools.registry import TOOL_INVALID_TARGET, ToolContext, ToolError, ToolSpec, describe_exception
+from aiops_executor.tools.builtin._common import (
+    as_float,
+    egress_address,
+    egress_policy,
+    elapsed_ms,
+    missing_target,
+    truncate,
+)
+from aiops_executor.tools.registry import (
+    EGRESS_DENIED,
+    TOOL_INVALID_TARGET,
+    ToolContext,
+    ToolError,
+    ToolSpec,
+    describe_exception,
+)
 
 URL_ATTRIBUTE = "redis_url"
+DEFAULT_REDIS_PORT = 6379
+# The only commands this tool sends (besides the connection handshake: HELLO/AUTH, CLIENT SETINFO, SELECT).
+READ_COMMANDS = frozenset({"INFO", "SLOWLOG GET", "PING", "DBSIZE"})
+
+
+class ReadOnlyRedis(Redis):
+    """A client that refuses to send anything but the read commands above."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        name = " ".join(str(part) for part in args[:2]).upper() if args else ""
+        command = str(args[0]).upper() if args else ""
+        if command not in READ_COMMANDS and name not in READ_COMMANDS:
+            raise redis_errors.RedisError(f"redis_info sends read commands only, not {command}")
+        return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+
 MAX_KEYSPACE_DBS = 16
 
 MEMORY_FIELDS = (
@@ -109,16 +143,42 @@ async def redis_info(args: RedisInfoArgs, context: ToolContext) -> dict[str, Any
     if not isinstance(url, str):
         raise ToolError(TOOL_INVALID_TARGET, f"node attribute {URL_ATTRIBUTE!r} must be a string")
     try:
-        client = Redis.from_url(
-            url,
-            socket_timeout=args.timeout_seconds,
-            socket_connect_timeout=args.timeout_seconds,
-            decode_responses=True,
-            retry=Retry(NoBackoff(), 0),  # one attempt: a diagnostic reports the failure, it does not hide it
-        )
+        options: dict[str, Any] = dict(parse_url(url))
     except ValueError as exc:
         raise ToolError(TOOL_INVALID_TARGET, f"node attribute {URL_ATTRIBUTE!r}: {describe_exception(exc)}") from None
     started = time.perf_counter()
+    if "path" in options:  # unix:// -- no network address the egress policy could check
+        policy = egress_policy(context)
+        if policy.deny or policy.allow:
+            raise ToolError(
+                EGRESS_DENIED, "egress denied: a unix socket Redis URL cannot be checked by the egress policy"
+            )
+    else:
+        host, port = str(options.get("host") or "localhost"), int(options.get("port") or DEFAULT_REDIS_PORT)
+        try:
+            async with asyncio.timeout(args.timeout_seconds):
+                address = await egress_address(context, host, port)
+        except OSError as exc:  # the name does not resolve (TimeoutError included)
+            return {
+                "connected": False,
+                "reachable": False,
+                "error": describe_exception(exc),
+                "latency_ms": elapsed_ms(started),
+            }
+        # Connect to the checked address; over TLS the name stays, for certificate verification.
+        if not url.lower().startswith("rediss://"):
+            options["host"] = address
+        options["port"] = port
+    pool = ConnectionPool(
+        **{
+            **options,
+            "socket_timeout": args.timeout_seconds,
+            "socket_connect_timeout": args.timeout_seconds,
+            "decode_responses": True,
+            "retry": Retry(NoBackoff(), 0),  # one attempt: a diagnostic reports the failure, it does not hide it
+        }
+    )
+    client = ReadOnlyRedis(connection_pool=pool)
     try:
         try:
             info = await client.info()
@@ -139,7 +199,7 @@ async def redis_info(args: RedisInfoArgs, context: ToolContext) -> dict[str, Any
                 report["slowlog_error"] = describe_exception(exc)
         return report
     finally:
-        await client.aclose()
+        await client.aclose(close_connection_pool=True)
 
 
 REDIS_INFO = ToolSpec(

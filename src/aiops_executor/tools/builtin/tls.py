@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aiops_executor.tools.builtin._common import (
     HOSTNAME_PATTERN,
+    egress_address,
     elapsed_ms,
     fill_from_attributes,
     host_port_from_url_attributes,
@@ -159,10 +160,15 @@ async def tls_certificate(args: TlsCertificateArgs, context: ToolContext) -> dic
     verify_error: str | None = None
     try:
         try:
-            handshake = await _handshake(host, port, server_name, verifying_context(), args.timeout_seconds)
+            async with asyncio.timeout(args.timeout_seconds):
+                address = await egress_address(context, host, port)
+        except OSError as exc:  # the name does not resolve (TimeoutError included)
+            raise _Unreachable(exc) from None
+        try:
+            handshake = await _handshake(address, port, server_name, verifying_context(), args.timeout_seconds)
         except ssl.SSLCertVerificationError as exc:
             verify_error = exc.verify_message or describe_exception(exc)
-            handshake = await _handshake(host, port, server_name, _reading_context(), args.timeout_seconds)
+            handshake = await _handshake(address, port, server_name, _reading_context(), args.timeout_seconds)
     except _Unreachable as exc:
         error = f"connect timed out after {args.timeout_seconds:g} s" if isinstance(exc.cause, TimeoutError) else None
         return {

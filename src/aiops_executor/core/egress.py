@@ -1,0 +1,513 @@
+"""Egress policy: where the service's outgoing connections (diagnostic tools, provider calls) may go.
+
+Rules come from ``AIOPS_EGRESS_ALLOW`` and ``AIOPS_EGRESS_DENY`` (comma-separated): CIDRs (``10.0.0.0/8``,
+``fe80::/10``), addresses (``10.0.0.5``, ``[::1]``), host names with ``*`` globs (``*.internal``,
+``db.example.com``), each optionally with a port (``10.0.0.5:5432``, ``[fd00::1]:443``), or a port alone
+(``:25``). A connection is checked after name resolution: every address the name resolves to must pass, and
+the caller connects to the address that was checked (no DNS-rebinding window). Deny wins over allow; with an
+allow list set, anything it does not allow is denied.
+
+Defaults: in ``prod`` link-local addresses, the cloud metadata services and the service's own database and
+Redis (host:port of ``AIOPS_DATABASE_URL`` / ``AIOPS_REDIS_URL``) are denied; in ``dev`` everything on this
+machine (loopback) is allowed, even outside an allow list, so the demo can probe the local PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from aiops_executor.core.settings import Settings
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+ALLOW_SETTING = "AIOPS_EGRESS_ALLOW"
+DENY_SETTING = "AIOPS_EGRESS_DENY"
+PROD_DEFAULT = "prod default"
+DEV_DEFAULT = "dev default"
+EGRESS_DENIED = "EGRESS_DENIED"
+RESOLVE_TIMEOUT_SECONDS = 5.0
+DEFAULT_PORTS = {"http": 80, "https": 443, "postgres": 5432, "postgresql": 5432, "redis": 6379, "rediss": 6379}
+
+PROD_DEFAULT_DENY = (
+    "169.254.0.0/16",
+    "fe80::/10",
+    "169.254.169.254",
+    "fd00:ec2::254",
+    "metadata.google.internal",
+    "metadata",
+    "100.100.100.200",
+)
+DEV_DEFAULT_ALLOW = ("127.0.0.0/8", "::1", "localhost")
+# Headers that carry a provider's credentials; sent only to the endpoint's own origin.
+CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "appid", "proxy-authorization", "cookie")
+
+
+class EgressRuleError(ValueError):
+    """A rule of AIOPS_EGRESS_ALLOW / AIOPS_EGRESS_DENY cannot be parsed."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    text: str
+    source: str  # ALLOW_SETTING / DENY_SETTING, with "(prod default)" etc. for built-in rules
+    network: IPNetwork | None = None
+    host_pattern: str | None = None  # lower-case glob
+    port: int | None = None
+    note: str = ""  # e.g. "prod default"
+
+    def matches(self, host: str, address: IPAddress | None, port: int | None) -> bool:
+        if self.port is not None and port != self.port:
+            return False
+        if self.network is not None:
+            return address is not None and _in_network(address, self.network)
+        if self.host_pattern is not None:
+            return fnmatch.fnmatchcase(normalise_host(host), self.host_pattern)
+        return True  # a port-only rule
+
+    def describe(self) -> str:
+        return f"{self.source} rule {self.text}" + (f" ({self.note})" if self.note else "")
+
+
+def _in_network(address: IPAddress, network: IPNetwork) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.version == network.version and address in network
+
+
+def normalise_host(host: str) -> str:
+    return host.strip().strip("[]").rstrip(".").lower()
+
+
+def _port(text: str, rule: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise EgressRuleError(f"egress rule {rule!r}: {text!r} is not a port (1-65535)")
+    return int(text)
+
+
+def parse_rule(text: str, source: str, note: str = "") -> Rule:
+    parsed = _parse_rule(text, source)
+    return Rule(parsed.text, source, parsed.network, parsed.host_pattern, parsed.port, note)
+
+
+def _parse_rule(text: str, source: str) -> Rule:
+    rule = text.strip()
+    if not rule:
+        raise EgressRuleError("empty egress rule")
+    host, port = rule, None
+    if rule.startswith(":") and _network_or_none(rule) is None:
+        return Rule(rule, source, port=_port(rule[1:], rule))
+    if rule.startswith("["):
+        inside, _, rest = rule[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise EgressRuleError(f"egress rule {rule!r}: expected ':port' after ']'")
+            port = _port(rest[1:], rule)
+        host = inside
+    else:
+        network = _network_or_none(rule)
+        if network is not None:
+            return Rule(rule, source, network=network)
+        if rule.count(":") == 1:
+            host, _, port_text = rule.partition(":")
+            port = _port(port_text, rule)
+    network = _network_or_none(host)
+    if network is not None:
+        return Rule(rule, source, network=network, port=port)
+    pattern = normalise_host(host)
+    if not pattern or not all(c.isalnum() or c in "-._*?" for c in pattern):
+        raise EgressRuleError(f"egress rule {rule!r} is not a CIDR, an address, a host name or ':port'")
+    return Rule(rule, source, host_pattern=pattern, port=port)
+
+
+def _network_or_none(text: str) -> IPNetwork | None:
+    try:
+        return ipaddress.ip_network(text.strip("[]"), strict=False)
+    except ValueError:
+        return None
+
+
+def parse_rules(value: str | Iterable[str] | None, source: str, note: str = "") -> tuple[Rule, ...]:
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(parse_rule(item, source, note) for item in items if item.strip())
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    host: str
+    port: int | None
+    address: str | None = None  # the address checked (and to connect to); on a denial, the one denied
+    rule: Rule | None = None
+    addresses: tuple[str, ...] = ()
+
+    @property
+    def reason(self) -> str:
+        if self.allowed:
+            return "allowed"
+        target = self.address or self.host
+        where = f"{target}:{self.port}" if self.port is not None and self.rule and self.rule.port else target
+        if self.rule is None:
+            return f"egress denied: {where} is not allowed by {ALLOW_SETTING}"
+        return f"egress denied: {where} matches {self.rule.describe()}"
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "address": self.address,
+            "rule": self.rule.text if self.rule else None,
+            "rule_source": self.rule.source if self.rule else ALLOW_SETTING,
+        }
+
+
+class EgressDenied(Exception):
+    """A connection the egress policy refuses; nothing was sent."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.reason)
+        self.decision = decision
+
+
+class EgressUnresolvable(OSError):
+    """The host name does not resolve, so there is no address to check or connect to."""
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    deny: tuple[Rule, ...] = ()
+    allow: tuple[Rule, ...] = ()
+    # Built-in allow rules (dev: this machine); they extend the allow list but never override a deny.
+    implicit_allow: tuple[Rule, ...] = ()
+    # Deny rules by host name whose addresses are denied too (the service's own database and Redis).
+    resolve_deny: tuple[Rule, ...] = field(default=())
+
+    def decide(self, host: str, port: int | None, addresses: Iterable[str]) -> Decision:
+        """Whether ``host:port`` may be reached at every one of ``addresses`` (its resolution)."""
+        resolved = tuple(dict.fromkeys(str(a) for a in addresses))
+        if not resolved:
+            return Decision(False, host, port, rule=None)
+        for text in resolved:
+            address = ipaddress.ip_address(text.split("%", 1)[0])
+            denied_by = next((rule for rule in self.deny if rule.matches(host, address, port)), None)
+            if denied_by is not None:
+                return Decision(False, host, port, text, denied_by, resolved)
+            if self.allow and not any(
+                rule.matches(host, address, port) for rule in (*self.allow, *self.implicit_allow)
+            ):
+                return Decision(False, host, port, text, None, resolved)
+        return Decision(True, host, port, resolved[0], None, resolved)
+
+    def decide_static(self, host: str, port: int | None) -> Decision | None:
+        """A denial that needs no name resolution (a host-name rule, or an address literal), else None."""
+        literal = _address_or_none(host)
+        if literal is not None:
+            decision = self.decide(host, port, [str(literal)])
+            return None if decision.allowed else decision
+        for rule in self.deny:
+            if rule.network is None and rule.matches(host, None, port):
+                return Decision(False, host, port, None, rule)
+        return None
+
+    def with_resolved_deny(self, extra: Iterable[Rule]) -> EgressPolicy:
+        return EgressPolicy((*self.deny, *extra), self.allow, self.implicit_allow, ())
+
+
+def _address_or_none(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(normalise_host(host).split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def _service_target(url: str | None) -> tuple[str, int] | None:
+    if not url or "://" not in url:
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    scheme = parts.scheme.split("+", 1)[0].lower()
+    default = DEFAULT_PORTS.get(scheme)
+    return parts.hostname, port or default or 0
+
+
+def policy_for(settings: Settings) -> EgressPolicy:
+    deny = list(parse_rules(settings.egress_deny, DENY_SETTING))
+    allow = parse_rules(settings.egress_allow, ALLOW_SETTING)
+    implicit: tuple[Rule, ...] = ()
+    resolve_deny: list[Rule] = []
+    if settings.is_prod:
+        deny += parse_rules(PROD_DEFAULT_DENY, DENY_SETTING, PROD_DEFAULT)
+        database_url = None if settings.is_embedded_database else settings.resolved_database_url
+        for url in (database_url, settings.redis_url):
+            target = _service_target(url)
+            if target is None:
+                continue
+            host, port = target
+            text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            rule = parse_rule(text, DENY_SETTING, f"{PROD_DEFAULT}: the service's own database or Redis")
+            deny.append(rule)
+            if rule.host_pattern is not None:
+                resolve_deny.append(rule)
+    else:
+        implicit = parse_rules(DEV_DEFAULT_ALLOW, ALLOW_SETTING, DEV_DEFAULT)
+    return EgressPolicy(tuple(deny), allow, implicit, tuple(resolve_deny))
+
+
+# ------------------------------------------------------------------------------------------ resolution
+
+Resolver = Callable[[str, int | None], Awaitable[list[str]]]
+
+
+async def system_resolve(host: str, port: int | None) -> list[str]:
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
+        infos = await loop.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def system_resolve_sync(host: str, port: int | None) -> list[str]:
+    infos = socket.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+# Replaceable in tests (name resolution stubbed); the sync one serves sync HTTP clients.
+resolver: Resolver = system_resolve
+sync_resolver: Callable[[str, int | None], list[str]] = system_resolve_sync
+
+_active: EgressPolicy | None = None
+
+
+def configure(settings: Settings) -> EgressPolicy:
+    """Make ``settings``' policy the process's (the provider clients use it)."""
+    global _active
+    _active = policy_for(settings)
+    return _active
+
+
+def active_policy() -> EgressPolicy:
+    global _active
+    if _active is None:
+        from aiops_executor.core.settings import get_settings
+
+        _active = policy_for(get_settings())
+    return _active
+
+
+def reset() -> None:
+    global _active
+    _active = None
+
+
+async def _expand(policy: EgressPolicy) -> EgressPolicy:
+    if not policy.resolve_deny:
+        return policy
+    extra: list[Rule] = []
+    for rule in policy.resolve_deny:
+        try:
+            addresses = await resolver(rule.host_pattern or "", rule.port)
+        except (OSError, TimeoutError):
+            continue
+        extra += [Rule(rule.text, rule.source, ipaddress.ip_network(a), None, rule.port, rule.note) for a in addresses]
+    return policy.with_resolved_deny(extra)
+
+
+def _expand_sync(policy: EgressPolicy) -> EgressPolicy:
+    if not policy.resolve_deny:
+        return policy
+    extra: list[Rule] = []
+    for rule in policy.resolve_deny:
+        try:
+            addresses = sync_resolver(rule.host_pattern or "", rule.port)
+        except OSError:
+            continue
+        extra += [Rule(rule.text, rule.source, ipaddress.ip_network(a), None, rule.port, rule.note) for a in addresses]
+    return policy.with_resolved_deny(extra)
+
+
+async def authorize(host: str, port: int | None, policy: EgressPolicy | None = None) -> Decision:
+    """Resolve ``host`` and check every address; returns the allowed decision (connect to ``.address``).
+    Raises ``EgressDenied`` (nothing sent), or ``EgressUnresolvable`` when the name does not resolve."""
+    policy = await _expand(policy or active_policy())
+    static = policy.decide_static(host, port)
+    if static is not None:
+        raise EgressDenied(static)
+    literal = _address_or_none(host)
+    if literal is not None:
+        addresses = [str(literal)]
+    else:
+        try:
+            addresses = await resolver(normalise_host(host), port)
+        except TimeoutError:
+            raise EgressUnresolvable(f"resolving {host} timed out") from None
+        except OSError as exc:
+            raise EgressUnresolvable(f"{host} does not resolve: {exc}") from None
+    decision = policy.decide(host, port, addresses)
+    if not decision.allowed:
+        raise EgressDenied(decision)
+    return decision
+
+
+def authorize_sync(host: str, port: int | None, policy: EgressPolicy | None = None) -> Decision:
+    policy = _expand_sync(policy or active_policy())
+    static = policy.decide_static(host, port)
+    if static is not None:
+        raise EgressDenied(static)
+    literal = _address_or_none(host)
+    if literal is not None:
+        addresses = [str(literal)]
+    else:
+        try:
+            addresses = sync_resolver(normalise_host(host), port)
+        except OSError as exc:
+            raise EgressUnresolvable(f"{host} does not resolve: {exc}") from None
+    decision = policy.decide(host, port, addresses)
+    if not decision.allowed:
+        raise EgressDenied(decision)
+    return decision
+
+
+def url_target(url: str) -> tuple[str, int | None]:
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValueError("the URL has no host")
+    return parts.hostname, parts.port or DEFAULT_PORTS.get(parts.scheme.lower())
+
+
+def static_url_denial(url: str, policy: EgressPolicy | None = None) -> Decision | None:
+    """A denial of ``url`` that needs no DNS (for checking configuration when it is written)."""
+    try:
+        host, port = url_target(url)
+    except ValueError:
+        return None
+    return (policy or active_policy()).decide_static(host, port)
+
+
+def find_denial(exc: BaseException | None) -> EgressDenied | None:
+    """The ``EgressDenied`` behind ``exc`` (client libraries wrap transport errors), if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, EgressDenied):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+# ------------------------------------------------------------------------------------------ HTTP clients
+
+
+def origin_of(scheme: str, host: str, port: int | None) -> tuple[str, str, int | None]:
+    scheme = scheme.lower()
+    return scheme, normalise_host(host), port or DEFAULT_PORTS.get(scheme)
+
+
+def _pinned_request(http: Any, request: Any, decision: Decision, credential_origin: Any) -> Any:
+    url = request.url
+    headers = http.Headers(request.headers)
+    if credential_origin is not None and origin_of(url.scheme, url.host, url.port) != credential_origin:
+        for name in CREDENTIAL_HEADERS:
+            headers.pop(name, None)
+    extensions: dict[str, Any] = dict(request.extensions)
+    address = decision.address or url.host
+    if url.scheme == "https" and _address_or_none(url.host) is None:
+        extensions["sni_hostname"] = url.host
+    pinned = http.Request(
+        request.method, url.copy_with(host=address), headers=headers, stream=request.stream, extensions=extensions
+    )
+    return pinned
+
+
+def async_transport(
+    http: Any,
+    *,
+    policy: EgressPolicy | None = None,
+    credential_origin: tuple[str, str, int | None] | None = None,
+    **transport_options: Any,
+) -> Any:
+    """An async transport of ``http`` (``httpx`` or the SDKs' ``httpx2``) that checks every request
+    (redirects included) against the policy, connects to the checked address (Host header and TLS SNI
+    keep the name), and drops credential headers on any request to another origin than ``credential_origin``.
+    """
+
+    class EgressAsyncTransport(http.AsyncBaseTransport):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._inner = http.AsyncHTTPTransport(**transport_options)
+
+        async def handle_async_request(self, request: Any) -> Any:
+            url = request.url
+            decision = await authorize(url.host, url.port or DEFAULT_PORTS.get(url.scheme), policy)
+            return await self._inner.handle_async_request(_pinned_request(http, request, decision, credential_origin))
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return EgressAsyncTransport()
+
+
+def sync_transport(
+    http: Any,
+    *,
+    policy: EgressPolicy | None = None,
+    credential_origin: tuple[str, str, int | None] | None = None,
+    **transport_options: Any,
+) -> Any:
+    class EgressTransport(http.BaseTransport):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._inner = http.HTTPTransport(**transport_options)
+
+        def handle_request(self, request: Any) -> Any:
+            url = request.url
+            decision = authorize_sync(url.host, url.port or DEFAULT_PORTS.get(url.scheme), policy)
+            return self._inner.handle_request(_pinned_request(http, request, decision, credential_origin))
+
+        def close(self) -> None:
+            self._inner.close()
+
+    return EgressTransport()
+
+
+def sdk_http_clients(base_url: str | None, default_base_url: str | None = None) -> dict[str, Any]:
+    """``http_client`` / ``http_async_client`` for the official SDKs (httpx2), bound to the endpoint's origin."""
+    import httpx2
+
+    target = base_url or default_base_url
+    credential_origin = None
+    if target:
+        parts = urlsplit(target)
+        if parts.hostname:
+            credential_origin = origin_of(parts.scheme, parts.hostname, parts.port)
+    return {
+        "http_async_client": httpx2.AsyncClient(
+            transport=async_transport(httpx2, credential_origin=credential_origin), trust_env=False
+        ),
+        "http_client": httpx2.Client(
+            transport=sync_transport(httpx2, credential_origin=credential_origin), trust_env=False
+        ),
+    }
+
+
+def credential_origin_of(url: str | None) -> tuple[str, str, int | None] | None:
+    if not url:
+        return None
+    parts = urlsplit(url)
+    return origin_of(parts.scheme, parts.hostname, parts.port) if parts.hostname else None
+
+
+def mapping_policy(settings: Mapping[str, Any], key: str) -> EgressPolicy:
+    value = settings.get(key)
+    return value if isinstance(value, EgressPolicy) else active_policy()
