@@ -491,12 +491,18 @@ def sdk_http_clients(base_url: str | None, default_base_url: str | None = None) 
         parts = urlsplit(target)
         if parts.hostname:
             credential_origin = origin_of(parts.scheme, parts.hostname, parts.port)
+    # Redirects are followed as the SDKs' own clients do; each hop is checked by the transport, which also
+    # drops the credential headers on any hop to another origin (httpx itself strips only Authorization).
     return {
         "http_async_client": httpx2.AsyncClient(
-            transport=async_transport(httpx2, credential_origin=credential_origin), trust_env=False
+            transport=async_transport(httpx2, credential_origin=credential_origin),
+            trust_env=False,
+            follow_redirects=True,
         ),
         "http_client": httpx2.Client(
-            transport=sync_transport(httpx2, credential_origin=credential_origin), trust_env=False
+            transport=sync_transport(httpx2, credential_origin=credential_origin),
+            trust_env=False,
+            follow_redirects=True,
         ),
     }
 
