@@ -82,6 +82,28 @@ async def _until(check: Any, within_seconds: float = 3.0) -> None:
 # ---------------------------------------------------------------------------------------- postgres_diagnostics
 
 
+async def test_postgres_diagnostics_refuse_a_superuser_unless_allowed() -> None:
+    refused = await invoke("postgres_diagnostics", {}, postgres_dsn=PG_DSN_WITH_PASSWORD)
+    assert refused.status == "error", refused.output
+    assert refused.output["error_code"] == "DIAGNOSTICS_SUPERUSER_REFUSED"
+    assert "hunter2-pg-pw" not in json.dumps(refused.output)
+    context = ToolContext(
+        node_id="db", attributes={"postgres_dsn": PG_DSN}, settings={"diagnostics_allow_superuser": True}
+    )
+    allowed = await default_registry().invoke("postgres_diagnostics", {}, context)
+    assert allowed.status == "success" and allowed.output["user"] == PG_USER, allowed.output
+
+
+async def test_postgres_diagnostics_run_read_only(pg: asyncpg.Connection) -> None:
+    from aiops_executor.tools.builtin.postgres import read_only_session
+
+    async with read_only_session(DIAG_DSN, 5.0) as connection:
+        assert await connection.fetchval("SHOW default_transaction_read_only") == "on"
+        assert await connection.fetchval("SHOW statement_timeout") == "5s"
+        with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+            await connection.execute("CREATE TABLE aiops_must_not_exist (x int)")
+
+
 async def test_postgres_overview(pg: asyncpg.Connection) -> None:
     outcome = await invoke("postgres_diagnostics", {}, postgres_dsn=DIAG_DSN_WITH_PASSWORD)
     assert outcome.status == "success", outcome.output

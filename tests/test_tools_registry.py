@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiops_executor.core.egress import policy_for
-from aiops_executor.core.settings import Settings
+from aiops_executor.core.settings import Environment, Settings
 from aiops_executor.llm.simulator import tool_arguments
 from aiops_executor.tools.registry import (
     DEFAULT_OUTPUT_MAX_CHARS,
@@ -298,7 +298,9 @@ def test_tool_settings_from_service_settings(tmp_path: Path) -> None:
         "output_max_chars": 4000,
     }
     assert built["egress_policy"] == policy_for(settings)
-    assert built["diagnostics_allow_superuser"] is False
+    assert built["diagnostics_allow_superuser"] is True  # dev; prod refuses unless allowed
+    prod = tool_settings(settings.model_copy(update={"env": Environment.prod}))
+    assert prod["diagnostics_allow_superuser"] is False
     defaults = tool_settings(Settings(_env_file=None, data_dir=tmp_path))
     assert defaults["prometheus_url"] is None
     assert defaults["output_max_chars"] == DEFAULT_OUTPUT_MAX_CHARS

@@ -127,8 +127,15 @@ class Settings(BaseSettings):
     # host names with * globs, optional :port, or :port alone. Deny wins; with an allow list, the rest is denied.
     egress_allow: str = ""
     egress_deny: str = ""
-    # postgres_diagnostics refuses a DSN that logs in as a superuser unless this is set.
-    diagnostics_allow_superuser: bool = False
+    # Whether postgres_diagnostics may log in as a superuser (read-only all the same). Unset: allowed in dev, where
+    # the demo probes the local PostgreSQL as ``postgres``; refused in prod.
+    diagnostics_allow_superuser: bool | None = None
+
+    @property
+    def superuser_diagnostics_allowed(self) -> bool:
+        if self.diagnostics_allow_superuser is not None:
+            return self.diagnostics_allow_superuser
+        return not self.is_prod
 
     @field_validator("egress_allow", "egress_deny")
     @classmethod

@@ -286,7 +286,7 @@ def tool_settings(settings: Settings) -> dict[str, Any]:
 
     return {
         SETTING_EGRESS_POLICY: policy_for(settings),
-        SETTING_ALLOW_SUPERUSER: settings.diagnostics_allow_superuser,
+        SETTING_ALLOW_SUPERUSER: settings.superuser_diagnostics_allowed,
         SETTING_PROMETHEUS_URL: settings.prometheus_url,
         SETTING_TIMEOUT_SECONDS: settings.tool_timeout_seconds,
         SETTING_OUTPUT_MAX_CHARS: settings.tool_output_max_chars,
