@@ -88,4 +88,5 @@ def _nul_free_json(value: Any) -> Any:
 
 NameText = Annotated[str, NAME_TEXT]
 FreeText = Annotated[str, FREE_TEXT]
+# Not in the OpenAPI document: JSON Schema cannot say "no NUL at any depth" without a recursive $ref.
 SafeJson = Annotated[dict[str, Any], AfterValidator(_nul_free_json)]
