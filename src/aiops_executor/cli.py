@@ -71,16 +71,17 @@ console = Console(stderr=True, soft_wrap=True)
 def _load_settings(*, secrets: bool = True) -> Settings:
     """The settings (bad ones raise ConfigurationError); ``secrets``: also check (in dev, generate) the keys."""
     settings = get_settings()
-    # Before the first connection: SQLite does not create the folder (aiosqlite reports that failure from its
-    # thread, sometimes after the event loop has closed: a traceback on stderr), and would create the file with
-    # the umask's mode.
-    for path in secure_data_files(settings.data_dir, settings.embedded_database_path):
-        console.print(f"[yellow]made {path} readable by its owner only[/yellow]")
-    if secrets:
+    if secrets:  # first: a refusal is the only line printed (secret files are written private anyway)
         for path in resolve_secrets(settings).generated:
             console.print(
                 f"[yellow]generated a development secret at {path}[/yellow] (set it in the environment for production)"
             )
+    # Before the first connection: SQLite does not create the folder (aiosqlite reports that failure from its
+    # thread, sometimes after the event loop has closed: a traceback on stderr), and would create the file with
+    # the umask's mode.
+    tightened = secure_data_files(settings.data_dir, settings.embedded_database_path)
+    if tightened:
+        console.print(f"[yellow]made data files readable by their owner only:[/yellow] {', '.join(tightened)}")
     return settings
 
 
