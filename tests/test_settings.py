@@ -94,10 +94,10 @@ def test_dev_refuses_an_empty_jwt_secret_file(tmp_path: Path) -> None:
         resolve_secrets(_settings(tmp_path, master_keys={"a": GOOD_KEY}))
 
 
-def test_simulator_is_seeded_on_the_embedded_default_only(tmp_path: Path) -> None:
-    assert _settings(tmp_path).seeds_simulator
-    assert not _settings(tmp_path, database_url="postgresql+asyncpg://u@h:5432/db").seeds_simulator
-    assert _settings(tmp_path, database_url="postgresql+asyncpg://u@h/db", seed_simulator=True).seeds_simulator
+def test_simulator_is_seeded_on_every_database_unless_switched_off(tmp_path: Path) -> None:
+    assert _settings(tmp_path).seed_simulator
+    assert _settings(tmp_path, database_url="postgresql+asyncpg://u@h:5432/db").seed_simulator
+    assert not _settings(tmp_path, database_url="postgresql+asyncpg://u@h/db", seed_simulator=False).seed_simulator
 
 
 async def test_first_dev_start_generates_keys_says_so_and_seeds_the_simulator(

@@ -13,7 +13,8 @@ from aiops_executor.audit.endpoints import router as audit_router
 from aiops_executor.auth import service as auth_service
 from aiops_executor.auth.endpoints import router as auth_router
 from aiops_executor.core import egress
-from aiops_executor.core.errors import ConflictError, install_error_handlers
+from aiops_executor.core.errors import install_error_handlers
+from aiops_executor.core.files import secure_data_files
 from aiops_executor.core.health import router as health_router
 from aiops_executor.core.http_telemetry import TelemetryMiddleware
 from aiops_executor.core.http_telemetry import router as metrics_router
@@ -47,20 +48,19 @@ logger = structlog.get_logger(__name__)
 async def start_context(settings: Settings, telemetry: Telemetry | None = None) -> ServiceContext:
     """Everything a process needs before it serves: keys, schema (embedded default), first admin."""
     egress.configure(settings)  # the provider clients' egress policy
+    tightened = secure_data_files(settings.data_dir, settings.embedded_database_path)
+    if tightened:
+        logger.warning("made data files readable by their owner only", paths=tightened)
     context = ServiceContext.build(settings, telemetry)
     await context.open()
     for path in context.secrets.generated:
         logger.warning("generated a development secret; keep it safe or set it in the environment", path=path)
     if settings.is_embedded_database:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
         await upgrade_engine(context.database.engine)
-    if settings.seeds_simulator:
+    if settings.seed_simulator:
         async with context.database.sessionmaker() as session:
-            try:
-                if await llm_service.seed_simulator(session, context):
-                    logger.info("registered the offline simulator provider", provider=llm_service.SIMULATOR_PROVIDER)
-            except ConflictError:  # another process starting at the same time registered it
-                pass
+            if await llm_service.seed_simulator(session, context):
+                logger.info("registered the offline simulator provider", provider=llm_service.SIMULATOR_PROVIDER)
     async with context.database.sessionmaker() as session:
         if await auth_service.ensure_bootstrap_admin(session, settings.admin_username, settings.admin_password):
             logger.info("created the bootstrap admin", username=settings.admin_username)

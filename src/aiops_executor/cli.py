@@ -21,6 +21,7 @@ from typer.exceptions import TyperException
 
 from aiops_executor.auth.models import Role
 from aiops_executor.console.errors import DEBUG_VARIABLE, EXIT_USAGE, CommandFailure, Targets, explain
+from aiops_executor.core.files import secure_data_files
 from aiops_executor.core.listening import bind_listening_socket
 from aiops_executor.core.settings import ConfigurationError, Settings, get_settings, resolve_secrets
 
@@ -70,15 +71,17 @@ console = Console(stderr=True, soft_wrap=True)
 def _load_settings(*, secrets: bool = True) -> Settings:
     """The settings (bad ones raise ConfigurationError); ``secrets``: also check (in dev, generate) the keys."""
     settings = get_settings()
-    if settings.embedded_database_path is not None:
-        # Before the first connection: SQLite does not create the folder, and aiosqlite reports that failure
-        # from its thread, sometimes after the event loop has closed (a traceback on stderr).
-        settings.embedded_database_path.parent.mkdir(parents=True, exist_ok=True)
-    if secrets:
+    if secrets:  # first: a refusal is the only line printed (secret files are written private anyway)
         for path in resolve_secrets(settings).generated:
             console.print(
                 f"[yellow]generated a development secret at {path}[/yellow] (set it in the environment for production)"
             )
+    # Before the first connection: SQLite does not create the folder (aiosqlite reports that failure from its
+    # thread, sometimes after the event loop has closed: a traceback on stderr), and would create the file with
+    # the umask's mode.
+    tightened = secure_data_files(settings.data_dir, settings.embedded_database_path)
+    if tightened:
+        console.print(f"[yellow]made data files readable by their owner only:[/yellow] {', '.join(tightened)}")
     return settings
 
 
@@ -97,8 +100,7 @@ async def _migrate(settings: Settings) -> None:
     from aiops_executor.core.migrate import upgrade_url
     from aiops_executor.executions.checkpoints import setup_checkpoints
 
-    if settings.is_embedded_database:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secure_data_files(settings.data_dir, settings.embedded_database_path)
     await upgrade_url(settings.resolved_database_url)
     await setup_checkpoints(settings.resolved_database_url)
 

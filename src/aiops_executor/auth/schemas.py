@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiops_executor.auth.models import Role
+from aiops_executor.core.text import NameText
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.@-]{1,100}$"
 
@@ -18,7 +19,7 @@ class TokenRequest(BaseModel):
     """
 
     grant_type: Literal["password"] = "password"
-    username: str = Field(min_length=1, max_length=256)
+    username: NameText = Field(min_length=1, max_length=256)
     password: str = Field(min_length=1, max_length=1024, json_schema_extra={"format": "password"})
 
 
@@ -46,7 +47,7 @@ class UserRead(BaseModel):
 
 
 class ApiKeyCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: NameText = Field(min_length=1, max_length=100)
     role: Role
 
 

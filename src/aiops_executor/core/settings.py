@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from aiops_executor.core.files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 from aiops_executor.core.redaction import redact_text
 
 MASTER_KEY_BYTES = 32
@@ -59,8 +60,8 @@ class Settings(BaseSettings):
     admin_username: str | None = None
     admin_password: str | None = None
 
-    # Register the offline simulator provider on first start; default: on the embedded (SQLite) database.
-    seed_simulator: bool | None = None
+    # Register the offline simulator provider on a fresh install (no provider ever registered), on any database.
+    seed_simulator: bool = True
 
     log_level: str = "INFO"
     log_format: str | None = None  # "json" or "console"; default depends on env
@@ -209,10 +210,6 @@ class Settings(BaseSettings):
         """Runs go through the job queue (PostgreSQL); on the embedded default one process runs them."""
         return not self.is_embedded_database
 
-    @property
-    def seeds_simulator(self) -> bool:
-        return self.is_embedded_database if self.seed_simulator is None else self.seed_simulator
-
 
 def database_url_problem(url: str) -> str | None:
     """Why ``url`` cannot be the service's database URL, or None. The URL itself is never quoted (it may
@@ -262,9 +259,10 @@ def decode_master_key(key_id: str, encoded: str) -> bytes:
 
 def write_private_file(path: Path, content: str, *, replace: bool = False) -> None:
     """Write a file only its owner can read; refuse to overwrite unless ``replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
-    fd = os.open(path, flags, 0o600)
+    fd = os.open(path, flags, PRIVATE_FILE_MODE)
+    os.fchmod(fd, PRIVATE_FILE_MODE)  # a replaced file keeps its mode otherwise
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(content)
 

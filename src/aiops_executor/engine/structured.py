@@ -24,6 +24,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from jsonschema import exceptions as jsonschema_exceptions
 from jsonschema import validators
@@ -65,7 +66,125 @@ class StructuredOutcome:
     raw_output: str | None = None
 
 
+MAX_SCHEMA_BYTES = 64 * 1024
+MAX_SCHEMA_DEPTH = 32
+MAX_INLINED_REFERENCES = 1000
+# Keywords that reach a schema by reference; the dynamic ones are resolved at validation time, so cannot be
+# checked beforehand.
+_DYNAMIC_REFERENCES = ("$dynamicRef", "$recursiveRef")
+
+
+def _schema_depth(schema: Any) -> int:
+    deepest, pending = 0, [(schema, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, depth)
+            if deepest > MAX_SCHEMA_DEPTH:
+                break
+            children = value.values() if isinstance(value, dict) else value
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _local_references(value: Any, path: str = "#") -> list[tuple[str, str]]:
+    """(where, target) of each ``$ref`` in ``value``, both as JSON pointers into the schema."""
+    found: list[tuple[str, str]] = []
+    pending = [(value, path)]
+    while pending:
+        item, where = pending.pop()
+        if isinstance(item, dict):
+            for keyword in _DYNAMIC_REFERENCES:
+                if keyword in item:
+                    raise InvalidOutputSchema(f"output_schema must not use {keyword} (at {where})")
+            reference = item.get("$ref")
+            if isinstance(reference, str):
+                if not reference.startswith("#"):
+                    raise InvalidOutputSchema(
+                        f"output_schema may only refer to its own definitions (#/...), not to {reference!r} "
+                        f"(at {where}): remote references are not fetched"
+                    )
+                if reference != "#" and not reference.startswith("#/"):
+                    raise InvalidOutputSchema(
+                        f"output_schema's $ref {reference!r} (at {where}) must be a JSON pointer (#/...); "
+                        "anchors are not supported"
+                    )
+                found.append((where, reference))
+            pending.extend((child, f"{where}/{_escape(str(key))}") for key, child in item.items())
+        elif isinstance(item, list):
+            pending.extend((child, f"{where}/{index}") for index, child in enumerate(item))
+    return found
+
+
+def _escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def _resolve(schema: dict[str, Any], pointer: str) -> Any:
+    target: Any = schema
+    for raw in pointer.removeprefix("#").split("/")[1:]:
+        token = unquote(raw).replace("~1", "/").replace("~0", "~")
+        if isinstance(target, dict) and token in target:
+            target = target[token]
+        elif isinstance(target, list) and token.isdigit() and int(token) < len(target):
+            target = target[int(token)]
+        else:
+            raise InvalidOutputSchema(f"output_schema's $ref {pointer!r} points at nothing in the schema")
+    return target
+
+
+def _check_references(schema: dict[str, Any]) -> None:
+    """Every ``$ref`` points into the schema itself and none leads back to itself: a cycle makes validation
+    (and the conversion of the schema into a model's tool definition, which inlines references) recurse
+    without end. Inlined, the references must also stay few: ten definitions each naming the next twice
+    are a thousand copies."""
+    references = _local_references(schema)
+    # A reference reaches every reference inside the subschema it targets.
+    reaches: dict[str, list[str]] = {}
+    for where, target in references:
+        _resolve(schema, target)
+        prefix = unquote(target)
+        reaches[where] = [
+            other for other, _ in references if prefix == "#" or other == prefix or other.startswith(f"{prefix}/")
+        ]
+    copies: dict[str, int] = {}  # a finished reference: how many subschemas inlining it makes
+    visiting: set[str] = set()
+    for start in reaches:
+        if start in copies:
+            continue
+        visiting.add(start)
+        stack = [(start, iter(reaches[start]))]
+        while stack:
+            node, successors = stack[-1]
+            successor = next(successors, None)
+            if successor is None:
+                stack.pop()
+                visiting.discard(node)
+                copies[node] = min(1 + sum(copies[other] for other in reaches[node]), MAX_INLINED_REFERENCES + 1)
+            elif successor in visiting:
+                raise InvalidOutputSchema(
+                    f"output_schema's $ref at {successor} leads back to itself; recursive schemas are not supported"
+                )
+            elif successor not in copies:
+                visiting.add(successor)
+                stack.append((successor, iter(reaches[successor])))
+    if sum(copies.values()) > MAX_INLINED_REFERENCES:
+        raise InvalidOutputSchema(
+            f"output_schema's references expand to more than {MAX_INLINED_REFERENCES} subschemas when inlined"
+        )
+
+
 def check_schema(schema: dict[str, Any]) -> None:
+    """A caller's schema is checked before any use: size, depth, references, then the meta-schema."""
+    try:
+        size = len(json.dumps(schema, ensure_ascii=False).encode())
+    except (TypeError, ValueError, RecursionError):
+        raise InvalidOutputSchema("output_schema is not a JSON document") from None
+    if size > MAX_SCHEMA_BYTES:
+        raise InvalidOutputSchema(f"output_schema is too large: {size} bytes, at most {MAX_SCHEMA_BYTES}")
+    if _schema_depth(schema) > MAX_SCHEMA_DEPTH:
+        raise InvalidOutputSchema(f"output_schema is nested too deeply: at most {MAX_SCHEMA_DEPTH} levels")
+    _check_references(schema)
     try:
         validators.validator_for(schema).check_schema(schema)
     except jsonschema_exceptions.SchemaError as exc:

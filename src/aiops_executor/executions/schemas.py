@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 from aiops_executor.core.json_types import JSON_INT
+from aiops_executor.core.text import FREE_TEXT, SafeJson
 from aiops_executor.teams.topology import MAX_TIMEOUT_SECONDS
 
 
@@ -30,8 +31,8 @@ MAX_SEQ = 2**63 - 1
 class ExecutionInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    task: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
-    context: dict[str, Any] = Field(default_factory=dict)
+    task: Annotated[str, StringConstraints(min_length=1, max_length=20_000), FREE_TEXT]
+    context: SafeJson = Field(default_factory=dict)
 
 
 class ExecutionRequest(BaseModel):
@@ -43,7 +44,7 @@ class ExecutionRequest(BaseModel):
     timeout_seconds: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_SECONDS), JSON_INT] | None = Field(
         default=None, description="default: the team's timeout_seconds"
     )
-    output_schema: dict[str, Any] | None = Field(default=None, description="JSON Schema of the structured result")
+    output_schema: SafeJson | None = Field(default=None, description="JSON Schema of the structured result")
 
 
 class ExecuteRequest(ExecutionRequest):
@@ -115,7 +116,7 @@ class StructuredOutputRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     execution_id: uuid.UUID | None = None
-    output_schema: dict[str, Any]
+    output_schema: SafeJson
     include_raw_output: StrictBool = False
 
 

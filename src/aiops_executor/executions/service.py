@@ -60,8 +60,10 @@ def execution_read(row: Execution) -> ExecutionRead:
     )
 
 
-def _invalid_schema(exc: InvalidOutputSchema) -> ValidationFailed:
-    return ValidationFailed(str(exc), details={"errors": [{"field": "output_schema", "message": str(exc)}]})
+def _invalid_schema(exc: InvalidOutputSchema, error_code: str = ValidationFailed.error_code) -> ValidationFailed:
+    return ValidationFailed(
+        str(exc), error_code=error_code, details={"errors": [{"field": "output_schema", "message": str(exc)}]}
+    )
 
 
 async def has_unfinished(session: AsyncSession, team_id: uuid.UUID) -> bool:
@@ -196,7 +198,8 @@ async def structured_output(
     try:
         check_schema(request.output_schema)
     except InvalidOutputSchema as exc:
-        raise _invalid_schema(exc) from exc
+        # The contract's code for this route: no structured output can be generated for such a schema.
+        raise _invalid_schema(exc, "SCHEMA_GENERATION_FAILED") from exc
     await teams_service.get_team_row(session, team_id)
     execution = await _source_execution(session, team_id, request.execution_id)
     spec = TeamSpec.model_validate(execution.team_snapshot)

@@ -25,6 +25,7 @@ from pydantic import (
 
 from aiops_executor.core.json_types import JSON_INT, JsonDatetime, JsonInt
 from aiops_executor.core.partial import PartialUpdate
+from aiops_executor.core.text import FREE_TEXT, NAME_TEXT, NameText, SafeJson
 from aiops_executor.llm.adapters import PROVIDER_TYPES
 
 INT32_MAX = 2_147_483_647
@@ -98,9 +99,10 @@ def _check_http_url(value: str) -> str:
     return value
 
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NAME_TEXT]
 OptionalText = Annotated[
-    Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] | None, BeforeValidator(_blank_to_none)
+    Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000), FREE_TEXT] | None,
+    BeforeValidator(_blank_to_none),
 ]
 # What ``_check_http_url`` accepts, for the OpenAPI document: http(s), a host, an optional port, no credentials,
 # no whitespace or control characters (blank means none). IPv6 literals are accepted but not described.
@@ -121,7 +123,8 @@ BaseUrl = Annotated[
     BeforeValidator(_blank_to_none),
 ]
 ShortText = Annotated[
-    Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)] | None, BeforeValidator(_blank_to_none)
+    Annotated[str, StringConstraints(strip_whitespace=True, max_length=64), NAME_TEXT] | None,
+    BeforeValidator(_blank_to_none),
 ]
 PRICE_MAX = Decimal("99999999.999999")
 
@@ -266,13 +269,15 @@ class EndpointRead(BaseModel):
 
 # api_key / secret_key length limits come from settings and are enforced by the service; pydantic errors
 # never echo the rejected input (core/errors.py drops it), and neither do the service's messages.
+# A key is sent in HTTP headers and its masked form is stored: it has no control characters, like a name.
+Secret = NameText
 
 
 class CredentialCreate(BaseModel):
     alias: Name
-    api_key: str = Field(min_length=1, repr=False)
-    secret_key: str | None = Field(default=None, min_length=1, repr=False)
-    access_token: str | None = Field(default=None, min_length=1, repr=False)
+    api_key: Secret = Field(min_length=1, repr=False)
+    secret_key: Secret | None = Field(default=None, min_length=1, repr=False)
+    access_token: Secret | None = Field(default=None, min_length=1, repr=False)
     expires_at: JsonDatetime | None = None
     quota_limit: Quota | None = None
 
@@ -284,9 +289,9 @@ class CredentialUpdate(PartialUpdate):
     not_null = ("alias", "api_key", "is_active")
 
     alias: Name | None = None
-    api_key: str | None = Field(default=None, min_length=1, repr=False)
-    secret_key: str | None = Field(default=None, min_length=1, repr=False)
-    access_token: str | None = Field(default=None, min_length=1, repr=False)
+    api_key: Secret | None = Field(default=None, min_length=1, repr=False)
+    secret_key: Secret | None = Field(default=None, min_length=1, repr=False)
+    access_token: Secret | None = Field(default=None, min_length=1, repr=False)
     expires_at: JsonDatetime | None = None
     quota_limit: Quota | None = None
     is_active: StrictBool | None = None
@@ -362,13 +367,13 @@ _DEFAULT_PARAMS_SCHEMA = {
     }
 }
 DefaultParams = Annotated[
-    dict[str, Any],
+    SafeJson,
     Field(max_length=50, json_schema_extra=_DEFAULT_PARAMS_SCHEMA),
     AfterValidator(_check_default_params),
 ]
 Capabilities = dict[Capability, CapabilitySpec]
 Scenarios = Annotated[
-    list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]],
+    list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NAME_TEXT]],
     Field(max_length=50),
 ]
 

@@ -7,11 +7,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from aiops_executor.core.json_types import JSON_INT, JsonInt
 from aiops_executor.core.partial import PartialUpdate
-from aiops_executor.teams.topology import Topology
+from aiops_executor.teams.topology import Description, ShortName, Topology
 from aiops_executor.teams.validation import Issue
 
 
@@ -60,8 +60,8 @@ class TeamUpdate(PartialUpdate):
 
     model_config = ConfigDict(extra="forbid")
 
-    team_name: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
-    description: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    team_name: ShortName | None = None
+    description: Description | None = None
     timeout_seconds: JsonInt | None = None
     max_iterations: Annotated[int, Field(ge=1, le=1000), JSON_INT] | None = None
     topology: Topology | None = None

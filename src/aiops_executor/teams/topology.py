@@ -8,15 +8,18 @@ edges, cycles, depth, references to the LLM configuration and the tool registry)
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StringConstraints
 
 from aiops_executor.core.json_types import JSON_INT, JsonInt
+from aiops_executor.core.text import FREE_TEXT, NAME_TEXT, SafeJson
 
 ClientId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Prompt = Annotated[str, StringConstraints(max_length=20_000)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200), NAME_TEXT]
+Prompt = Annotated[str, StringConstraints(max_length=20_000), FREE_TEXT]
+ShortName = Annotated[str, StringConstraints(min_length=1, max_length=100), NAME_TEXT]
+Description = Annotated[str, StringConstraints(max_length=2000), FREE_TEXT]
 
 MAX_NODES = 100
 MAX_AGENTS_PER_NODE = 20
@@ -58,8 +61,8 @@ class _Strict(BaseModel):
 class ModelRef(_Strict):
     """Which configured model a supervisor or agent runs on."""
 
-    model_provider: Annotated[str, StringConstraints(min_length=1, max_length=100)]
-    model_id: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    model_provider: ShortName
+    model_id: ShortName
 
 
 class AgentSpec(ModelRef):
@@ -67,9 +70,7 @@ class AgentSpec(ModelRef):
     agent_name: Name
     system_prompt: Prompt = ""
     user_prompt_template: Prompt = "{task}"
-    tools: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] = Field(
-        default_factory=list, max_length=50
-    )
+    tools: list[ShortName] = Field(default_factory=list, max_length=50)
     temperature: StrictFloat | None = Field(default=None, ge=0, le=2)
     max_tokens: Annotated[int, Field(ge=1, le=1_000_000), JSON_INT] | None = None
 
@@ -87,8 +88,8 @@ class GlobalSupervisorSpec(ModelRef):
 class NodeSpec(_Strict):
     node_id: ClientId
     node_name: Name
-    node_type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    node_type: ShortName
+    attributes: SafeJson = Field(default_factory=dict)
     # The count limit is a topology rule (reported with the others); only an absurd count is refused here.
     agents: list[AgentSpec] = Field(min_length=1, max_length=HARD_MAX_AGENTS_PER_NODE)
     supervisor_config: NodeSupervisorSpec
@@ -98,7 +99,7 @@ class EdgeSpec(_Strict):
     source_node_id: ClientId
     target_node_id: ClientId
     relation_type: RelationType
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: SafeJson = Field(default_factory=dict)
 
     @property
     def ordering(self) -> tuple[str, str] | None:
@@ -123,8 +124,8 @@ class Topology(_Strict):
 class TeamSpec(_Strict):
     """A team definition: what ``POST /teams`` takes and what ``aiops-executor run`` reads from a file."""
 
-    team_name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
-    description: Annotated[str, StringConstraints(max_length=2000)] = ""
+    team_name: ShortName
+    description: Description = ""
     # Range rules are topology rules (reported with the others); only the type is checked here.
     timeout_seconds: JsonInt = 300
     max_iterations: JsonInt = Field(default=50, ge=1, le=1000)
