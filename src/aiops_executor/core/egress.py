@@ -313,16 +313,20 @@ def reset() -> None:
     _active = None
 
 
+def _address_rules(rule: Rule, addresses: list[str]) -> list[Rule]:
+    """A deny rule naming a host, as one rule per address the host resolves to."""
+    return [Rule(rule.text, rule.source, ipaddress.ip_network(a), None, rule.port, rule.note) for a in addresses]
+
+
 async def _expand(policy: EgressPolicy) -> EgressPolicy:
     if not policy.resolve_deny:
         return policy
     extra: list[Rule] = []
     for rule in policy.resolve_deny:
         try:
-            addresses = await resolver(rule.host_pattern or "", rule.port)
+            extra += _address_rules(rule, await resolver(rule.host_pattern or "", rule.port))
         except (OSError, TimeoutError):
             continue
-        extra += [Rule(rule.text, rule.source, ipaddress.ip_network(a), None, rule.port, rule.note) for a in addresses]
     return policy.with_resolved_deny(extra)
 
 
@@ -332,53 +336,54 @@ def _expand_sync(policy: EgressPolicy) -> EgressPolicy:
     extra: list[Rule] = []
     for rule in policy.resolve_deny:
         try:
-            addresses = sync_resolver(rule.host_pattern or "", rule.port)
+            extra += _address_rules(rule, sync_resolver(rule.host_pattern or "", rule.port))
         except OSError:
             continue
-        extra += [Rule(rule.text, rule.source, ipaddress.ip_network(a), None, rule.port, rule.note) for a in addresses]
     return policy.with_resolved_deny(extra)
+
+
+def _literal_addresses(policy: EgressPolicy, host: str, port: int | None) -> list[str] | None:
+    """What can be decided before any lookup: raises ``EgressDenied`` for a rule on the name or port; the
+    address itself when ``host`` is one (None: the name must be resolved)."""
+    static = policy.decide_static(host, port)
+    if static is not None:
+        raise EgressDenied(static)
+    literal = _address_or_none(host)
+    return [str(literal)] if literal is not None else None
+
+
+def _allowed(policy: EgressPolicy, host: str, port: int | None, addresses: list[str]) -> Decision:
+    decision = policy.decide(host, port, addresses)
+    if not decision.allowed:
+        raise EgressDenied(decision)
+    return decision
 
 
 async def authorize(host: str, port: int | None, policy: EgressPolicy | None = None) -> Decision:
     """Resolve ``host`` and check every address; returns the allowed decision (connect to ``.address``).
     Raises ``EgressDenied`` (nothing sent), or ``EgressUnresolvable`` when the name does not resolve."""
     policy = await _expand(policy or active_policy())
-    static = policy.decide_static(host, port)
-    if static is not None:
-        raise EgressDenied(static)
-    literal = _address_or_none(host)
-    if literal is not None:
-        addresses = [str(literal)]
-    else:
+    addresses = _literal_addresses(policy, host, port)
+    if addresses is None:
         try:
             addresses = await resolver(normalise_host(host), port)
         except TimeoutError:
             raise EgressUnresolvable(f"resolving {host} timed out") from None
         except OSError as exc:
             raise EgressUnresolvable(f"{host} does not resolve: {exc}") from None
-    decision = policy.decide(host, port, addresses)
-    if not decision.allowed:
-        raise EgressDenied(decision)
-    return decision
+    return _allowed(policy, host, port, addresses)
 
 
 def authorize_sync(host: str, port: int | None, policy: EgressPolicy | None = None) -> Decision:
+    """``authorize`` for synchronous clients."""
     policy = _expand_sync(policy or active_policy())
-    static = policy.decide_static(host, port)
-    if static is not None:
-        raise EgressDenied(static)
-    literal = _address_or_none(host)
-    if literal is not None:
-        addresses = [str(literal)]
-    else:
+    addresses = _literal_addresses(policy, host, port)
+    if addresses is None:
         try:
             addresses = sync_resolver(normalise_host(host), port)
         except OSError as exc:
             raise EgressUnresolvable(f"{host} does not resolve: {exc}") from None
-    decision = policy.decide(host, port, addresses)
-    if not decision.allowed:
-        raise EgressDenied(decision)
-    return decision
+    return _allowed(policy, host, port, addresses)
 
 
 def url_target(url: str) -> tuple[str, int | None]:

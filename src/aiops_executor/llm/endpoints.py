@@ -116,15 +116,15 @@ async def list_endpoints(
     provider_id: uuid.UUID, _: ViewerDep, session: SessionDep, context: ServiceContextDep, page: PageQuery
 ) -> Page[EndpointRead]:
     listed = await service.list_endpoints(session, context, provider_id, page)
-    items = [await provider_calls.with_cooldown(context, item) for item in listed.items]
-    return listed.model_copy(update={"items": items})
+    return listed.model_copy(update={"items": await provider_calls.with_cooldowns(context, listed.items)})
 
 
 @router.get("/endpoints/{endpoint_id}", response_model=EndpointRead, responses=error_responses(404))
 async def get_endpoint(
     endpoint_id: uuid.UUID, _: ViewerDep, session: SessionDep, context: ServiceContextDep
 ) -> EndpointRead:
-    return await provider_calls.with_cooldown(context, await service.get_endpoint(session, context, endpoint_id))
+    [shown] = await provider_calls.with_cooldowns(context, [await service.get_endpoint(session, context, endpoint_id)])
+    return shown
 
 
 @router.put("/endpoints/{endpoint_id}", response_model=EndpointRead, responses=error_responses(404, 409))

@@ -240,22 +240,40 @@ async def check_endpoint_health(
     return HealthCheckResult(status=status, latency_ms=latency, checked_at=checked_at, details=details)
 
 
-async def endpoint_cooldown(context: ServiceContext, endpoint_id: uuid.UUID) -> float | None:
-    """Seconds the model runtime keeps this endpoint cooled down (after 429, 503 or connection failures)."""
+_COOLDOWN_KINDS = ("endpoint", "throttled")
+
+
+async def endpoint_cooldowns(context: ServiceContext, endpoint_ids: list[uuid.UUID]) -> dict[uuid.UUID, float]:
+    """Seconds the model runtime keeps each endpoint cooled down (after 429, 503 or connection failures), read in
+    one round trip; endpoints not cooling down are left out."""
     state = context.model_runtime.state
-    keys = {("endpoint", endpoint_id), ("throttled", endpoint_id)}
-    await state.load_cooldowns(keys)
-    left = [state.cooldown_left(kind, key) for kind, key in keys]
-    return max((x for x in left if x is not None), default=None)
+    await state.load_cooldowns({(kind, endpoint_id) for endpoint_id in endpoint_ids for kind in _COOLDOWN_KINDS})
+    cooling: dict[uuid.UUID, float] = {}
+    for endpoint_id in endpoint_ids:
+        left = [state.cooldown_left(kind, endpoint_id) for kind in _COOLDOWN_KINDS]
+        longest = max((x for x in left if x is not None), default=None)
+        if longest is not None:
+            cooling[endpoint_id] = longest
+    return cooling
 
 
-async def with_cooldown(context: ServiceContext, endpoint: EndpointRead) -> EndpointRead:
-    """The stored endpoint as callers see it now: ``degraded`` while the runtime keeps calls away from it."""
-    cooling = await endpoint_cooldown(context, endpoint.id)
-    if cooling is None:
-        return endpoint
-    status = HealthStatus.unhealthy if endpoint.health_status is HealthStatus.unhealthy else HealthStatus.degraded
-    return endpoint.model_copy(update={"health_status": status, "cooldown_seconds": round(cooling, 1)})
+async def endpoint_cooldown(context: ServiceContext, endpoint_id: uuid.UUID) -> float | None:
+    return (await endpoint_cooldowns(context, [endpoint_id])).get(endpoint_id)
+
+
+async def with_cooldowns(context: ServiceContext, endpoints: list[EndpointRead]) -> list[EndpointRead]:
+    """The stored endpoints as callers see them now: ``degraded`` while the runtime keeps calls away from one."""
+    cooling = await endpoint_cooldowns(context, [e.id for e in endpoints])
+    shown = []
+    for endpoint in endpoints:
+        left = cooling.get(endpoint.id)
+        if left is None:
+            shown.append(endpoint)
+            continue
+        down = endpoint.health_status is HealthStatus.unhealthy
+        status = HealthStatus.unhealthy if down else HealthStatus.degraded
+        shown.append(endpoint.model_copy(update={"health_status": status, "cooldown_seconds": round(left, 1)}))
+    return shown
 
 
 # --------------------------------------------------------------------------------------------- validation
