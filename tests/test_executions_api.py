@@ -460,7 +460,8 @@ async def test_structured_output_from_the_latest_execution(live: Live) -> None:
         assert error["execution_id"] == execution_id and error["team_id"] == team_id
 
         invalid = await client.post(f"{API}/teams/{team_id}/structured-output", json={"output_schema": {"type": 7}})
-        assert_error(invalid, 422, "SCHEMA_GENERATION_FAILED")
+        refused = contract_error(invalid, 422, "SCHEMA_GENERATION_FAILED")
+        assert refused["schema_validation"]["valid"] is False and refused["partial_output"] is None
 
 
 async def test_execute_with_an_output_schema_returns_structured_output(live: Live) -> None:

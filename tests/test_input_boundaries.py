@@ -15,6 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.helpers import API, assert_error, make_provider
+from tests.test_executions_api import contract_error
 
 CONTROL_CHARACTERS = ["\x00", "\x07", "\x1b", "\x7f", "\x85", "\x9f"]
 
@@ -240,8 +241,13 @@ async def test_unusable_output_schemas_are_refused_before_use(
         structured = await client.post(
             f"{API}/teams/{team}/structured-output", json={"output_schema": schema}, headers=admin_headers
         )
-        body = assert_error(structured, 422, "SCHEMA_GENERATION_FAILED")
+        body = contract_error(structured, 422, "SCHEMA_GENERATION_FAILED")
         assert message in body["error_message"], body
+        # The contract's fields of this error, as when generation fails.
+        assert body["schema_validation"]["valid"] is False and body["partial_output"] is None
+        [problem] = body["schema_validation"]["errors"]
+        assert problem["path"] == "$" and message in problem["message"]
+        assert body["team_id"] == team
     _no_error_logs(logs)
 
 

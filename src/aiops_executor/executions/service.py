@@ -198,8 +198,16 @@ async def structured_output(
     try:
         check_schema(request.output_schema)
     except InvalidOutputSchema as exc:
-        # The contract's code for this route: no structured output can be generated for such a schema.
-        raise _invalid_schema(exc, "SCHEMA_GENERATION_FAILED") from exc
+        # The contract's code for this route, with its fields: no structured output can follow such a schema.
+        refused = _invalid_schema(exc, "SCHEMA_GENERATION_FAILED")
+        refused.extra_fields = {
+            "team_id": str(team_id),
+            "schema_validation": SchemaValidation(
+                valid=False, errors=[{"path": "$", "message": str(exc)}]
+            ).model_dump(),
+            "partial_output": None,
+        }
+        raise refused from exc
     await teams_service.get_team_row(session, team_id)
     execution = await _source_execution(session, team_id, request.execution_id)
     spec = TeamSpec.model_validate(execution.team_snapshot)
