@@ -135,7 +135,8 @@ async def test_two_apis_two_workers_cancel_anywhere_and_survive_a_worker_kill(da
         await cluster.start()
         api_a, api_b = cluster.apis
         async with api_a.client(ADMIN) as a, api_b.client(ADMIN) as b:
-            await add_simulator_models(a, latency_ms=500)
+            # Slow enough that the runs outlast the two cancels and the kill, even on an idle machine.
+            await add_simulator_models(a, latency_ms=1500)
             team_id = await make_team(a, nodes=3)
             ids = [await start_run(a if i % 2 else b, team_id) for i in range(54)]
             rows = await wait_until(a, ids, lambda r: all(x["status"] == "running" for x in r.values()), 60)
