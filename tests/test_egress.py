@@ -7,7 +7,9 @@ never connected to: name resolution is stubbed and the connection layer records 
 
 from __future__ import annotations
 
+import binascii
 import json
+import struct
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -238,6 +240,58 @@ class RecordingHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(raw)
 
+    def do_POST(self) -> None:
+        """Bedrock's Converse API (``POST /model/{id}/converse``), enough for botocore to parse a reply."""
+        recorder: Recorder = self.server.recorder  # type: ignore[attr-defined]
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        recorder.requests.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
+        if self.path.endswith("/converse-stream"):
+            self._converse_stream()
+            return
+        body = {
+            "output": {"message": {"role": "assistant", "content": [{"text": "pinned hello"}]}},
+            "stopReason": "end_turn",
+            "usage": {"inputTokens": 3, "outputTokens": 2, "totalTokens": 5},
+            "metrics": {"latencyMs": 1},
+        }
+        raw = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def _converse_stream(self) -> None:
+        events = [
+            ("messageStart", {"role": "assistant"}),
+            *[("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": t}}) for t in ("pinned ", "stream")],
+            ("contentBlockStop", {"contentBlockIndex": 0}),
+            ("messageStop", {"stopReason": "end_turn"}),
+            (
+                "metadata",
+                {"usage": {"inputTokens": 3, "outputTokens": 2, "totalTokens": 5}, "metrics": {"latencyMs": 1}},
+            ),
+        ]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.amazon.eventstream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for name, payload in events:
+            message = event_stream_message(name, json.dumps(payload).encode())
+            self.wfile.write(f"{len(message):x}\r\n".encode() + message + b"\r\n")
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+
+
+def event_stream_message(event_type: str, payload: bytes) -> bytes:
+    """One message of AWS's event-stream encoding (what ConverseStream answers with)."""
+    headers = b""
+    for name, value in ((":event-type", event_type), (":content-type", "application/json"), (":message-type", "event")):
+        headers += bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(value)) + value.encode()
+    prelude = struct.pack(">II", 12 + len(headers) + len(payload) + 4, len(headers))
+    prelude += struct.pack(">I", binascii.crc32(prelude))
+    return prelude + headers + payload + struct.pack(">I", binascii.crc32(prelude + headers + payload))
+
 
 def _serve(host: str) -> Iterator[Recorder]:
     server = ThreadingHTTPServer((host, 0), RecordingHandler)
@@ -423,6 +477,48 @@ async def test_provider_call_to_a_denied_endpoint_sends_nothing(resolve: dict[st
     with pytest.raises(Exception) as caught:
         await adapter_for("anthropic").list_models(endpoint_at("https://llm.internal"), DecryptedSecrets(KEY))
     assert adapter_for("anthropic").classify(caught.value).kind is FailureKind.denied
+
+
+def bedrock_chat(base_url: str) -> Any:
+    from aiops_executor.llm.runtime.config import ModelConfig
+
+    model = ModelConfig(
+        uuid.uuid4(), uuid.uuid4(), "p", "aws_bedrock", "amazon.nova-lite-v1:0", "nova", "available", None, None
+    )
+    endpoint = EndpointConfig(uuid.uuid4(), "e", base_url, None, "us-east-1", 2.0, 5.0, 0, 0.0, 1)
+    return adapter_for("aws_bedrock").build_client(model, endpoint, DecryptedSecrets("AKIAPINNED", "secret"), {})
+
+
+def test_bedrock_connects_to_the_checked_address(origin: Recorder, resolve: dict[str, list[str]]) -> None:
+    # The name exists only for the egress check: botocore's own lookup of it would fail, so the reply proves the
+    # request went to the address the policy checked, with the name kept in the signed Host header.
+    resolve["bedrock.pinned.test"] = ["127.0.0.1"]
+    reply = bedrock_chat(f"http://bedrock.pinned.test:{origin.port}").invoke("hi")
+    assert reply.content == "pinned hello"
+    assert reply.usage_metadata and reply.usage_metadata["total_tokens"] == 5
+    [request] = origin.requests
+    assert request["path"].endswith("/converse")
+    assert request["host"] == f"bedrock.pinned.test:{origin.port}"
+    assert request["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIAPINNED/")
+
+
+def test_bedrock_streams_through_the_pinned_connection(origin: Recorder, resolve: dict[str, list[str]]) -> None:
+    resolve["bedrock.pinned.test"] = ["127.0.0.1"]
+    chunks = list(bedrock_chat(f"http://bedrock.pinned.test:{origin.port}").stream("hi"))
+    assert "".join(chunk.text for chunk in chunks) == "pinned stream"
+    [request] = origin.requests
+    assert request["path"].endswith("/converse-stream")
+
+
+def test_bedrock_to_a_denied_address_sends_nothing(origin: Recorder, resolve: dict[str, list[str]]) -> None:
+    egress._active = dev(egress_deny="127.0.0.0/8")
+    resolve["bedrock.rebound.test"] = ["127.0.0.1"]
+    adapter = adapter_for("aws_bedrock")
+    with pytest.raises(Exception) as caught:
+        bedrock_chat(f"http://bedrock.rebound.test:{origin.port}").invoke("hi")
+    failure = adapter.classify(caught.value)
+    assert failure.kind is FailureKind.denied and "127.0.0.0/8" in failure.message
+    assert origin.requests == []
 
 
 def test_chat_clients_carry_the_egress_transport() -> None:

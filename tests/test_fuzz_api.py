@@ -5,19 +5,25 @@ checked by all of schemathesis's checks: never a 5xx, a documented status code a
 body that match the documented schema, invalid input refused, valid input not refused for a reason the
 document does not give, 405 with a correct ``Allow`` for undeclared methods, auth enforced where declared.
 
-The app runs in-process on a SQLite database of its own, with rate limits off. No generated request reaches the
-network or hangs: ids in paths are random, so provider calls (health check, validate, sync, model test),
-executions (streamed or not) and event streams answer 404 before any outside or long-running work; each request
-is also bounded by a timeout.
+The app runs in-process, once on a SQLite database and once on a PostgreSQL database of its own (created and
+migrated by a fixture, dropped afterwards), with rate limits off. Generated strings include NUL and other control
+characters (schemathesis's default), which PostgreSQL cannot store in text and SQLite can: both must answer
+them with the same documented 422, never a 500. No generated request reaches the network or hangs: ids in paths
+are random, so provider calls (health check, validate, sync, model test), executions (streamed or not) and
+event streams answer 404 before any outside or long-running work; each request is also bounded by a timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import shutil
 import tempfile
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -26,7 +32,9 @@ from hypothesis import HealthCheck, settings
 from schemathesis.python import asgi as schemathesis_asgi
 
 from aiops_executor.app import create_app
-from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, make_settings
+from aiops_executor.core.migrate import upgrade_url
+from aiops_executor.executions.checkpoints import setup_checkpoints
+from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, PG_HOST, PG_PORT, PG_USER, _pg_admin, make_settings
 
 MAX_EXAMPLES = 15
 REQUEST_TIMEOUT_SECONDS = 10.0
@@ -38,10 +46,16 @@ NO_RATE_LIMITS = {
     "login_max_failures_per_ip": 0,
 }
 
-# Built at import without touching the disk: the data dir is created when the lifespan starts, which
-# schemathesis does on the first request; the module fixture below stops it and removes the directory.
+# Built at import without touching the disk or the database server: the data dir is created when the lifespan
+# starts, which schemathesis does on the first request; the PostgreSQL database is created by the module fixture
+# before that. The fixtures stop the lifespans and remove the directory and the database.
 _DATA_DIR = Path(tempfile.gettempdir()) / f"aiops-fuzz-{uuid.uuid4().hex[:12]}"
-app = create_app(make_settings(f"sqlite+aiosqlite:///{_DATA_DIR / 'fuzz.db'}", _DATA_DIR / "data", **NO_RATE_LIMITS))
+_PG_DATABASE = f"aiops_fuzz_{uuid.uuid4().hex[:12]}"
+_PG_URL = f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{_PG_DATABASE}"
+sqlite_app = create_app(
+    make_settings(f"sqlite+aiosqlite:///{_DATA_DIR / 'fuzz.db'}", _DATA_DIR / "sqlite-data", **NO_RATE_LIMITS)
+)
+postgres_app = create_app(make_settings(_PG_URL, _DATA_DIR / "postgres-data", **NO_RATE_LIMITS))
 
 # Schemathesis's "valid data is accepted" check expects these statuses for schema-valid requests. Two rules the
 # JSON schema cannot express are refused by contract: a team that breaks a whole-topology rule (an unknown model,
@@ -83,48 +97,138 @@ CONFIG = schemathesis.Config.from_dict(
         ],
     }
 )
-schema = schemathesis.openapi.from_dict(app.openapi(), config=CONFIG)
-schema.app = app  # requests, including the checks' own probes, go to the app in-process
 
 
-@schema.auth()
-class AdminToken:
-    """Signs in as the bootstrap admin through the API; schemathesis applies it as the documented bearer scheme
-    (and knows it, so its negative cases without credentials and its auth probes expect a 401)."""
+def _fuzzed(app: FastAPI, served: Any = None) -> schemathesis.schemas.BaseSchema:
+    schema = schemathesis.openapi.from_dict(app.openapi(), config=CONFIG)
+    served = served or app
+    schema.app = served  # requests, including the checks' own probes, go to the app in-process
 
-    def get(self, case: schemathesis.Case, ctx: schemathesis.AuthContext) -> str:
-        with schemathesis_asgi.get_client(app) as http:
-            response = http.post("/api/v1/auth/token", data={"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD})
-        assert response.status_code == 200, response.text
-        return str(response.json()["access_token"])
+    @schema.auth()
+    class AdminToken:
+        """Signs in as the bootstrap admin through the API; schemathesis applies it as the documented bearer
+        scheme (and knows it, so its negative cases without credentials and its auth probes expect a 401)."""
 
-    def set(self, case: schemathesis.Case, data: str, ctx: schemathesis.AuthContext) -> None:
-        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+        def get(self, case: schemathesis.Case, ctx: schemathesis.AuthContext) -> str:
+            with schemathesis_asgi.get_client(served) as http:
+                response = http.post(
+                    "/api/v1/auth/token", data={"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD}
+                )
+            assert response.status_code == 200, response.text
+            return str(response.json()["access_token"])
+
+        def set(self, case: schemathesis.Case, data: str, ctx: schemathesis.AuthContext) -> None:
+            case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+
+    return schema
+
+
+_created = threading.Event()
+
+
+async def _create_postgres_database() -> None:
+    if _created.is_set():
+        return
+    conn = await _pg_admin()
+    try:
+        await conn.execute(f'CREATE DATABASE "{_PG_DATABASE}"')
+    finally:
+        await conn.close()
+    _created.set()
+    atexit.register(_run_apart, _drop_postgres_database)  # also when no test of this module ran
+    await upgrade_url(_PG_URL)
+    await setup_checkpoints(_PG_URL)
+
+
+async def _drop_postgres_database() -> None:
+    conn = await _pg_admin()
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{_PG_DATABASE}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def _run_apart(work: Callable[[], Coroutine[object, object, None]]) -> None:
+    """Runs async work on a loop of its own in a thread: the session's event loop belongs to pytest-asyncio."""
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(work())
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+class CreatesItsDatabase:
+    """The PostgreSQL app, creating and migrating its database when its lifespan starts: schemathesis signs in,
+    and so starts the lifespan, while it collects the tests, before any fixture runs."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def receive_after_creating() -> Any:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await _create_postgres_database()
+            return message
+
+        await self.app(scope, receive_after_creating, send)
+
+
+sqlite_schema = _fuzzed(sqlite_app)
+postgres_served = CreatesItsDatabase(postgres_app)
+postgres_schema = _fuzzed(postgres_app, postgres_served)
 
 
 @pytest.fixture(scope="module")
-def fuzz_app() -> Iterator[FastAPI]:
+def fuzz_apps() -> Iterator[None]:
     try:
-        yield app
+        yield
     finally:
         schemathesis_asgi.shutdown_lifespans()
         shutil.rmtree(_DATA_DIR, ignore_errors=True)
+        if _created.is_set():
+            _run_apart(_drop_postgres_database)
 
 
-def test_fuzzed_document_is_the_served_one(fuzz_app: FastAPI) -> None:
-    with schemathesis_asgi.get_client(fuzz_app) as http:
+@pytest.mark.parametrize(
+    "app,schema", [(sqlite_app, sqlite_schema), (postgres_served, postgres_schema)], ids=["sqlite", "postgresql"]
+)
+def test_fuzzed_document_is_the_served_one(app: Any, schema: schemathesis.schemas.BaseSchema, fuzz_apps: None) -> None:
+    with schemathesis_asgi.get_client(app) as http:
         served = http.get("/openapi.json")
     assert served.status_code == 200
     assert served.json() == schema.raw_schema
 
 
-@schema.parametrize()
-@settings(
+FUZZ_SETTINGS = settings(
     max_examples=MAX_EXAMPLES,
     deadline=None,
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
-def test_api_conforms_to_its_openapi_document(case: schemathesis.Case, fuzz_app: FastAPI) -> None:
+
+
+@sqlite_schema.parametrize()
+@FUZZ_SETTINGS
+def test_api_conforms_to_its_openapi_document_on_sqlite(case: schemathesis.Case, fuzz_apps: None) -> None:
+    case.call_and_validate()
+
+
+@pytest.mark.postgres
+@postgres_schema.parametrize()
+@FUZZ_SETTINGS
+def test_api_conforms_to_its_openapi_document_on_postgresql(case: schemathesis.Case, fuzz_apps: None) -> None:
     case.call_and_validate()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
+import httpx
 from langchain_core.language_models.chat_models import BaseChatModel
 
 from aiops_executor.core import egress
@@ -56,15 +57,72 @@ def _botocore_config(endpoint: EndpointConfig, config_cls: Any) -> Any:
     )
 
 
+class _StreamedBody:
+    """The part of urllib3's response botocore reads (``stream``, ``read``, ``close``), over an httpx response."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self._chunks: Iterator[bytes] | None = None
+
+    def stream(self, amt: int | None = None, decode_content: bool | None = None) -> Iterator[bytes]:
+        try:
+            yield from self._response.iter_raw()
+        finally:
+            self._response.close()
+
+    def read(self, amt: int | None = None, decode_content: bool | None = None) -> bytes:
+        if amt is None:
+            try:
+                return self._response.read()
+            finally:
+                self._response.close()
+        if self._chunks is None:
+            self._chunks = self._response.iter_raw(amt)
+        return next(self._chunks, b"")
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class PinnedSender:
+    """Sends every request of a botocore client itself, through the egress transport: checked against the policy
+    after name resolution and connected to the checked address (botocore's urllib3 pool connects by name, so a
+    name could resolve to an allowed address for the check and to another one for the connection). A SigV4-signed
+    request can be replayed to AWS for minutes, so it must not reach any other address. Redirects are not followed,
+    as botocore does not follow them."""
+
+    def __init__(self, connect_timeout: float | None, read_timeout: float | None) -> None:
+        self._client = httpx.Client(
+            transport=egress.sync_transport(httpx),
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            trust_env=False,
+            follow_redirects=False,
+        )
+
+    def __call__(self, request: Any, **_: Any) -> Any:
+        from botocore.awsrequest import AWSResponse
+
+        body = request.body
+        if hasattr(body, "read"):
+            body = body.read()
+        headers = httpx.Headers({name: value for name, value in request.headers.items()})
+        # botocore reads bodies as sent (it does not decompress), so none may be compressed on the way.
+        headers.setdefault("Accept-Encoding", "identity")
+        outgoing = self._client.build_request(request.method, request.url, headers=headers, content=body or b"")
+        response = self._client.send(outgoing, stream=True)
+        return AWSResponse(request.url, response.status_code, response.headers.multi_items(), _StreamedBody(response))
+
+    def close(self) -> None:
+        self._client.close()
+
+
 def guard_egress(client: Any) -> Any:
-    """Check every request a botocore client sends against the egress policy (nothing is sent when it is
-    denied). botocore connects by name, so unlike the HTTP clients this is not pinned to the checked address."""
-
-    def before_send(request: Any, **_: Any) -> None:
-        host, port = egress.url_target(str(request.url))
-        egress.authorize_sync(host, port)
-
-    client.meta.events.register("before-send", before_send)
+    """Route every request a botocore client sends through a ``PinnedSender`` (nothing is sent when the policy
+    denies it, and the error names the rule)."""
+    config = client.meta.config
+    client.meta.events.register(
+        "before-send", PinnedSender(getattr(config, "connect_timeout", None), getattr(config, "read_timeout", None))
+    )
     return client
 
 
