@@ -47,6 +47,28 @@ async def _pg_admin() -> asyncpg.Connection:
     return await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres")
 
 
+LOCAL_NAMES = {"localhost": ["127.0.0.1", "::1"]}
+
+
+@pytest.fixture(autouse=True)
+def _no_outside_name_lookups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The egress policy resolves every name it checks; in tests only ``localhost`` resolves, so that no test
+    sends a DNS query off this machine (endpoints named ``api.example.com`` just do not resolve). Tests that need
+    names stub them themselves (tests/test_egress.py)."""
+    from aiops_executor.core import egress
+
+    def lookup(host: str) -> list[str]:
+        if host not in LOCAL_NAMES:
+            raise OSError(f"{host}: tests resolve only localhost")
+        return LOCAL_NAMES[host]
+
+    async def resolve(host: str, port: int | None) -> list[str]:
+        return lookup(host)
+
+    monkeypatch.setattr(egress, "resolver", resolve)
+    monkeypatch.setattr(egress, "sync_resolver", lambda host, port: lookup(host))
+
+
 @pytest.fixture(scope="session")
 async def postgres_url() -> AsyncIterator[str]:
     name = f"aiops_test_{uuid.uuid4().hex[:12]}"

@@ -163,6 +163,32 @@ async def test_prod_own_redis_by_name_is_denied_at_its_addresses(resolve: dict[s
     assert (await egress.authorize("10.9.9.9", 6379, policy)).allowed
 
 
+async def test_the_services_own_addresses_are_looked_up_once_per_ttl(
+    resolve: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resolve["cache.local"] = ["10.9.9.9"]
+    lookups: list[str] = []
+    stubbed = egress.resolver
+
+    async def counting(host: str, port: int | None) -> list[str]:
+        lookups.append(host)
+        return await stubbed(host, port)
+
+    monkeypatch.setattr(egress, "resolver", counting)
+    clock = [1000.0]
+    monkeypatch.setattr(egress.time, "monotonic", lambda: clock[0])
+    policy = prod(redis_url="redis://cache.local:6380/0")
+    for _ in range(3):
+        with pytest.raises(EgressDenied):
+            await egress.authorize("10.9.9.9", 6380, policy)
+    assert lookups == ["cache.local"]
+    resolve["cache.local"] = ["10.9.9.10"]  # the service's Redis moved
+    clock[0] += egress.RESOLVED_DENY_TTL_SECONDS + 1
+    with pytest.raises(EgressDenied):
+        await egress.authorize("10.9.9.10", 6380, policy)
+    assert lookups == ["cache.local", "cache.local"]
+
+
 def test_dev_defaults_allow_everything_on_this_machine() -> None:
     policy = dev(database_url="postgresql+asyncpg://svc@127.0.0.1:5432/aiops", redis_url="redis://127.0.0.1:6379")
     assert policy.deny == ()
@@ -583,6 +609,49 @@ async def test_endpoint_with_a_metadata_base_url_is_refused_in_prod(
     )
     body = assert_error(moved, 422, "VALIDATION_ERROR")
     assert "169.254.0.0/16" in body["error_message"]
+
+
+@pytest.mark.parametrize("env", ["prod"])
+async def test_endpoint_whose_name_resolves_to_a_denied_address_is_refused_when_saved(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], env: str, resolve: dict[str, list[str]]
+) -> None:
+    resolve["llm.rebound.example"] = ["93.184.216.34", "169.254.169.254"]
+    resolve["llm.fine.example"] = ["93.184.216.34"]
+    pid = await make_provider(client, admin_headers)
+    refused = await client.post(
+        f"{API}/providers/{pid}/endpoints",
+        json={"name": "rebound", "base_url": "https://llm.rebound.example/v1"},
+        headers=admin_headers,
+    )
+    body = assert_error(refused, 422, "VALIDATION_ERROR")
+    assert "169.254.169.254" in body["error_message"] and "169.254.0.0/16" in body["error_message"]
+    # A name that does not resolve (yet) is stored: every call resolves and checks again.
+    for name, url in (("fine", "https://llm.fine.example/v1"), ("later", "https://not-yet.example/v1")):
+        created = await client.post(
+            f"{API}/providers/{pid}/endpoints", json={"name": name, "base_url": url}, headers=admin_headers
+        )
+        assert created.status_code == 201, created.text
+    moved = await client.put(
+        f"{API}/endpoints/{created.json()['id']}",
+        json={"base_url": "https://llm.rebound.example/v2", "confirm_credentials_for_new_host": True},
+        headers=admin_headers,
+    )
+    assert_error(moved, 422, "VALIDATION_ERROR")
+    document = {
+        "version": 1,
+        "providers": [
+            {
+                "name": "imported",
+                "type": "openai_compatible",
+                "endpoints": [{"name": "rebound", "base_url": "https://llm.rebound.example/v1"}],
+            }
+        ],
+    }
+    imported = await client.post(f"{API}/config/import", json=document, headers=admin_headers)
+    body = assert_error(imported, 422, "VALIDATION_ERROR")
+    assert "endpoint 'rebound'" in body["error_message"]
+    listed = await client.get(f"{API}/providers", headers=admin_headers)
+    assert "imported" not in {p["name"] for p in listed.json()["items"]}
 
 
 async def test_moving_an_endpoint_to_another_host_needs_confirmation(

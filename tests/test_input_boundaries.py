@@ -178,6 +178,17 @@ async def test_nul_in_a_sign_in_username_is_refused(backend: str, client: httpx.
     assert body["details"]["errors"][0]["loc"] == ["body", "username"]
 
 
+@pytest.mark.parametrize("name", ["resource_type", "resource_id", "action", "actor"])
+async def test_nul_in_a_query_filter_is_refused(
+    backend: str, client: httpx.AsyncClient, admin_headers: dict[str, str], name: str
+) -> None:
+    response = await client.get(f"{API}/audit-logs", params={name: "pro\x00vider"}, headers=admin_headers)
+    body = assert_error(response, 422, "VALIDATION_ERROR")
+    assert body["details"]["errors"][0]["loc"] == ["query", name]
+    fine = await client.get(f"{API}/audit-logs", params={name: "provider"}, headers=admin_headers)
+    assert fine.status_code == 200, fine.text
+
+
 # ------------------------------------------------------------------------------------------ output schemas
 
 _DEEP: dict[str, Any] = {"type": "object"}

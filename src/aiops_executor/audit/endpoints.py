@@ -1,12 +1,20 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import StringConstraints
 
 from aiops_executor.audit import service
 from aiops_executor.audit.schemas import AuditLogRead
 from aiops_executor.auth.dependencies import AdminDep
 from aiops_executor.core.deps import SessionDep
 from aiops_executor.core.pagination import Page, PageQuery
+from aiops_executor.core.text import NAME_TEXT
+
+# A filter is compared with stored names and ids: what no stored value can contain (a NUL, which PostgreSQL
+# cannot even receive in text) is a 422, the same on every database.
+Filter = Annotated[str, StringConstraints(max_length=200), NAME_TEXT]
 
 router = APIRouter(tags=["audit"])
 
@@ -16,10 +24,10 @@ async def list_audit_logs(
     _: AdminDep,
     session: SessionDep,
     page: PageQuery,
-    resource_type: str | None = None,
-    resource_id: str | None = None,
-    action: str | None = None,
-    actor: str | None = None,
+    resource_type: Annotated[Filter | None, Query()] = None,
+    resource_id: Annotated[Filter | None, Query()] = None,
+    action: Annotated[Filter | None, Query()] = None,
+    actor: Annotated[Filter | None, Query()] = None,
 ) -> Page[AuditLogRead]:
     rows, total = await service.list_entries(
         session,

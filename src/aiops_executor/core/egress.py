@@ -18,6 +18,7 @@ import asyncio
 import fnmatch
 import ipaddress
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -311,6 +312,7 @@ def active_policy() -> EgressPolicy:
 def reset() -> None:
     global _active
     _active = None
+    _resolved_deny.clear()
 
 
 def _address_rules(rule: Rule, addresses: list[str]) -> list[Rule]:
@@ -318,13 +320,36 @@ def _address_rules(rule: Rule, addresses: list[str]) -> list[Rule]:
     return [Rule(rule.text, rule.source, ipaddress.ip_network(a), None, rule.port, rule.note) for a in addresses]
 
 
+# The addresses of the deny rules that name a host (the service's own database and Redis), kept this long: they
+# are checked on every outgoing request, and these names rarely move. A lookup that fails is not kept.
+RESOLVED_DENY_TTL_SECONDS = 30.0
+_resolved_deny: dict[Rule, tuple[float, list[Rule]]] = {}
+
+
+def _cached_address_rules(rule: Rule) -> list[Rule] | None:
+    cached = _resolved_deny.get(rule)
+    if cached is not None and time.monotonic() - cached[0] < RESOLVED_DENY_TTL_SECONDS:
+        return cached[1]
+    return None
+
+
+def _keep_address_rules(rule: Rule, addresses: list[str]) -> list[Rule]:
+    rules = _address_rules(rule, addresses)
+    _resolved_deny[rule] = (time.monotonic(), rules)
+    return rules
+
+
 async def _expand(policy: EgressPolicy) -> EgressPolicy:
     if not policy.resolve_deny:
         return policy
     extra: list[Rule] = []
     for rule in policy.resolve_deny:
+        cached = _cached_address_rules(rule)
+        if cached is not None:
+            extra += cached
+            continue
         try:
-            extra += _address_rules(rule, await resolver(rule.host_pattern or "", rule.port))
+            extra += _keep_address_rules(rule, await resolver(rule.host_pattern or "", rule.port))
         except (OSError, TimeoutError):
             continue
     return policy.with_resolved_deny(extra)
@@ -335,8 +360,12 @@ def _expand_sync(policy: EgressPolicy) -> EgressPolicy:
         return policy
     extra: list[Rule] = []
     for rule in policy.resolve_deny:
+        cached = _cached_address_rules(rule)
+        if cached is not None:
+            extra += cached
+            continue
         try:
-            extra += _address_rules(rule, sync_resolver(rule.host_pattern or "", rule.port))
+            extra += _keep_address_rules(rule, sync_resolver(rule.host_pattern or "", rule.port))
         except OSError:
             continue
     return policy.with_resolved_deny(extra)
@@ -522,3 +551,19 @@ def credential_origin_of(url: str | None) -> tuple[str, str, int | None] | None:
 def mapping_policy(settings: Mapping[str, Any], key: str) -> EgressPolicy:
     value = settings.get(key)
     return value if isinstance(value, EgressPolicy) else active_policy()
+
+
+async def resolved_url_denial(url: str, policy: EgressPolicy | None = None) -> Decision | None:
+    """A denial of ``url`` after resolving its host, for checking configuration when it is written. A name that
+    does not resolve (yet) is not a denial: every call resolves and checks again."""
+    try:
+        host, port = url_target(url)
+    except ValueError:
+        return None
+    try:
+        await authorize(host, port, policy)
+    except EgressDenied as denied:
+        return denied.decision
+    except EgressUnresolvable:
+        return None
+    return None

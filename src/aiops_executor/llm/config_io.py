@@ -25,6 +25,7 @@ from aiops_executor.llm.schemas import (
 from aiops_executor.llm.service import (
     ENDPOINT_RULE_FIELDS,
     apply_changes,
+    check_base_url_addresses,
     check_endpoint_rules,
     check_provider_children,
     columns_of,
@@ -231,6 +232,9 @@ async def import_config(session: AsyncSession, context: AppContext, doc: ConfigD
     Importing the same document twice changes nothing the second time.
     """
     _check_document(doc)
+    for provider_doc in doc.providers:
+        for endpoint_doc in provider_doc.endpoints:
+            await check_base_url_addresses(endpoint_doc.base_url, context.settings, endpoint_name=endpoint_doc.name)
     importer = _Importer(session, context, actor)
     try:
         for provider_doc in doc.providers:

@@ -119,7 +119,22 @@ def check_endpoint_rules(
         raise validation_failed([field_error(p.field, where + p.message) for p in problems])
     base_url = values.get("base_url")
     if settings is not None and isinstance(base_url, str) and base_url:
-        # Without DNS here (calls resolve and check again): address literals and host-name rules.
+        # Without DNS here: address literals and host-name rules (``check_base_url_addresses`` resolves, before
+        # any lock is taken; calls resolve and check again).
         denial = egress.static_url_denial(base_url, egress.policy_for(settings))
         if denial is not None:
             raise validation_failed([field_error("base_url", where + denial.reason)])
+
+
+async def check_base_url_addresses(
+    base_url: str | None, settings: Settings, *, endpoint_name: str | None = None
+) -> None:
+    """422 ``VALIDATION_ERROR`` when ``base_url``'s host resolves to an address the egress policy denies (a name
+    that does not resolve yet is let through). Called before the transaction takes its locks: a lookup can take
+    seconds."""
+    if not base_url:
+        return
+    denial = await egress.resolved_url_denial(base_url, egress.policy_for(settings))
+    if denial is not None:
+        where = f"endpoint {endpoint_name!r} of " if endpoint_name else ""
+        raise validation_failed([field_error("base_url", where + denial.reason)])

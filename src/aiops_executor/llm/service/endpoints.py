@@ -24,6 +24,7 @@ from aiops_executor.llm.service.common import (
     ENDPOINT_RULE_FIELDS,
     apply_changes,
     cached,
+    check_base_url_addresses,
     check_endpoint_rules,
     columns_of,
     commit_and_invalidate,
@@ -168,6 +169,7 @@ async def list_endpoints(
 async def create_endpoint(
     session: AsyncSession, context: AppContext, provider_id: uuid.UUID, data: EndpointCreate, *, actor: str
 ) -> EndpointRead:
+    await check_base_url_addresses(data.base_url, context.settings)
     provider = await get_provider_row(session, provider_id, lock=True)
     values = columns_of(data, only_set=False)
     check_endpoint_rules(provider.type, values, settings=context.settings)
@@ -199,6 +201,8 @@ async def create_endpoint(
 async def update_endpoint(
     session: AsyncSession, context: AppContext, endpoint_id: uuid.UUID, data: EndpointUpdate, *, actor: str
 ) -> EndpointRead:
+    if data.base_url is not None:
+        await check_base_url_addresses(data.base_url, context.settings)
     endpoint, provider = await get_endpoint_row(session, endpoint_id)
     await get_provider_row(session, provider.id, lock=True)
     values = columns_of(data, only_set=True, exclude=(CONFIRM_FLAG,))
