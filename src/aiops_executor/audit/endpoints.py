@@ -11,7 +11,14 @@ from aiops_executor.core.pagination import Page, PageQuery
 router = APIRouter(tags=["audit"])
 
 
-@router.get("/audit-logs", response_model=Page[AuditLogRead])
+@router.get(
+    "/audit-logs",
+    response_model=Page[AuditLogRead],
+    operation_id="listAuditLogs",
+    summary="List audit log entries",
+    description="Who changed what and when (every write through the API), newest first, a page at a time; filter "
+    "by `resource_type`, `resource_id`, `action` or `actor`.",
+)
 async def list_audit_logs(
     _: AdminDep,
     session: SessionDep,
