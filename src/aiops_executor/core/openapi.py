@@ -166,11 +166,11 @@ def _document(operation: dict[str, Any], role: str | None) -> None:
         implied.append(413)
         if "application/json" in body.get("content", {}):
             implied.append(415)
-    for status in implied:
-        if str(status) not in responses:
-            shown = documented_error(status)
+    for code in implied:
+        if str(code) not in responses:
+            shown = documented_error(code)
             shown.pop("model")
-            responses[str(status)] = shown
+            responses[str(code)] = shown
     validation = responses.get("422")
     if validation is not None and _uses_fastapi_validation_schema(validation):
         validation.update(documented_error(422))
@@ -239,7 +239,9 @@ def roles_by_operation(app: FastAPI) -> dict[tuple[str, str], str]:
     """``(path, method) -> role`` of every guarded operation of the app."""
     roles: dict[tuple[str, str], str] = {}
     for route in api_routes(app):
-        role = _required_role(route.original_route.dependant)
+        declared = route.original_route
+        assert isinstance(declared, APIRoute)
+        role = _required_role(declared.dependant)
         if role is not None:
             for method in route.methods or ():
                 roles[(route.path_format or "", method.lower())] = role
