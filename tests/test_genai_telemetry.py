@@ -30,10 +30,15 @@ from aiops_executor.engine import CompiledTeam, ExecutionRun, RunRequest, RunSta
 from aiops_executor.executions import queue
 from aiops_executor.llm.runtime.config import CredentialConfig, DecryptedSecrets, ModelBinding
 from aiops_executor.llm.runtime.failover import FailoverChatModel, RuntimeState
+from aiops_executor.llm.runtime.model_source import RuntimeModelSource
+from aiops_executor.teams.topology import TeamSpec
+from aiops_executor.tools.registry import default_registry
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, login
 from tests.engine_support import agent, node, team, tool_registry
 from tests.mock_providers import OPENAI_KEY
+from tests.test_engine_providers import cloud_team
 from tests.test_executions_api import TASK, add_simulator, make_team
+from tests.test_honest_providers import add_model, other_host, provider_with
 from tests.test_runtime_clients import endpoint, model
 from tests.test_runtime_failover import credential
 from tests.test_telemetry import RuntimeSimulatorSource, attr, by_id, named, parent_of, traced
@@ -156,6 +161,13 @@ async def test_failed_attempts_and_broken_streams_are_errors_on_their_spans(open
     assert attr(broken, tracing.STATUS) != "success"
     exporter.clear()
 
+    # A stream that works: a success with what the provider said about its answer.
+    _ = [chunk async for chunk in chat.astream("hi")]
+    [streamed] = named(exporter.get_finished_spans(), tracing.MODEL_SPAN)
+    assert streamed.status.status_code is not StatusCode.ERROR and attr(streamed, "error.type") is None
+    assert list(attr(streamed, "gen_ai.response.finish_reasons")) == ["stop"]
+    exporter.clear()
+
     # A refused call (HTTP 500), then the same call working.
     openai_mock.behaviour.fail_next(status=500)
     binding_twice = ModelBinding(
@@ -221,3 +233,42 @@ async def test_a_job_carries_the_trace_context_into_the_worker() -> None:
     assert seen["parent"].span_id == request.get_span_context().span_id
     assert execution.context.trace_id == request.get_span_context().trace_id
     assert execution.parent is not None and execution.parent.span_id == request.get_span_context().span_id
+
+
+async def test_a_stream_cut_mid_way_in_a_run_is_an_error_span_and_the_retry_a_success(
+    settings: Settings, openai_mock: MockLLMServer
+) -> None:
+    exporter = InMemorySpanExporter()
+    app = create_app(settings, telemetry=traced(exporter))
+    async with LifespanManager(app):
+        context = app.state.context
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            headers = await login(client, ADMIN_USERNAME, ADMIN_PASSWORD)
+            endpoints = [("first", openai_mock.client_base_url), ("second", other_host(openai_mock))]
+            pid, _, _ = await provider_with(client, headers, endpoints, [("k", OPENAI_KEY)])
+            await add_model(client, headers, pid, "gpt-4o-mini")
+        openai_mock.behaviour.queue_text("The database answers slowly because the disk is full.")
+        openai_mock.behaviour.fail_next(1, 500, during_stream=True, message="upstream model crashed")
+        data = cloud_team("gpt-4o-mini", "round_robin").model_dump()
+        data["topology"]["nodes"][0]["agents"] = data["topology"]["nodes"][0]["agents"][1:]  # one agent, no tools
+        spec = TeamSpec.model_validate(data)
+        run = ExecutionRun(
+            CompiledTeam(spec, default_registry()),
+            RunRequest("e-cut", "t-cut", "Is the database up?"),
+            RuntimeModelSource(context.model_runtime),
+            telemetry=context.telemetry,
+        )
+        events = [event async for event in run.events()]
+        context.model_runtime.state.reset()
+    assert run.outcome is not None and run.outcome.status is RunStatus.success, events[-1].data
+    spans = exporter.get_finished_spans()
+    index = by_id(spans)
+    [invoke] = named(spans, tracing.AGENT_SPAN)
+    under_agent = [s for s in named(spans, tracing.MODEL_SPAN) if parent_of(s, index) is invoke]
+    cut, retried = under_agent[0], under_agent[1]
+    assert attr(cut, tracing.ENDPOINT) == "first" and cut.status.status_code is StatusCode.ERROR
+    assert attr(cut, "error.type") == "PROVIDER_ERROR"
+    assert attr(retried, tracing.ENDPOINT) == "second" and retried.status.status_code is not StatusCode.ERROR
+    assert attr(retried, "server.address") == "localhost"
+    assert list(attr(retried, "gen_ai.response.finish_reasons")) == ["stop"]

@@ -324,9 +324,11 @@ async def _stream_to_result(
     """One streamed answer from ``client``: each delta goes to the callbacks as it arrives, the answer is
     returned whole once the stream has ended (a stream that breaks raises, having counted what it streamed)."""
     merged: AIMessageChunk | None = None
+    info: dict[str, Any] = {}  # what the chunks say about the answer (why it stopped, which model answered)
     async for chunk in client._astream(messages, stop=stop, **kwargs):
         if not isinstance(chunk.message, AIMessageChunk):
             continue
+        info.update(chunk.generation_info or {})
         merged = chunk.message if merged is None else merged + chunk.message
         delta = chunk.message.content
         if run_manager is not None and delta:
@@ -334,14 +336,17 @@ async def _stream_to_result(
             tokens.count += 1
     if merged is None:
         raise EmptyStreamError("the provider's stream ended without an answer")
-    return ChatResult(generations=[ChatGeneration(message=message_chunk_to_message(merged))])
+    generation = ChatGeneration(message=message_chunk_to_message(merged), generation_info=info or None)
+    return ChatResult(generations=[generation])
 
 
 class EmptyStreamError(Exception):
     pass
 
 
-def _response_attributes(message: AIMessage | None, result: ChatResult | None = None) -> dict[str, Any]:
+def _response_attributes(
+    message: AIMessage | None, result: ChatResult | None = None, info: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """What the provider said about its answer: the model that answered, the response id, why it stopped.
     A client's ``_agenerate`` leaves them in the result (``llm_output``, ``generation_info``), which LangChain
     merges into the message only later; a merged stream has them in the message."""
@@ -352,6 +357,7 @@ def _response_attributes(message: AIMessage | None, result: ChatResult | None = 
         metadata.update(result.llm_output or {})
         if result.generations:
             metadata.update(result.generations[0].generation_info or {})
+    metadata.update(info or {})
     metadata.update(message.response_metadata or {})
     model = metadata.get("model_name") or metadata.get("model")
     response_id = metadata.get("id")
@@ -513,6 +519,7 @@ class FailoverChatModel(BaseChatModel):
         attempt: ChatAttempt | nullcontext[None],
         error_type: str | None = None,
         result: ChatResult | None = None,
+        info: dict[str, Any] | None = None,
     ) -> Decimal | None:
         # A failed attempt returned nothing to count; a success without usage metadata is unknown, not free.
         input_tokens: int | None = 0
@@ -531,7 +538,7 @@ class FailoverChatModel(BaseChatModel):
             cost=cost,
         )
         if isinstance(attempt, ChatAttempt):
-            attempt.finish(record, error_type=error_type, **_response_attributes(message, result))
+            attempt.finish(record, error_type=error_type, **_response_attributes(message, result, info))
         if self.on_call is not None:
             await self.on_call(record)
         return cost
@@ -668,6 +675,7 @@ class FailoverChatModel(BaseChatModel):
             started = time.perf_counter()
             emitted = False
             merged: AIMessageChunk | None = None
+            info: dict[str, Any] = {}
             attempt = self._attempt(route)
             # The span is current only while the stream is read: a generator cannot hold a context across yields.
             current = attempt.current if isinstance(attempt, ChatAttempt) else nullcontext
@@ -681,6 +689,7 @@ class FailoverChatModel(BaseChatModel):
                             except StopAsyncIteration:
                                 break
                         emitted = True
+                        info.update(chunk.generation_info or {})
                         if isinstance(chunk.message, AIMessageChunk):
                             merged = chunk.message if merged is None else merged + chunk.message
                         if run_manager and isinstance(chunk.message.content, str) and chunk.message.content:
@@ -702,7 +711,7 @@ class FailoverChatModel(BaseChatModel):
                 failures.append((route, failure))
                 self.state.failovers += 1
                 continue
-            cost = await self._record(route, "success", started, merged, attempt)
+            cost = await self._record(route, "success", started, merged, attempt, info=info)
             yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=self._metadata(route, cost)))
             return
         raise self._exhausted(failures)
