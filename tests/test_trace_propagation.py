@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, TEST_MASTER_KEY
 from tests.processes import API, Process, add_simulator_models, base_env, free_port, make_team, pg, run_cli, wait_until
@@ -95,6 +97,7 @@ async def test_a_callers_trace_continues_through_the_api_and_the_job_into_a_work
         admin_username=ADMIN["username"],
         admin_password=ADMIN["password"],
         log_level="WARNING",
+        worker_lease_seconds="6",  # queue upkeep every second
         otlp_endpoint=f"http://127.0.0.1:{collector.server_address[1]}",
     )
     env["OTEL_BSP_SCHEDULE_DELAY"] = "100"  # export within a tenth of a second, not five
@@ -107,9 +110,10 @@ async def test_a_callers_trace_continues_through_the_api_and_the_job_into_a_work
         tmp_path / "api.log",
         port,
     )
+    metrics_port = free_port()
     worker = Process(
         "worker",
-        ["worker", "--concurrency", "2"],
+        ["worker", "--concurrency", "2", "--metrics-port", str(metrics_port)],
         {**env, "AIOPS_OTEL_SERVICE_NAME": "worker"},
         tmp_path / "worker.log",
     )
@@ -126,6 +130,21 @@ async def test_a_callers_trace_continues_through_the_api_and_the_job_into_a_work
             assert started.status_code == 202, started.text
             execution_id = started.json()["execution_id"]
             await wait_until(client, [execution_id], lambda r: r[execution_id]["status"] == "success", 60)
+
+        # The worker's own metrics: its queue upkeep reads the queue's gauges (no request does, there).
+        deadline = time.monotonic() + 30
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{metrics_port}") as scraper:
+            while True:
+                scrape = {
+                    sample.name: sample.value
+                    for family in text_string_to_metric_families((await scraper.get("/metrics")).text)
+                    for sample in family.samples
+                }
+                if scrape.get("aiops_workers_live") == 1 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+        assert scrape["aiops_workers_live"] == 1 and scrape["aiops_execution_queue_depth"] == 0
+        assert scrape["aiops_executions_total"] == 1 and scrape["aiops_model_calls_total"] >= 1
 
         deadline = time.monotonic() + 30
         while True:

@@ -228,12 +228,14 @@ class Metrics:
         )
         self.queue_depth = Gauge(
             f"{PREFIX}_execution_queue_depth",
-            "Runs waiting in the job queue for a worker (PostgreSQL; read when /metrics is scraped).",
+            "Runs waiting in the job queue for a worker (PostgreSQL; read at each scrape of an API process and "
+            "at each queue upkeep of a worker).",
             registry=r,
         )
         self.live_workers = Gauge(
             f"{PREFIX}_workers_live",
-            "Workers with a heartbeat within the lease (PostgreSQL; read when /metrics is scraped).",
+            "Workers with a heartbeat within the lease (PostgreSQL; read at each scrape of an API process and at "
+            "each queue upkeep of a worker).",
             registry=r,
         )
 

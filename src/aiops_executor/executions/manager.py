@@ -152,6 +152,8 @@ class ExecutionManager:
         runs, workers = await self.queue.reclaim_stalled()
         if runs:
             self.context.telemetry.metrics.reclaimed(runs, workers)
+        # A worker's /metrics has no request to read the queue in: the upkeep keeps its gauges current.
+        self.context.telemetry.metrics.queue(await self.context.queue_status())
         cutoff = datetime.now(UTC) - timedelta(seconds=UNQUEUED_GRACE_SECONDS)
         for execution_id in await repository.orphaned(self.context.database.sessionmaker, cutoff):
             if await self.queue.enqueue(execution_id):
