@@ -17,8 +17,10 @@ import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from httpx_sse import aconnect_sse
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
@@ -190,12 +192,12 @@ async def test_a_run_is_one_trace_nested_execution_node_team_agent_model_and_too
     assert value(scrape, "aiops_agent_duration_seconds_count", status="success") == 6
     assert value(scrape, "aiops_tool_calls_total", tool="rendezvous", outcome="success") == 3
     assert value(scrape, "aiops_tool_call_duration_seconds_count", tool="rendezvous", outcome="success") == 3
-    calls = value(scrape, "aiops_model_calls_total", provider="local-sim", model="sim-1", outcome="success")
+    calls = total(scrape, "aiops_model_calls_total", provider="local-sim", model="sim-1", outcome="success")
     assert calls == len(chats)
     assert value(scrape, "aiops_model_tokens_total", provider="local-sim", model="sim-1", type="input") == sum(
         attr(s, "gen_ai.usage.input_tokens") for s in chats
     )
-    assert value(scrape, "aiops_model_cost_total", provider="local-sim", model="sim-1") > 0
+    assert value(scrape, "aiops_model_cost_usd_total", provider="local-sim", model="sim-1") > 0
 
 
 async def test_a_failed_agent_and_node_team_are_marked_on_their_spans() -> None:
@@ -225,7 +227,7 @@ async def test_a_failed_agent_and_node_team_are_marked_on_their_spans() -> None:
     assert value(scrape, "aiops_agent_duration_seconds_count", status="failed") == 1
     assert value(scrape, "aiops_node_team_duration_seconds_count", status="failed") == 1
     assert value(scrape, "aiops_node_team_duration_seconds_count", status="success") == 1
-    assert value(scrape, "aiops_model_calls_total", provider=BROKEN, model="sim-1", outcome="unreachable") >= 1
+    assert total(scrape, "aiops_model_calls_total", provider=BROKEN, model="sim-1", outcome="unreachable") >= 1
 
 
 async def test_a_failover_is_counted_and_each_attempt_is_a_span(openai_mock: MockLLMServer) -> None:
@@ -255,9 +257,9 @@ async def test_a_failover_is_counted_and_each_attempt_is_a_span(openai_mock: Moc
     scrape = samples(telemetry.metrics.render().decode())
     labels = {"provider": "cloud", "model": "gpt-4o-mini"}
     assert value(scrape, "aiops_model_failovers_total", **labels) == 1
-    assert value(scrape, "aiops_model_calls_total", outcome="unreachable", **labels) == 1
-    assert value(scrape, "aiops_model_calls_total", outcome="success", **labels) == 1
-    assert value(scrape, "aiops_model_call_duration_seconds_count", outcome="success", **labels) == 1
+    assert value(scrape, "aiops_model_calls_total", outcome="unreachable", endpoint="dead", **labels) == 1
+    assert value(scrape, "aiops_model_calls_total", outcome="success", endpoint="live", **labels) == 1
+    assert total(scrape, "aiops_model_call_duration_seconds_count", outcome="success", **labels) == 1
     assert value(scrape, "aiops_model_tokens_total", type="output", **labels) > 0
 
     # A call that works at once is no failover.
@@ -265,22 +267,38 @@ async def test_a_failover_is_counted_and_each_attempt_is_a_span(openai_mock: Moc
     assert value(samples(telemetry.metrics.render().decode()), "aiops_model_failovers_total", **labels) == 1
 
 
-async def test_an_unsampled_run_records_no_span_even_inside_a_sampled_request() -> None:
+async def test_a_run_follows_its_callers_sampling_decision_and_its_own_ratio_without_one() -> None:
     exporter = InMemorySpanExporter()
     settings = Settings(_env_file=None, trace_sample_ratio=0)  # type: ignore[call-arg]
     telemetry = Telemetry.from_settings(settings, span_exporter=exporter)
-    run = ExecutionRun(
-        CompiledTeam(team([node("a")]), tool_registry()),
-        RunRequest("e", "t", "task"),
-        RuntimeSimulatorSource(telemetry),
-        telemetry=telemetry,
-    )
-    # A sampled caller (as an HTTP request may be): the run decides for itself and its steps follow the run.
-    with TracerProvider().get_tracer("caller").start_as_current_span("request"):
-        _ = [event async for event in run.events()]
+    assert telemetry.tracer is not None
+
+    def a_run() -> ExecutionRun:
+        return ExecutionRun(
+            CompiledTeam(team([node("a")]), tool_registry()),
+            RunRequest("e", "t", "task"),
+            RuntimeSimulatorSource(telemetry),
+            telemetry=telemetry,
+        )
+
+    # No caller: the ratio (0) decides, and the run records nothing.
+    run = a_run()
+    _ = [event async for event in run.events()]
     assert run.outcome is not None and run.outcome.status is RunStatus.success
     assert exporter.get_finished_spans() == ()
-    assert value(samples(telemetry.metrics.render().decode()), "aiops_executions_total", status="success") == 1
+
+    # A sampled caller (a traceparent with the sampled flag): the run continues its trace, sampled.
+    caller = propagate.extract({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+    token = otel_context.attach(caller)
+    try:
+        run = a_run()
+        _ = [event async for event in run.events()]
+    finally:
+        otel_context.detach(token)
+    spans = exporter.get_finished_spans()
+    assert named(spans, tracing.EXECUTION_SPAN) and named(spans, tracing.AGENT_SPAN)
+    assert {format(s.context.trace_id, "032x") for s in spans} == {"4bf92f3577b34da6a3ce929d0e0e4736"}
+    assert value(samples(telemetry.metrics.render().decode()), "aiops_executions_total", status="success") == 2
 
 
 # ------------------------------------------------------------------------------------------ HTTP
@@ -397,15 +415,19 @@ async def test_a_run_over_http_is_counted_and_traced_and_the_gauges_follow_it(
             assert value(after, "aiops_node_team_duration_seconds_count", status="success") == 2
             assert value(after, "aiops_agent_duration_seconds_count", status="success") == 4
             sim = {"provider": "local-sim", "model": "sim-1"}
-            calls = value(after, "aiops_model_calls_total", outcome="success", **sim)
+            calls = total(after, "aiops_model_calls_total", outcome="success", **sim)
             # per node: probe (tool turn + answer), reader (answer), the report; then the summary
             assert calls == 2 * 4 + 1
-            assert value(after, "aiops_model_call_duration_seconds_sum", outcome="success", **sim) >= calls * 0.05
+            assert total(after, "aiops_model_call_duration_seconds_sum", outcome="success", **sim) >= calls * 0.05
             input_tokens = value(after, "aiops_model_tokens_total", type="input", **sim)
             output_tokens = value(after, "aiops_model_tokens_total", type="output", **sim)
             assert input_tokens > 0 and output_tokens > 0
-            cost = value(after, "aiops_model_cost_total", **sim)
+            cost = value(after, "aiops_model_cost_usd_total", **sim)
             assert cost == pytest.approx((input_tokens * 0.5 + output_tokens * 1.5) / 1000)
+            # The same usage per team, from the finished execution.
+            assert value(after, "aiops_team_tokens_total", team="diagnosis", type="input") == input_tokens
+            assert value(after, "aiops_team_tokens_total", team="diagnosis", type="output") == output_tokens
+            assert value(after, "aiops_team_cost_usd_total", team="diagnosis") == pytest.approx(cost)
             assert total(after, "aiops_tool_calls_total", tool="tcp_check") == 2
             assert value(after, "aiops_model_failovers_total", **sim) == 0
             execute = f"{API}/teams/{{team_id}}/executions"
@@ -421,9 +443,9 @@ async def test_a_run_over_http_is_counted_and_traced_and_the_gauges_follow_it(
     [execution] = named(spans, tracing.EXECUTION_SPAN)
     assert attr(execution, tracing.EXECUTION_ID) == execution_id and attr(execution, tracing.TEAM_ID) == team_id
     assert attr(execution, tracing.STATUS) == "success"
-    # The run is a trace of its own, linked to the request that started it.
-    assert execution.parent is None and execution.context.trace_id != request.context.trace_id
-    assert [link.context.span_id for link in execution.links] == [request.context.span_id]
+    # The run continues the trace of the request that started it (it outlives the request: a 202).
+    assert execution.context.trace_id == request.context.trace_id
+    assert execution.parent is not None and execution.parent.span_id == request.context.span_id
     in_run = [s for s in spans if s.context.trace_id == execution.context.trace_id]
     assert len(named(in_run, tracing.NODE_TEAM_SPAN)) == 2 and len(named(in_run, tracing.AGENT_SPAN)) == 4
     assert len(named(in_run, tracing.TOOL_SPAN)) == 2 and len(named(in_run, tracing.MODEL_SPAN)) == calls

@@ -20,7 +20,7 @@ from aiops_executor.core.http_telemetry import TelemetryMiddleware
 from aiops_executor.core.http_telemetry import router as metrics_router
 from aiops_executor.core.logging import configure_logging
 from aiops_executor.core.migrate import upgrade_engine
-from aiops_executor.core.openapi import install_error_documentation
+from aiops_executor.core.openapi import install_openapi_documentation
 from aiops_executor.core.request_context import RequestContextMiddleware
 from aiops_executor.core.request_limits import BodySizeLimitMiddleware, check_json_body
 from aiops_executor.core.settings import Settings, get_settings
@@ -42,6 +42,16 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     tools_router,
     audit_router,
 )
+# One tag per domain; a router's ``tags=[...]`` must name one of these (tests/test_openapi.py checks it).
+OPENAPI_TAGS: list[dict[str, str]] = [
+    {"name": "auth", "description": "Sign-in, users and API keys. Roles: admin > operator > viewer."},
+    {"name": "llm", "description": "LLM providers with their endpoints, credentials and models; export/import."},
+    {"name": "teams", "description": "Agent Teams built from resource topologies."},
+    {"name": "executions", "description": "Runs of a team: start, stream, follow, cancel, structured output."},
+    {"name": "tools", "description": "The catalogue of diagnostic tools agents can use."},
+    {"name": "audit", "description": "Who changed what."},
+    {"name": "health", "description": "Liveness and readiness (open)."},
+]
 logger = structlog.get_logger(__name__)
 
 
@@ -94,12 +104,16 @@ def create_app(settings: Settings | None = None, *, telemetry: Telemetry | None 
     app = FastAPI(
         title="aiops-agent-executor",
         version=__version__,
-        description="Builds LLM agent teams from resource topologies and runs them on LangGraph.",
+        description="Builds LLM agent teams from resource topologies and runs them on LangGraph. Every error "
+        "answer has the body `ErrorResponse`; each operation lists its error codes (also as `x-error-codes`).",
         lifespan=lifespan,
+        openapi_tags=OPENAPI_TAGS,
+        # One schema per model: the -Input/-Output pairs FastAPI makes otherwise trip client generators.
+        separate_input_output_schemas=False,
     )
     app.state.telemetry = telemetry
     install_error_handlers(app)
-    install_error_documentation(app)
+    install_openapi_documentation(app)
     app.include_router(health_router)
     app.include_router(metrics_router)
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(check_json_body)])

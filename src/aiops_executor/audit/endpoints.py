@@ -19,7 +19,14 @@ Filter = Annotated[str, StringConstraints(max_length=200), NAME_TEXT]
 router = APIRouter(tags=["audit"])
 
 
-@router.get("/audit-logs", response_model=Page[AuditLogRead])
+@router.get(
+    "/audit-logs",
+    response_model=Page[AuditLogRead],
+    operation_id="listAuditLogs",
+    summary="List audit log entries",
+    description="Who changed what and when (every write through the API), newest first, a page at a time; filter "
+    "by `resource_type`, `resource_id`, `action` or `actor`.",
+)
 async def list_audit_logs(
     _: AdminDep,
     session: SessionDep,

@@ -91,6 +91,11 @@ class RoleGuard:
         request.state.principal = principal
         return principal
 
+    @property
+    def openapi_role(self) -> str:
+        """Read by the OpenAPI document (``core/openapi.py``) to say who may call each operation."""
+        return self.min_role.value
+
     def __repr__(self) -> str:
         return f"RoleGuard({self.min_role.value})"
 

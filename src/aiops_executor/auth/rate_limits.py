@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 from aiops_executor.auth.dependencies import Principal, RoleGuard
 from aiops_executor.auth.models import Role
 from aiops_executor.core.deps import ContextDep
-from aiops_executor.core.errors import error_responses
+from aiops_executor.core.openapi import documented_error
 from aiops_executor.core.rate_limit import RateLimitedError
 
 logger = structlog.get_logger(__name__)
@@ -25,7 +25,7 @@ _operator = RoleGuard(Role.operator)
 # Documents the 429 answer (the contract's error body, and Retry-After) on every limited route.
 RATE_LIMITED_RESPONSE: dict[int | str, dict[str, Any]] = {
     429: {
-        **error_responses(429)[429],
+        **documented_error(429, {"RATE_LIMITED": "too many requests; retry after Retry-After seconds"}),
         "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
     }
 }

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from opentelemetry import propagate
+
 if TYPE_CHECKING:
     from aiops_executor.core.settings import Settings
 
@@ -471,11 +473,13 @@ def async_transport(
     *,
     policy: EgressPolicy | None = None,
     credential_origin: tuple[str, str, int | None] | None = None,
+    trace_context: bool = False,
     **transport_options: Any,
 ) -> Any:
     """An async transport of ``http`` (``httpx`` or the SDKs' ``httpx2``) that checks every request
     (redirects included) against the policy, connects to the checked address (Host header and TLS SNI
     keep the name), and drops credential headers on any request to another origin than ``credential_origin``.
+    With ``trace_context`` each request carries the current span's W3C ``traceparent`` (and ``tracestate``).
     """
 
     class EgressAsyncTransport(http.AsyncBaseTransport):  # type: ignore[misc]
@@ -483,6 +487,8 @@ def async_transport(
             self._inner = http.AsyncHTTPTransport(**transport_options)
 
         async def handle_async_request(self, request: Any) -> Any:
+            if trace_context:
+                propagate.inject(request.headers)
             url = request.url
             decision = await authorize(url.host, url.port or DEFAULT_PORTS.get(url.scheme), policy)
             return await self._inner.handle_async_request(_pinned_request(http, request, decision, credential_origin))
@@ -498,6 +504,7 @@ def sync_transport(
     *,
     policy: EgressPolicy | None = None,
     credential_origin: tuple[str, str, int | None] | None = None,
+    trace_context: bool = False,
     **transport_options: Any,
 ) -> Any:
     class EgressTransport(http.BaseTransport):  # type: ignore[misc]
@@ -505,6 +512,8 @@ def sync_transport(
             self._inner = http.HTTPTransport(**transport_options)
 
         def handle_request(self, request: Any) -> Any:
+            if trace_context:
+                propagate.inject(request.headers)
             url = request.url
             decision = authorize_sync(url.host, url.port or DEFAULT_PORTS.get(url.scheme), policy)
             return self._inner.handle_request(_pinned_request(http, request, decision, credential_origin))
@@ -529,12 +538,12 @@ def sdk_http_clients(base_url: str | None, default_base_url: str | None = None) 
     # drops the credential headers on any hop to another origin (httpx itself strips only Authorization).
     return {
         "http_async_client": httpx2.AsyncClient(
-            transport=async_transport(httpx2, credential_origin=credential_origin),
+            transport=async_transport(httpx2, credential_origin=credential_origin, trace_context=True),
             trust_env=False,
             follow_redirects=True,
         ),
         "http_client": httpx2.Client(
-            transport=sync_transport(httpx2, credential_origin=credential_origin),
+            transport=sync_transport(httpx2, credential_origin=credential_origin, trace_context=True),
             trust_env=False,
             follow_redirects=True,
         ),

@@ -103,7 +103,8 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
 
 
 def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for a route: each status with its description and the contract's error body."""
+    """``responses=`` for a route: each status with its generic description and the contract's error body.
+    Prefer ``core.openapi.errors``, which names each status's error codes (the document's ``x-error-codes``)."""
     return {
         code: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS.get(code, "error")} for code in status_codes
     }

@@ -23,6 +23,7 @@ from aiops_executor import __version__
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.deps import ContextDep
 from aiops_executor.core.errors import error_response
+from aiops_executor.core.openapi import errors
 
 OK = "ok"
 UNREACHABLE = "unreachable"
@@ -65,14 +66,23 @@ async def readiness_checks(context: AppContext) -> dict[str, str]:
     return dict(zip(probes, results, strict=True))
 
 
-@router.get("/health")
+@router.get(
+    "/health",
+    operation_id="getLiveness",
+    summary="Liveness",
+    description="Answers while the process serves HTTP, with its version; checks no dependency.",
+)
 async def liveness() -> dict[str, str]:
     return {"status": OK, "version": __version__}
 
 
 @router.get(
     "/health/ready",
-    responses={503: {"description": "SERVICE_UNAVAILABLE: a dependency is not reachable; details.checks says which"}},
+    operation_id="getReadiness",
+    summary="Readiness",
+    description="Checks the database and, when configured, Redis (each within AIOPS_READINESS_TIMEOUT_SECONDS). "
+    "With a job queue the answer also carries `queue` (`depth`, `live_workers`; null when unreadable).",
+    responses=errors({503: {"SERVICE_UNAVAILABLE": "a dependency is not reachable; details.checks says which"}}),
 )
 async def readiness(context: ContextDep) -> JSONResponse:
     checks = await readiness_checks(context)

@@ -8,14 +8,15 @@ flood the traces).
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import StatusCode
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiops_executor.core import tracing
@@ -24,6 +25,7 @@ from aiops_executor.core.request_context import current_request_id
 from aiops_executor.core.telemetry import Telemetry
 
 METRICS_PATH = "/metrics"
+logger = structlog.get_logger(__name__)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -115,8 +117,21 @@ class TelemetryMiddleware:
 router = APIRouter()
 
 
+QUEUE_READ_SECONDS = 1.0
+
+
 @router.get(METRICS_PATH, include_in_schema=False)
 async def metrics_endpoint(request: Request) -> Response:
-    """Prometheus text format; open, like ``/health``."""
+    """Prometheus text format, or OpenMetrics with exemplars for a scraper that asks; open, like ``/health``.
+    The job queue's depth and live workers are read now, within a second (a slow database leaves them as
+    last read rather than stalling the scrape)."""
     metrics: Metrics = request.app.state.telemetry.metrics
-    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    context = getattr(request.app.state, "context", None)
+    if context is not None:
+        try:
+            async with asyncio.timeout(QUEUE_READ_SECONDS):
+                metrics.queue(await context.queue_status())
+        except Exception as exc:
+            logger.warning("could not read the job queue for /metrics", error=type(exc).__name__)
+    body, content_type = metrics.exposition(request.headers.get("accept", ""))
+    return Response(body, headers={"Content-Type": content_type})

@@ -2,7 +2,14 @@
 
 Every ``Metrics`` has its own registry (not prometheus-client's global one), so each app, and each test, counts
 for itself. Labels carry only bounded values: route templates, methods, statuses, outcomes, tool names and the
-configured provider and model names -- never an execution, team, node or agent id.
+configured provider, endpoint, model and team names -- never an execution, team, node or agent id.
+
+Conventions (Prometheus's, checked by tests/test_metrics_format.py): the unit is in the name (``_seconds``,
+``_usd``, ``_tokens``), counters end in ``_total``, no ``_created`` series (they double every counter's series
+for a value nobody graphs). The process (CPU, memory, file descriptors), Python platform and garbage-collector
+collectors come with every registry. Latency histograms carry the trace id of the observed span as an exemplar
+when it was traced; exemplars exist in the OpenMetrics format only, which ``GET /metrics`` answers to scrapers
+that ask for it (``Accept: application/openmetrics-text``, as Prometheus does with exemplar storage on).
 """
 
 from __future__ import annotations
@@ -11,8 +18,23 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import generate_latest
+from opentelemetry import trace
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+# Process-wide in prometheus-client: no registry of this process exposes ``_created`` series.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 PREFIX = "aiops"
 UNMATCHED_ROUTE = "<unmatched>"
@@ -66,6 +88,14 @@ class ModelCallRecord(Protocol):
     def cost(self) -> Decimal | None: ...
 
 
+def trace_exemplar() -> dict[str, str] | None:
+    """The current span's trace and span ids, when it is sampled: the exemplar of an observation made in it."""
+    context = trace.get_current_span().get_span_context()
+    if not (context.is_valid and context.trace_flags.sampled):
+        return None
+    return {"trace_id": format(context.trace_id, "032x"), "span_id": format(context.span_id, "016x")}
+
+
 def tool_outcome(status: str, output: dict[str, object]) -> str:
     if status == "success":
         return "success"
@@ -76,6 +106,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.http_requests = Counter(
             f"{PREFIX}_http_requests",
             "HTTP requests by route template, method and status.",
@@ -116,14 +149,14 @@ class Metrics:
         )
         self.model_calls = Counter(
             f"{PREFIX}_model_calls",
-            "Provider calls (each failover attempt counts) by provider, model and outcome.",
-            ["provider", "model", "outcome"],
+            "Provider calls (each failover attempt counts) by provider, model, endpoint and outcome.",
+            ["provider", "model", "endpoint", "outcome"],
             registry=r,
         )
         self.model_duration = Histogram(
             f"{PREFIX}_model_call_duration_seconds",
-            "Provider call latency by provider, model and outcome.",
-            ["provider", "model", "outcome"],
+            "Provider call latency by provider, model, endpoint and outcome.",
+            ["provider", "model", "endpoint", "outcome"],
             buckets=MODEL_BUCKETS,
             registry=r,
         )
@@ -134,9 +167,21 @@ class Metrics:
             registry=r,
         )
         self.model_cost = Counter(
-            f"{PREFIX}_model_cost",
-            "Cost of model calls at the configured prices, by provider and model.",
+            f"{PREFIX}_model_cost_usd",
+            "Cost in USD of model calls at the configured prices, by provider and model.",
             ["provider", "model"],
+            registry=r,
+        )
+        self.team_tokens = Counter(
+            f"{PREFIX}_team_tokens",
+            "Tokens of finished executions by team name and type (input or output); unknown counts are left out.",
+            ["team", "type"],
+            registry=r,
+        )
+        self.team_cost = Counter(
+            f"{PREFIX}_team_cost_usd",
+            "Cost in USD of finished executions by team name (executions of unknown cost are left out).",
+            ["team"],
             registry=r,
         )
         self.failovers = Counter(
@@ -181,27 +226,42 @@ class Metrics:
         self.sse_subscribers = Gauge(
             f"{PREFIX}_sse_subscribers", "Clients following a live execution stream in this process.", registry=r
         )
+        self.queue_depth = Gauge(
+            f"{PREFIX}_execution_queue_depth",
+            "Runs waiting in the job queue for a worker (PostgreSQL; read at each scrape of an API process and "
+            "at each queue upkeep of a worker).",
+            registry=r,
+        )
+        self.live_workers = Gauge(
+            f"{PREFIX}_workers_live",
+            "Workers with a heartbeat within the lease (PostgreSQL; read at each scrape of an API process and at "
+            "each queue upkeep of a worker).",
+            registry=r,
+        )
 
     # -- recording -------------------------------------------------------------------------------
 
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.http_requests.labels(method, route, str(status)).inc()
-        self.http_duration.labels(method, route).observe(seconds)
+        self.http_duration.labels(method, route).observe(seconds, trace_exemplar())
 
     def execution(self, status: str, seconds: float) -> None:
         self.executions.labels(status).inc()
-        self.execution_duration.labels(status).observe(seconds)
+        self.execution_duration.labels(status).observe(seconds, trace_exemplar())
 
     def node_team(self, status: str, seconds: float) -> None:
-        self.node_team_duration.labels(status).observe(seconds)
+        self.node_team_duration.labels(status).observe(seconds, trace_exemplar())
 
     def agent(self, status: str, seconds: float) -> None:
-        self.agent_duration.labels(status).observe(seconds)
+        self.agent_duration.labels(status).observe(seconds, trace_exemplar())
 
-    def model_call(self, record: ModelCallRecord) -> None:
-        provider, model = record.model.provider_name, record.model.model_id
-        self.model_calls.labels(provider, model, record.outcome).inc()
-        self.model_duration.labels(provider, model, record.outcome).observe(record.latency_ms / 1000)
+    def model_call(self, record: ModelCallRecord, endpoint: str | None = None) -> None:
+        """One provider attempt; ``endpoint`` is the configured endpoint's name (empty: a provider without one)."""
+        provider, model, where = record.model.provider_name, record.model.model_id, endpoint or ""
+        self.model_calls.labels(provider, model, where, record.outcome).inc()
+        self.model_duration.labels(provider, model, where, record.outcome).observe(
+            record.latency_ms / 1000, trace_exemplar()
+        )
         if record.input_tokens:
             self.model_tokens.labels(provider, model, "input").inc(record.input_tokens)
         if record.output_tokens:
@@ -209,12 +269,22 @@ class Metrics:
         if record.cost:
             self.model_cost.labels(provider, model).inc(float(record.cost))
 
+    def team_usage(self, team: str, input_tokens: int | None, output_tokens: int | None, cost: float | None) -> None:
+        """The usage of a finished execution, for the per-team totals (team names are configuration, like
+        provider and model names: as few as the teams)."""
+        if input_tokens:
+            self.team_tokens.labels(team, "input").inc(input_tokens)
+        if output_tokens:
+            self.team_tokens.labels(team, "output").inc(output_tokens)
+        if cost:
+            self.team_cost.labels(team).inc(cost)
+
     def failover(self, provider: str, model: str) -> None:
         self.failovers.labels(provider, model).inc()
 
     def tool_call(self, tool: str, outcome: str, seconds: float) -> None:
         self.tool_calls.labels(tool, outcome).inc()
-        self.tool_duration.labels(tool, outcome).observe(seconds)
+        self.tool_duration.labels(tool, outcome).observe(seconds, trace_exemplar())
 
     def run_started(self, *, resumed: bool, lost: bool, waited_seconds: float | None) -> None:
         if resumed:
@@ -231,5 +301,18 @@ class Metrics:
         self.active_executions.set_function(active_executions)
         self.sse_subscribers.set_function(sse_subscribers)
 
+    def queue(self, status: dict[str, int] | None) -> None:
+        if status is not None:
+            self.queue_depth.set(status["depth"])
+            self.live_workers.set(status["live_workers"])
+
     def render(self) -> bytes:
+        """Prometheus's text format."""
         return generate_latest(self.registry)
+
+    def exposition(self, accept: str = "") -> tuple[bytes, str]:
+        """The body and content type for a scraper's ``Accept`` header: OpenMetrics (with exemplars) when it
+        asks for it, else Prometheus's text format."""
+        if "application/openmetrics-text" in accept:
+            return generate_openmetrics(self.registry), OPENMETRICS_CONTENT_TYPE  # type: ignore[no-untyped-call]
+        return self.render(), CONTENT_TYPE_LATEST

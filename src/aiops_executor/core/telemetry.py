@@ -3,10 +3,14 @@
 One ``Telemetry`` per app (``AppContext.telemetry``); code running without an app (tests, benchmarks) gets a
 process-wide default whose metrics nobody scrapes and which does not trace.
 
-Span tree of a run: ``execution`` (a root of its own, linked to the HTTP request that started it) >
-``node_team`` > ``agent`` > ``chat`` (one per provider attempt) and ``tool``. The node teams run as concurrent
-asyncio tasks inside LangGraph; each task starts with a copy of its creator's context, and with it the current
-span, so every span finds its parent without being handed it.
+Span tree of a run, named after OpenTelemetry's GenAI conventions where they have a name: ``execution`` >
+``node_team`` > ``invoke_agent <agent>`` > ``chat <model>`` (one per provider attempt, a CLIENT span current
+while the call is made, so that the provider request carries its ``traceparent``) and ``execute_tool <tool>``.
+The execution continues the trace of whoever started it: the HTTP request, or -- in a worker process -- the
+trace context the job carried over (``core/request_context.origin``). The node teams run as concurrent
+asyncio tasks inside LangGraph; each task starts with a copy of its creator's context, and with it the
+current span, so every span finds its parent without being handed it. A step or call that fails has
+``error.type`` and the status ERROR.
 """
 
 from __future__ import annotations
@@ -14,16 +18,18 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import lru_cache, partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
-from opentelemetry.trace import INVALID_SPAN, Link, Span, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Span, StatusCode
 
 from aiops_executor import __version__
 from aiops_executor.core import tracing
@@ -44,10 +50,12 @@ class Step:
 
     __slots__ = ("_attributes", "_name", "_observe", "_span", "_started", "_token", "_tracer", "status")
 
-    def __init__(self, tracer: trace.Tracer | None, name: str, attributes: dict[str, str], observe: Observe) -> None:
+    def __init__(
+        self, tracer: trace.Tracer | None, name: str, attributes: Mapping[str, str | None], observe: Observe
+    ) -> None:
         self._tracer = tracer
         self._name = name
-        self._attributes = attributes
+        self._attributes = {key: value for key, value in attributes.items() if value is not None}
         self._observe = observe
         self._span: Span | None = None
         self._token: contextvars.Token[otel_context.Context] | None = None
@@ -75,6 +83,7 @@ class Step:
             if exc is not None and exc_type is not None and not issubclass(exc_type, asyncio.CancelledError):
                 span.record_exception(exc)
             if status != SUCCESS:
+                span.set_attribute(tracing.ERROR_TYPE, exc_type.__qualname__ if exc_type is not None else status)
                 span.set_status(StatusCode.ERROR, status)
             span.end()
 
@@ -105,21 +114,22 @@ class Telemetry:
     # -- a run -----------------------------------------------------------------------------------
 
     def start_execution(self, execution_id: str, team_id: str) -> Span:
-        """The root span of a run. A run outlives the request that started it, so it begins a trace of its own,
-        linked to the request's."""
+        """The span of a run: a child of the current span -- the HTTP request that started the run, or the
+        trace context a job carried into a worker -- so that the run continues the caller's trace (and follows
+        its sampling decision); a root span when there is none (a run resumed at start-up)."""
         if self.tracer is None:
             return INVALID_SPAN
-        caller = trace.get_current_span().get_span_context()
         return self.tracer.start_span(
             tracing.EXECUTION_SPAN,
-            context=otel_context.Context(),
-            attributes={tracing.EXECUTION_ID: execution_id, tracing.TEAM_ID: team_id},
-            links=[Link(caller)] if caller.is_valid else None,
+            attributes={
+                tracing.EXECUTION_ID: execution_id,
+                tracing.TEAM_ID: team_id,
+                tracing.GEN_AI_CONVERSATION_ID: execution_id,
+            },
         )
 
     def run_context(self, span: Span) -> contextvars.Context | None:
-        """A context for the run's task in which ``span`` is current (None: the task copies the caller's).
-        Also when the run is not sampled: its steps must not land in the trace of the request that started it."""
+        """A context for the run's task in which ``span`` is current (None: the task copies the caller's)."""
         if self.tracer is None:
             return None
         context = contextvars.copy_context()
@@ -134,55 +144,214 @@ class Telemetry:
             if error_code:
                 span.set_attribute(tracing.ERROR_CODE, error_code)
             if status != SUCCESS:
+                span.set_attribute(tracing.ERROR_TYPE, error_code or status)
                 span.set_status(StatusCode.ERROR, status)
             span.end()
 
     def node_team(self, node_id: str) -> Step:
         return Step(self.tracer, tracing.NODE_TEAM_SPAN, {tracing.NODE_ID: node_id}, self.metrics.node_team)
 
-    def agent(self, node_id: str, agent_id: str) -> Step:
-        attributes = {tracing.NODE_ID: node_id, tracing.AGENT_ID: agent_id}
-        return Step(self.tracer, tracing.AGENT_SPAN, attributes, self.metrics.agent)
+    def agent(
+        self, node_id: str, agent_id: str, agent_name: str | None = None, model: ModelReference | None = None
+    ) -> Step:
+        """One agent turn: ``invoke_agent <name>``."""
+        attributes = {
+            tracing.GEN_AI_OPERATION: "invoke_agent",
+            tracing.GEN_AI_AGENT_ID: agent_id,
+            tracing.GEN_AI_AGENT_NAME: agent_name or agent_id,
+            tracing.GEN_AI_REQUEST_MODEL: model.model_id if model else None,
+            tracing.PROVIDER: model.provider if model else None,
+            tracing.NODE_ID: node_id,
+            tracing.AGENT_ID: agent_id,
+        }
+        name = f"{tracing.AGENT_SPAN} {agent_name or agent_id}"
+        return Step(self.tracer, name, attributes, self.metrics.agent)
 
-    def tool_call(self, tool: str, node_id: str, agent_id: str) -> Step:
-        attributes = {tracing.TOOL_NAME: tool, tracing.NODE_ID: node_id, tracing.AGENT_ID: agent_id}
-        return Step(self.tracer, tracing.TOOL_SPAN, attributes, partial(self.metrics.tool_call, tool))
+    def tool_call(self, tool: str, node_id: str, agent_id: str, call_id: str | None = None) -> Step:
+        """One tool call: ``execute_tool <tool>``."""
+        attributes = {
+            tracing.GEN_AI_OPERATION: "execute_tool",
+            tracing.GEN_AI_TOOL_NAME: tool,
+            tracing.GEN_AI_TOOL_CALL_ID: call_id,
+            tracing.GEN_AI_TOOL_TYPE: "function",
+            tracing.TOOL_NAME: tool,
+            tracing.NODE_ID: node_id,
+            tracing.AGENT_ID: agent_id,
+        }
+        return Step(self.tracer, f"{tracing.TOOL_SPAN} {tool}", attributes, partial(self.metrics.tool_call, tool))
 
     # -- model calls -----------------------------------------------------------------------------
 
+    def chat(
+        self,
+        model: ModelDescription,
+        endpoint: str | None = None,
+        base_url: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> ChatAttempt:
+        """One provider attempt, about to be made: ``with telemetry.chat(...) as attempt:`` around the call (the
+        span is current inside, so the request carries its trace context), then ``attempt.finish(record)``."""
+        return ChatAttempt(self, model, endpoint, base_url, params or {})
+
     def model_call(self, record: ModelCallRecord, endpoint: str | None) -> None:
-        """One provider attempt, just finished: metrics, and a span covering it under the current span."""
-        self.metrics.model_call(record)
-        if self.tracer is None:
-            return
-        model = record.model
-        end = time.time_ns()
-        attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": model.provider_type,
-            "gen_ai.request.model": model.model_id,
-            "gen_ai.usage.input_tokens": record.input_tokens,
-            "gen_ai.usage.output_tokens": record.output_tokens,
-            tracing.PROVIDER: model.provider_name,
-            tracing.STATUS: record.outcome,
-            tracing.COST: None if record.cost is None else float(record.cost),
-            tracing.ENDPOINT: endpoint,
-        }
-        # Left out when unknown (no endpoint; usage the provider did not report, or a model without prices).
-        attributes = {key: value for key, value in attributes.items() if value is not None}
-        span = self.tracer.start_span(
-            f"{tracing.MODEL_SPAN} {model.model_id}",
-            kind=trace.SpanKind.CLIENT,
-            attributes=attributes,
-            start_time=end - int(record.latency_ms * 1_000_000),
-        )
-        if record.outcome != SUCCESS:
-            span.set_status(StatusCode.ERROR, record.outcome)
-        span.end(end_time=end)
+        """A provider attempt that was not wrapped in ``chat()``: its metrics, and a span covering its time."""
+        attempt = ChatAttempt(self, record.model, endpoint, None, {})
+        attempt.start(start_time=time.time_ns() - int(record.latency_ms * 1_000_000))
+        attempt.finish(record)
 
     def failover(self, model: ModelDescription) -> None:
         """A call moves on to another route (or another round) after a failed attempt."""
         self.metrics.failover(model.provider_name, model.model_id)
+
+
+class ModelReference:
+    """The model an agent was configured with, for its span."""
+
+    __slots__ = ("model_id", "provider")
+
+    def __init__(self, provider: str, model_id: str) -> None:
+        self.provider = provider
+        self.model_id = model_id
+
+
+def server_of(base_url: str | None) -> tuple[str | None, int | None]:
+    """``server.address`` and ``server.port`` of an endpoint's base URL (the scheme's default port if none)."""
+    if not base_url:
+        return None, None
+    parts = urlsplit(base_url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None and parts.scheme in ("http", "https"):
+        port = 443 if parts.scheme == "https" else 80
+    return parts.hostname, port
+
+
+class ChatAttempt:
+    """The span (``chat <model>``, CLIENT) and metrics of one provider attempt.
+
+    ``with attempt:`` makes the span current for the call; a streamed call re-enters ``attempt.current()``
+    around each read instead (a generator cannot hold a context across its yields). ``finish`` records the
+    outcome: the response's model, id and finish reasons, the usage, and for a failure (a refused call, or a
+    stream that broke before it ended) ``error.type`` and the status ERROR. Metrics are recorded inside the
+    span, so that the latency histogram's exemplar points at it.
+    """
+
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        model: ModelDescription,
+        endpoint: str | None,
+        base_url: str | None,
+        params: Mapping[str, Any],
+    ) -> None:
+        self._telemetry = telemetry
+        self._model = model
+        self._endpoint = endpoint
+        self._base_url = base_url
+        self._params = params
+        self._span: Span | None = None
+        self._tokens: list[contextvars.Token[otel_context.Context]] = []
+
+    def start(self, start_time: int | None = None) -> None:
+        tracer = self._telemetry.tracer
+        if tracer is None or self._span is not None:
+            return
+        model = self._model
+        address, port = server_of(self._base_url)
+        attributes: dict[str, Any] = {
+            tracing.GEN_AI_OPERATION: "chat",
+            tracing.GEN_AI_PROVIDER: model.provider_type,
+            tracing.GEN_AI_REQUEST_MODEL: model.model_id,
+            tracing.SERVER_ADDRESS: address,
+            tracing.SERVER_PORT: port,
+            tracing.PROVIDER: model.provider_name,
+            tracing.ENDPOINT: self._endpoint,
+        }
+        for name, key in tracing.REQUEST_PARAMETERS.items():
+            value = self._params.get(name)
+            if isinstance(value, str) and key == tracing.REQUEST_PARAMETERS["stop"]:
+                value = [value]
+            if isinstance(value, bool | int | float | str) or (
+                isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+            ):
+                attributes[key] = value
+        self._span = tracer.start_span(
+            f"{tracing.MODEL_SPAN} {model.model_id}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={key: value for key, value in attributes.items() if value is not None},
+            start_time=start_time,
+        )
+
+    def __enter__(self) -> ChatAttempt:
+        self.start()
+        self._attach()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self._detach()
+        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError) and self._span is not None:
+            self._span.set_attribute(tracing.ERROR_TYPE, "cancelled")
+            self._span.set_status(StatusCode.ERROR, "cancelled")
+            self._end()
+
+    @contextmanager
+    def current(self) -> Iterator[None]:
+        self.start()
+        self._attach()
+        try:
+            yield
+        finally:
+            self._detach()
+
+    def _attach(self) -> None:
+        if self._span is not None:
+            self._tokens.append(otel_context.attach(trace.set_span_in_context(self._span)))
+
+    def _detach(self) -> None:
+        if self._tokens:
+            otel_context.detach(self._tokens.pop())
+
+    def finish(
+        self,
+        record: ModelCallRecord,
+        *,
+        response_model: str | None = None,
+        response_id: str | None = None,
+        finish_reasons: Sequence[str] = (),
+        error_type: str | None = None,
+    ) -> None:
+        span = self._span
+        if span is None:
+            self._telemetry.metrics.model_call(record, self._endpoint)
+            return
+        with trace.use_span(span, end_on_exit=False):
+            self._telemetry.metrics.model_call(record, self._endpoint)
+        attributes: dict[str, Any] = {
+            tracing.GEN_AI_RESPONSE_MODEL: response_model,
+            tracing.GEN_AI_RESPONSE_ID: response_id,
+            tracing.GEN_AI_RESPONSE_FINISH_REASONS: list(finish_reasons) or None,
+            # Left out when unknown (usage the provider did not report, or a model without prices).
+            tracing.GEN_AI_INPUT_TOKENS: record.input_tokens,
+            tracing.GEN_AI_OUTPUT_TOKENS: record.output_tokens,
+            tracing.STATUS: record.outcome,
+            tracing.COST: None if record.cost is None else float(record.cost),
+        }
+        for key, value in attributes.items():
+            if value is not None:
+                span.set_attribute(key, value)
+        if record.outcome != SUCCESS:
+            span.set_attribute(tracing.ERROR_TYPE, error_type or record.outcome)
+            span.set_status(StatusCode.ERROR, record.outcome)
+        self._end()
+
+    def _end(self) -> None:
+        if self._span is not None:
+            self._span.end()
+            self._span = None
 
 
 @lru_cache(maxsize=1)

@@ -18,12 +18,42 @@ from aiops_executor.core.settings import Settings
 TRACER_NAME = "aiops_executor"
 OTLP_TRACES_PATH = "/v1/traces"
 
-# Span names.
+# Span names: OpenTelemetry's GenAI conventions where they have one (``{operation} {agent, tool or model}``).
 EXECUTION_SPAN = "execution"
 NODE_TEAM_SPAN = "node_team"
-AGENT_SPAN = "agent"
-TOOL_SPAN = "tool"
+AGENT_SPAN = "invoke_agent"
+TOOL_SPAN = "execute_tool"
 MODEL_SPAN = "chat"
+
+# OpenTelemetry semantic conventions (GenAI, server, error).
+GEN_AI_OPERATION = "gen_ai.operation.name"
+GEN_AI_PROVIDER = "gen_ai.provider.name"
+GEN_AI_AGENT_ID = "gen_ai.agent.id"
+GEN_AI_AGENT_NAME = "gen_ai.agent.name"
+GEN_AI_CONVERSATION_ID = "gen_ai.conversation.id"
+GEN_AI_TOOL_NAME = "gen_ai.tool.name"
+GEN_AI_TOOL_CALL_ID = "gen_ai.tool.call.id"
+GEN_AI_TOOL_TYPE = "gen_ai.tool.type"
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+GEN_AI_RESPONSE_ID = "gen_ai.response.id"
+GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
+GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+ERROR_TYPE = "error.type"
+# Model parameters as the conventions name them (``gen_ai.request.<name>``); others are not recorded.
+REQUEST_PARAMETERS = {
+    "temperature": "gen_ai.request.temperature",
+    "max_tokens": "gen_ai.request.max_tokens",
+    "top_p": "gen_ai.request.top_p",
+    "top_k": "gen_ai.request.top_k",
+    "frequency_penalty": "gen_ai.request.frequency_penalty",
+    "presence_penalty": "gen_ai.request.presence_penalty",
+    "seed": "gen_ai.request.seed",
+    "stop": "gen_ai.request.stop_sequences",
+}
 
 # Span attributes (besides OpenTelemetry's semantic conventions for HTTP and GenAI).
 EXECUTION_ID = "aiops.execution.id"

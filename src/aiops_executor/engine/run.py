@@ -201,6 +201,13 @@ class ExecutionRun:
         self.telemetry.finish_execution(
             span, self.outcome.status.value, self.outcome.duration_ms / 1000, self.outcome.error_code
         )
+        usage = self.outcome.usage
+        self.telemetry.metrics.team_usage(
+            self.team.spec.team_name,
+            usage.input_tokens,
+            usage.output_tokens,
+            None if usage.cost is None else float(usage.cost),
+        )
         yield self._stamp(self._terminal_event(self.outcome))
 
     async def _drive(self, queue: asyncio.Queue[PendingEvent | _End]) -> _End:

@@ -20,6 +20,7 @@ Events are written with ``get_stream_writer()`` as ``PendingEvent`` objects; the
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import operator
 import time
@@ -43,7 +44,7 @@ from langgraph.types import Send
 from pydantic import BaseModel, Field, create_model
 
 from aiops_executor.core.metrics import tool_outcome
-from aiops_executor.core.telemetry import Telemetry, default_telemetry
+from aiops_executor.core.telemetry import ModelReference, Telemetry, default_telemetry
 from aiops_executor.engine import prompts
 from aiops_executor.engine.events import GLOBAL_SUPERVISOR_ID, EventType, PendingEvent, node_supervisor_id
 from aiops_executor.engine.models import ModelSource, Usage, UsageMeter, metering
@@ -355,7 +356,8 @@ class CompiledTeam:
             node = self.nodes[metadata[NODE_ID_KEY]]
             context = self._tool_contexts[node.node_id]
             started = time.perf_counter()
-            with _team_run(ensure_config()).telemetry.tool_call(name, node.node_id, metadata[AGENT_ID_KEY]) as step:
+            telemetry = _team_run(ensure_config()).telemetry
+            with telemetry.tool_call(name, node.node_id, metadata[AGENT_ID_KEY], _TOOL_CALL_ID.get()) as step:
                 outcome = await registry.invoke(name, arguments, context)
                 step.status = tool_outcome(outcome.status, outcome.output)
             _emit(
@@ -376,7 +378,7 @@ class CompiledTeam:
             return json.dumps(outcome.output, ensure_ascii=False, default=str)
 
         # A plain JSON schema: the registry validates, so bad arguments reach the agent as a readable result.
-        built = StructuredTool.from_function(
+        built = _CallIdTool.from_function(
             coroutine=call, name=name, description=spec.description, args_schema=spec.json_schema()
         )
         self._tools[name] = built
@@ -514,7 +516,9 @@ class CompiledTeam:
         # Log lines of the agent's model and tool calls carry its ids (LangGraph copies the context).
         with (
             structlog.contextvars.bound_contextvars(node_id=node.node_id, agent_id=spec.agent_id),
-            run.telemetry.agent(node.node_id, spec.agent_id) as step,
+            run.telemetry.agent(
+                node.node_id, spec.agent_id, spec.agent_name, ModelReference(spec.model_provider, spec.model_id)
+            ) as step,
             metering() as meter,
         ):
             try:
@@ -856,6 +860,22 @@ def _finish_node(result: NodeResult) -> dict[str, dict[str, Any]]:
 
 
 RUN_KEY = "aiops_team_run"
+# The id the model gave the tool call being run (its span's gen_ai.tool.call.id); None outside one.
+_TOOL_CALL_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("aiops_tool_call_id", default=None)
+
+
+class _CallIdTool(StructuredTool):
+    """A tool that knows the id of the call it answers: LangChain hands a JSON-schema tool its arguments only,
+    so the id of the model's tool call (``{"type": "tool_call", "id": ...}``) is passed on in a context
+    variable."""
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        call_id = input.get("id") if isinstance(input, dict) and input.get("type") == "tool_call" else None
+        token = _TOOL_CALL_ID.set(call_id if isinstance(call_id, str) else None)
+        try:
+            return await super().ainvoke(input, config, **kwargs)
+        finally:
+            _TOOL_CALL_ID.reset(token)
 
 
 def _team_run(config: RunnableConfig) -> TeamRun:

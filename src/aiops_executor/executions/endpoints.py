@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi import status as http_status
@@ -13,11 +13,13 @@ from sse_starlette import EventSourceResponse
 from aiops_executor.auth.dependencies import ViewerDep
 from aiops_executor.auth.rate_limits import RATE_LIMITED_RESPONSE, ExecutionOperatorDep
 from aiops_executor.core.deps import SessionDep
-from aiops_executor.core.errors import AppError, ValidationFailed, error_responses
+from aiops_executor.core.errors import AppError, ValidationFailed
+from aiops_executor.core.openapi import errors, event_stream
 from aiops_executor.core.pagination import Page, PageQuery
 from aiops_executor.executions import service
 from aiops_executor.executions.schemas import (
     MAX_SEQ,
+    STREAM_EVENTS,
     EventRead,
     ExecuteRequest,
     ExecutionRead,
@@ -33,9 +35,24 @@ router = APIRouter(tags=["executions"])
 
 API_PREFIX = "/api/v1"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/event-stream": {}}, "description": "The execution's events (Server-Sent Events)"}
-}
+STREAM_RESPONSE = event_stream(
+    STREAM_EVENTS,
+    "The execution's events as Server-Sent Events (`id: <seq>`, `event: <name>`, `data: <JSON>`), ending after "
+    "the terminal event (`execution_complete`, `execution_error` or `execution_cancelled`)",
+)
+TEAM_NOT_FOUND = {404: "TEAM_NOT_FOUND"}
+EXECUTION_NOT_FOUND = {404: "EXECUTION_NOT_FOUND"}
+START_ERRORS = errors(
+    {
+        400: {"INVALID_TOPOLOGY": "the team no longer validates against the current LLM configuration"},
+        **TEAM_NOT_FOUND,
+        409: {
+            "TEAM_NOT_ACTIVE": "only active teams execute",
+            "EXECUTION_RUNNING": "the team already has an unfinished execution",
+        },
+        422: {"VALIDATION_ERROR": "the body does not match the schema, or output_schema is not a JSON Schema"},
+    }
+)
 
 
 def _no_comment_pings(context: ServiceContext) -> float:
@@ -51,10 +68,17 @@ def _location(execution_id: uuid.UUID) -> str:
 @router.post(
     "/teams/{team_id}/execute",
     response_model=ExecutionRead,
+    operation_id="executeTeam",
+    summary="Run a team: stream its events, or wait for its result",
+    description="Starts an execution of the team with the given task. With `stream: true` (the default) the "
+    "answer is the run's event stream (`text/event-stream`); the run does not depend on the client, which may "
+    "go away and re-attach with `GET /executions/{id}/stream`. With `stream: false` the call waits and answers "
+    "the finished execution (JSON); a run that times out answers 408 with `partial_result`. Either way the "
+    "`Location` header names the execution.",
     responses={
         **STREAM_RESPONSE,
-        **error_responses(400, 404, 409),
-        408: {"description": "EXECUTION_TIMEOUT, with the partial result"},
+        **START_ERRORS,
+        **errors({408: {"EXECUTION_TIMEOUT": "the run timed out; partial_result holds what it found"}}),
         **RATE_LIMITED_RESPONSE,
     },
 )
@@ -96,7 +120,11 @@ async def execute_team(
     "/teams/{team_id}/executions",
     response_model=ExecutionRead,
     status_code=http_status.HTTP_202_ACCEPTED,
-    responses={**error_responses(400, 404, 409), **RATE_LIMITED_RESPONSE},
+    operation_id="submitExecution",
+    summary="Start a team's execution in the background",
+    description="Stores a `pending` execution of the team and answers it at once (202, with `Location`); the "
+    "run goes on in a worker. Follow it with `GET /executions/{id}`, its events or its stream.",
+    responses={**START_ERRORS, **RATE_LIMITED_RESPONSE},
 )
 async def submit_execution(
     team_id: uuid.UUID,
@@ -113,7 +141,14 @@ async def submit_execution(
     return service.execution_read(execution)
 
 
-@router.get("/teams/{team_id}/executions", response_model=Page[ExecutionRead], responses=error_responses(404))
+@router.get(
+    "/teams/{team_id}/executions",
+    response_model=Page[ExecutionRead],
+    operation_id="listTeamExecutions",
+    summary="List a team's executions",
+    description="The team's executions, newest first, a page at a time; `status` keeps only those in that status.",
+    responses=errors(TEAM_NOT_FOUND),
+)
 async def list_team_executions(
     team_id: uuid.UUID,
     _: ViewerDep,
@@ -124,12 +159,28 @@ async def list_team_executions(
     return await service.list_team_executions(session, team_id, page, status=status)
 
 
-@router.get("/executions/{execution_id}", response_model=ExecutionRead, responses=error_responses(404))
+@router.get(
+    "/executions/{execution_id}",
+    response_model=ExecutionRead,
+    operation_id="getExecution",
+    summary="Read an execution",
+    description="Status, input, timings, the result (summary and each node team's findings), the structured "
+    "output, token usage and cost, and the error of a run that did not succeed.",
+    responses=errors(EXECUTION_NOT_FOUND),
+)
 async def get_execution(execution_id: uuid.UUID, _: ViewerDep, session: SessionDep) -> ExecutionRead:
     return service.execution_read(await service.get_execution_row(session, execution_id))
 
 
-@router.get("/executions/{execution_id}/events", response_model=Page[EventRead], responses=error_responses(404))
+@router.get(
+    "/executions/{execution_id}/events",
+    response_model=Page[EventRead],
+    operation_id="listExecutionEvents",
+    summary="List an execution's stored events",
+    description="The execution's events in `seq` order, a page at a time; `after` keeps only later ones. Each "
+    "`data` is the payload the stream carried (see the `x-sse-events` schemas of `streamExecution`).",
+    responses=errors(EXECUTION_NOT_FOUND),
+)
 async def list_execution_events(
     execution_id: uuid.UUID,
     _: ViewerDep,
@@ -140,7 +191,15 @@ async def list_execution_events(
     return await service.list_events(session, execution_id, after, page)
 
 
-@router.get("/executions/{execution_id}/stream", responses={**STREAM_RESPONSE, **error_responses(404)})
+@router.get(
+    "/executions/{execution_id}/stream",
+    operation_id="streamExecution",
+    summary="Follow an execution's event stream",
+    description="Replays every stored event after `Last-Event-ID` (or `after`), then continues live until the "
+    "terminal event; nothing is lost across reconnects. A finished execution's stream replays and ends. "
+    "Heartbeats (no id) come after 30 s of silence.",
+    responses={**STREAM_RESPONSE, **errors(EXECUTION_NOT_FOUND)},
+)
 async def stream_execution(
     execution_id: uuid.UUID,
     _: ViewerDep,
@@ -186,7 +245,22 @@ def _bad_last_event_id(message: str, reason: str) -> ValidationFailed:
     "/executions/{execution_id}/cancel",
     response_model=ExecutionRead,
     status_code=http_status.HTTP_202_ACCEPTED,
-    responses={**error_responses(404, 409), **RATE_LIMITED_RESPONSE},
+    operation_id="cancelExecution",
+    summary="Cancel an execution",
+    description="A pending run is cancelled at once; a running one has its model and tool calls abandoned "
+    "promptly and ends `cancelled` (its stream ends with `execution_cancelled`).",
+    responses={
+        **errors(
+            {
+                **EXECUTION_NOT_FOUND,
+                409: {
+                    "EXECUTION_FINISHED": "the execution has already finished",
+                    "EXECUTION_NOT_CANCELLABLE": "no process that can cancel it runs it",
+                },
+            }
+        ),
+        **RATE_LIMITED_RESPONSE,
+    },
 )
 async def cancel_execution(
     execution_id: uuid.UUID, principal: ExecutionOperatorDep, session: SessionDep, context: ServiceContextDep
@@ -198,7 +272,25 @@ async def cancel_execution(
 @router.post(
     "/teams/{team_id}/structured-output",
     response_model=StructuredOutputResult,
-    responses={**error_responses(404, 409), **RATE_LIMITED_RESPONSE},
+    operation_id="createStructuredOutput",
+    summary="Structured output from a finished run",
+    description="Asks the team's global supervisor model to express a finished execution's findings (the "
+    "given `execution_id`, else the team's latest finished one) as JSON matching `output_schema`, validating "
+    "and repairing up to 3 times.",
+    responses={
+        **errors(
+            {
+                404: {"TEAM_NOT_FOUND": "", "EXECUTION_NOT_FOUND": "no such (finished) execution of this team"},
+                409: {"EXECUTION_RUNNING": "the execution has not finished yet"},
+                422: {
+                    "VALIDATION_ERROR": "the body does not match the schema",
+                    "SCHEMA_GENERATION_FAILED": "the output did not match output_schema after 3 attempts "
+                    "(schema_validation and partial_output are next to the error body)",
+                },
+            }
+        ),
+        **RATE_LIMITED_RESPONSE,
+    },
 )
 async def team_structured_output(
     team_id: uuid.UUID,

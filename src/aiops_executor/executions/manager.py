@@ -156,6 +156,8 @@ class ExecutionManager:
         for execution_id in await repository.orphaned(self.context.database.sessionmaker, cutoff):
             if await self.queue.enqueue(execution_id):
                 logger.warning("queued a run that had no job", execution_id=str(execution_id))
+        # Last, so that it never holds up the upkeep: a worker's /metrics has no request to read the queue in.
+        self.context.telemetry.metrics.queue(await self.context.queue_status())
 
     async def _maintain_periodically(self) -> None:
         interval = max(1.0, self.settings.worker_lease_seconds / 6)

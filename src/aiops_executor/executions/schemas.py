@@ -136,3 +136,139 @@ class StructuredOutputResult(BaseModel):
 class PurgeResult(BaseModel):
     executions: int
     events: int
+
+
+# --------------------------------------------------------------------------------------------- stream events
+# The ``data`` of each SSE event (contract: SSE events), for the OpenAPI document. Payloads are built by the
+# engine and the repository; tests/test_openapi.py checks streamed events against these models field by field.
+
+
+class EventBase(BaseModel):
+    execution_id: uuid.UUID
+    team_id: uuid.UUID
+    seq: int = Field(description="per-execution, gap-free, increasing; also the SSE id (heartbeats: the last seq)")
+    timestamp: datetime
+
+
+class NodeEventBase(EventBase):
+    node_id: str
+
+
+class SupervisorEventBase(EventBase):
+    supervisor_id: str = Field(description="global_supervisor, or <node_id>.supervisor")
+
+
+class AgentEventBase(NodeEventBase):
+    agent_id: str
+
+
+class ExecutionStartEvent(EventBase):
+    input: dict[str, Any]
+    started_at: datetime
+
+
+class ExecutionResumedEvent(EventBase):
+    attempt: int
+    worker_id: str | None
+    resumed_after_seq: int = Field(description="the last event of the earlier attempt")
+
+
+class GlobalSupervisorMessageEvent(SupervisorEventBase):
+    message: str
+
+
+class GlobalSupervisorDecisionEvent(SupervisorEventBase):
+    decision: str
+    next_nodes: list[str]
+    warning: str | None = Field(default=None, description="the supervisor carried on after a problem")
+
+
+class NodeSupervisorMessageEvent(SupervisorEventBase):
+    node_id: str
+    message: str
+
+
+class NodeSupervisorDecisionEvent(SupervisorEventBase):
+    node_id: str
+    decision: str
+    next_agents: list[str]
+    warning: str | None = None
+    error: str | None = Field(default=None, description="the supervisor could not route; the node team fails")
+
+
+class AgentMessageEvent(AgentEventBase):
+    message: str
+    status: str = Field(description="success or failed")
+    error: str | None = None
+
+
+class AgentTokenEvent(AgentEventBase):
+    delta: str
+
+
+class AgentTokensDiscardedEvent(AgentEventBase):
+    discarded_tokens: int = Field(description="how many of this agent's latest agent_token events to drop")
+    endpoint: str | None
+    reason: str
+
+
+class ToolCallEvent(AgentEventBase):
+    tool: str
+    input: dict[str, Any]
+    output: dict[str, Any]
+    status: str
+    duration_ms: float
+
+
+class NodeCompleteEvent(NodeEventBase):
+    status: str
+    result: NodeOutput
+    usage: Usage
+
+
+class ExecutionEndEvent(EventBase):
+    status: ExecutionStatus
+    duration_ms: int | None = None
+    result: ExecutionResult | None = None
+    usage: Usage | None = None
+
+
+class ExecutionCompleteEvent(ExecutionEndEvent):
+    structured_output: Any | None = Field(default=None, description="when the run had an output_schema")
+
+
+class ExecutionErrorEvent(ExecutionEndEvent):
+    error_code: str | None
+    error_message: str | None
+    node_id: str | None = None
+    agent_id: str | None = None
+    structured_output: Any | None = None
+    errors: list[dict[str, Any]] | None = Field(default=None, description="SCHEMA_GENERATION_FAILED: what failed")
+    partial_output: Any | None = Field(default=None, description="SCHEMA_GENERATION_FAILED: the last attempt")
+
+
+class ExecutionCancelledEvent(ExecutionEndEvent):
+    pass
+
+
+class HeartbeatEvent(EventBase):
+    pass
+
+
+STREAM_EVENTS: dict[str, type[BaseModel]] = {
+    "execution_start": ExecutionStartEvent,
+    "execution_resumed": ExecutionResumedEvent,
+    "global_supervisor_message": GlobalSupervisorMessageEvent,
+    "global_supervisor_decision": GlobalSupervisorDecisionEvent,
+    "node_supervisor_message": NodeSupervisorMessageEvent,
+    "node_supervisor_decision": NodeSupervisorDecisionEvent,
+    "agent_message": AgentMessageEvent,
+    "agent_token": AgentTokenEvent,
+    "agent_tokens_discarded": AgentTokensDiscardedEvent,
+    "tool_call": ToolCallEvent,
+    "node_complete": NodeCompleteEvent,
+    "execution_complete": ExecutionCompleteEvent,
+    "execution_error": ExecutionErrorEvent,
+    "execution_cancelled": ExecutionCancelledEvent,
+    "heartbeat": HeartbeatEvent,
+}

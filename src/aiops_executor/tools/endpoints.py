@@ -21,7 +21,14 @@ def get_tool_registry() -> ToolRegistry:
 RegistryDep = Annotated[ToolRegistry, Depends(get_tool_registry)]
 
 
-@router.get("/tools", response_model=Page[ToolRead])
+@router.get(
+    "/tools",
+    response_model=Page[ToolRead],
+    operation_id="listTools",
+    summary="List the diagnostic tools",
+    description="The tools agents can be given (name, description, JSON Schema of the arguments), a page at a "
+    "time. Every built-in tool is read-only.",
+)
 async def list_tools(_: ViewerDep, registry: RegistryDep, page: PageQuery) -> Page[ToolRead]:
     specs = registry.specs()
     window = specs[page.offset : page.offset + page.size]

@@ -14,7 +14,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -35,7 +35,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from aiops_executor.core.errors import AppError
-from aiops_executor.core.telemetry import Telemetry
+from aiops_executor.core.telemetry import ChatAttempt, Telemetry
 from aiops_executor.engine.models import DISCARDED_TOKENS_KEY
 from aiops_executor.llm.adapters import adapter_for
 from aiops_executor.llm.adapters.base import JSON_SCHEMA
@@ -324,9 +324,11 @@ async def _stream_to_result(
     """One streamed answer from ``client``: each delta goes to the callbacks as it arrives, the answer is
     returned whole once the stream has ended (a stream that breaks raises, having counted what it streamed)."""
     merged: AIMessageChunk | None = None
+    info: dict[str, Any] = {}  # what the chunks say about the answer (why it stopped, which model answered)
     async for chunk in client._astream(messages, stop=stop, **kwargs):
         if not isinstance(chunk.message, AIMessageChunk):
             continue
+        info.update(chunk.generation_info or {})
         merged = chunk.message if merged is None else merged + chunk.message
         delta = chunk.message.content
         if run_manager is not None and delta:
@@ -334,11 +336,39 @@ async def _stream_to_result(
             tokens.count += 1
     if merged is None:
         raise EmptyStreamError("the provider's stream ended without an answer")
-    return ChatResult(generations=[ChatGeneration(message=message_chunk_to_message(merged))])
+    generation = ChatGeneration(message=message_chunk_to_message(merged), generation_info=info or None)
+    return ChatResult(generations=[generation])
 
 
 class EmptyStreamError(Exception):
     pass
+
+
+def _response_attributes(
+    message: AIMessage | None, result: ChatResult | None = None, info: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What the provider said about its answer: the model that answered, the response id, why it stopped.
+    A client's ``_agenerate`` leaves them in the result (``llm_output``, ``generation_info``), which LangChain
+    merges into the message only later; a merged stream has them in the message."""
+    if message is None:
+        return {}
+    metadata: dict[str, Any] = {}
+    if result is not None:
+        metadata.update(result.llm_output or {})
+        if result.generations:
+            metadata.update(result.generations[0].generation_info or {})
+    metadata.update(info or {})
+    metadata.update(message.response_metadata or {})
+    model = metadata.get("model_name") or metadata.get("model")
+    response_id = metadata.get("id")
+    if response_id is None and message.id and not message.id.startswith(("run-", "lc_run-")):
+        response_id = message.id  # LangChain's clients put the provider's id here; "run-..." ids are its own
+    reason = metadata.get("finish_reason") or metadata.get("stop_reason") or metadata.get("done_reason")
+    return {
+        "response_model": model if isinstance(model, str) else None,
+        "response_id": response_id if isinstance(response_id, str) else None,
+        "finish_reasons": [reason] if isinstance(reason, str) else [],
+    }
 
 
 async def _announce_discarded(
@@ -468,7 +498,29 @@ class FailoverChatModel(BaseChatModel):
             kwargs.update(adapter.structured_request(JSON_SCHEMA, schema, name))
         return kwargs
 
-    async def _record(self, route: Route, outcome: str, started: float, message: AIMessage | None) -> Decimal | None:
+    def _attempt(self, route: Route) -> ChatAttempt | nullcontext[None]:
+        """The span and metrics of one attempt (nothing without telemetry)."""
+        if self.telemetry is None:
+            return nullcontext()
+        endpoint = route.endpoint
+        return self.telemetry.chat(
+            self.binding.model,
+            endpoint.name if endpoint else None,
+            endpoint.base_url if endpoint else None,
+            self.params,
+        )
+
+    async def _record(
+        self,
+        route: Route,
+        outcome: str,
+        started: float,
+        message: AIMessage | None,
+        attempt: ChatAttempt | nullcontext[None],
+        error_type: str | None = None,
+        result: ChatResult | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> Decimal | None:
         # A failed attempt returned nothing to count; a success without usage metadata is unknown, not free.
         input_tokens: int | None = 0
         output_tokens: int | None = 0
@@ -485,8 +537,8 @@ class FailoverChatModel(BaseChatModel):
             output_tokens=output_tokens,
             cost=cost,
         )
-        if self.telemetry is not None:
-            self.telemetry.model_call(record, route.endpoint.name if route.endpoint else None)
+        if isinstance(attempt, ChatAttempt):
+            attempt.finish(record, error_type=error_type, **_response_attributes(message, result, info))
         if self.on_call is not None:
             await self.on_call(record)
         return cost
@@ -539,13 +591,16 @@ class FailoverChatModel(BaseChatModel):
                 self.telemetry.failover(self.binding.model)
             started = time.perf_counter()
             tokens = _TokenCount()
+            attempt = self._attempt(route)
             try:
-                async with self.state.slot(route.endpoint):
-                    call_kwargs = self._call_kwargs(client, kwargs)
-                    if streaming:
-                        result = await _stream_to_result(client, messages, stop, run_manager, tokens, call_kwargs)
-                    else:
-                        result = await client._agenerate(messages, stop=stop, **call_kwargs)
+                # The attempt's span is current during the call: the provider request carries its traceparent.
+                with attempt:
+                    async with self.state.slot(route.endpoint):
+                        call_kwargs = self._call_kwargs(client, kwargs)
+                        if streaming:
+                            result = await _stream_to_result(client, messages, stop, run_manager, tokens, call_kwargs)
+                        else:
+                            result = await client._agenerate(messages, stop=stop, **call_kwargs)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -553,7 +608,7 @@ class FailoverChatModel(BaseChatModel):
                 failures.append((route, failure))
                 await penalise(self.state, route, failure)
                 self.state.failovers += 1
-                await self._record(route, failure.kind.value, started, None)
+                await self._record(route, failure.kind.value, started, None, attempt, failure.error_code)
                 logger.warning(
                     "model call failed",
                     **route.describe(),
@@ -567,7 +622,7 @@ class FailoverChatModel(BaseChatModel):
                 continue
             message = result.generations[0].message if result.generations else None
             ai = message if isinstance(message, AIMessage) else None
-            cost = await self._record(route, "success", started, ai)
+            cost = await self._record(route, "success", started, ai, attempt, result=result)
             if ai is not None:
                 ai.response_metadata = {**ai.response_metadata, **self._metadata(route, cost)}
             return result
@@ -620,31 +675,58 @@ class FailoverChatModel(BaseChatModel):
             started = time.perf_counter()
             emitted = False
             merged: AIMessageChunk | None = None
+            info: dict[str, Any] = {}
+            attempt = self._attempt(route)
+            # The span is current only while the stream is read: a generator cannot hold a context across yields.
+            current = attempt.current if isinstance(attempt, ChatAttempt) else nullcontext
             try:
                 async with self.state.slot(route.endpoint):
                     stream = client._astream(messages, stop=stop, **self._call_kwargs(client, kwargs))
-                    async for chunk in stream:
+                    while True:
+                        with current():
+                            try:
+                                chunk = await anext(stream)
+                            except StopAsyncIteration:
+                                break
                         emitted = True
+                        info.update(chunk.generation_info or {})
                         if isinstance(chunk.message, AIMessageChunk):
                             merged = chunk.message if merged is None else merged + chunk.message
                         if run_manager and isinstance(chunk.message.content, str) and chunk.message.content:
                             await run_manager.on_llm_new_token(chunk.message.content, chunk=chunk)
                         yield chunk
-            except asyncio.CancelledError:
+                if merged is None:  # a stream that ended without an answer is a failed attempt, not a success
+                    raise EmptyStreamError("the provider's stream ended without an answer")
+            except (asyncio.CancelledError, GeneratorExit):
+                # The caller stopped reading (or the run was cancelled): the attempt did not complete.
+                if isinstance(attempt, ChatAttempt):
+                    attempt.finish(self._abandoned(route, started), error_type="cancelled")
                 raise
             except Exception as exc:
                 failure = adapter_for(self.binding.model.provider_type).classify(exc)
                 await penalise(self.state, route, failure)
-                await self._record(route, failure.kind.value, started, None)
+                await self._record(route, failure.kind.value, started, None, attempt, failure.error_code)
                 if emitted:  # part of an answer reached the caller; switching routes would garble it
                     raise ProviderCallError(failure) from None
                 failures.append((route, failure))
                 self.state.failovers += 1
                 continue
-            cost = await self._record(route, "success", started, merged)
+            cost = await self._record(route, "success", started, merged, attempt, info=info)
             yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=self._metadata(route, cost)))
             return
         raise self._exhausted(failures)
+
+    def _abandoned(self, route: Route, started: float) -> CallRecord:
+        return CallRecord(
+            model=self.binding.model,
+            endpoint_id=route.endpoint.id if route.endpoint else None,
+            credential_id=route.credential.id if route.credential else None,
+            outcome="cancelled",
+            latency_ms=(time.perf_counter() - started) * 1000,
+            input_tokens=None,
+            output_tokens=None,
+            cost=None,
+        )
 
     def _generate(
         self,
