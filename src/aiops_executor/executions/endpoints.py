@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
+from pydantic import AwareDatetime
+
 from fastapi import APIRouter, Header, Query, Response
 from fastapi import status as http_status
 from fastapi.responses import JSONResponse
@@ -122,6 +124,31 @@ async def list_team_executions(
     status: ExecutionStatus | None = None,
 ) -> Page[ExecutionRead]:
     return await service.list_team_executions(session, team_id, page, status=status)
+
+
+@router.get(
+    "/executions",
+    response_model=Page[ExecutionRead],
+    operation_id="listExecutions",
+    summary="List executions of every team",
+    description=(
+        "Executions of all teams, newest first, optionally filtered by team, status and creation time "
+        "(`created_after` <= created_at < `created_before`, timezone-aware ISO-8601). Any authenticated role. "
+        "Errors: 422 `VALIDATION_ERROR` for a malformed filter."
+    ),
+)
+async def list_executions(
+    _: ViewerDep,
+    session: SessionDep,
+    page: PageQuery,
+    team_id: Annotated[uuid.UUID | None, Query(description="only this team's executions")] = None,
+    status: Annotated[ExecutionStatus | None, Query(description="only executions in this status")] = None,
+    created_after: Annotated[AwareDatetime | None, Query(description="created at or after this time")] = None,
+    created_before: Annotated[AwareDatetime | None, Query(description="created before this time")] = None,
+) -> Page[ExecutionRead]:
+    return await service.list_executions(
+        session, page, team_id=team_id, status=status, created_after=created_after, created_before=created_before
+    )
 
 
 @router.get("/executions/{execution_id}", response_model=ExecutionRead, responses=error_responses(404))
