@@ -16,7 +16,9 @@ from tests.helpers import API, assert_error
 from tests.processes import add_simulator_models, team_body
 
 ROOT = Path(__file__).resolve().parents[1]
-OWN_SOURCES = sorted(p for p in STATIC_DIR.rglob("*") if p.suffix in {".js", ".html", ".css"} and "vendor" not in p.parts)
+OWN_SOURCES = sorted(
+    p for p in STATIC_DIR.rglob("*") if p.suffix in {".js", ".html", ".css"} and "vendor" not in p.parts
+)
 
 
 @pytest.fixture
@@ -169,5 +171,7 @@ async def test_executions_of_every_team_filtered_by_team_status_and_time(
     # A time without a zone is ambiguous: refused rather than guessed.
     naive = await client.get(f"{API}/executions", params={"created_after": "2026-01-01T00:00:00"}, headers=viewer)
     assert_error(naive, 422, "VALIDATION_ERROR")
-    assert_error(await client.get(f"{API}/executions", params={"status": "done"}, headers=viewer), 422, "VALIDATION_ERROR")
+    assert_error(
+        await client.get(f"{API}/executions", params={"status": "done"}, headers=viewer), 422, "VALIDATION_ERROR"
+    )
     assert_error(await client.get(f"{API}/executions"), 401, "UNAUTHORIZED")

@@ -85,8 +85,13 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     data_dir = tmp_path_factory.mktemp("console") / "data"
     port = free_port()
     env = base_env(
-        data_dir=str(data_dir), env="dev", admin_username=ADMIN["username"], admin_password=ADMIN["password"],
-        rate_limit_auth_per_minute="0", login_max_failures="0", login_max_failures_per_ip="0",
+        data_dir=str(data_dir),
+        env="dev",
+        admin_username=ADMIN["username"],
+        admin_password=ADMIN["password"],
+        rate_limit_auth_per_minute="0",
+        login_max_failures="0",
+        login_max_failures_per_ip="0",
     )
     log = data_dir.parent / "serve.log"
     mock_port = free_port()
@@ -117,7 +122,10 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
                 created = client.post(
                     f"{API}/providers/{provider['id']}/models",
                     json={
-                        "model_id": model_id, "name": model_id, "input_price": 0.5, "output_price": 1.5,
+                        "model_id": model_id,
+                        "name": model_id,
+                        "input_price": 0.5,
+                        "output_price": 1.5,
                         "default_params": {"latency_ms": latency},
                         "capabilities": {"chat": CAPABLE, "function_calling": CAPABLE, "structured_output": CAPABLE},
                     },
@@ -154,7 +162,7 @@ def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
     tab.on("pageerror", lambda e: errors.append(str(e)))
     yield tab
     OUTPUT.mkdir(parents=True, exist_ok=True)
-    tab.screenshot(path=str(OUTPUT / f"{request.node.name}.png"), full_page=True)
+    tab.screenshot(path=str(OUTPUT / f"{request.node.name}.png"))
     context.close()
     assert not violations, violations
     assert not errors, errors
@@ -169,14 +177,20 @@ def sign_in(page: Page, who: dict[str, str]) -> None:
 
 def team_yaml(name: str, model: str) -> str:
     nodes = []
-    for node_id, kind, model_of_agent in (("gateway", "gateway", "slow"), ("api", "service", "slow"), ("db", "database", model), ("cache", "cache", "slow")):
+    for node_id, kind, model_of_agent in (
+        ("gateway", "gateway", "slow"),
+        ("api", "service", "slow"),
+        ("db", "database", model),
+        ("cache", "cache", "slow"),
+    ):
         nodes.append(
             f"""    - node_id: {node_id}
       node_name: {node_id.title()}
       node_type: {kind}
       attributes: {{host: 127.0.0.1, port: 9}}
       agents:
-        - {{agent_id: probe, agent_name: Prober, model_provider: ui-sim, model_id: {model_of_agent}, tools: [tcp_check]}}
+        - {{agent_id: probe, agent_name: Prober, model_provider: ui-sim, model_id: {model_of_agent},
+           tools: [tcp_check]}}
       supervisor_config: {{model_provider: ui-sim, model_id: slow, coordination_strategy: round_robin}}
 """
         )
@@ -207,7 +221,9 @@ def create_team_through_the_page(page: Page, console: Console, tmp_path: Path, n
     expect(db.get_by_test_id("problem")).to_contain_text("no-such-model")
     expect(db.get_by_test_id("problem")).to_have_attribute("data-path", "topology.nodes[2].agents[0].model_id")
     for clean in ("gateway", "api", "cache"):
-        expect(page.locator(f'[data-testid="node-problems"][data-node-id="{clean}"]')).to_have_attribute("data-problems", "0")
+        expect(page.locator(f'[data-testid="node-problems"][data-node-id="{clean}"]')).to_have_attribute(
+            "data-problems", "0"
+        )
     page.screenshot(path=str(OUTPUT / f"{name}-problem.png"), full_page=True)
 
     editor = page.get_by_test_id("team-document")
@@ -216,6 +232,8 @@ def create_team_through_the_page(page: Page, console: Console, tmp_path: Path, n
     expect(page.get_by_test_id("team-title")).to_have_text(name)
     expect(page.get_by_test_id("team-graph")).to_have_attribute("data-nodes", "4")
     expect(page.get_by_test_id("team-graph")).to_have_attribute("data-edges", "3")
+    page.get_by_test_id("team-validate").click()  # re-checked against today's LLM configuration
+    expect(page.get_by_test_id("problem-count")).to_have_text("No problems")
     team_id = page.url.rsplit("/", 1)[1]
     assert console.api.get(f"{API}/teams/{team_id}").json()["team_name"] == name
     return team_id
@@ -304,14 +322,20 @@ def test_create_run_reload_mid_run_and_read_the_history(page: Page, console: Con
     # db and cache run first (api depends on them); once one of them is done the run is still going.
     expect(page.locator('[data-testid="node-status"][data-status="success"]').first).to_be_visible(timeout=30_000)
     execution_id = page.url.rsplit("/", 1)[1]
+    page.screenshot(path=str(OUTPUT / "run-live.png"))
     assert console.api.get(f"{API}/executions/{execution_id}").json()["status"] == "running"
-    assert page.locator('[data-testid="node-status"][data-node-id="gateway"]').get_attribute("data-status") in {"pending", "running"}
+    assert page.locator('[data-testid="node-status"][data-node-id="gateway"]').get_attribute("data-status") in {
+        "pending",
+        "running",
+    }
 
     page.reload()  # the token was in memory only: sign in again, and the page re-attaches to the run
     sign_in(page, ADMIN)
     expect(page.get_by_test_id("run-status")).to_have_text("success", timeout=60_000)
     for node_id in ("gateway", "api", "db", "cache"):
-        expect(page.locator(f'[data-testid="node-status"][data-node-id="{node_id}"]')).to_have_attribute("data-status", "success")
+        expect(page.locator(f'[data-testid="node-status"][data-node-id="{node_id}"]')).to_have_attribute(
+            "data-status", "success"
+        )
     events = console.api.get(f"{API}/executions/{execution_id}/events", params={"size": 100}).json()
     seqs = [int(s) for s in page.get_by_test_id("timeline-event").evaluate_all("rows => rows.map(r => r.dataset.seq)")]
     assert seqs == list(range(1, events["total"] + 1))  # every event, once, in order, across the reload
@@ -333,23 +357,35 @@ def test_create_run_reload_mid_run_and_read_the_history(page: Page, console: Con
     expect(page.get_by_test_id("result-summary")).not_to_be_empty()
 
 
-def test_a_run_can_be_cancelled(page: Page, console: Console) -> None:
-    ref = {"model_provider": "ui-sim", "model_id": "slower"}
-    team = console.api.post(
+def api_team(console: Console, model: str) -> dict[str, Any]:
+    """A one-node team made through the API (for the scenarios that are not about creating one)."""
+    ref = {"model_provider": "ui-sim", "model_id": model}
+    created = console.api.post(
         f"{API}/teams",
         json={
-            "team_name": f"cancel-{uuid.uuid4().hex[:6]}",
+            "team_name": f"single-{uuid.uuid4().hex[:6]}",
             "topology": {
                 "nodes": [
-                    {"node_id": "only", "node_name": "Only", "node_type": "service", "attributes": {"host": "127.0.0.1", "port": 9},
-                     "agents": [{"agent_id": "probe", "agent_name": "Prober", **ref, "tools": ["tcp_check"]}],
-                     "supervisor_config": {**ref, "coordination_strategy": "round_robin"}}
+                    {
+                        "node_id": "only",
+                        "node_name": "Only",
+                        "node_type": "service",
+                        "attributes": {"host": "127.0.0.1", "port": 9},
+                        "agents": [{"agent_id": "probe", "agent_name": "Prober", **ref, "tools": ["tcp_check"]}],
+                        "supervisor_config": {**ref, "coordination_strategy": "round_robin"},
+                    }
                 ],
                 "edges": [],
                 "global_supervisor": {**ref, "coordination_strategy": "parallel"},
             },
         },
-    ).json()
+    )
+    assert created.status_code == 201, created.text
+    return dict(console.api.get(f"{API}/teams/{created.json()['team_id']}").json())
+
+
+def test_a_run_can_be_cancelled(page: Page, console: Console) -> None:
+    team = api_team(console, "slower")
     page.goto(f"{console.url}/console/#/teams/{team['team_id']}")
     sign_in(page, ADMIN)
     page.get_by_test_id("execute-task").fill("Is it up?")
@@ -361,7 +397,7 @@ def test_a_run_can_be_cancelled(page: Page, console: Console) -> None:
 
 
 def test_a_viewer_sees_no_edit_buttons_and_the_api_refuses_anyway(page: Page, console: Console) -> None:
-    team = console.api.get(f"{API}/teams").json()["items"][0]
+    team = api_team(console, "slow")
     provider = next(p for p in console.api.get(f"{API}/providers").json()["items"] if p["name"] == "ui-sim")
     page.goto(f"{console.url}/console/")
     sign_in(page, VIEWER)
@@ -369,13 +405,22 @@ def test_a_viewer_sees_no_edit_buttons_and_the_api_refuses_anyway(page: Page, co
     expect(page.get_by_test_id("team-new")).to_have_count(0)
     page.goto(f"{console.url}/console/#/teams/{team['team_id']}")
     expect(page.get_by_test_id("team-title")).to_have_text(team["team_name"])
-    expect(page.get_by_test_id("team-graph")).to_have_attribute("data-nodes", str(team["topology_summary"]["node_count"]))
+    expect(page.get_by_test_id("team-graph")).to_have_attribute(
+        "data-nodes", str(team["topology_summary"]["node_count"])
+    )
     for hidden in ("execute-submit", "execute-task", "team-submit", "team-delete", "team-validate"):
         expect(page.get_by_test_id(hidden)).to_have_count(0)
     page.goto(f"{console.url}/console/#/llm/{provider['id']}")
     expect(page.get_by_test_id("provider-title")).to_have_text("ui-sim")
     expect(page.get_by_test_id("model-row").first).to_be_visible()
-    for hidden in ("provider-toggle", "provider-delete", "model-test", "model-sync", "credential-form", "endpoint-form"):
+    for hidden in (
+        "provider-toggle",
+        "provider-delete",
+        "model-test",
+        "model-sync",
+        "credential-form",
+        "endpoint-form",
+    ):
         expect(page.get_by_test_id(hidden)).to_have_count(0)
     page.goto(f"{console.url}/console/#/executions")
     expect(page.get_by_test_id("execution-row").first).to_be_visible()
@@ -392,16 +437,27 @@ def test_a_viewer_sees_no_edit_buttons_and_the_api_refuses_anyway(page: Page, co
 def test_a_hundred_node_topology_draws_and_stays_responsive(page: Page, console: Console) -> None:
     ref = {"model_provider": "ui-sim", "model_id": "slow"}
     nodes = [
-        {"node_id": f"n{i}", "node_name": f"Node {i}", "node_type": ["service", "database", "cache", "gateway"][i % 4],
-         "agents": [{"agent_id": "a", "agent_name": "A", **ref}], "supervisor_config": ref}
+        {
+            "node_id": f"n{i}",
+            "node_name": f"Node {i}",
+            "node_type": ["service", "database", "cache", "gateway"][i % 4],
+            "agents": [{"agent_id": "a", "agent_name": "A", **ref}],
+            "supervisor_config": ref,
+        }
         for i in range(100)
     ]
     # Ten chains of ten: depth 10 (the limit), every node connected.
-    edges = [{"source_node_id": f"n{i}", "target_node_id": f"n{i - 10}", "relation_type": "depends_on"} for i in range(10, 100)]
+    edges = [
+        {"source_node_id": f"n{i}", "target_node_id": f"n{i - 10}", "relation_type": "depends_on"}
+        for i in range(10, 100)
+    ]
     edges += [{"source_node_id": "n0", "target_node_id": f"n{i}", "relation_type": "monitors"} for i in range(1, 10)]
     created = console.api.post(
         f"{API}/teams",
-        json={"team_name": f"big-{uuid.uuid4().hex[:6]}", "topology": {"nodes": nodes, "edges": edges, "global_supervisor": ref}},
+        json={
+            "team_name": f"big-{uuid.uuid4().hex[:6]}",
+            "topology": {"nodes": nodes, "edges": edges, "global_supervisor": ref},
+        },
     )
     assert created.status_code == 201, created.text
     page.goto(f"{console.url}/console/")
@@ -410,13 +466,19 @@ def test_a_hundred_node_topology_draws_and_stays_responsive(page: Page, console:
     page.goto(f"{console.url}/console/#/teams/{created.json()['team_id']}")
     expect(page.get_by_test_id("team-graph")).to_have_attribute("data-nodes", "100", timeout=20_000)
     drawn_s = time.monotonic() - started
+    page.get_by_test_id("team-graph").screenshot(path=str(OUTPUT / "hundred-node-graph.png"))
     # Responsive: the page answers input and paints a frame promptly with the graph on it.
     frame_ms = page.evaluate(
-        "() => new Promise(r => { const t = performance.now(); requestAnimationFrame(() => r(performance.now() - t)); })"
+        "() => new Promise(r => { const t = performance.now();"
+        " requestAnimationFrame(() => r(performance.now() - t)); })"
     )
     started = time.monotonic()
     page.get_by_test_id("nav-executions").click()
     expect(page.get_by_role("heading", name="Executions")).to_be_visible()
     navigate_s = time.monotonic() - started
-    _figures(hundred_nodes_drawn_s=round(drawn_s, 3), hundred_nodes_frame_ms=round(frame_ms, 1), navigate_away_s=round(navigate_s, 3))
+    _figures(
+        hundred_nodes_drawn_s=round(drawn_s, 3),
+        hundred_nodes_frame_ms=round(frame_ms, 1),
+        navigate_away_s=round(navigate_s, 3),
+    )
     assert drawn_s < 10 and frame_ms < 500 and navigate_s < 3, (drawn_s, frame_ms, navigate_s)

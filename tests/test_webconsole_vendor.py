@@ -60,7 +60,8 @@ def test_every_vendored_package_ships_its_licence() -> None:
 
 
 @pytest.mark.skipif(
-    not (FRONTEND / "node_modules").is_dir(), reason="webconsole/node_modules is absent (run: python3 webconsole/vendor.py)"
+    not (FRONTEND / "node_modules").is_dir(),
+    reason="webconsole/node_modules is absent (run: python3 webconsole/vendor.py)",
 )
 def test_vendored_files_equal_the_installed_packages() -> None:
     """With the packages installed (``npm ci``), each copy is byte for byte the package's file."""

@@ -61,7 +61,10 @@ def main() -> int:
         root = HERE / "node_modules" / package
         installed = json.loads((root / "package.json").read_text())["version"]
         if installed != versions[package]:
-            print(f"{package}: node_modules has {installed}, the lock file {versions[package]}; run npm ci", file=sys.stderr)
+            print(
+                f"{package}: node_modules has {installed}, the lock file {versions[package]}; run npm ci",
+                file=sys.stderr,
+            )
             return 1
         for path in paths:
             target = VENDOR_DIR / vendored_name(package, path)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime
-
 from fastapi import APIRouter, Header, Query, Response
 from fastapi import status as http_status
 from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
 from sse_starlette import EventSourceResponse
 
 from aiops_executor.auth.dependencies import ViewerDep

@@ -2,7 +2,7 @@
 // A page is a function (main, params, signal) that fills `main`; `signal` aborts when the user leaves it.
 
 import { currentUser, onSignedOut, signedIn, signOut } from './api.js';
-import { fill, notify } from './dom.js';
+import { errorText, fill, notify } from './dom.js';
 import { renderLogin } from './pages/login.js';
 
 const routes = [
@@ -47,8 +47,16 @@ async function route() {
     const render = await load();
     if (signal.aborted) return;
     notify('');
-    await render(main, match.slice(1), signal);
+    // Each visit gets its own element: a page still finishing after the user has moved on fills a detached
+    // element, never the page that replaced it.
+    const view = document.createElement('div');
+    main.replaceChildren(view);
     main.focus({ preventScroll: true });
+    try {
+      await render(view, match.slice(1), signal);
+    } catch (error) {
+      if (!signal.aborted) notify(errorText(error), 'error');
+    }
     return;
   }
   window.location.hash = '#/teams';
