@@ -8,13 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response
 from fastapi import status as http_status
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime
 from sse_starlette import EventSourceResponse
 
 from aiops_executor.auth.dependencies import ViewerDep
 from aiops_executor.auth.rate_limits import RATE_LIMITED_RESPONSE, ExecutionOperatorDep
 from aiops_executor.core.deps import SessionDep
 from aiops_executor.core.errors import AppError, ValidationFailed, error_responses
+from aiops_executor.core.json_types import QueryDatetime
 from aiops_executor.core.pagination import Page, PageQuery
 from aiops_executor.executions import service
 from aiops_executor.executions.schemas import (
@@ -142,8 +142,8 @@ async def list_executions(
     page: PageQuery,
     team_id: Annotated[uuid.UUID | None, Query(description="only this team's executions")] = None,
     status: Annotated[ExecutionStatus | None, Query(description="only executions in this status")] = None,
-    created_after: Annotated[AwareDatetime | None, Query(description="created at or after this time")] = None,
-    created_before: Annotated[AwareDatetime | None, Query(description="created before this time")] = None,
+    created_after: Annotated[QueryDatetime | None, Query(description="created at or after this time")] = None,
+    created_before: Annotated[QueryDatetime | None, Query(description="created before this time")] = None,
 ) -> Page[ExecutionRead]:
     return await service.list_executions(
         session, page, team_id=team_id, status=status, created_after=created_after, created_before=created_before
