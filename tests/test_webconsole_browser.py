@@ -467,6 +467,11 @@ def test_a_hundred_node_topology_draws_and_stays_responsive(page: Page, console:
     expect(page.get_by_test_id("team-graph")).to_have_attribute("data-nodes", "100", timeout=20_000)
     drawn_s = time.monotonic() - started
     page.get_by_test_id("team-graph").screenshot(path=str(OUTPUT / "hundred-node-graph.png"))
+    page.emulate_media(color_scheme="dark")  # readable in dark too: the page follows the system's scheme
+    background = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(15, 20, 25)", background
+    page.screenshot(path=str(OUTPUT / "hundred-node-team-dark.png"))
+    page.emulate_media(color_scheme="light")
     # Responsive: the page answers input and paints a frame promptly with the graph on it.
     frame_ms = page.evaluate(
         "() => new Promise(r => { const t = performance.now();"

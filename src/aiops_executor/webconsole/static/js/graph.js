@@ -131,6 +131,11 @@ export function drawTopology(container, topology, { problemNodes = new Set(), pr
     maxZoom: 3,
     boxSelectionEnabled: false,
   });
+  // Fitting a small graph would blow its few nodes up to the maximum zoom.
+  if (cy.zoom() > 1.25) {
+    cy.zoom(1.25);
+    cy.center();
+  }
   if (onSelect) cy.on('tap', 'node', (event) => onSelect(event.target.id()));
   // The colours follow the page's light or dark scheme when it changes.
   const scheme = window.matchMedia('(prefers-color-scheme: dark)');

@@ -236,7 +236,16 @@ export async function renderExecution(main, [executionId], signal) {
 
   const { drawTopology } = await import('../graph.js');
   if (signal.aborted) return;
-  graph = drawTopology(graphBox, topology);
+  graph = drawTopology(graphBox, topology, {
+    // A click on a node brings up its team's messages and tool calls.
+    onSelect: (nodeId) => {
+      const view = nodes.get(nodeId);
+      if (!view) return;
+      view.panel.open = true;
+      view.panel.scrollIntoView({ block: 'start' });
+      view.panel.querySelector('summary').focus({ preventScroll: true });
+    },
+  });
   signal.addEventListener('abort', () => graph.destroy());
   for (const view of nodes.values()) graph.setStatus(view.nodeId, view.status);
 
