@@ -35,6 +35,18 @@ function summaryOf(type, data) {
   }
 }
 
+// The run's usage so far: the node teams' usages added up; a count any of them does not know is unknown.
+function addUp(usages) {
+  const total = { input_tokens: 0, output_tokens: 0, cost: 0 };
+  for (const u of usages) {
+    for (const key of Object.keys(total)) {
+      const value = u ? u[key] : null;
+      total[key] = total[key] === null || value === null || value === undefined ? null : total[key] + Number(value);
+    }
+  }
+  return total;
+}
+
 function usageLine(usage) {
   const u = usage || {};
   return `${fmtNumber(u.input_tokens)} in / ${fmtNumber(u.output_tokens)} out tokens · ${fmtCost(u.cost)}`;
@@ -197,6 +209,7 @@ export async function renderExecution(main, [executionId], signal) {
         view.setStatus(data.status);
         liveUsage.set(data.node_id, data.usage);
         view.usage.textContent = usageLine(data.usage);
+        fill(usage, usageLine(addUp([...liveUsage.values()])));
         break;
       case 'execution_complete':
       case 'execution_error':
