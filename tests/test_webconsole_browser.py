@@ -212,9 +212,21 @@ def create_team_through_the_page(page: Page, console: Console, tmp_path: Path, n
     page.get_by_test_id("nav-teams").click()
     page.get_by_test_id("team-new").click()
     broken = tmp_path / f"{name}.yaml"
-    broken.write_text(team_yaml(name, "no-such-model"))
+    # Two rounds of problems: the request's shape first (422, an unknown relation on edge 1), then the topology's
+    # rules (400, an unknown model on node db); each shown next to what it concerns.
+    broken.write_text(
+        team_yaml(name, "no-such-model").replace(
+            "target_node_id: db, relation_type: depends_on", "target_node_id: db, relation_type: needs"
+        )
+    )
     page.get_by_test_id("team-file").set_input_files(str(broken))
     expect(page.get_by_test_id("team-graph")).to_have_attribute("data-nodes", "4")
+    page.get_by_test_id("team-submit").click()
+    edge = page.locator('[data-testid="edge-problems"][data-edge-index="1"]')
+    expect(edge.get_by_test_id("problem")).to_have_attribute("data-path", "topology.edges[1].relation_type")
+    expect(page.get_by_test_id("problem")).to_have_count(1)
+    editor = page.get_by_test_id("team-document")
+    editor.fill(editor.input_value().replace("relation_type: needs", "relation_type: depends_on"))
     page.get_by_test_id("team-submit").click()
     db = page.locator('[data-testid="node-problems"][data-node-id="db"]')
     expect(db).to_have_attribute("data-problems", "1")
@@ -226,7 +238,6 @@ def create_team_through_the_page(page: Page, console: Console, tmp_path: Path, n
         )
     page.screenshot(path=str(OUTPUT / f"{name}-problem.png"), full_page=True)
 
-    editor = page.get_by_test_id("team-document")
     editor.fill(editor.input_value().replace("no-such-model", "slow"))
     page.get_by_test_id("team-submit").click()
     expect(page.get_by_test_id("team-title")).to_have_text(name)
