@@ -2,7 +2,7 @@
 // contract's re-attach rules: after a dropped connection it reconnects with Last-Event-ID, and events at or below
 // the last seq seen are dropped, so nothing is lost or shown twice.
 
-import { API, ApiError, authHeaders } from './api.js';
+import { API, ApiError, authHeaders, signOut } from './api.js';
 
 const TERMINAL = new Set(['execution_complete', 'execution_error', 'execution_cancelled']);
 const RECONNECT_MS = 1000;
@@ -56,6 +56,7 @@ export async function followExecution(
       if (!response.ok) {
         let body = null;
         try { body = await response.json(); } catch { body = null; }
+        if (response.status === 401) signOut('your session ended; sign in again');
         throw new ApiError(response.status, body);
       }
       onConnection('open');
