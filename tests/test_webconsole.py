@@ -29,6 +29,7 @@ def backend() -> str:
 async def test_the_console_is_served_with_a_strict_content_security_policy(client: httpx.AsyncClient) -> None:
     page = await client.get("/console/")
     assert page.status_code == 200
+    assert "set-cookie" not in page.headers
     assert page.headers["content-type"].startswith("text/html")
     assert 'data-testid="login-username"' not in page.text  # the sign-in form is built by the script
     policy = page.headers["content-security-policy"]
@@ -175,3 +176,56 @@ async def test_executions_of_every_team_filtered_by_team_status_and_time(
         await client.get(f"{API}/executions", params={"status": "done"}, headers=viewer), 422, "VALIDATION_ERROR"
     )
     assert_error(await client.get(f"{API}/executions"), 401, "UNAUTHORIZED")
+
+
+# --- the console's session: the token in an HttpOnly cookie ---------------------------------------------------
+
+CONSOLE = {"X-Aiops-Console": "1"}
+
+
+async def test_the_console_session_keeps_the_token_in_an_httponly_cookie(client: httpx.AsyncClient) -> None:
+    from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME
+
+    credentials = {"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD}
+    opened = await client.post("/console/session", data=credentials, headers=CONSOLE)
+    assert opened.status_code == 200, opened.text
+    assert set(opened.json()) == {"expires_in"}  # the token is never in a body a script could read
+    cookie = opened.headers["set-cookie"]
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
+    assert cookie.startswith("aiops_console_session=") and {"httponly", "path", "max-age", "samesite"} <= attributes
+    assert "samesite=strict" in cookie.lower() and "path=/" in cookie.lower()
+    token = cookie.split(";")[0].split("=", 1)[1]
+    client.cookies.set("aiops_console_session", token)
+
+    me = await client.get(f"{API}/users/me", headers=CONSOLE)
+    assert me.status_code == 200 and me.json()["username"] == ADMIN_USERNAME
+    # Without the console's header the cookie is not a session: what another origin's page could make a browser send.
+    assert_error(await client.get(f"{API}/users/me"), 401, "UNAUTHORIZED")
+    assert_error(await client.post(f"{API}/providers", json={"name": "x", "type": "openai"}), 401, "UNAUTHORIZED")
+    # An Authorization header wins over the cookie.
+    assert_error(
+        await client.get(f"{API}/users/me", headers={**CONSOLE, "Authorization": "Bearer nope"}), 401, "UNAUTHORIZED"
+    )
+
+    closed = await client.delete("/console/session", headers=CONSOLE)
+    assert closed.status_code == 204
+    assert (
+        closed.headers["set-cookie"].startswith('aiops_console_session=""')
+        or "max-age=0" in closed.headers["set-cookie"].lower()
+    )
+
+
+async def test_the_console_session_refuses_what_the_token_endpoint_refuses(client: httpx.AsyncClient) -> None:
+    from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME
+
+    wrong = await client.post(
+        "/console/session", data={"username": ADMIN_USERNAME, "password": "nope"}, headers=CONSOLE
+    )
+    assert_error(wrong, 401, "UNAUTHORIZED")
+    assert "set-cookie" not in wrong.headers
+    # A sign-in form on another origin cannot add the header: no session from it.
+    foreign = await client.post("/console/session", data={"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD})
+    assert_error(foreign, 403, "FORBIDDEN")
+    assert "set-cookie" not in foreign.headers
+    assert_error(await client.post("/console/session", data={"username": ""}, headers=CONSOLE), 422, "VALIDATION_ERROR")
+    assert_error(await client.delete("/console/session"), 403, "FORBIDDEN")

@@ -300,6 +300,12 @@ def test_first_load_is_light_and_quick_and_the_providers_are_listed(page: Page, 
     expect(page.get_by_test_id("notice")).to_contain_text("not valid")
     for secret in (MOCK_KEY, wrong):
         assert secret not in page.content()
+    # Signed out, a reload asks to sign in again: the session cookie is gone.
+    page.get_by_test_id("sign-out").click()
+    expect(page.get_by_test_id("login-username")).to_be_visible()
+    page.reload()
+    expect(page.get_by_test_id("login-username")).to_be_visible()
+    sign_in(page, ADMIN)
     page.get_by_test_id("credential-rotate").click()
     row.get_by_test_id("credential-rotate-key").fill(MOCK_KEY)
     row.get_by_test_id("credential-rotate-save").click()
@@ -345,8 +351,9 @@ def test_create_run_reload_mid_run_and_read_the_history(page: Page, console: Con
         "running",
     }
 
-    page.reload()  # the token was in memory only: sign in again, and the page re-attaches to the run
-    sign_in(page, ADMIN)
+    page.reload()  # still signed in (the session cookie), and the page re-attaches to the run
+    expect(page.get_by_test_id("session-user")).to_contain_text(ADMIN["username"])
+    assert page.evaluate("() => document.cookie") == ""  # HttpOnly: no script can read the session
     expect(page.get_by_test_id("run-status")).to_have_text("success", timeout=60_000)
     for node_id in ("gateway", "api", "db", "cache"):
         expect(page.locator(f'[data-testid="node-status"][data-node-id="{node_id}"]')).to_have_attribute(

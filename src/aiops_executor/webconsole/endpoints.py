@@ -1,4 +1,6 @@
-"""Serves the console's files. Nothing here touches the API's data: the page talks to ``/api/v1`` like any client.
+"""Serves the console's files and its sign-in session. The page reads and changes data through ``/api/v1`` like any
+client; its session is the access token in an HttpOnly cookie (see ``auth.dependencies``), so that no script can
+read the token and a reload of the page stays signed in.
 
 Every response carries a strict Content-Security-Policy (scripts, styles and connections from this origin only,
 no inline script, no framing), so that a topology or a model's output rendered by the page cannot run script.
@@ -9,14 +11,21 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
 
-from aiops_executor.core.errors import error_response
+from aiops_executor.auth import service as auth_service
+from aiops_executor.auth.dependencies import CONSOLE_HEADER, CONSOLE_SESSION_COOKIE
+from aiops_executor.auth.rate_limits import AuthClientDep
+from aiops_executor.auth.schemas import TokenRequest
+from aiops_executor.core.deps import ContextDep, SessionDep
+from aiops_executor.core.errors import ForbiddenError, error_response
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 CONSOLE_PATH = "/console/"
+SESSION_PATH = "/console/session"
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -91,6 +100,44 @@ def _serve(request: Request, name: str) -> Response:
     if request.headers.get("if-none-match") == found.etag:
         return Response(status_code=304, headers=headers)
     return Response(found.content, media_type=found.media_type, headers=headers)
+
+
+def _require_console_header(request: Request) -> None:
+    # The same rule as for the API with the cookie: a form of another origin cannot sign a browser in or out.
+    if request.headers.get(CONSOLE_HEADER) != "1":
+        raise ForbiddenError(f"the console's session needs the {CONSOLE_HEADER} header")
+
+
+@router.post(SESSION_PATH)
+async def open_session(
+    request: Request,
+    address: AuthClientDep,
+    form: Annotated[TokenRequest, Form()],
+    session: SessionDep,
+    context: ContextDep,
+) -> Response:
+    """Signs in like ``POST /auth/token`` (same lockout and rate limit) and keeps the token in the cookie only."""
+    _require_console_header(request)
+    token = await auth_service.sign_in(session, context, form.username, form.password, address)
+    response = JSONResponse({"expires_in": token.expires_in}, headers={"Cache-Control": "no-store"})
+    response.set_cookie(
+        CONSOLE_SESSION_COOKIE,
+        token.access_token,
+        max_age=token.expires_in,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.delete(SESSION_PATH)
+async def close_session(request: Request) -> Response:
+    _require_console_header(request)
+    response = Response(status_code=204)
+    response.delete_cookie(CONSOLE_SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
 
 
 @router.get("/console")

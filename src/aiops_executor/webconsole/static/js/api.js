@@ -1,8 +1,10 @@
-// The API client. The access token lives in this module's memory only (never in storage or a cookie): a reload
-// asks to sign in again, and no other page or script of this origin can read a stored token.
+// The API client. The session is the access token in an HttpOnly, SameSite=Strict cookie set by
+// POST /console/session: no script of this page (or any other) can read it, and a reload stays signed in.
+// The API honours that cookie only with the console's header, which every request here carries.
 
 const API = '/api/v1';
-let token = null;
+const SESSION = '/console/session';
+const CONSOLE_HEADER = { 'X-Aiops-Console': '1' };
 let me = null;
 let expiryTimer = null;
 const signedOutListeners = [];
@@ -27,7 +29,7 @@ export function currentUser() {
 }
 
 export function signedIn() {
-  return token !== null && me !== null;
+  return me !== null;
 }
 
 const RANK = { viewer: 0, operator: 1, admin: 2 };
@@ -36,36 +38,45 @@ export const can = {
   administer: () => me !== null && me.role === 'admin',
 };
 
+function expireIn(seconds) {
+  clearTimeout(expiryTimer);
+  // Signed out a little before the session expires, rather than failing on the next click.
+  if (seconds) expiryTimer = setTimeout(() => signOut('your session expired; sign in again'), Math.max(5, seconds - 5) * 1000);
+}
+
 export async function signIn(username, password) {
-  const response = await fetch(`${API}/auth/token`, {
+  const response = await fetch(SESSION, {
     method: 'POST',
-    headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+    headers: { 'Content-Type': 'application/x-www-form-urlencoded', ...CONSOLE_HEADER },
     body: new URLSearchParams({ username, password }),
   });
   const body = await readBody(response);
   if (!response.ok) throw new ApiError(response.status, body);
-  token = body.access_token;
+  me = await api('GET', '/users/me');
+  expireIn(body.expires_in);
+  return me;
+}
+
+// After a reload: the cookie, if still valid, is the session.
+export async function resumeSession() {
   try {
     me = await api('GET', '/users/me');
-  } catch (error) {
-    token = null;
-    throw error;
+  } catch {
+    me = null;
   }
-  clearTimeout(expiryTimer);
-  // Signed out a little before the token expires, rather than failing on the next click.
-  expiryTimer = setTimeout(() => signOut('your session expired; sign in again'), Math.max(5, body.expires_in - 5) * 1000);
   return me;
 }
 
 export function signOut(reason) {
-  token = null;
+  const wasSignedIn = me !== null;
   me = null;
   clearTimeout(expiryTimer);
+  if (wasSignedIn) fetch(SESSION, { method: 'DELETE', headers: CONSOLE_HEADER }).catch(() => {});
   for (const listener of signedOutListeners) listener(reason);
 }
 
 export function authHeaders() {
-  return token ? { Authorization: `Bearer ${token}` } : {};
+  return { ...CONSOLE_HEADER };
 }
 
 async function readBody(response) {
@@ -91,7 +102,7 @@ export async function api(method, path, body, { query } = {}) {
   }
   const response = await fetch(url, init);
   const parsed = response.status === 204 ? null : await readBody(response);
-  if (response.status === 401 && token !== null) {
+  if (response.status === 401 && me !== null) {
     signOut('your session ended; sign in again');
   }
   if (!response.ok) throw new ApiError(response.status, parsed);

@@ -1,7 +1,7 @@
 // The console's shell: sign-in, navigation and the hash routes (#/teams, #/teams/<id>, #/executions/<id>, ...).
 // A page is a function (main, params, signal) that fills `main`; `signal` aborts when the user leaves it.
 
-import { currentUser, onSignedOut, signedIn, signOut } from './api.js';
+import { currentUser, onSignedOut, resumeSession, signedIn, signOut } from './api.js';
 import { errorText, fill, notify } from './dom.js';
 import { renderLogin } from './pages/login.js';
 
@@ -68,4 +68,4 @@ onSignedOut((reason) => {
 });
 document.getElementById('sign-out').addEventListener('click', () => signOut());
 window.addEventListener('hashchange', () => route());
-route().catch((error) => fill(main, String(error)));
+resumeSession().then(() => route()).catch((error) => fill(main, String(error)));
