@@ -372,6 +372,15 @@ def test_create_run_reload_mid_run_and_read_the_history(page: Page, console: Con
     page.get_by_test_id("filter-team").select_option(team_id)
     row = page.locator(f'[data-testid="execution-row"][data-execution-id="{execution_id}"]')
     expect(row).to_have_attribute("data-status", "success")
+    # Dates in the browser's time zone (this context's is Europe/Berlin), not UTC.
+    started_at = console.api.get(f"{API}/executions/{execution_id}").json()["started_at"]
+    berlin, utc = page.evaluate(
+        """iso => ['Europe/Berlin', 'UTC'].map(timeZone => new Intl.DateTimeFormat(undefined,
+             {dateStyle: 'medium', timeStyle: 'medium', timeZone}).format(new Date(iso)))""",
+        started_at,
+    )
+    assert berlin != utc
+    expect(row.locator("a")).to_have_text(berlin)
     page.get_by_test_id("filter-status").select_option("failed")
     expect(row).to_have_count(0)
     page.get_by_test_id("filter-status").select_option("success")
