@@ -525,3 +525,52 @@ def test_a_hundred_node_topology_draws_and_stays_responsive(page: Page, console:
     )
     assert with_graph < 1_000_000, with_graph
     assert drawn_s < 10 and frame_ms < 500 and navigate_s < 3, (drawn_s, frame_ms, navigate_s)
+
+
+def test_the_pages_helpers_parse_streams_and_place_problems(page: Page, console: Console) -> None:
+    """The console's own modules, run in the browser: the SSE reader on awkward chunking (a message split across
+    reads, CRLF and CR line ends, comments, multi-line data) and problems placed on nodes, agents and edges."""
+    page.goto(f"{console.url}/console/")
+    result = page.evaluate(
+        """async () => {
+          const { messages } = await import('./js/sse.js');
+          const { placeProblems, locToPath, problemsOf, parseDocument } = await import('./js/topology.js');
+          const chunks = [
+            ': ping\\n\\nid: 1\\nevent: execution_start\\nda', 'ta: {"seq": 1}\\r\\n\\r\\n',
+            'id: 2\\revent: agent_token\\rdata: line one\\rdata: line two\\r\\r',
+            'id: 3\\r', '\\nevent: node_complete\\r', '\\ndata: {}\\r\\n\\r', '\\n',  // CRLF split across reads
+            'event: heartbeat\\ndata: {}\\n\\n'];
+          const encoder = new TextEncoder();
+          const body = new ReadableStream({
+            start(c) { for (const x of chunks) c.enqueue(encoder.encode(x)); c.close(); },
+          });
+          const seen = [];
+          for await (const m of messages(body)) seen.push(m);
+          const placed = placeProblems(problemsOf({ details: { errors: [
+            { path: 'topology.nodes[1].agents[0].model_id', message: 'no model', code: 'MODEL_NOT_FOUND' },
+            { path: 'topology.nodes[1].node_id', message: 'dup', code: 'DUPLICATE_NODE_ID' },
+            { loc: ['body', 'topology', 'edges', 2, 'relation_type'], message: 'bad relation', type: 'enum' },
+            { path: 'timeout_seconds', message: 'too long', code: 'LIMIT' },
+          ] } }));
+          return {
+            seen,
+            node: placed.nodes.get(1).own.map(p => p.code),
+            agent: placed.nodes.get(1).agents.get(0).map(p => p.message),
+            edge: placed.edges.get(2).map(p => p.path),
+            team: placed.team.map(p => p.path),
+            loc: locToPath(['body', 'topology', 'nodes', 0, 'agents', 3, 'tools', 1]),
+            yamlError: parseDocument('team_name: [unclosed').error,
+            jsonValue: parseDocument('{"team_name": "x"}').value,
+          };
+        }"""
+    )
+    assert result["seen"] == [
+        {"id": "1", "event": "execution_start", "data": '{"seq": 1}'},
+        {"id": "2", "event": "agent_token", "data": "line one\nline two"},
+        {"id": "3", "event": "node_complete", "data": "{}"},
+        {"id": None, "event": "heartbeat", "data": "{}"},
+    ]
+    assert result["node"] == ["DUPLICATE_NODE_ID"] and result["agent"] == ["no model"]
+    assert result["edge"] == ["topology.edges[2].relation_type"] and result["team"] == ["timeout_seconds"]
+    assert result["loc"] == "topology.nodes[0].agents[3].tools[1]"
+    assert result["yamlError"].startswith("not valid YAML: line 1") and result["jsonValue"] == {"team_name": "x"}

@@ -8,9 +8,9 @@ import { renderLogin } from './pages/login.js';
 const routes = [
   [/^#\/teams\/new$/, () => import('./pages/teams.js').then((m) => m.renderNewTeam)],
   [/^#\/teams\/([0-9a-f-]{36})$/, () => import('./pages/team.js').then((m) => m.renderTeam)],
-  [/^#\/teams$/, () => import('./pages/teams.js').then((m) => m.renderTeams)],
+  [/^#\/teams(?:\?.*)?$/, () => import('./pages/teams.js').then((m) => m.renderTeams)],
   [/^#\/executions\/([0-9a-f-]{36})$/, () => import('./pages/execution.js').then((m) => m.renderExecution)],
-  [/^#\/executions$/, () => import('./pages/history.js').then((m) => m.renderHistory)],
+  [/^#\/executions(?:\?.*)?$/, () => import('./pages/history.js').then((m) => m.renderHistory)],
   [/^#\/llm\/([0-9a-f-]{36})$/, () => import('./pages/provider.js').then((m) => m.renderProvider)],
   [/^#\/llm$/, () => import('./pages/llm.js').then((m) => m.renderProviders)],
 ];

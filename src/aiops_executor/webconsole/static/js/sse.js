@@ -9,7 +9,7 @@ const RECONNECT_MS = 1000;
 
 // Yields {id, event, data} for each message of an SSE body (the WHATWG rules: fields, blank line ends a message,
 // comment lines start with ':').
-async function* messages(body) {
+export async function* messages(body) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
   let message = { id: null, event: 'message', data: [] };
@@ -17,8 +17,10 @@ async function* messages(body) {
     const { value, done } = await reader.read();
     if (done) return;
     buffer += value;
-    const lines = buffer.split(/\r\n|\r|\n/);
-    buffer = lines.pop();
+    // A CR at the very end may be the first half of a CRLF split across reads: decided with the next read.
+    const held = buffer.endsWith('\r') ? '\r' : '';
+    const lines = (held ? buffer.slice(0, -1) : buffer).split(/\r\n|\r|\n/);
+    buffer = lines.pop() + held;
     for (const line of lines) {
       if (line === '') {
         if (message.data.length) yield { id: message.id, event: message.event, data: message.data.join('\n') };

@@ -107,7 +107,8 @@ export async function renderTeam(main, [teamId], signal) {
     can.operate() ? runForm(team) : null,
     h('h2', {}, 'Topology'),
     editor.element,
-    h('h2', {}, 'Recent executions'),
+    h('div', { class: 'row' }, h('h2', { class: 'grow' }, 'Recent executions'),
+      h('a', { href: `#/executions?team_id=${teamId}`, testid: 'team-history' }, 'all executions of this team')),
     await recentRuns(teamId));
   await editor.show(editableTeam(team), []);
 }
