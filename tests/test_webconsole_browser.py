@@ -574,3 +574,54 @@ def test_the_pages_helpers_parse_streams_and_place_problems(page: Page, console:
     assert result["edge"] == ["topology.edges[2].relation_type"] and result["team"] == ["timeout_seconds"]
     assert result["loc"] == "topology.nodes[0].agents[3].tools[1]"
     assert result["yamlError"].startswith("not valid YAML: line 1") and result["jsonValue"] == {"team_name": "x"}
+
+
+def test_a_tool_call_waiting_for_approval_is_approved_from_the_page(page: Page, console: Console) -> None:
+    paths = console.api.get("/openapi.json").json()["paths"]
+    if f"{API}/executions/{{execution_id}}/approvals" not in paths:
+        pytest.skip("this service has no approvals API (GET /executions/{id}/approvals)")
+    ref = {"model_provider": "ui-sim", "model_id": "slow"}
+    created = console.api.post(
+        f"{API}/teams",
+        json={
+            "team_name": f"approve-{uuid.uuid4().hex[:6]}",
+            "topology": {
+                "nodes": [
+                    {
+                        "node_id": "only",
+                        "node_name": "Only",
+                        "node_type": "service",
+                        "attributes": {"host": "127.0.0.1", "port": 9},
+                        "agents": [
+                            {
+                                "agent_id": "probe",
+                                "agent_name": "Prober",
+                                **ref,
+                                "tools": ["tcp_check"],
+                                "approval_required_tools": ["tcp_check"],
+                            }
+                        ],
+                        "supervisor_config": {**ref, "coordination_strategy": "round_robin"},
+                    }
+                ],
+                "edges": [],
+                "global_supervisor": {**ref, "coordination_strategy": "parallel"},
+            },
+        },
+    )
+    assert created.status_code == 201, created.text
+    page.goto(f"{console.url}/console/#/teams/{created.json()['team_id']}")
+    sign_in(page, ADMIN)
+    page.get_by_test_id("execute-task").fill("May I probe it?")
+    page.get_by_test_id("execute-submit").click()
+    card = page.get_by_test_id("approval")
+    expect(card).to_have_attribute("data-status", "pending", timeout=30_000)
+    expect(card).to_contain_text("tcp_check")
+    expect(page.get_by_test_id("run-status")).to_have_text("awaiting_approval")
+    card.get_by_test_id("approval-comment").fill("go ahead")
+    card.get_by_test_id("approval-approve").click()
+    expect(card).to_have_attribute("data-status", "approved")
+    expect(card.get_by_test_id("approval-outcome")).to_contain_text("go ahead")
+    expect(page.get_by_test_id("run-status")).to_have_text("success", timeout=60_000)
+    expect(page.get_by_test_id("tool-call").first).to_contain_text("tcp_check")
+    expect(card.get_by_test_id("approval-approve")).to_be_hidden()

@@ -2,7 +2,7 @@
 // tokens as they stream, usage and cost, then the result. A finished execution replays the same way (its stream
 // replays every stored event), so history and the live view are one page.
 
-import { api, can } from '../api.js';
+import { api, can, listAll } from '../api.js';
 import { act, append, button, fill, fmtCost, fmtDuration, fmtNumber, fmtTime, h, json, notify, statusBadge } from '../dom.js';
 import { followExecution } from '../sse.js';
 
@@ -31,6 +31,8 @@ function summaryOf(type, data) {
     case 'execution_complete': case 'execution_cancelled': return `${data.status || ''} ${data.duration_ms !== undefined ? fmtDuration(data.duration_ms) : ''}`;
     case 'execution_error': return `${data.error_code || ''}: ${short(data.error_message)}`;
     case 'execution_resumed': return `attempt ${data.attempt} on ${data.worker_id} after seq ${data.resumed_after_seq}`;
+    case 'approval_requested': return `${data.tool} waits for approval`;
+    case 'approval_resolved': return `${data.tool || ''} ${data.decision} by ${data.decided_by}${data.comment ? `: ${short(data.comment, 80)}` : ''}`;
     default: return '';
   }
 }
@@ -116,6 +118,48 @@ export async function renderExecution(main, [executionId], signal) {
   const timelineBody = h('tbody', {});
   const eventCount = h('span', { testid: 'event-count' }, '0');
   const liveUsage = new Map();
+  const approvalsBox = h('div', { testid: 'approvals' });
+  const approvalsSection = h('section', { hidden: true }, h('h2', {}, 'Approvals'), approvalsBox);
+  const approvals = new Map();
+
+  // A tool call waiting for a person: who asked for what, and (operators) the decision.
+  function approval(item) {
+    approvalsSection.hidden = false;
+    let entry = approvals.get(item.approval_id);
+    if (!entry) {
+      const badge = statusBadge('pending');
+      const outcome = h('p', { class: 'muted', testid: 'approval-outcome' });
+      const comment = h('input', { 'aria-label': 'Comment (handed to the agent with a rejection)', placeholder: 'comment (optional)', testid: 'approval-comment' });
+      const decide = (decision) => act(null, async () => {
+        const body = { decision };
+        if (comment.value.trim()) body.comment = comment.value.trim();
+        const decided = await api('POST', `/executions/${executionId}/approvals/${item.approval_id}`, body);
+        approval(decided);
+      });
+      const controls = h('div', { class: 'row' }, comment,
+        button('Approve', () => decide('approve'), { testid: 'approval-approve' }),
+        button('Reject', () => decide('reject'), { class: 'danger', testid: 'approval-reject' }));
+      const card = h('div', { class: 'panel', testid: 'approval', dataset: { approvalId: item.approval_id, status: 'pending' } },
+        h('strong', {}, String(item.tool)), ' ', badge, ' ',
+        h('span', { class: 'muted' }, [item.node_id, item.agent_id].filter(Boolean).join(' / ')),
+        json(item.input || {}), outcome, controls);
+      approvalsBox.append(card);
+      entry = { card, badge, outcome, controls };
+      approvals.set(item.approval_id, entry);
+    }
+    // Replayed from the start, the stream repeats a request after the list has shown its decision.
+    if ((item.status || 'pending') === 'pending' && entry.card.dataset.status !== 'pending') return;
+    const status = item.status || 'pending';
+    entry.card.dataset.status = status;
+    entry.badge.className = `status ${status === 'approved' ? 'success' : status === 'pending' ? 'running' : 'failed'}`;
+    entry.badge.textContent = status;
+    entry.controls.hidden = status !== 'pending' || !can.operate() || !UNFINISHED.has(execution.status);
+    if (status !== 'pending') {
+      entry.outcome.textContent = `${status} by ${item.decided_by || 'unknown'}${item.decided_at ? ` at ${fmtTime(item.decided_at)}` : ''}${item.comment ? `: ${item.comment}` : ''}`;
+    } else if (item.expires_at) {
+      entry.outcome.textContent = `rejected automatically if undecided by ${fmtTime(item.expires_at)}`;
+    }
+  }
 
   function node(nodeId, name) {
     if (!nodes.has(nodeId)) {
@@ -134,6 +178,8 @@ export async function renderExecution(main, [executionId], signal) {
     runStatus.className = `status ${status}`;
     runStatus.textContent = status;
     cancel.hidden = !(can.operate() && UNFINISHED.has(status));
+    // A finished run decides nothing any more.
+    if (!UNFINISHED.has(status)) for (const entry of approvals.values()) entry.controls.hidden = true;
   }
 
   function showMeta() {
@@ -211,6 +257,13 @@ export async function renderExecution(main, [executionId], signal) {
         view.usage.textContent = usageLine(data.usage);
         fill(usage, usageLine(addUp([...liveUsage.values()])));
         break;
+      case 'approval_requested':
+        approval({ ...data, status: 'pending' });
+        setRunStatus('awaiting_approval');
+        break;
+      case 'approval_resolved':
+        approval({ ...data, status: data.decision === 'approve' ? 'approved' : 'rejected' });
+        break;
       case 'execution_complete':
       case 'execution_error':
       case 'execution_cancelled':
@@ -240,6 +293,7 @@ export async function renderExecution(main, [executionId], signal) {
       h('div', {}, graphBox, h('div', { class: 'legend', 'aria-hidden': 'true' },
         ['pending', 'running', 'success', 'failed', 'skipped', 'timeout', 'cancelled'].map((s) => statusBadge(s))), nodeList),
       h('div', {}, h('h2', {}, 'Usage'), usage, h('h2', {}, 'Global supervisor'), globalFeed)),
+    approvalsSection,
     h('h2', {}, 'Result'), resultBox,
     h('h2', {}, 'Node teams'), nodePanels,
     h('h2', {}, 'Event timeline (', eventCount, ' events)'),
@@ -247,6 +301,12 @@ export async function renderExecution(main, [executionId], signal) {
       h('thead', {}, h('tr', {}, ['Seq', 'Time', 'Event', 'Node / agent', 'Details'].map((t) => h('th', { scope: 'col' }, t)))),
       timelineBody));
 
+  try {
+    for (const item of await listAll(`/executions/${executionId}/approvals`)) approval(item);
+  } catch (error) {
+    // A service without approvals (404) has none to show; anything else is worth saying.
+    if (error.status !== 404) notify(`approvals could not be read: ${error.message}`, 'error');
+  }
   const { drawTopology } = await import('../graph.js');
   if (signal.aborted) return;
   graph = drawTopology(graphBox, topology, {
