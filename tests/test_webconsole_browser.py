@@ -291,6 +291,7 @@ def test_first_load_is_light_and_quick_and_the_providers_are_listed(page: Page, 
     expect(page.get_by_test_id("notice")).to_contain_text("local-mock: healthy")
     # Rotated to a key the provider refuses: validation says so.
     wrong = "sk-wrong-" + uuid.uuid4().hex
+    expect(row.get_by_test_id("credential-rotate-key")).to_be_hidden()
     row.get_by_test_id("credential-rotate").click()
     row.get_by_test_id("credential-rotate-key").fill(wrong)
     row.get_by_test_id("credential-rotate-save").click()
