@@ -361,8 +361,18 @@ def test_create_run_reload_mid_run_and_read_the_history(page: Page, console: Con
             "data-status", "success"
         )
     events = console.api.get(f"{API}/executions/{execution_id}/events", params={"size": 100}).json()
-    seqs = [int(s) for s in page.get_by_test_id("timeline-event").evaluate_all("rows => rows.map(r => r.dataset.seq)")]
-    assert seqs == list(range(1, events["total"] + 1))  # every event, once, in order, across the reload
+    rows = page.get_by_test_id("timeline-event").evaluate_all("rows => rows.map(r => [r.dataset.seq, r.dataset.event])")
+    assert [int(seq) for seq, _ in rows] == list(range(1, events["total"] + 1))  # every event, once, in order
+    stored: dict[str, int] = {}
+    for after in range(0, events["total"], 100):
+        batch = console.api.get(f"{API}/executions/{execution_id}/events", params={"after": after, "size": 100}).json()
+        for item in batch["items"]:
+            stored[item["event"]] = stored.get(item["event"], 0) + 1
+    shown: dict[str, int] = {}
+    for _, event in rows:
+        shown[event] = shown.get(event, 0) + 1
+    assert shown == stored
+    assert stored.get("agent_token", 0) > 0  # the simulator streams its tokens: the page received them too
     expect(page.get_by_test_id("tool-call").first).to_contain_text("tcp_check")
     expect(page.get_by_test_id("agent-message").first).not_to_be_empty()
     expect(page.get_by_test_id("structured-output")).to_contain_text("overall_status")
