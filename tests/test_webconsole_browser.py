@@ -636,3 +636,43 @@ def test_a_tool_call_waiting_for_approval_is_approved_from_the_page(page: Page, 
     expect(page.get_by_test_id("run-status")).to_have_text("success", timeout=60_000)
     expect(page.get_by_test_id("tool-call").first).to_contain_text("tcp_check")
     expect(card.get_by_test_id("approval-approve")).to_be_hidden()
+
+
+MANIFESTS = """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+        - {name: web, image: "nginx:1.27", ports: [{containerPort: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 80}]
+"""
+
+
+def test_a_team_is_made_from_kubernetes_manifests(page: Page, console: Console) -> None:
+    paths = console.api.get("/openapi.json").json()["paths"]
+    if f"{API}/topologies/import/kubernetes" not in paths:
+        pytest.skip("this service has no Kubernetes import (POST /topologies/import/kubernetes)")
+    page.goto(f"{console.url}/console/#/teams/new")
+    sign_in(page, ADMIN)
+    page.get_by_text("Import from Kubernetes manifests").click()
+    page.get_by_test_id("import-manifests").fill("kind: [broken")
+    page.get_by_test_id("import-submit").click()
+    expect(page.get_by_test_id("import-notes")).to_contain_text("line")
+    name = f"k8s-{uuid.uuid4().hex[:6]}"
+    page.get_by_test_id("import-manifests").fill(MANIFESTS)
+    page.get_by_test_id("import-team-name").fill(name)
+    page.get_by_test_id("import-submit").click()
+    expect(page.get_by_test_id("import-notes")).to_contain_text("imported 2 nodes and 1 edges")
+    expect(page.get_by_test_id("team-graph")).to_have_attribute("data-nodes", "2")
+    page.get_by_test_id("team-submit").click()
+    expect(page.get_by_test_id("team-title")).to_have_text(name)

@@ -111,6 +111,47 @@ export function teamEditor({ initialText, submitLabel, submit, extraButtons = []
   return { element, show, parsed, text, destroy: () => graph && graph.destroy() };
 }
 
+// A topology from Kubernetes manifests (POST /topologies/import/kubernetes) put into the editor as a team document
+// to review, name and create.
+function kubernetesImport(editor) {
+  const manifests = h('textarea', { rows: 8, spellcheck: 'false', testid: 'import-manifests', 'aria-label': 'Kubernetes manifests (multi-document YAML)' });
+  const file = h('input', { type: 'file', accept: '.yaml,.yml,.json', testid: 'import-file', 'aria-label': 'Upload manifests' });
+  const name = h('input', { value: 'imported-team', testid: 'import-team-name' });
+  const provider = h('input', { value: 'local-sim', testid: 'import-provider' });
+  const model = h('input', { value: 'sim-1', testid: 'import-model' });
+  const notes = h('div', { testid: 'import-notes' });
+  file.addEventListener('change', async () => {
+    if (file.files && file.files[0]) manifests.value = await file.files[0].text();
+  });
+  const run = button('Import', () => act(run, async () => {
+    fill(notes);
+    let result;
+    try {
+      result = await api('POST', '/topologies/import/kubernetes', {
+        manifests: manifests.value, defaults: { model_provider: provider.value, model_id: model.value },
+      });
+    } catch (error) {
+      const where = error.details && error.details.line ? ` (document ${error.details.document}, line ${error.details.line})` : '';
+      const problems = error.details && Array.isArray(error.details.errors)
+        ? error.details.errors.map((e) => `${(e.loc || []).join('.')}: ${e.message}`).join('; ') : '';
+      fill(notes, h('p', { class: 'error', role: 'alert' }, error.status === 404 ? 'this service has no Kubernetes import' : `${error.message}${where}${problems ? ` — ${problems}` : ''}`));
+      return;
+    }
+    const document = { team_name: name.value, timeout_seconds: 300, topology: result.topology };
+    editor.text.value = JSON.stringify(document, null, 2);
+    await editor.show(document, []);
+    fill(notes,
+      h('p', { class: 'ok' }, `imported ${result.topology.nodes.length} nodes and ${result.topology.edges.length} edges into the editor; review it, then create the team`),
+      result.warnings.length ? h('ul', { class: 'problems' }, result.warnings.map((w) => h('li', { class: 'warning', testid: 'import-warning' },
+        w.resource ? `${w.resource}: ` : '', w.message))) : null);
+  }), { testid: 'import-submit', class: 'secondary' });
+  return h('details', { class: 'panel', testid: 'import-panel' },
+    h('summary', {}, 'Import from Kubernetes manifests'),
+    h('div', { class: 'row' }, h('label', {}, 'Upload manifests', file), h('label', {}, 'Team name', name),
+      h('label', {}, 'Model provider', provider), h('label', {}, 'Model', model)),
+    manifests, h('div', { class: 'row' }, run), notes);
+}
+
 export async function renderNewTeam(main, _params, signal) {
   if (!can.operate()) {
     fill(main, h('p', {}, 'Your role may not create teams.'));
@@ -126,5 +167,5 @@ export async function renderNewTeam(main, _params, signal) {
     },
   });
   signal.addEventListener('abort', editor.destroy);
-  fill(main, h('h1', {}, 'New team'), editor.element);
+  fill(main, h('h1', {}, 'New team'), kubernetesImport(editor), editor.element);
 }
