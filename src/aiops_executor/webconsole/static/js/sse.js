@@ -1,4 +1,4 @@
-// An execution's event stream read with fetch (EventSource cannot send the Authorization header), following the
+// An execution's event stream read with fetch (EventSource cannot send the console's header), following the
 // contract's re-attach rules: after a dropped connection it reconnects with Last-Event-ID, and events at or below
 // the last seq seen are dropped, so nothing is lost or shown twice.
 
