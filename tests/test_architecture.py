@@ -27,6 +27,7 @@ DOMAIN_PACKAGES = (
     "aiops_executor.tools",
     "aiops_executor.executions",
     "aiops_executor.console",
+    "aiops_executor.webconsole",
     "aiops_executor.migrations",
     "aiops_executor.app",
     "aiops_executor.cli",

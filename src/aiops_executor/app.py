@@ -31,6 +31,7 @@ from aiops_executor.llm.endpoints import router as llm_router
 from aiops_executor.services import ServiceContext
 from aiops_executor.teams.endpoints import router as teams_router
 from aiops_executor.tools.endpoints import router as tools_router
+from aiops_executor.webconsole.endpoints import router as console_router
 
 API_PREFIX = "/api/v1"
 # Every /api/v1 router, in one place so the policy test can walk all of their routes.
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None, *, telemetry: Telemetry | None 
     for router in API_ROUTERS:
         api.include_router(router)
     app.include_router(api)
+    app.include_router(console_router)
     # Innermost: a refused body is still measured and carries X-Request-ID.
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_request_body_bytes)
     app.add_middleware(TelemetryMiddleware, telemetry=telemetry)  # inside the request-id middleware

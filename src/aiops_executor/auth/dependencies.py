@@ -40,9 +40,26 @@ class Principal:
         return f"{self.kind}:{self.name}"
 
 
+# The web console's session: its access token in an HttpOnly, SameSite=Strict cookie (scripts cannot read it),
+# honoured only on requests that also carry the console's header. SameSite keeps other sites' pages from sending
+# the cookie, but not other origins of the same site (another port on this host); a custom header they cannot
+# add, as the service answers no CORS preflight.
+CONSOLE_SESSION_COOKIE = "aiops_console_session"
+CONSOLE_HEADER = "X-Aiops-Console"
+
+
+def console_session_token(request: Request) -> str | None:
+    if request.headers.get(CONSOLE_HEADER) != "1":
+        return None
+    return request.cookies.get(CONSOLE_SESSION_COOKIE) or None
+
+
 def _bearer_token(request: Request) -> str:
     header = request.headers.get("authorization")
     if not header:
+        session_token = console_session_token(request)
+        if session_token is not None:
+            return session_token
         raise UnauthorizedError()
     scheme, _, token = header.partition(" ")
     token = token.strip()

@@ -19,7 +19,7 @@ from aiops_executor.auth.schemas import (
     UserRead,
 )
 from aiops_executor.core.deps import ContextDep, SessionDep
-from aiops_executor.core.errors import NotFoundError, UnauthorizedError
+from aiops_executor.core.errors import NotFoundError
 from aiops_executor.core.openapi import errors
 from aiops_executor.core.pagination import Page, PageQuery
 
@@ -46,19 +46,7 @@ async def issue_token(
     session: SessionDep,
     context: ContextDep,
 ) -> TokenResponse:
-    # Checked before the password: a locked username is refused even with the right one.
-    attempt = await context.rate_limits.logins.begin(form.username, address)
-    try:
-        token = await service.authenticate(session, context, form.username, form.password)
-        await attempt.succeeded()
-    except UnauthorizedError:
-        locked = await attempt.failed()
-        if locked:
-            logger.warning("sign-in locked after repeated failures", locked=locked, client=address)
-        raise
-    finally:
-        await attempt.end()
-    return token
+    return await service.sign_in(session, context, form.username, form.password, address)
 
 
 @router.post(

@@ -202,7 +202,10 @@ async def run_demo(settings: Settings, options: DemoOptions, out: Console, err: 
         err.print(f"[red]demo:[/red] {escape(str(exc))}")
         return EXIT_FAILED
     try:
-        out.print(f"service running at [bold]{base_url}[/bold] (API docs at {base_url}/docs)")
+        out.print(
+            f"service running at [bold]{base_url}[/bold] "
+            f"(API docs at {base_url}/docs, web console at {base_url}/console/)"
+        )
         username, password = _admin_credentials(settings)
         async with httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(30, read=None)) as client:
             token = await _check(
@@ -221,7 +224,10 @@ async def run_demo(settings: Settings, options: DemoOptions, out: Console, err: 
             f"re-attach: GET {base_url}{API}/executions/{execution_id}/stream"
         )
         if options.keep_serving:
-            out.print("the service keeps running; Ctrl-C stops it")
+            out.print(
+                f"the service keeps running (this run in the web console: "
+                f"{base_url}/console/#/executions/{execution_id}); Ctrl-C stops it"
+            )
             await serving
         return EXIT_OK if outcome.status is RunStatus.success else EXIT_FAILED
     except DemoError as exc:

@@ -36,3 +36,18 @@ def _not_a_number(value: Any) -> Any:
 # A timestamp in a body is an ISO 8601 string with a timezone (pydantic would also read a number as Unix time);
 # built in Python, a datetime.
 JsonDatetime = Annotated[AwareDatetime, BeforeValidator(_not_a_number)]
+
+
+def _not_numeric_text(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        raise PydanticCustomError("datetime_type", "Input should be an ISO 8601 date-time string")
+    return _not_a_number(value)
+
+
+# The same in a query string, where every value arrives as text: "1700000000" is refused rather than read as Unix
+# time.
+QueryDatetime = Annotated[AwareDatetime, BeforeValidator(_not_numeric_text)]

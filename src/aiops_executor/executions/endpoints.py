@@ -14,6 +14,7 @@ from aiops_executor.auth.dependencies import ViewerDep
 from aiops_executor.auth.rate_limits import RATE_LIMITED_RESPONSE, ExecutionOperatorDep
 from aiops_executor.core.deps import SessionDep
 from aiops_executor.core.errors import AppError, ValidationFailed
+from aiops_executor.core.json_types import QueryDatetime
 from aiops_executor.core.openapi import errors, event_stream
 from aiops_executor.core.pagination import Page, PageQuery
 from aiops_executor.executions import service
@@ -157,6 +158,30 @@ async def list_team_executions(
     status: ExecutionStatus | None = None,
 ) -> Page[ExecutionRead]:
     return await service.list_team_executions(session, team_id, page, status=status)
+
+
+@router.get(
+    "/executions",
+    response_model=Page[ExecutionRead],
+    operation_id="listExecutions",
+    summary="List executions of every team",
+    description=(
+        "Executions of all teams, newest first, optionally filtered by team, status and creation time "
+        "(`created_after` <= created_at < `created_before`, timezone-aware ISO-8601)."
+    ),
+)
+async def list_executions(
+    _: ViewerDep,
+    session: SessionDep,
+    page: PageQuery,
+    team_id: Annotated[uuid.UUID | None, Query(description="only this team's executions")] = None,
+    status: Annotated[ExecutionStatus | None, Query(description="only executions in this status")] = None,
+    created_after: Annotated[QueryDatetime | None, Query(description="created at or after this time")] = None,
+    created_before: Annotated[QueryDatetime | None, Query(description="created before this time")] = None,
+) -> Page[ExecutionRead]:
+    return await service.list_executions(
+        session, page, team_id=team_id, status=status, created_after=created_after, created_before=created_before
+    )
 
 
 @router.get(

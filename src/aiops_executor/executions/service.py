@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.audit import service as audit
@@ -140,6 +141,36 @@ async def list_team_executions(
     conditions = [Execution.team_id == team_id]
     if status is not None:
         conditions.append(Execution.status == status.value)
+    total = await session.scalar(select(func.count()).select_from(Execution).where(*conditions)) or 0
+    rows = await session.scalars(
+        select(Execution)
+        .where(*conditions)
+        .order_by(Execution.created_at.desc(), Execution.id)
+        .offset(page.offset)
+        .limit(page.size)
+    )
+    return Page[ExecutionRead].build([execution_read(r) for r in rows], total, page)
+
+
+async def list_executions(
+    session: AsyncSession,
+    page: PageParams,
+    *,
+    team_id: uuid.UUID | None,
+    status: ExecutionStatus | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+) -> Page[ExecutionRead]:
+    """Every team's executions, newest first; an unknown ``team_id`` is simply an empty list (a filter)."""
+    conditions: list[ColumnElement[bool]] = []
+    if team_id is not None:
+        conditions.append(Execution.team_id == team_id)
+    if status is not None:
+        conditions.append(Execution.status == status.value)
+    if created_after is not None:
+        conditions.append(Execution.created_at >= created_after)
+    if created_before is not None:
+        conditions.append(Execution.created_at < created_before)
     total = await session.scalar(select(func.count()).select_from(Execution).where(*conditions)) or 0
     rows = await session.scalars(
         select(Execution)

@@ -1,0 +1,41 @@
+import { api, can, listAll } from '../api.js';
+import { act, fill, fmtTime, h, notify, statusBadge } from '../dom.js';
+
+export const PROVIDER_TYPES = ['openai', 'azure_openai', 'anthropic', 'aws_bedrock', 'aliyun_dashscope', 'baidu_qianfan',
+  'ollama', 'vllm', 'openai_compatible', 'simulator'];
+
+function createForm() {
+  const name = h('input', { required: true, maxlength: 100, testid: 'provider-name' });
+  const type = h('select', { testid: 'provider-type' }, PROVIDER_TYPES.map((t) => h('option', { value: t }, t)));
+  const description = h('input', { testid: 'provider-description' });
+  const submit = h('button', { type: 'submit', testid: 'provider-create' }, 'Add provider');
+  return h('form', {
+    class: 'row panel',
+    onsubmit: (event) => {
+      event.preventDefault();
+      act(submit, async () => {
+        const created = await api('POST', '/providers', { name: name.value, type: type.value, description: description.value || null });
+        notify(`provider ${created.name} added`);
+        window.location.hash = `#/llm/${created.id}`;
+      });
+    },
+  }, h('label', {}, 'Name', name), h('label', {}, 'Type', type), h('label', { class: 'grow' }, 'Description', description), submit);
+}
+
+export async function renderProviders(main) {
+  const providers = await listAll('/providers');
+  fill(main,
+    h('h1', {}, 'LLM configuration'),
+    h('p', { class: 'muted' }, 'Providers, their endpoints (with health), credentials (masked) and models.'),
+    can.administer() ? createForm() : null,
+    h('table', {},
+      h('thead', {}, h('tr', {}, ['Name', 'Type', 'Active', 'Description', 'Created'].map((t) => h('th', { scope: 'col' }, t)))),
+      h('tbody', {}, providers.map((p) => h('tr', { testid: 'provider-row', dataset: { providerName: p.name } },
+        h('td', {}, h('a', { href: `#/llm/${p.id}` }, p.name)),
+        h('td', {}, p.type),
+        h('td', {}, statusBadge(p.is_active ? 'active' : 'inactive')),
+        h('td', {}, p.description || ''),
+        h('td', {}, fmtTime(p.created_at)))))),
+  );
+}
+
