@@ -10,19 +10,37 @@ upgrade of Alertmanager does not stop its notifications; what is there is checke
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
+from aiops_executor.core.json_types import JSON_INT, JsonDatetime
 from aiops_executor.core.text import FREE_TEXT, NAME_TEXT
 
 # Prometheus label names and values are arbitrary UTF-8 (names since Prometheus 3); what the database and
 # the prompts cannot take (NUL, control characters in names) is refused.
 LabelName = Annotated[str, StringConstraints(min_length=1, max_length=1000), NAME_TEXT]
 LabelValue = Annotated[str, StringConstraints(max_length=20_000), FREE_TEXT]
-Labels = Annotated[dict[LabelName, LabelValue], Field(max_length=500)]
+MAX_LABELS = 500
+# Said explicitly: pydantic would document a key pattern as ``patternProperties``, which leaves the values of
+# any other key unconstrained in the document (and clients, and fuzzers, would believe them allowed).
+_LABELS_SCHEMA = {
+    "type": "object",
+    "maxProperties": MAX_LABELS,
+    "propertyNames": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 1000,
+        "pattern": f"^[^{NAME_TEXT.forbidden[1:-1]}]*$",
+    },
+    "additionalProperties": {
+        "type": "string",
+        "maxLength": 20_000,
+        "pattern": f"^[^{FREE_TEXT.forbidden[1:-1]}]*$",
+    },
+}
+Labels = Annotated[dict[LabelName, LabelValue], Field(max_length=MAX_LABELS), WithJsonSchema(_LABELS_SCHEMA)]
 Url = Annotated[str, StringConstraints(max_length=4000), NAME_TEXT]
 
 MAX_ALERTS = 1000
@@ -42,9 +60,9 @@ class Alert(_Tolerant):
     status: AlertStatus
     labels: Labels = Field(default_factory=dict)
     annotations: Labels = Field(default_factory=dict)
-    starts_at: datetime = Field(alias="startsAt")
+    starts_at: JsonDatetime = Field(alias="startsAt")
     # Alertmanager sends 0001-01-01T00:00:00Z for an alert that has not ended.
-    ends_at: datetime | None = Field(default=None, alias="endsAt")
+    ends_at: JsonDatetime | None = Field(default=None, alias="endsAt")
     generator_url: Url = Field(default="", alias="generatorURL")
     fingerprint: Annotated[str, StringConstraints(max_length=200), NAME_TEXT] = ""
 
@@ -56,7 +74,7 @@ class AlertmanagerPayload(_Tolerant):
     group_key: Annotated[str, StringConstraints(min_length=1, max_length=20_000), FREE_TEXT] = Field(
         alias="groupKey", description="identifies the alert group across notifications"
     )
-    truncated_alerts: Annotated[int, Field(ge=0)] = Field(default=0, alias="truncatedAlerts")
+    truncated_alerts: Annotated[int, Field(ge=0), JSON_INT] = Field(default=0, alias="truncatedAlerts")
     status: AlertStatus
     receiver: Annotated[str, StringConstraints(max_length=1000), NAME_TEXT] = ""
     group_labels: Labels = Field(default_factory=dict, alias="groupLabels")
