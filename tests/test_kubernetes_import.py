@@ -387,6 +387,35 @@ metadata: {}
     assert [n["node_id"] for n in result.topology.model_dump()["nodes"]] == ["ingress.web", "service.external-db"]
 
 
+def test_older_ingress_versions_name_their_backends_differently() -> None:
+    manifests = """
+apiVersion: extensions/v1beta1
+kind: Ingress
+metadata:
+  name: legacy
+  annotations: {kubernetes.io/ingress.class: traefik}
+spec:
+  backend: {serviceName: web, servicePort: 80}
+  rules:
+  - host: legacy.example.com
+    http:
+      paths:
+      - path: /api
+        backend: {serviceName: api, servicePort: http}
+---
+{kind: Service, apiVersion: v1, metadata: {name: web}, spec: {selector: {app: web}, ports: [{port: 80}]}}
+---
+{kind: Service, apiVersion: v1, metadata: {name: api}, spec: {selector: {app: api}, ports: [{name: http, port: 8080}]}}
+"""
+    result = import_manifests(manifests)
+    topology = result.topology.model_dump(mode="json")
+    assert edges(topology) == {("ingress.legacy", "service.web", "calls"), ("ingress.legacy", "service.api", "calls")}
+    ingress = node(topology, "ingress.legacy")
+    assert ingress["attributes"]["ingress_class"] == "traefik"
+    assert ingress["attributes"]["url"] == "http://legacy.example.com/api"
+    assert node(topology, "service.api")["attributes"]["url"] == "http://api.default.svc.cluster.local:8080/"
+
+
 @pytest.mark.parametrize(
     ("value", "hosts"),
     [

@@ -580,7 +580,7 @@ class _Importer:
         hosts = [h for h in rule_hosts if HOST_NAME.match(h)]
         if hosts:
             host = hosts[0]
-            path = next(rule[len(host) :] for rule, _, _ in ingress.backends if rule.startswith(host))
+            path = next(rule[len(host) :] for rule, _, _ in ingress.backends if rule.split("/", 1)[0] == host)
             secure = host in ingress.tls_hosts
             attributes["host"] = host
             attributes["port"] = 443 if secure else 80
