@@ -21,7 +21,6 @@ import uuid
 from typing import Any
 
 import structlog
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.core.errors import AppError
@@ -125,12 +124,7 @@ async def _team_by_label(session: AsyncSession, firing: list[Alert], common: dic
             f"group by {TEAM_LABEL} in the Alertmanager route, or pass team_id",
         )
     (name,) = names
-    team = await session.scalar(select(Team).where(Team.name == name))
-    if team is None:
-        try:
-            team = await session.get(Team, uuid.UUID(name))
-        except ValueError:
-            team = None
+    team = await teams_service.find_team(session, name)
     if team is None:
         raise _Skip(SkipReason.TEAM_NOT_FOUND, f"no team named {name!r} (the alerts' {TEAM_LABEL!r} label)")
     return team
