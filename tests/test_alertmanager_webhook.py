@@ -7,6 +7,7 @@ import asyncio
 import copy
 import json
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,24 @@ async def team(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> str:
     # Slow model calls: a run stays running for the length of a test, so its group is "still running".
     await add_simulator(client, admin_headers, latency_ms=1500)
     return await make_team(client, admin_headers, "webshop")
+
+
+@pytest.fixture(autouse=True)
+async def runs_end_before_the_app_stops(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> AsyncIterator[None]:
+    """Cancels the runs a test started and waits for them: a run the webhook has just started would otherwise
+    still be taking its first steps while the app shuts down and the next test empties the tables."""
+    yield
+    teams = await client.get(f"{API}/teams", params={"size": 100}, headers=admin_headers)
+    for team_id in [t["team_id"] for t in teams.json()["items"]]:
+        for status in ("pending", "running"):
+            listed = await client.get(
+                f"{API}/teams/{team_id}/executions", params={"status": status, "size": 100}, headers=admin_headers
+            )
+            for item in listed.json()["items"]:
+                await client.post(f"{API}/executions/{item['execution_id']}/cancel", headers=admin_headers)
+                await finished(client, admin_headers, item["execution_id"])
 
 
 async def post(client: httpx.AsyncClient, headers: dict[str, str], payload: Any, **params: str) -> dict[str, Any]:
