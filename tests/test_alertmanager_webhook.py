@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -336,6 +336,8 @@ async def test_the_database_refuses_a_second_unfinished_run_of_one_trigger(datab
             async with engine.begin() as connection:
                 await connection.execute(insert(Execution), [row("running")])
     finally:
+        async with engine.begin() as connection:  # rows no process runs: not for the service to cancel
+            await connection.execute(delete(Execution).where(Execution.trigger_key == key))
         await engine.dispose()
 
 
