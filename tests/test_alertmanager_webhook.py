@@ -207,6 +207,9 @@ async def test_several_groups_each_start_their_own_run_and_resolved_ones_start_n
     errors = await post(client, admin_headers, group("CheckoutErrorRate"))
     resolved = await post(client, admin_headers, group("OrdersDBReplicationLag", status="resolved"))
 
+    metrics = (await client.get("/metrics")).text
+    assert 'aiops_alert_groups_total{outcome="started"} 2.0' in metrics
+    assert 'aiops_alert_groups_total{outcome="RESOLVED"} 1.0' in metrics
     ids = {latency["executions"][0]["execution_id"], errors["executions"][0]["execution_id"]}
     assert len(ids) == 2
     assert resolved["executions"] == []

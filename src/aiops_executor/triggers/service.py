@@ -188,6 +188,8 @@ async def handle_alertmanager(
             started.append(StartedExecution(execution_id=execution.id, group_key=group_key, team_id=team.id))
     except _Skip as skip:
         skipped.append(SkippedGroup(group_key=group_key, reason=skip.reason, code=skip.code))
+    for outcome in ["started"] * len(started) + [skip.code for skip in skipped]:
+        context.telemetry.metrics.alert_group(outcome)
     logger.info(
         "alertmanager notification",
         group_key=group_key,
