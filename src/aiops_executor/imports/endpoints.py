@@ -27,5 +27,7 @@ router = APIRouter(tags=["imports"])
         "import, or more resources than a team may have."
     ),
 )
-async def import_kubernetes_topology(body: KubernetesImportRequest, _: OperatorDep) -> KubernetesImportResult:
+def import_kubernetes_topology(body: KubernetesImportRequest, _: OperatorDep) -> KubernetesImportResult:
+    # A plain function: FastAPI runs it in its thread pool, so parsing a large manifest set does not hold up
+    # the event loop (and every other request) meanwhile.
     return service.import_kubernetes(body)
