@@ -26,6 +26,8 @@ DOMAIN_PACKAGES = (
     "aiops_executor.engine",
     "aiops_executor.tools",
     "aiops_executor.executions",
+    "aiops_executor.triggers",
+    "aiops_executor.imports",
     "aiops_executor.console",
     "aiops_executor.webconsole",
     "aiops_executor.migrations",

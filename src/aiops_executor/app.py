@@ -26,11 +26,13 @@ from aiops_executor.core.request_limits import BodySizeLimitMiddleware, check_js
 from aiops_executor.core.settings import Settings, get_settings
 from aiops_executor.core.telemetry import Telemetry
 from aiops_executor.executions.endpoints import router as executions_router
+from aiops_executor.imports.endpoints import router as imports_router
 from aiops_executor.llm import service as llm_service
 from aiops_executor.llm.endpoints import router as llm_router
 from aiops_executor.services import ServiceContext
 from aiops_executor.teams.endpoints import router as teams_router
 from aiops_executor.tools.endpoints import router as tools_router
+from aiops_executor.triggers.endpoints import router as triggers_router
 from aiops_executor.webconsole.endpoints import router as console_router
 
 API_PREFIX = "/api/v1"
@@ -42,6 +44,8 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     executions_router,
     tools_router,
     audit_router,
+    triggers_router,
+    imports_router,
 )
 # One tag per domain; a router's ``tags=[...]`` must name one of these (tests/test_openapi.py checks it).
 OPENAPI_TAGS: list[dict[str, str]] = [

@@ -64,6 +64,8 @@ users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage master encryption keys.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
+import_app = typer.Typer(help="Make topologies from what already describes a system.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -377,6 +379,75 @@ async def _record_rotation(database: Database, report: RotationReport, key_id: s
             },
         )
         await session.commit()
+
+
+@import_app.command("kubernetes")
+def import_kubernetes(
+    manifests: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE",
+            help="Multi-document YAML (kubectl get -o yaml, helm template); - reads standard input.",
+            show_default=False,
+        ),
+    ],
+    defaults: Annotated[
+        str | None,
+        typer.Option(
+            help='JSON object: {"model_provider", "model_id", "cluster_domain"} (default: local-sim / sim-1).',
+            show_default=False,
+        ),
+    ] = None,
+    team_name: Annotated[
+        str | None,
+        typer.Option(help="Print a team file (the body of POST /teams) with this name instead.", show_default=False),
+    ] = None,
+) -> None:
+    """Print the topology of Kubernetes manifests, as POST /api/v1/topologies/import/kubernetes returns it
+    ({"topology", "warnings"}); the warnings also go to stderr, one per line. Needs no database."""
+    import json
+    import sys
+
+    from pydantic import ValidationError
+
+    from aiops_executor.imports.kubernetes import Defaults, ManifestError, import_manifests
+    from aiops_executor.imports.schemas import ImportDefaults
+    from aiops_executor.teams.topology import TeamSpec
+
+    try:
+        options = ImportDefaults.model_validate_json(defaults) if defaults is not None else ImportDefaults()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'defaults'}: {e['msg']}" for e in exc.errors())
+        raise CommandFailure(f"invalid --defaults: {problems}", EXIT_USAGE) from None
+    if str(manifests) == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = manifests.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+            raise CommandFailure(f"cannot read {manifests}: {reason}", EXIT_USAGE) from None
+    try:
+        result = import_manifests(text, Defaults(**options.model_dump()))
+    except ManifestError as exc:
+        raise CommandFailure(f"{manifests}: {exc.message}", EXIT_USAGE) from None
+    for note in result.warnings:
+        where = f"document {note['document']}" if note["document"] else ""
+        if note["resource"]:
+            where = f"{where} ({note['resource']})" if where else note["resource"]
+        line = f"warning: {where}: {note['message']}" if where else f"warning: {note['message']}"
+        console.print(line, style="yellow", markup=False, highlight=False)
+    topology = result.topology.model_dump(mode="json")
+    if team_name is not None:
+        try:
+            document: dict[str, Any] = TeamSpec.model_validate(
+                {"team_name": team_name, "topology": topology}
+            ).model_dump(mode="json")
+        except ValidationError as exc:
+            raise CommandFailure(f"invalid --team-name: {exc.errors()[0]['msg']}", EXIT_USAGE) from None
+    else:
+        document = {"topology": topology, "warnings": result.warnings}
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
 
 
 def main() -> None:  # pragma: no cover - console entry

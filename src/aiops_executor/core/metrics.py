@@ -223,6 +223,13 @@ class Metrics:
             "Runs of lost workers put back in the queue by this process.",
             registry=r,
         )
+        self.alert_groups = Counter(
+            f"{PREFIX}_alert_groups",
+            "Alert groups of Alertmanager notifications, by outcome: started, or the skip's code (RESOLVED, "
+            "TRIGGER_RUNNING, TEAM_NOT_FOUND, ...).",
+            ["outcome"],
+            registry=r,
+        )
         self.sse_subscribers = Gauge(
             f"{PREFIX}_sse_subscribers", "Clients following a live execution stream in this process.", registry=r
         )
@@ -248,6 +255,9 @@ class Metrics:
     def execution(self, status: str, seconds: float) -> None:
         self.executions.labels(status).inc()
         self.execution_duration.labels(status).observe(seconds, trace_exemplar())
+
+    def alert_group(self, outcome: str) -> None:
+        self.alert_groups.labels(outcome).inc()
 
     def node_team(self, status: str, seconds: float) -> None:
         self.node_team_duration.labels(status).observe(seconds, trace_exemplar())

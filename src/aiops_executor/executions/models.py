@@ -6,10 +6,13 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aiops_executor.core.db import Base, TimestampedRow, UTCDateTime, utcnow
+
+# Kept in step with ``schemas.UNFINISHED`` (the migration that creates the index spells the same condition).
+UNFINISHED_CONDITION = "status IN ('pending', 'running') AND trigger_key IS NOT NULL"
 
 
 class Execution(TimestampedRow, Base):
@@ -18,6 +21,15 @@ class Execution(TimestampedRow, Base):
         Index("ix_executions_team_id_created_at", "team_id", "created_at"),
         Index("ix_executions_status", "status"),
         Index("ix_executions_completed_at", "completed_at"),
+        # One unfinished run per trigger (an Alertmanager alert group): the database itself refuses a second
+        # one, so two webhook deliveries racing each other cannot both start a run.
+        Index(
+            "uq_executions_trigger_key_unfinished",
+            "trigger_key",
+            unique=True,
+            postgresql_where=text(UNFINISHED_CONDITION),
+            sqlite_where=text(UNFINISHED_CONDITION),
+        ),
     )
 
     team_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("teams.id", ondelete="CASCADE"), nullable=False)
@@ -41,6 +53,9 @@ class Execution(TimestampedRow, Base):
     # 1, plus one per resume after the process running it was lost; the process (host:pid) running it now.
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
     worker_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # What started the run when it was not a person, as a fixed-size digest (``executions.service.trigger_key``):
+    # e.g. an Alertmanager group key, which can be kilobytes of labels, too long for an index entry.
+    trigger_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class ExecutionEventRow(Base):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.audit import service as audit
@@ -67,6 +69,30 @@ def _invalid_schema(exc: InvalidOutputSchema, error_code: str = ValidationFailed
     )
 
 
+def trigger_key(source: str, key: str) -> str:
+    """The stored identity of what started a run (``source``: e.g. ``alertmanager``; ``key``: its group key)."""
+    return hashlib.sha256(f"{source}\x00{key}".encode()).hexdigest()
+
+
+class TriggerRunning(ConflictError):
+    """The trigger already has a pending or running execution: it starts no second one."""
+
+    def __init__(self, execution_id: uuid.UUID | None) -> None:
+        running = f" ({execution_id})" if execution_id else ""
+        super().__init__(
+            f"an execution started by the same trigger is still pending or running{running}",
+            error_code="TRIGGER_RUNNING",
+            details={"execution_id": str(execution_id) if execution_id else None},
+        )
+        self.execution_id = execution_id
+
+
+async def unfinished_for_trigger(session: AsyncSession, key: str) -> uuid.UUID | None:
+    return await session.scalar(
+        select(Execution.id).where(Execution.trigger_key == key, Execution.status.in_(UNFINISHED)).limit(1)
+    )
+
+
 async def has_unfinished(session: AsyncSession, team_id: uuid.UUID) -> bool:
     found = await session.scalar(
         select(Execution.id).where(Execution.team_id == team_id, Execution.status.in_(UNFINISHED)).limit(1)
@@ -82,8 +108,13 @@ async def start_execution(
     request: ExecutionRequest,
     *,
     actor: str,
+    trigger: str | None = None,
 ) -> Execution:
-    """Checks the team can run now, stores a ``pending`` execution with a snapshot of the team, starts it."""
+    """Checks the team can run now, stores a ``pending`` execution with a snapshot of the team, starts it.
+
+    ``trigger`` (from ``trigger_key``): what started the run when it was not a person; while an execution of
+    the same trigger is pending or running no second one starts (``TriggerRunning``), which the database's
+    unique index holds also when two processes race."""
     if request.output_schema is not None:
         try:
             check_schema(request.output_schema)
@@ -99,6 +130,10 @@ async def start_execution(
         report = await teams_service.check_team(session, spec)
         if not report.valid:
             raise teams_service.InvalidTopology(report)
+        if trigger is not None:
+            running = await unfinished_for_trigger(session, trigger)
+            if running is not None:
+                raise TriggerRunning(running)
         if not context.settings.allow_concurrent_team_executions and await has_unfinished(session, team.id):
             raise ConflictError(
                 f"team {team.name!r} already has an execution running",
@@ -113,6 +148,7 @@ async def start_execution(
             output_schema=request.output_schema,
             team_snapshot=spec.model_dump(mode="json"),
             requested_by=actor,
+            trigger_key=trigger,
         )
         audit.record(
             session,
@@ -122,7 +158,17 @@ async def start_execution(
             resource_id=execution.id,
             details={"team_id": str(team.id), "team_name": team.name},
         )
-        await session.commit()
+        try:
+            await session.commit()
+        except IntegrityError:
+            await session.rollback()
+            # Another process started a run of this trigger between the check above and this commit.
+            if trigger is not None:
+                running = await unfinished_for_trigger(session, trigger)
+                await session.commit()
+                if running is not None:
+                    raise TriggerRunning(running) from None
+            raise
         await manager.submit(execution.id)
     return execution
 

@@ -248,6 +248,17 @@ async def get_team_row(session: AsyncSession, team_id: uuid.UUID, *, lock: bool 
     return team
 
 
+async def find_team(session: AsyncSession, name_or_id: str) -> Team | None:
+    """The team with this name, else with this id (names are unique); None when there is none."""
+    team = await session.scalar(select(Team).where(Team.name == name_or_id))
+    if team is not None:
+        return team
+    try:
+        return await session.get(Team, uuid.UUID(name_or_id))
+    except ValueError:
+        return None
+
+
 async def get_team(session: AsyncSession, team_id: uuid.UUID) -> TeamRead:
     return team_read(await get_team_row(session, team_id))
 

@@ -1,0 +1,1 @@
+"""Imports: topologies made from what a system already describes (Kubernetes manifests)."""

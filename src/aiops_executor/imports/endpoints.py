@@ -1,0 +1,33 @@
+"""Topology imports (thin: the conversion is ``imports.kubernetes``)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from aiops_executor.auth.dependencies import OperatorDep
+from aiops_executor.imports import service
+from aiops_executor.imports.schemas import KubernetesImportRequest, KubernetesImportResult
+
+router = APIRouter(tags=["imports"])
+
+
+@router.post(
+    "/topologies/import/kubernetes",
+    response_model=KubernetesImportResult,
+    operation_id="importKubernetesTopology",
+    summary="Make a topology from Kubernetes manifests",
+    description=(
+        "Reads multi-document YAML as `kubectl get -o yaml` or `helm template` print it (comments, `---`, a "
+        "`List`) and returns a topology: a node per Deployment, StatefulSet, DaemonSet, Service and Ingress, "
+        "edges Ingress -> Service -> workload (`calls`) and workload -> Service when its environment names "
+        "the Service (`depends_on`), and per node a prober agent with the built-in tools its attributes allow. "
+        "The topology is not stored: it is the `topology` of a `POST /teams` body as it is. Everything not "
+        "understood is listed in `warnings`. Operator or admin. Errors: 422 `VALIDATION_ERROR` for YAML that "
+        "cannot be parsed (`details.document`, `details.line`, `details.column`), manifests with nothing to "
+        "import, or more resources than a team may have."
+    ),
+)
+def import_kubernetes_topology(body: KubernetesImportRequest, _: OperatorDep) -> KubernetesImportResult:
+    # A plain function: FastAPI runs it in its thread pool, so parsing a large manifest set does not hold up
+    # the event loop (and every other request) meanwhile.
+    return service.import_kubernetes(body)

@@ -1,0 +1,31 @@
+"""Topology imports: the converter's refusals in the contract's terms."""
+
+from __future__ import annotations
+
+from aiops_executor.core.errors import ValidationFailed
+from aiops_executor.imports.kubernetes import Defaults, ManifestError, import_manifests
+from aiops_executor.imports.schemas import ImportNoteRead, KubernetesImportRequest, KubernetesImportResult
+
+
+def manifest_refusal(exc: ManifestError) -> ValidationFailed:
+    """422 ``VALIDATION_ERROR`` naming the document and line of the problem."""
+    return ValidationFailed(
+        exc.message,
+        details={
+            "errors": [{"loc": ["body", "manifests"], "message": exc.message, "type": "manifests_invalid"}],
+            "document": exc.document,
+            "line": exc.line,
+            "column": exc.column,
+        },
+    )
+
+
+def import_kubernetes(request: KubernetesImportRequest) -> KubernetesImportResult:
+    defaults = Defaults(**request.defaults.model_dump())
+    try:
+        result = import_manifests(request.manifests, defaults)
+    except ManifestError as exc:
+        raise manifest_refusal(exc) from None
+    return KubernetesImportResult(
+        topology=result.topology, warnings=[ImportNoteRead(**note) for note in result.warnings]
+    )

@@ -1,0 +1,1 @@
+"""Triggers: what starts executions without a person (Prometheus Alertmanager's webhook)."""
