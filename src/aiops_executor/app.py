@@ -54,6 +54,8 @@ OPENAPI_TAGS: list[dict[str, str]] = [
     {"name": "teams", "description": "Agent Teams built from resource topologies."},
     {"name": "executions", "description": "Runs of a team: start, stream, follow, cancel, structured output."},
     {"name": "tools", "description": "The catalogue of diagnostic tools agents can use."},
+    {"name": "triggers", "description": "Webhooks that start investigations (Prometheus Alertmanager)."},
+    {"name": "imports", "description": "Topologies built from what a system already describes (Kubernetes)."},
     {"name": "audit", "description": "Who changed what."},
     {"name": "health", "description": "Liveness and readiness (open)."},
 ]

@@ -10,7 +10,7 @@ from fastapi import status as http_status
 
 from aiops_executor.auth.rate_limits import RATE_LIMITED_RESPONSE, ExecutionOperatorDep
 from aiops_executor.core.deps import SessionDep
-from aiops_executor.core.errors import error_responses
+from aiops_executor.core.openapi import errors
 from aiops_executor.services import ServiceContextDep
 from aiops_executor.triggers import service
 from aiops_executor.triggers.schemas import AlertmanagerPayload, WebhookResult
@@ -30,12 +30,10 @@ router = APIRouter(tags=["triggers"])
         "whose task is the group's common `summary` and `description` annotations and whose context carries the "
         "labels, the alerts and `externalURL`. The team is `team_id`, else the one the alerts' `aiops_team` "
         "label names. A group whose execution is still pending or running, a resolved group, and a group whose "
-        "team cannot run now start nothing; each is listed in `skipped` with its reason. Operator or admin "
-        "(a JWT, or an API key as Alertmanager's `http_config.authorization` credentials). Errors: 404 "
-        "`TEAM_NOT_FOUND` for an unknown `team_id`, 422 `VALIDATION_ERROR` for a payload that is not version 4, "
-        "429 `RATE_LIMITED` (the execution requests limit)."
+        "team cannot run now start nothing; each is listed in `skipped` with its reason. Authenticates with a "
+        "JWT, or an API key as Alertmanager's `http_config.authorization` credentials."
     ),
-    responses={**error_responses(404), **RATE_LIMITED_RESPONSE},
+    responses={**errors({404: {"TEAM_NOT_FOUND": "no team has this team_id"}}), **RATE_LIMITED_RESPONSE},
 )
 async def receive_alertmanager_webhook(
     payload: AlertmanagerPayload,
