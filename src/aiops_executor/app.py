@@ -30,6 +30,7 @@ from aiops_executor.llm import service as llm_service
 from aiops_executor.llm.endpoints import router as llm_router
 from aiops_executor.services import ServiceContext
 from aiops_executor.teams.endpoints import router as teams_router
+from aiops_executor.tool_servers.endpoints import router as tool_servers_router
 from aiops_executor.tools.endpoints import router as tools_router
 
 API_PREFIX = "/api/v1"
@@ -40,6 +41,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     teams_router,
     executions_router,
     tools_router,
+    tool_servers_router,
     audit_router,
 )
 logger = structlog.get_logger(__name__)

@@ -107,7 +107,12 @@ class ExecutionRun:
         self.checkpointer: BaseCheckpointSaver[Any] = checkpointer or InMemorySaver()
         self.graph = team.graph_with(self.checkpointer)
         self.team_run = TeamRun(
-            team, models, self.settings, self.telemetry, announced=dict(resume.announced) if resume else {}
+            team,
+            models,
+            self.settings,
+            self.telemetry,
+            announced=dict(resume.announced) if resume else {},
+            execution_id=request.execution_id,
         )
         steps = 2 * (len(team.nodes) + self.settings.max_iterations) + 10
         self.config: RunnableConfig = {

@@ -22,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import json
 import operator
+import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal, TypedDict
 
 import structlog
@@ -255,6 +256,14 @@ class Dataflow:
         return {node_id: await self._future(node_id) for node_id in node_ids}
 
 
+def model_tool_name(name: str) -> str:
+    """The name a model calls a tool by. Function names may not contain dots for most providers (OpenAI's
+    ``^[a-zA-Z0-9_-]{1,64}$``), while tools of MCP servers are named ``<server>.<tool>``: the dot becomes ``__``.
+    Events, results and the audit log keep the tool's own name."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", name.replace(".", "__"))
+    return safe[:64]
+
+
 @dataclass
 class TeamRun:
     """Everything one run's graph nodes need, shared by the global graph and every node team.
@@ -267,6 +276,7 @@ class TeamRun:
     settings: RunSettings
     telemetry: Telemetry = field(default_factory=default_telemetry)
     dataflow: Dataflow = field(default_factory=Dataflow)
+    execution_id: str = ""
     # Node teams an earlier attempt announced finished (node id -> result): not run again (see ``Resume``).
     announced: dict[str, dict[str, Any]] = field(default_factory=dict)
     # What each node team's model calls used in this attempt, for node teams stopped before they finished.
@@ -351,11 +361,15 @@ class CompiledTeam:
         registry = self.tools
 
         async def call(**arguments: Any) -> str:
-            metadata = ensure_config().get("metadata", {})
+            config = ensure_config()
+            metadata = config.get("metadata", {})
             node = self.nodes[metadata[NODE_ID_KEY]]
-            context = self._tool_contexts[node.node_id]
+            run = _team_run(config)
+            context = replace(
+                self._tool_contexts[node.node_id], execution_id=run.execution_id, agent_id=metadata[AGENT_ID_KEY]
+            )
             started = time.perf_counter()
-            with _team_run(ensure_config()).telemetry.tool_call(name, node.node_id, metadata[AGENT_ID_KEY]) as step:
+            with run.telemetry.tool_call(name, node.node_id, metadata[AGENT_ID_KEY]) as step:
                 outcome = await registry.invoke(name, arguments, context)
                 step.status = tool_outcome(outcome.status, outcome.output)
             _emit(
@@ -377,7 +391,7 @@ class CompiledTeam:
 
         # A plain JSON schema: the registry validates, so bad arguments reach the agent as a readable result.
         built = StructuredTool.from_function(
-            coroutine=call, name=name, description=spec.description, args_schema=spec.json_schema()
+            coroutine=call, name=model_tool_name(name), description=spec.description, args_schema=spec.json_schema()
         )
         self._tools[name] = built
         return built

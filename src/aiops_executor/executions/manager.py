@@ -39,7 +39,8 @@ from aiops_executor.executions.store import EventRecorder
 from aiops_executor.llm.runtime.model_source import RuntimeModelSource
 from aiops_executor.services import ServiceContext
 from aiops_executor.teams.topology import TeamSpec
-from aiops_executor.tools.registry import default_registry, tool_settings
+from aiops_executor.tool_servers import service as tool_servers
+from aiops_executor.tools.registry import ToolRegistry, default_registry, tool_settings
 
 logger = structlog.get_logger(__name__)
 
@@ -317,7 +318,15 @@ class ExecutionManager:
             if active.finished:
                 await self._forget_checkpoints(execution_id)
 
-    def _execution_run(self, started: repository.Started) -> ExecutionRun:
+    async def _tools_for(self, spec: TeamSpec) -> ToolRegistry:
+        """The built-in tools plus the MCP servers' tools the team's agents name, for one run."""
+        names = {tool for node in spec.topology.nodes for agent in node.agents for tool in agent.tools}
+        specs = await tool_servers.run_tool_specs(
+            self.context.database.sessionmaker, self.context, self.context.tool_servers, names
+        )
+        return default_registry().extended(specs) if specs else default_registry()
+
+    async def _execution_run(self, started: repository.Started) -> ExecutionRun:
         execution = started.execution
         request = RunRequest(
             execution_id=str(execution.id),
@@ -332,9 +341,8 @@ class ExecutionManager:
         resume = (
             Resume(started.attempt, started.worker_id, started.last_seq, started.announced) if started.resumed else None
         )
-        team = CompiledTeam(
-            TeamSpec.model_validate(execution.team_snapshot), default_registry(), tool_settings(self.settings)
-        )
+        spec = TeamSpec.model_validate(execution.team_snapshot)
+        team = CompiledTeam(spec, await self._tools_for(spec), tool_settings(self.settings))
         return ExecutionRun(
             team,
             request,
@@ -347,7 +355,7 @@ class ExecutionManager:
     async def _drive(self, active: ActiveRun, started: repository.Started) -> bool:
         """Runs one attempt and stores its events and outcome; True when the run finished (False: suspended)."""
         execution_id = active.execution_id
-        run = self._execution_run(started)
+        run = await self._execution_run(started)
         recorder = EventRecorder(
             self.context.database.sessionmaker,
             self.broadcaster,
