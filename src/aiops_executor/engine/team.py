@@ -40,19 +40,20 @@ from langgraph.config import get_stream_writer
 from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Send
+from langgraph.types import Send, interrupt
 from pydantic import BaseModel, Field, create_model
 
 from aiops_executor.core.metrics import tool_outcome
 from aiops_executor.core.telemetry import Telemetry, default_telemetry
 from aiops_executor.engine import prompts
+from aiops_executor.engine.approvals import APPROVAL_MARKER, rejection_output
 from aiops_executor.engine.events import GLOBAL_SUPERVISOR_ID, EventType, PendingEvent, node_supervisor_id
 from aiops_executor.engine.models import ModelSource, Usage, UsageMeter, metering
 from aiops_executor.engine.results import AgentResult, NodeResult, NodeStatus
 from aiops_executor.engine.structured import ask_structured, generate_structured_output
 from aiops_executor.teams.graph import OrderingGraph
 from aiops_executor.teams.topology import AgentSpec, GlobalStrategy, ModelRef, NodeSpec, NodeStrategy, TeamSpec
-from aiops_executor.tools.registry import ToolContext, ToolRegistry, redact_value, secrets_in
+from aiops_executor.tools.registry import ToolContext, ToolOutcome, ToolRegistry, redact_value, secrets_in
 
 FINISH = "FINISH"
 NODE_ID_KEY = "aiops_node_id"
@@ -296,6 +297,7 @@ class TeamRun:
     async def agent(self, agent: AgentSpec) -> Runnable[Any, Any]:
         """The agent graph for this definition. Agents defined alike (model, sampling, tools, prompt) share
         one graph, whichever node they serve: the node reaches the tools through the call's metadata."""
+        pauses = self.team.agent_may_pause(agent)
         key = (
             agent.model_provider,
             agent.model_id,
@@ -303,14 +305,20 @@ class TeamRun:
             agent.max_tokens,
             tuple(agent.tools),
             agent.system_prompt,
+            pauses,
         )
         built = self._agents.get(key)
         if built is None:
             model = await self.model(agent, {"temperature": agent.temperature, "max_tokens": agent.max_tokens})
             tools = [self.team.tool(name) for name in agent.tools]
-            # checkpointer=False: an agent's inner steps are not checkpointed (the node team's are).
+            # checkpointer=False: an agent's inner steps are not checkpointed (the node team's are) -- except for
+            # an agent that may wait for an approval: it checkpoints (when it pauses), so that on resume its
+            # model calls and the tool calls it has finished are not made again.
             built = create_agent(
-                model, tools, system_prompt=agent.system_prompt or DEFAULT_AGENT_PROMPT, checkpointer=False
+                model,
+                tools,
+                system_prompt=agent.system_prompt or DEFAULT_AGENT_PROMPT,
+                checkpointer=None if pauses else False,
             )
             self._agents[key] = built
         return built
@@ -333,11 +341,24 @@ class CompiledTeam:
             for n in self.topology.nodes
         }
         self._secrets = {n.node_id: secrets_in(n.attributes) for n in self.topology.nodes}
+        self._agent_specs = {(n.node_id, a.agent_id): a for n in self.topology.nodes for a in n.agents}
         self._tools: dict[str, BaseTool] = {}
         self.ordering = OrderingGraph.from_topology(self.topology)
         self.order = self.ordering.topological_order()
         self.node_graph = self._build_node_graph()
         self.graph = self._build_global_graph()
+
+    def needs_approval(self, node_id: str, agent_id: str, tool: str) -> bool:
+        spec = self.tools.get(tool)
+        if spec is not None and spec.approval_required:
+            return True
+        agent = self._agent_specs.get((node_id, agent_id))
+        return agent is not None and tool in agent.approval_required_tools
+
+    def agent_may_pause(self, agent: AgentSpec) -> bool:
+        if agent.approval_required_tools:
+            return True
+        return any((spec := self.tools.get(name)) is not None and spec.approval_required for name in agent.tools)
 
     @property
     def dataflow(self) -> bool:
@@ -368,10 +389,26 @@ class CompiledTeam:
             context = replace(
                 self._tool_contexts[node.node_id], execution_id=run.execution_id, agent_id=metadata[AGENT_ID_KEY]
             )
+            agent_id = metadata[AGENT_ID_KEY]
+            rejection: dict[str, Any] | None = None
+            if self.needs_approval(node.node_id, agent_id, name):
+                # Pauses the run until a person decides (see ``engine.approvals``); on resume this returns the
+                # decision. Nothing before this line has side effects: re-running it on resume is harmless.
+                asked = {
+                    APPROVAL_MARKER: True,
+                    "tool": name,
+                    "input": redact_value(arguments, self._secrets[node.node_id]),
+                    "node_id": node.node_id,
+                    "agent_id": agent_id,
+                }
+                rejection = rejection_output(name, interrupt(asked))
             started = time.perf_counter()
-            with run.telemetry.tool_call(name, node.node_id, metadata[AGENT_ID_KEY]) as step:
-                outcome = await registry.invoke(name, arguments, context)
-                step.status = tool_outcome(outcome.status, outcome.output)
+            if rejection is not None:
+                outcome = ToolOutcome("error", rejection)
+            else:
+                with run.telemetry.tool_call(name, node.node_id, agent_id) as step:
+                    outcome = await registry.invoke(name, arguments, context)
+                    step.status = tool_outcome(outcome.status, outcome.output)
             _emit(
                 PendingEvent(
                     EventType.tool_call,

@@ -28,6 +28,7 @@ from procrastinate.job_context import AbortReason
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aiops_executor.audit import service as audit
 from aiops_executor.engine import CompiledTeam, ExecutionRun, Resume, RunRequest
 from aiops_executor.executions import repository
 from aiops_executor.executions.broadcast import Broadcaster, LocalBroadcaster
@@ -49,6 +50,9 @@ logger = structlog.get_logger(__name__)
 UNQUEUED_GRACE_SECONDS = 5.0
 # How often ``stream: false`` requests look at a run another process executes.
 WAIT_POLL_SECONDS = 0.25
+# How often the embedded default looks for approvals past their deadline (the queue's upkeep does it there).
+APPROVAL_SWEEP_SECONDS = 5.0
+APPROVAL_TIMEOUT_ACTOR = "system:timeout"
 
 
 @dataclass
@@ -60,6 +64,7 @@ class ActiveRun:
     suspend_requested: bool = False
     finished: bool = False  # ended here with an outcome (or given up)
     suspended: bool = False  # left checkpointed (or pending) for a later attempt
+    awaiting: bool = False  # stopped for approvals: checkpointed, resumed once they are decided
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def cancel(self) -> None:
@@ -111,6 +116,7 @@ class ExecutionManager:
         await self.checkpoints.open()
         if self.queue is None:
             await self.recover()
+            self._background.append(asyncio.create_task(self._expire_periodically(), name="approval-deadlines"))
         else:
             await self.queue.open()
             if self.settings.embedded_worker:
@@ -153,6 +159,7 @@ class ExecutionManager:
         runs, workers = await self.queue.reclaim_stalled()
         if runs:
             self.context.telemetry.metrics.reclaimed(runs, workers)
+        await self.expire_approvals()
         cutoff = datetime.now(UTC) - timedelta(seconds=UNQUEUED_GRACE_SECONDS)
         for execution_id in await repository.orphaned(self.context.database.sessionmaker, cutoff):
             if await self.queue.enqueue(execution_id):
@@ -167,6 +174,55 @@ class ExecutionManager:
             except Exception as exc:
                 logger.warning("queue upkeep failed; will retry", error=str(exc))
 
+    # -- approvals -------------------------------------------------------------------------------
+
+    async def decided(self, execution_id: uuid.UUID, decided: repository.Decided) -> None:
+        """After a decision is committed: its event goes live, and a run none of whose calls waits any more is
+        handed to whoever runs executions (the queue, or this process), to resume from its checkpoint."""
+        self.broadcaster.publish(str(execution_id), decided.event)
+        if decided.ready:
+            await self.submit(execution_id)
+
+    async def expire_approvals(self) -> int:
+        """Rejects the calls nobody decided within ``approval_timeout_seconds``; returns how many."""
+        sessionmaker = self.context.database.sessionmaker
+        timeout = self.settings.approval_timeout_seconds
+        expired = 0
+        for execution_id, approval_id in await repository.expired_approvals(sessionmaker, datetime.now(UTC)):
+            try:
+                async with sessionmaker() as session, session.begin():
+                    decided = await repository.decide(
+                        session,
+                        execution_id,
+                        approval_id,
+                        approve=False,
+                        decided_by=APPROVAL_TIMEOUT_ACTOR,
+                        comment=f"no decision within {timeout:g} s",
+                    )
+                    audit.record(
+                        session,
+                        actor=APPROVAL_TIMEOUT_ACTOR,
+                        action="reject_tool_call",
+                        resource_type="execution",
+                        resource_id=execution_id,
+                        details={"approval_id": str(approval_id), "tool": decided.approval.tool, "reason": "timeout"},
+                    )
+            except (repository.ApprovalNotFound, repository.ApprovalNotPending):
+                continue  # decided (or cancelled) meanwhile, by someone else
+            expired += 1
+            logger.info("approval timed out; the call is rejected", execution_id=str(execution_id))
+            await self.decided(execution_id, decided)
+        return expired
+
+    async def _expire_periodically(self) -> None:
+        interval = min(APPROVAL_SWEEP_SECONDS, max(0.2, self.settings.approval_timeout_seconds / 4))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.expire_approvals()
+            except Exception as exc:
+                logger.warning("could not reject the approvals past their deadline; will retry", error=str(exc))
+
     async def recover(self) -> int:
         """Starts or resumes the executions a previous process left unfinished; returns how many."""
         taken = 0
@@ -176,6 +232,10 @@ class ExecutionManager:
             if execution.status == ExecutionStatus.running.value and not repository.worker_is_gone(execution.worker_id):
                 logger.info("execution runs in another process", execution_id=str(execution.id))
                 continue
+            if execution.status == ExecutionStatus.awaiting_approval.value and not await repository.decided_all(
+                self.context.database.sessionmaker, execution.id
+            ):
+                continue  # resumed when its calls are decided
             self.launch(execution.id)
             taken += 1
         if taken:
@@ -237,9 +297,15 @@ class ExecutionManager:
         if active is not None:
             active.cancel()
             return True
+        sessionmaker = self.context.database.sessionmaker
+        waiting = await repository.cancel_awaiting(sessionmaker, execution_id)
+        if waiting is not None:  # it waited for approvals, held by no process
+            if self.queue is not None:
+                await self.queue.cancel_waiting(execution_id)
+            self.broadcaster.publish(str(execution_id), waiting)
+            return True
         if self.queue is None:
             return False
-        sessionmaker = self.context.database.sessionmaker
         ended = await repository.cancel_unrun(sessionmaker, execution_id)
         if ended is not None:  # it had not started: its job, if any, will find it cancelled
             await self.queue.cancel_waiting(execution_id)
@@ -255,7 +321,7 @@ class ExecutionManager:
         return True
 
     async def wait(self, execution_id: uuid.UUID) -> None:
-        """Returns once the execution has finished."""
+        """Returns once the execution has finished, or stopped to wait for approvals."""
         active = self._active.get(execution_id)
         if active is not None and self.queue is None:
             await active.done.wait()
@@ -263,7 +329,7 @@ class ExecutionManager:
         while True:
             async with self.context.database.sessionmaker() as session:
                 row = await session.get(Execution, execution_id)
-                if row is None or row.status not in UNFINISHED:
+                if row is None or row.status not in UNFINISHED or row.status == ExecutionStatus.awaiting_approval:
                     return
             await asyncio.sleep(WAIT_POLL_SECONDS)
 
@@ -306,7 +372,7 @@ class ExecutionManager:
                     )
                     with structlog.contextvars.bound_contextvars(team_id=str(started.execution.team_id)):
                         active.finished = await self._drive(active, started)
-                    active.suspended = not active.finished
+                    active.suspended = not active.finished and not active.awaiting
             except Exception:
                 logger.exception("execution could not be run")
             finally:
@@ -339,7 +405,9 @@ class ExecutionManager:
             elapsed_seconds=started.elapsed_seconds,
         )
         resume = (
-            Resume(started.attempt, started.worker_id, started.last_seq, started.announced) if started.resumed else None
+            Resume(started.attempt, started.worker_id, started.last_seq, started.announced, decisions=started.decisions)
+            if started.resumed
+            else None
         )
         spec = TeamSpec.model_validate(execution.team_snapshot)
         team = CompiledTeam(spec, await self._tools_for(spec), tool_settings(self.settings))
@@ -378,13 +446,22 @@ class ExecutionManager:
         finally:
             outcome = run.outcome
 
+            waiting = run.awaiting
+            expires_at = datetime.now(UTC) + timedelta(seconds=self.settings.approval_timeout_seconds)
+
             async def final(session: AsyncSession) -> None:
-                if outcome is None:  # suspended: the process is stopping; the checkpoint resumes it
+                if outcome is None and waiting:  # tool calls wait for people: no process holds the run meanwhile
+                    await repository.await_approval(session, execution_id, waiting, expires_at, started.worker_id)
+                elif outcome is None:  # suspended: the process is stopping; the checkpoint resumes it
                     await repository.release(session, execution_id, started.worker_id)
                 else:
                     await repository.finish(session, execution_id, outcome, started.worker_id)
 
             await asyncio.shield(recorder.close(final))
+        if outcome is None and waiting:
+            active.awaiting = True
+            log.info("execution waits for approvals", approvals=[str(w.approval_id) for w in waiting])
+            return False
         if outcome is None:
             log.info("execution suspended; it resumes from its checkpoint")
             return False

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aiops_executor.core.db import Base, TimestampedRow, UTCDateTime, utcnow
@@ -21,7 +21,7 @@ class Execution(TimestampedRow, Base):
     )
 
     team_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("teams.id", ondelete="CASCADE"), nullable=False)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    status: Mapped[str] = mapped_column(String(32), nullable=False, default="pending")
     input: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     timeout_seconds: Mapped[int] = mapped_column(Integer, nullable=False)
     output_schema: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
@@ -41,6 +41,34 @@ class Execution(TimestampedRow, Base):
     # 1, plus one per resume after the process running it was lost; the process (host:pid) running it now.
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
     worker_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # Waiting for approvals: since when (while ``awaiting_approval``), and how long all waits took so far --
+    # time that does not count toward ``timeout_seconds``.
+    awaiting_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    waited_seconds: Mapped[float] = mapped_column(Float, nullable=False, default=0.0, server_default="0")
+
+
+class ExecutionApproval(TimestampedRow, Base):
+    """A tool call that waits for a person's decision. Its id is derived from the run and the LangGraph
+    interrupt that asked (``engine.approval_id``), so asking again for the same call finds the same row."""
+
+    __tablename__ = "execution_approvals"
+    __table_args__ = (Index("ix_execution_approvals_execution_id", "execution_id"),)
+
+    execution_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("executions.id", ondelete="CASCADE"), nullable=False
+    )
+    interrupt_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    tool: Mapped[str] = mapped_column(String(200), nullable=False)
+    input: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    node_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")  # pending|approved|rejected
+    decided_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+    # Set when the decision was handed to the run (it resumed with it): never handed over twice.
+    delivered: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
 
 
 class ExecutionEventRow(Base):

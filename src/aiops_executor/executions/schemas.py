@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
@@ -17,13 +17,25 @@ from aiops_executor.teams.topology import MAX_TIMEOUT_SECONDS
 class ExecutionStatus(StrEnum):
     pending = "pending"
     running = "running"
+    awaiting_approval = "awaiting_approval"
     success = "success"
     failed = "failed"
     timeout = "timeout"
     cancelled = "cancelled"
 
 
-UNFINISHED = (ExecutionStatus.pending.value, ExecutionStatus.running.value)
+class ApprovalStatus(StrEnum):
+    pending = "pending"
+    approved = "approved"
+    rejected = "rejected"
+    cancelled = "cancelled"  # its run was cancelled while it waited
+
+
+UNFINISHED = (
+    ExecutionStatus.pending.value,
+    ExecutionStatus.running.value,
+    ExecutionStatus.awaiting_approval.value,
+)
 # Event seqs are 64-bit SQL integers: a larger ``after`` / ``Last-Event-ID`` is refused, not sent to the database.
 MAX_SEQ = 2**63 - 1
 
@@ -136,3 +148,27 @@ class StructuredOutputResult(BaseModel):
 class PurgeResult(BaseModel):
     executions: int
     events: int
+
+
+class ApprovalDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["approve", "reject"]
+    comment: Annotated[str, StringConstraints(max_length=2000), FREE_TEXT] | None = Field(
+        default=None, description="handed to the agent with a rejection; kept with the decision"
+    )
+
+
+class ApprovalRead(BaseModel):
+    approval_id: uuid.UUID
+    execution_id: uuid.UUID
+    tool: str
+    input: dict[str, Any] = Field(description="the call's arguments, secrets redacted")
+    node_id: str | None
+    agent_id: str | None
+    status: ApprovalStatus
+    decided_by: str | None = Field(description="who decided; `system:timeout` for a call rejected by its deadline")
+    comment: str | None
+    decided_at: datetime | None
+    expires_at: datetime = Field(description="undecided by then, the call is rejected")
+    created_at: datetime

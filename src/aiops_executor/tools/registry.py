@@ -135,12 +135,12 @@ def json_schema_problems(schema: Mapping[str, Any] | None, arguments: dict[str, 
         return []
     import jsonschema
 
+    validator = _validator(json.dumps(schema, sort_keys=True, default=str))
+    if validator is None:
+        return []
     try:
-        validator_class = jsonschema.validators.validator_for(schema)
-        validator_class.check_schema(schema)
-        validator = validator_class(schema)
         errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
-    except (jsonschema.SchemaError, jsonschema.exceptions.UnknownType, RecursionError):
+    except (jsonschema.exceptions.UnknownType, RecursionError):
         return []
     return [
         {
@@ -149,6 +149,21 @@ def json_schema_problems(schema: Mapping[str, Any] | None, arguments: dict[str, 
         }
         for error in errors[:MAX_SCHEMA_ERRORS]
     ]
+
+
+@lru_cache(maxsize=512)
+def _validator(schema_json: str) -> Any:
+    """The checked validator of a schema (built once per schema: checking a schema costs more than using it),
+    or None when the schema is unusable."""
+    import jsonschema
+
+    schema = json.loads(schema_json)
+    try:
+        validator_class = jsonschema.validators.validator_for(schema)
+        validator_class.check_schema(schema)
+    except (jsonschema.SchemaError, RecursionError):
+        return None
+    return validator_class(schema)
 
 
 def _schema_message(error: Any) -> str:
