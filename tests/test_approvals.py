@@ -17,7 +17,7 @@ from aiops_executor.app import create_app
 from aiops_executor.core.settings import Settings
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, RoleHeaders, login, make_settings
 from tests.helpers import API, assert_error
-from tests.test_tool_servers import add_simulator, events, stdio_body, team_body, tool_calls
+from tests.test_tool_servers import add_simulator, events, register, stdio_body, team_body, tool_calls
 
 
 async def make_team(client: httpx.AsyncClient, headers: dict[str, str], **kwargs: Any) -> str:
@@ -191,8 +191,7 @@ async def test_every_tool_of_a_server_that_requires_approval_waits(
     client: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:
     await add_simulator(client, admin_headers)
-    created = await client.post(f"{API}/tool-servers", json=stdio_body(approval_required=True), headers=admin_headers)
-    assert created.status_code == 201, created.text
+    await register(client, admin_headers, stdio_body(approval_required=True))
     listed = await client.get(f"{API}/tools", params={"size": 100}, headers=admin_headers)
     assert {t["name"]: t for t in listed.json()["items"]}["tools.restart_pod"]["approval_required"] is True
     body = team_body("k8s", ["tools.restart_pod"], {"pod": "checkout-7f9"})

@@ -63,6 +63,15 @@ def http_body(port: int, name: str = "tools", **extra: Any) -> dict[str, Any]:
     }
 
 
+async def register(client: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+    """Registers a server and lists its tools (registering alone connects to nothing)."""
+    created = await client.post(f"{API}/tool-servers", json=body, headers=headers)
+    assert created.status_code == 201, created.text
+    refreshed = await client.post(f"{API}/tool-servers/{created.json()['id']}/refresh", headers=headers)
+    assert refreshed.status_code == 200, refreshed.text
+    return dict((await client.get(f"{API}/tool-servers/{created.json()['id']}", headers=headers)).json())
+
+
 class HttpServer:
     """``tests/mcp_server.py`` over streamable HTTP, as a process of its own (killed for real)."""
 
@@ -185,7 +194,8 @@ async def test_a_stdio_server_is_registered_with_its_tools_and_its_secrets_maske
 ) -> None:
     response = await client.post(f"{API}/tool-servers", json=stdio_body(), headers=admin_headers)
     assert response.status_code == 201, response.text
-    server = response.json()
+    assert response.json()["tools"] == [] and response.json()["tools_refreshed_at"] is None  # nothing started yet
+    server = await register(client, admin_headers, stdio_body("listed"))
     assert server["env"] == {"MCP_TEST_TOKEN": "tok-...cret"}
     assert server["last_error"] is None and server["tools_refreshed_at"]
     tools = {t["name"]: t for t in server["tools"]}
@@ -195,12 +205,12 @@ async def test_a_stdio_server_is_registered_with_its_tools_and_its_secrets_maske
 
     # Stored encrypted: the plaintext is nowhere in the row.
     async with context.database.sessionmaker() as session:
-        row = (await session.execute(text("SELECT * FROM tool_servers"))).mappings().one()
-    assert TOKEN not in repr(dict(row))
-    assert row["env_encrypted"].startswith("v1.")
+        rows = (await session.execute(text("SELECT * FROM tool_servers"))).mappings().all()
+    assert len(rows) == 2 and TOKEN not in repr([dict(row) for row in rows])
+    assert all(row["env_encrypted"].startswith("v1.") for row in rows)
 
     listed = await client.get(f"{API}/tool-servers", headers=admin_headers)
-    assert listed.json()["total"] == 1 and listed.json()["items"][0]["id"] == server["id"]
+    assert listed.json()["total"] == 2 and listed.json()["items"][0]["id"] == server["id"]  # by name
     assert_error(
         await client.post(f"{API}/tool-servers", json=stdio_body(), headers=admin_headers),
         409,
@@ -213,8 +223,8 @@ async def test_a_stdio_server_is_registered_with_its_tools_and_its_secrets_maske
 
     catalogue = await client.get(f"{API}/tools", params={"size": 100}, headers=admin_headers)
     by_name = {t["name"]: t for t in catalogue.json()["items"]}
-    assert by_name["tools.add"]["server"] == "tools"
-    assert by_name["tools.add"]["args_schema"]["properties"]["a"]["type"] == "integer"
+    assert by_name["listed.add"]["server"] == "listed" and "tools.add" not in by_name
+    assert by_name["listed.add"]["args_schema"]["properties"]["a"]["type"] == "integer"
     assert "http_check" in by_name
 
 
@@ -284,14 +294,17 @@ async def test_an_unreachable_server_is_stored_and_its_refresh_answers_502(
 ) -> None:
     created = await client.post(f"{API}/tool-servers", json=http_body(free_port()), headers=admin_headers)
     assert created.status_code == 201, created.text
-    assert created.json()["tools"] == [] and "refused" in created.json()["last_error"]
-    refresh = await client.post(f"{API}/tool-servers/{created.json()['id']}/refresh", headers=admin_headers)
+    path = f"{API}/tool-servers/{created.json()['id']}"
+    refresh = await client.post(f"{path}/refresh", headers=admin_headers)
     body = assert_error(refresh, 502, "TOOL_SERVER_UNREACHABLE")
-    assert TOKEN not in refresh.text and "'tools'" in body["error_message"]
+    assert TOKEN not in refresh.text and "'tools'" in body["error_message"] and "refused" in body["error_message"]
+    stored = (await client.get(path, headers=admin_headers)).json()
+    assert stored["tools"] == [] and "refused" in stored["last_error"]
 
     missing = stdio_body("gone", command="/nonexistent/mcp-server")
     created = await client.post(f"{API}/tool-servers", json=missing, headers=admin_headers)
-    assert "not found" in created.json()["last_error"]
+    refresh = await client.post(f"{API}/tool-servers/{created.json()['id']}/refresh", headers=admin_headers)
+    assert "not found" in assert_error(refresh, 502, "TOOL_SERVER_UNREACHABLE")["error_message"]
 
 
 @asynccontextmanager
@@ -338,7 +351,7 @@ async def test_topologies_name_server_tools_like_built_in_ones(
     client: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:
     await add_simulator(client, admin_headers)
-    server = (await client.post(f"{API}/tool-servers", json=stdio_body(), headers=admin_headers)).json()
+    server = await register(client, admin_headers, stdio_body())
     good = await client.post(
         f"{API}/teams", json=team_body("ok", ["tools.echo", "tcp_check"], {}), headers=admin_headers
     )
@@ -391,7 +404,7 @@ async def _check_run(client: httpx.AsyncClient, headers: dict[str, str], team_id
 
 async def test_an_agent_uses_a_stdio_servers_tools(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
     await add_simulator(client, admin_headers)
-    await client.post(f"{API}/tool-servers", json=stdio_body(), headers=admin_headers)
+    await register(client, admin_headers, stdio_body())
     team_id = await make_team(client, admin_headers, team_body("stdio", RUN_TOOLS, ATTRIBUTES))
     await _check_run(client, admin_headers, team_id)
     await _check_run(client, admin_headers, team_id)  # the pooled connection serves the next run too
@@ -402,8 +415,8 @@ async def test_an_agent_uses_a_streamable_http_servers_tools(
 ) -> None:
     await add_simulator(client, admin_headers)
     with http_server(tmp_path) as server:
-        created = await client.post(f"{API}/tool-servers", json=http_body(server.port), headers=admin_headers)
-        assert created.json()["last_error"] is None, created.json()
+        created = await register(client, admin_headers, http_body(server.port))
+        assert created["last_error"] is None, created
         team_id = await make_team(client, admin_headers, team_body("http", RUN_TOOLS, ATTRIBUTES))
         await _check_run(client, admin_headers, team_id)
 
@@ -422,7 +435,7 @@ async def test_a_http_server_killed_mid_run_is_a_tool_error_and_the_next_run_rec
 ) -> None:
     await add_simulator(client, admin_headers)
     with http_server(tmp_path) as server:
-        await client.post(f"{API}/tool-servers", json=http_body(server.port), headers=admin_headers)
+        await register(client, admin_headers, http_body(server.port))
         slow_team = await make_team(client, admin_headers, team_body("slow", ["tools.slow"], {"seconds": 30}))
         echo_team = await make_team(client, admin_headers, team_body("echo", ["tools.echo"], {"text": "again"}))
 
@@ -448,7 +461,7 @@ async def test_a_stdio_server_killed_mid_run_is_a_tool_error_and_the_next_run_re
 ) -> None:
     await add_simulator(client, admin_headers)
     body = stdio_body(env={"MCP_TEST_MARKER_DIR": str(tmp_path)})
-    await client.post(f"{API}/tool-servers", json=body, headers=admin_headers)
+    await register(client, admin_headers, body)
     slow_team = await make_team(client, admin_headers, team_body("slow", ["tools.slow"], {"seconds": 30}))
     echo_team = await make_team(client, admin_headers, team_body("echo", ["tools.echo"], {"text": "again"}))
 
@@ -471,7 +484,7 @@ def limited(database_url: str, tmp_path: Path) -> Settings:
 async def test_tool_timeouts_output_limits_and_argument_checks_apply(limited: Settings) -> None:
     async with service(limited) as (client, headers):
         await add_simulator(client, headers)
-        await client.post(f"{API}/tool-servers", json=stdio_body(), headers=headers)
+        await register(client, headers, stdio_body())
         attributes = {"seconds": 30, "text": "x" * 2000, "a": "not a number", "b": 1}
         team_id = await make_team(
             client, headers, team_body("limits", ["tools.slow", "tools.echo", "tools.add"], attributes)
@@ -491,7 +504,7 @@ async def test_a_switched_off_server_makes_its_tools_fail_as_tool_errors(
     client: httpx.AsyncClient, admin_headers: dict[str, str], context: ServiceContext
 ) -> None:
     await add_simulator(client, admin_headers)
-    server = (await client.post(f"{API}/tool-servers", json=stdio_body(), headers=admin_headers)).json()
+    server = await register(client, admin_headers, stdio_body())
     team_id = await make_team(client, admin_headers, team_body("off", ["tools.echo", "tcp_check"], {"text": "t"}))
     await client.put(f"{API}/tool-servers/{server['id']}", json={"is_active": False}, headers=admin_headers)
     # A new run is refused up front (the team no longer validates) ...

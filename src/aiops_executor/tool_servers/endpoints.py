@@ -36,8 +36,8 @@ SECRETS_NOTE = "`env` and `headers` values are secrets: stored encrypted and ret
     summary="Register an MCP tool server",
     description=(
         "Registers an MCP server (stdio: a command this service starts; streamable_http: a URL) whose tools agents "
-        f"may use as `<name>.<tool_name>`. {SECRETS_NOTE} The server is asked for its tools right away; when it "
-        "cannot be reached it is stored all the same, with `last_error`. Admin only. Errors: 409 "
+        f"may use as `<name>.<tool_name>`. {SECRETS_NOTE} Registering connects to nothing: `POST "
+        "/tool-servers/{id}/refresh` starts or connects to the server and lists its tools. Admin only. Errors: 409 "
         "`TOOL_SERVER_NAME_EXISTS`; 422 `VALIDATION_ERROR` (fields that do not fit the transport, a stdio server in "
         "production without `AIOPS_ALLOW_STDIO_TOOL_SERVERS=true`, a url the egress policy refuses)."
     ),
@@ -86,8 +86,8 @@ async def get_tool_server(server_id: uuid.UUID, _: ViewerDep, session: SessionDe
     summary="Change an MCP tool server",
     description=(
         "Partial update: omitted fields keep their value; `env` or `headers`, when sent, replace the stored object "
-        "whole (`{}` removes them). Connections to the server are re-established with the new settings, and its "
-        "tools are listed again when the connection settings changed. Admin only. Errors: 404 "
+        "whole (`{}` removes them). Connections to the server are re-established with the new settings on their "
+        "next use; refresh to list its tools again. Admin only. Errors: 404 "
         "`TOOL_SERVER_NOT_FOUND`, 409 `TOOL_SERVER_NAME_EXISTS`, 422 `VALIDATION_ERROR`."
     ),
     responses=error_responses(404, 409),

@@ -9,8 +9,9 @@ Conventions of this module:
 - stdio servers run a command on the service's machine: only admins register them (every write here is the
   admin's), and production refuses them unless ``AIOPS_ALLOW_STDIO_TOOL_SERVERS=true`` -- at registration and
   again when a run would start one. A ``url`` the egress policy refuses is refused on create and update.
-- The tools a server offers are those it listed at its last successful refresh (create and connection changes
-  refresh too, without failing when the server cannot be reached; ``POST /refresh`` answers 502 then).
+- The tools a server offers are those it listed at its last successful refresh (``POST /refresh``, 502 when the
+  server cannot be reached). Create and update never connect: registering a server starts no process and sends
+  nothing anywhere until an admin asks for its tools.
 - Every write adds its audit entry (resource type ``tool_server``) to the same transaction, then commits; every
   call of a server's tool is audited too (action ``call_tool``, actor ``execution:<id>``).
 """
@@ -21,7 +22,7 @@ import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 from sqlalchemy import func, select
@@ -246,7 +247,6 @@ async def create_server(
         details={"name": data.name, "transport": data.transport.value, **_secret_names(data)},
     )
     await _commit(session, data.name)
-    await _discover(session, context, pool, row, strict=False)
     return to_read(row)
 
 
@@ -258,9 +258,6 @@ def _secret_names(data: ToolServerCreate | ToolServerUpdate) -> dict[str, Any]:
         if values is not None:
             names[f"{name}_names"] = sorted(values)
     return names
-
-
-CONNECTION_FIELDS = ("transport", "command", "args", "url", "env", "headers")
 
 
 async def update_server(
@@ -324,9 +321,7 @@ async def update_server(
     )
     name = row.name
     await _commit(session, name)
-    await pool.drop(row.id)
-    if set(changed) & set(CONNECTION_FIELDS) or ("is_active" in changed and row.is_active):
-        await _discover(session, context, pool, row, strict=False)
+    await pool.drop(row.id)  # the next call connects with what was just stored
     return to_read(row)
 
 
@@ -350,7 +345,7 @@ async def refresh_server(
 ) -> ToolServerRefresh:
     row = await _row(session, server_id)
     _check_policy(context.settings, Transport(row.transport), None)
-    tools = await _discover(session, context, pool, row, strict=True, actor=actor)
+    tools = await _discover(session, context, pool, row, actor=actor)
     return ToolServerRefresh(tools=tools)
 
 
@@ -360,13 +355,10 @@ async def _discover(
     pool: ToolServerPool,
     row: ToolServer,
     *,
-    strict: bool,
-    actor: str | None = None,
+    actor: str,
 ) -> list[ToolServerTool]:
     """Connects to the server (a connection of its own, closed after), lists its tools and stores them.
-    A failure is stored as ``last_error``; with ``strict`` it answers 502 ``TOOL_SERVER_UNREACHABLE``."""
-    if not row.is_active and not strict:
-        return [ToolServerTool(**t) for t in row.tools or []]
+    A failure is stored as ``last_error`` and answers 502 ``TOOL_SERVER_UNREACHABLE``."""
     if session.in_transaction():
         # Not held open while a server starts or answers: on SQLite a transaction holds the write lock.
         await session.commit()
@@ -374,9 +366,9 @@ async def _discover(
         config = server_config(context, row)
     except DecryptionError:
         message = "its env or headers cannot be decrypted with the current master keys; re-enter them"
-        return await _discovery_failed(session, row, message, strict=strict, actor=actor)
+        await _discovery_failed(session, row, message, actor=actor)
     if config.transport == Transport.stdio.value and stdio_refusal(context.settings):
-        return await _discovery_failed(session, row, stdio_refusal(context.settings) or "", strict=strict, actor=actor)
+        await _discovery_failed(session, row, stdio_refusal(context.settings) or "", actor=actor)
     try:
         connection = await pool.open_once(config)
         try:
@@ -384,7 +376,7 @@ async def _discover(
         finally:
             await connection.close()
     except (ServerUnreachable, ServerRefused) as exc:
-        return await _discovery_failed(session, row, redact(exc.message, config.secrets), strict=strict, actor=actor)
+        await _discovery_failed(session, row, redact(exc.message, config.secrets), actor=actor)
     tools = [
         ToolServerTool(name=t.name, description=t.description or "", input_schema=dict(t.inputSchema or {}))
         for t in listed[:MAX_TOOLS]
@@ -392,41 +384,30 @@ async def _discover(
     row.tools = [t.model_dump() for t in tools]
     row.tools_refreshed_at = utcnow()
     row.last_error = None
-    if actor is not None:
-        audit.record(
-            session,
-            actor=actor,
-            action="refresh",
-            resource_type=RESOURCE,
-            resource_id=row.id,
-            details={"tools": [t.name for t in tools]},
-        )
+    audit.record(
+        session,
+        actor=actor,
+        action="refresh",
+        resource_type=RESOURCE,
+        resource_id=row.id,
+        details={"tools": [t.name for t in tools]},
+    )
     await session.commit()
     await pool.drop(row.id)  # runs reconnect with what was just checked
     return tools
 
 
-async def _discovery_failed(
-    session: AsyncSession, row: ToolServer, message: str, *, strict: bool, actor: str | None
-) -> list[ToolServerTool]:
+async def _discovery_failed(session: AsyncSession, row: ToolServer, message: str, *, actor: str) -> NoReturn:
     message = message[:MAX_ERROR_CHARS]
     row.last_error = message
-    if actor is not None:
-        audit.record(
-            session,
-            actor=actor,
-            action="refresh",
-            resource_type=RESOURCE,
-            resource_id=row.id,
-            details={"error": message},
-        )
+    audit.record(
+        session, actor=actor, action="refresh", resource_type=RESOURCE, resource_id=row.id, details={"error": message}
+    )
     await session.commit()
     logger.warning("could not list the tools of a tool server", server=row.name, error=message)
-    if strict:
-        raise ToolServerUnreachable(
-            f"tool server {row.name!r} could not be reached: {message}", details={"id": str(row.id), "name": row.name}
-        )
-    return [ToolServerTool(**t) for t in row.tools or []]
+    raise ToolServerUnreachable(
+        f"tool server {row.name!r} could not be reached: {message}", details={"id": str(row.id), "name": row.name}
+    )
 
 
 # --------------------------------------------------------------------------------------------- tools
