@@ -49,6 +49,8 @@ app = create_app(make_settings(f"sqlite+aiosqlite:///{_DATA_DIR / 'fuzz.db'}", _
 # 422 VALIDATION_ERROR.
 # A NUL in free-form JSON (attributes, default_params, an input's context, an output_schema) is refused with 422
 # too: PostgreSQL cannot store it at any depth, which JSON Schema cannot say without a recursive reference.
+# A tool server's fields must fit its transport (stdio: command, args, env; streamable_http: url, headers),
+# a rule across fields the document states in words: 422 when they do not.
 VALID_DATA_STATUSES = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 FREE_JSON_RULES_ACCEPTED = [*VALID_DATA_STATUSES, "422"]
 TOPOLOGY_RULES_ACCEPTED = [*FREE_JSON_RULES_ACCEPTED, "400"]
@@ -77,6 +79,8 @@ CONFIG = schemathesis.Config.from_dict(
                     "POST /api/v1/providers/{provider_id}/models",
                     "PUT /api/v1/models/{model_id}",
                     "POST /api/v1/teams/{team_id}/structured-output",
+                    "POST /api/v1/tool-servers",
+                    "PUT /api/v1/tool-servers/{server_id}",
                 ],
                 "checks": {"positive_data_acceptance": {"expected-statuses": FREE_JSON_RULES_ACCEPTED}},
             },

@@ -7,11 +7,21 @@ from enum import StrEnum
 from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    model_validator,
+)
 
 from aiops_executor.core.json_types import JsonDatetime
 from aiops_executor.core.partial import PartialUpdate
 from aiops_executor.core.text import NAME_TEXT
+from aiops_executor.llm.schemas import BASE_URL_PATTERN
 
 # No dot: a tool is named ``<server_name>.<tool_name>``, split at the first dot.
 SERVER_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -28,9 +38,18 @@ class Transport(StrEnum):
     streamable_http = "streamable_http"
 
 
+def _blank_to_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 def _http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https") or not host:
         raise ValueError("must be an absolute http:// or https:// URL")
     if parts.username is not None or parts.password is not None:
         # Credentials in a URL end up in logs and listings; headers are stored encrypted.
@@ -41,8 +60,17 @@ def _http_url(value: str) -> str:
 ServerName = Annotated[str, StringConstraints(pattern=SERVER_NAME_PATTERN)]
 Command = Annotated[str, StringConstraints(min_length=1, max_length=4096), NAME_TEXT]
 Argument = Annotated[str, StringConstraints(max_length=4096), NAME_TEXT]
+# Blank means none (as for an endpoint's base_url); the pattern documents what ``_http_url`` accepts.
 ServerUrl = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=2048), NAME_TEXT, AfterValidator(_http_url)
+    Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, max_length=2048),
+        NAME_TEXT,
+        AfterValidator(_http_url),
+        Field(json_schema_extra={"pattern": BASE_URL_PATTERN}),
+    ]
+    | None,
+    BeforeValidator(_blank_to_none),
 ]
 SecretValue = Annotated[str, StringConstraints(max_length=MAX_SECRET_CHARS), NAME_TEXT]
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]
@@ -84,6 +112,9 @@ def transport_problems(
 
 
 class ToolServerCreate(BaseModel):
+    """A stdio server takes ``command`` (required), ``args`` and ``env``; a streamable_http server takes ``url``
+    (required) and ``headers``. Fields of the other transport are refused (422)."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: ServerName = Field(description="unique; its tools are named <name>.<tool_name>")
@@ -93,7 +124,7 @@ class ToolServerCreate(BaseModel):
     env: EnvMap = Field(
         default_factory=dict, description="stdio: environment variables of the process (secret: stored encrypted)"
     )
-    url: ServerUrl | None = Field(default=None, description="streamable_http: the server's MCP endpoint")
+    url: ServerUrl = Field(default=None, description="streamable_http: the server's MCP endpoint")
     headers: HeaderMap = Field(
         default_factory=dict, description="streamable_http: headers sent with every request (secret: stored encrypted)"
     )
@@ -123,7 +154,7 @@ class ToolServerUpdate(PartialUpdate):
     command: Command | None = None
     args: ArgList | None = None
     env: EnvMap | None = None
-    url: ServerUrl | None = None
+    url: ServerUrl = None
     headers: HeaderMap | None = None
     approval_required: StrictBool | None = None
     is_active: StrictBool | None = None
