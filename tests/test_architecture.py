@@ -25,6 +25,7 @@ DOMAIN_PACKAGES = (
     "aiops_executor.teams",
     "aiops_executor.engine",
     "aiops_executor.tools",
+    "aiops_executor.tool_servers",
     "aiops_executor.executions",
     "aiops_executor.triggers",
     "aiops_executor.imports",

@@ -12,7 +12,7 @@ from tests.helpers import API, assert_error
 
 @pytest.fixture
 def backend() -> str:
-    # Listing tools reads no table; one backend is enough.
+    # The built-in tools need no table, and tests/test_tool_servers.py lists servers' tools on both backends.
     return "sqlite"
 
 
@@ -25,7 +25,16 @@ async def test_viewer_lists_every_tool_with_its_schema(client: httpx.AsyncClient
     assert [item["name"] for item in body["items"]] == sorted(registry.names())
     by_name = {item["name"]: item for item in body["items"]}
     http_check = by_name["http_check"]
-    assert set(http_check) == {"name", "description", "args_schema", "timeout_seconds", "attribute_keys"}
+    assert set(http_check) == {
+        "name",
+        "description",
+        "args_schema",
+        "timeout_seconds",
+        "attribute_keys",
+        "server",
+        "approval_required",
+    }
+    assert http_check["server"] is None and http_check["approval_required"] is False
     assert http_check["args_schema"] == registry.get("http_check").json_schema()  # type: ignore[union-attr]
     assert http_check["args_schema"]["properties"]["url"]["description"]
     assert http_check["attribute_keys"] == ["url", "expected_status"]

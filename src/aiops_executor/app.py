@@ -31,6 +31,7 @@ from aiops_executor.llm import service as llm_service
 from aiops_executor.llm.endpoints import router as llm_router
 from aiops_executor.services import ServiceContext
 from aiops_executor.teams.endpoints import router as teams_router
+from aiops_executor.tool_servers.endpoints import router as tool_servers_router
 from aiops_executor.tools.endpoints import router as tools_router
 from aiops_executor.triggers.endpoints import router as triggers_router
 from aiops_executor.webconsole.endpoints import router as console_router
@@ -43,6 +44,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     teams_router,
     executions_router,
     tools_router,
+    tool_servers_router,
     audit_router,
     triggers_router,
     imports_router,
@@ -54,6 +56,7 @@ OPENAPI_TAGS: list[dict[str, str]] = [
     {"name": "teams", "description": "Agent Teams built from resource topologies."},
     {"name": "executions", "description": "Runs of a team: start, stream, follow, cancel, structured output."},
     {"name": "tools", "description": "The catalogue of diagnostic tools agents can use."},
+    {"name": "tool-servers", "description": "MCP servers whose tools agents can use (admin-registered)."},
     {"name": "triggers", "description": "Webhooks that start investigations (Prometheus Alertmanager)."},
     {"name": "imports", "description": "Topologies built from what a system already describes (Kubernetes)."},
     {"name": "audit", "description": "Who changed what."},

@@ -8,6 +8,7 @@ from aiops_executor.executions import models as executions_models  # noqa: F401
 from aiops_executor.executions.checkpoints import CHECKPOINTER_TABLES
 from aiops_executor.llm import models as llm_models  # noqa: F401
 from aiops_executor.teams import models as teams_models  # noqa: F401
+from aiops_executor.tool_servers import models as tool_servers_models  # noqa: F401
 
 metadata = Base.metadata
 

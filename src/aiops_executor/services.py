@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     # Imported lazily at run time: both modules import this one.
     from aiops_executor.executions.manager import ExecutionManager
     from aiops_executor.llm.runtime.service import ModelRuntime
+    from aiops_executor.tool_servers.client import ToolServerPool
 
 
 class ServiceContext(AppContext):
@@ -40,6 +41,21 @@ class ServiceContext(AppContext):
         from aiops_executor.executions.manager import ExecutionManager
 
         return ExecutionManager(self)
+
+    @cached_property
+    def tool_servers(self) -> ToolServerPool:
+        """This process's connections to MCP tool servers (checked against the egress policy)."""
+        from aiops_executor.core.egress import policy_for
+        from aiops_executor.tool_servers.client import ToolServerPool
+
+        return ToolServerPool(
+            policy=policy_for(self.settings), connect_timeout=self.settings.tool_server_connect_timeout_seconds
+        )
+
+    async def close(self) -> None:
+        if "tool_servers" in self.__dict__:  # built on first use; stops the stdio servers it started
+            await self.tool_servers.close()
+        await super().close()
 
     async def queue_status(self) -> dict[str, int] | None:
         queue = self.executions.queue

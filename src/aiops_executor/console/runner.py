@@ -261,6 +261,15 @@ async def _stream(run: ExecutionRun, spec: TeamSpec, request: RunRequest, option
         if live is not None:
             live.stop()
     outcome = run.outcome
+    if outcome is None and run.awaiting:
+        # Nobody can decide here: approvals are a feature of the service (its API resumes the run).
+        tools = ", ".join(sorted({w.tool for w in run.awaiting}))
+        err.print(
+            f"the run stopped: {tools} needs a person's approval, which only the service's API can give",
+            markup=False,
+            highlight=False,
+        )
+        return EXIT_RUN_FAILED
     if outcome is None:  # the stream always ends with a terminal event; this is a safety net
         err.print("[red]the run ended without an outcome[/red]")
         return EXIT_RUN_FAILED

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     prometheus_url: str | None = None
     tool_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
     tool_output_max_chars: int = Field(default=8_000, ge=500, le=200_000)
+    # MCP tool servers: stdio servers run a command on this machine, so production refuses them unless this
+    # is set; how long connecting to a server (and listing its tools) may take.
+    allow_stdio_tool_servers: bool = False
+    tool_server_connect_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
+    # How long a tool call that needs a person's approval waits before it counts as rejected.
+    approval_timeout_seconds: float = Field(default=3600.0, gt=0, le=30 * 24 * 3600)
 
     # Executions: how many run at once (the rest wait as pending); whether a team may run twice at once;
     # how long executions and their events are kept; SSE keep-alive and idle close; event batching.
@@ -186,6 +192,10 @@ class Settings(BaseSettings):
     @property
     def is_prod(self) -> bool:
         return self.env is Environment.prod
+
+    @property
+    def stdio_tool_servers_allowed(self) -> bool:
+        return self.allow_stdio_tool_servers or not self.is_prod
 
     @property
     def resolved_database_url(self) -> str:

@@ -34,6 +34,8 @@ class EventType(StrEnum):
     execution_error = "execution_error"
     execution_cancelled = "execution_cancelled"
     execution_resumed = "execution_resumed"
+    approval_requested = "approval_requested"
+    approval_resolved = "approval_resolved"
     heartbeat = "heartbeat"
 
 

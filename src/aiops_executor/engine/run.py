@@ -22,9 +22,10 @@ from langchain_core.messages import AIMessageChunk
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.types import StateSnapshot, StreamMode
+from langgraph.types import Command, StateSnapshot, StreamMode
 
 from aiops_executor.core.telemetry import Telemetry, default_telemetry
+from aiops_executor.engine.approvals import PendingApproval, pending_from
 from aiops_executor.engine.events import EventType, ExecutionEvent, PendingEvent, format_timestamp
 from aiops_executor.engine.models import DISCARDED_TOKENS_KEY, ModelSource, Usage
 from aiops_executor.engine.results import AgentResult, NodeResult, NodeStatus, RunOutcome, RunStatus
@@ -74,12 +75,15 @@ class Resume:
     # Node teams whose ``node_complete`` earlier attempts announced (node id -> its result), checkpointed or
     # not: a crash between announcing a node team and checkpointing it must not run it again.
     announced: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    # Decisions on the tool calls the run waited for (interrupt id -> ``approvals.decision_value``).
+    decisions: Mapping[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
 class _End:
-    how: str  # "done", "timeout", "cancelled" or "crashed"
+    how: str  # "done", "timeout", "cancelled", "crashed" or "awaiting" (tool calls wait for approval)
     error: BaseException | None = None
+    waiting: list[PendingApproval] = field(default_factory=list)
 
 
 class ExecutionRun:
@@ -107,7 +111,12 @@ class ExecutionRun:
         self.checkpointer: BaseCheckpointSaver[Any] = checkpointer or InMemorySaver()
         self.graph = team.graph_with(self.checkpointer)
         self.team_run = TeamRun(
-            team, models, self.settings, self.telemetry, announced=dict(resume.announced) if resume else {}
+            team,
+            models,
+            self.settings,
+            self.telemetry,
+            announced=dict(resume.announced) if resume else {},
+            execution_id=request.execution_id,
         )
         steps = 2 * (len(team.nodes) + self.settings.max_iterations) + 10
         self.config: RunnableConfig = {
@@ -115,6 +124,8 @@ class ExecutionRun:
             "recursion_limit": steps,
         }
         self.outcome: RunOutcome | None = None
+        # The tool calls this attempt stopped to wait for (then ``outcome`` stays None: the run is not over).
+        self.awaiting: list[PendingApproval] = []
         self._seq = resume.after_seq if resume else 0
         self._task: asyncio.Task[_End] | None = None
         self._cancel_requested = False
@@ -196,6 +207,19 @@ class ExecutionRun:
         if self._stopping and not self._cancel_requested:
             span.end()  # not a finished execution: no status, no metric; the next attempt opens its own span
             return
+        if item.how == "awaiting":
+            self.awaiting = item.waiting
+            for waiting in item.waiting:
+                yield self._stamp(
+                    PendingEvent(
+                        EventType.approval_requested,
+                        node_id=waiting.node_id,
+                        agent_id=waiting.agent_id,
+                        data={"approval_id": str(waiting.approval_id), "tool": waiting.tool, "input": waiting.input},
+                    )
+                )
+            span.end()  # the run goes on when the calls are decided, in an attempt of its own
+            return
         duration_ms = int((datetime.now(UTC) - started_at).total_seconds() * 1000)
         self.outcome = await self._conclude(item, duration_ms)
         self.telemetry.finish_execution(
@@ -215,12 +239,15 @@ class ExecutionRun:
         if self.settings.stream_tokens:
             modes.append("messages")
         snapshot = await self.graph.aget_state(self.config)
-        graph_input: dict[str, Any] | None = None
+        graph_input: dict[str, Any] | Command[Any] | None = None
         if snapshot.created_at is None:  # nothing checkpointed yet: start from the beginning
             graph_input = {"task": self.request.task, "context": self.request.context, "node_results": {}}
         else:
             for node_id, body in _checkpointed_results(snapshot).items():
                 self.team_run.dataflow.finish(node_id, body)
+            decisions = dict(self.resume.decisions) if self.resume is not None else {}
+            if decisions:
+                graph_input = Command(resume=decisions)
         budget = max(0.0, self.request.timeout_seconds - self.request.elapsed_seconds)
         try:
             async with asyncio.timeout(budget):
@@ -235,7 +262,22 @@ class ExecutionRun:
                             queue.put_nowait(token)
         except TimeoutError:
             return _End("timeout")
+        waiting = await self._waiting()
+        if waiting:
+            return _End("awaiting", waiting=waiting)
         return _End("done")
+
+    async def _waiting(self) -> list[PendingApproval]:
+        """The tool calls the graph stopped to wait for (its pending approval interrupts)."""
+        snapshot = await self.graph.aget_state(self.config)
+        waiting: list[PendingApproval] = []
+        seen: set[str] = set()
+        for interrupt in snapshot.interrupts:
+            pending = pending_from(self.request.execution_id, interrupt.id, interrupt.value)
+            if pending is not None and interrupt.id not in seen:
+                seen.add(interrupt.id)
+                waiting.append(pending)
+        return waiting
 
     # -- the outcome -----------------------------------------------------------------------------
 

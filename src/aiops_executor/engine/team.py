@@ -23,9 +23,10 @@ import asyncio
 import contextvars
 import json
 import operator
+import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal, TypedDict
 
 import structlog
@@ -40,19 +41,20 @@ from langgraph.config import get_stream_writer
 from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Send
+from langgraph.types import Send, interrupt
 from pydantic import BaseModel, Field, create_model
 
 from aiops_executor.core.metrics import tool_outcome
 from aiops_executor.core.telemetry import ModelReference, Telemetry, default_telemetry
 from aiops_executor.engine import prompts
+from aiops_executor.engine.approvals import APPROVAL_MARKER, rejection_output
 from aiops_executor.engine.events import GLOBAL_SUPERVISOR_ID, EventType, PendingEvent, node_supervisor_id
 from aiops_executor.engine.models import ModelSource, Usage, UsageMeter, metering
 from aiops_executor.engine.results import AgentResult, NodeResult, NodeStatus
 from aiops_executor.engine.structured import ask_structured, generate_structured_output
 from aiops_executor.teams.graph import OrderingGraph
 from aiops_executor.teams.topology import AgentSpec, GlobalStrategy, ModelRef, NodeSpec, NodeStrategy, TeamSpec
-from aiops_executor.tools.registry import ToolContext, ToolRegistry, redact_value, secrets_in
+from aiops_executor.tools.registry import ToolContext, ToolOutcome, ToolRegistry, redact_value, secrets_in
 
 FINISH = "FINISH"
 NODE_ID_KEY = "aiops_node_id"
@@ -256,6 +258,14 @@ class Dataflow:
         return {node_id: await self._future(node_id) for node_id in node_ids}
 
 
+def model_tool_name(name: str) -> str:
+    """The name a model calls a tool by. Function names may not contain dots for most providers (OpenAI's
+    ``^[a-zA-Z0-9_-]{1,64}$``), while tools of MCP servers are named ``<server>.<tool>``: the dot becomes ``__``.
+    Events, results and the audit log keep the tool's own name."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", name.replace(".", "__"))
+    return safe[:64]
+
+
 @dataclass
 class TeamRun:
     """Everything one run's graph nodes need, shared by the global graph and every node team.
@@ -268,6 +278,7 @@ class TeamRun:
     settings: RunSettings
     telemetry: Telemetry = field(default_factory=default_telemetry)
     dataflow: Dataflow = field(default_factory=Dataflow)
+    execution_id: str = ""
     # Node teams an earlier attempt announced finished (node id -> result): not run again (see ``Resume``).
     announced: dict[str, dict[str, Any]] = field(default_factory=dict)
     # What each node team's model calls used in this attempt, for node teams stopped before they finished.
@@ -287,6 +298,7 @@ class TeamRun:
     async def agent(self, agent: AgentSpec) -> Runnable[Any, Any]:
         """The agent graph for this definition. Agents defined alike (model, sampling, tools, prompt) share
         one graph, whichever node they serve: the node reaches the tools through the call's metadata."""
+        pauses = self.team.agent_may_pause(agent)
         key = (
             agent.model_provider,
             agent.model_id,
@@ -294,14 +306,20 @@ class TeamRun:
             agent.max_tokens,
             tuple(agent.tools),
             agent.system_prompt,
+            pauses,
         )
         built = self._agents.get(key)
         if built is None:
             model = await self.model(agent, {"temperature": agent.temperature, "max_tokens": agent.max_tokens})
             tools = [self.team.tool(name) for name in agent.tools]
-            # checkpointer=False: an agent's inner steps are not checkpointed (the node team's are).
+            # checkpointer=False: an agent's inner steps are not checkpointed (the node team's are) -- except for
+            # an agent that may wait for an approval: it checkpoints (when it pauses), so that on resume its
+            # model calls and the tool calls it has finished are not made again.
             built = create_agent(
-                model, tools, system_prompt=agent.system_prompt or DEFAULT_AGENT_PROMPT, checkpointer=False
+                model,
+                tools,
+                system_prompt=agent.system_prompt or DEFAULT_AGENT_PROMPT,
+                checkpointer=None if pauses else False,
             )
             self._agents[key] = built
         return built
@@ -324,11 +342,24 @@ class CompiledTeam:
             for n in self.topology.nodes
         }
         self._secrets = {n.node_id: secrets_in(n.attributes) for n in self.topology.nodes}
+        self._agent_specs = {(n.node_id, a.agent_id): a for n in self.topology.nodes for a in n.agents}
         self._tools: dict[str, BaseTool] = {}
         self.ordering = OrderingGraph.from_topology(self.topology)
         self.order = self.ordering.topological_order()
         self.node_graph = self._build_node_graph()
         self.graph = self._build_global_graph()
+
+    def needs_approval(self, node_id: str, agent_id: str, tool: str) -> bool:
+        spec = self.tools.get(tool)
+        if spec is not None and spec.approval_required:
+            return True
+        agent = self._agent_specs.get((node_id, agent_id))
+        return agent is not None and tool in agent.approval_required_tools
+
+    def agent_may_pause(self, agent: AgentSpec) -> bool:
+        if agent.approval_required_tools:
+            return True
+        return any((spec := self.tools.get(name)) is not None and spec.approval_required for name in agent.tools)
 
     @property
     def dataflow(self) -> bool:
@@ -352,14 +383,33 @@ class CompiledTeam:
         registry = self.tools
 
         async def call(**arguments: Any) -> str:
-            metadata = ensure_config().get("metadata", {})
+            config = ensure_config()
+            metadata = config.get("metadata", {})
             node = self.nodes[metadata[NODE_ID_KEY]]
-            context = self._tool_contexts[node.node_id]
+            run = _team_run(config)
+            context = replace(
+                self._tool_contexts[node.node_id], execution_id=run.execution_id, agent_id=metadata[AGENT_ID_KEY]
+            )
+            agent_id = metadata[AGENT_ID_KEY]
+            rejection: dict[str, Any] | None = None
+            if self.needs_approval(node.node_id, agent_id, name):
+                # Pauses the run until a person decides (see ``engine.approvals``); on resume this returns the
+                # decision. Nothing before this line has side effects: re-running it on resume is harmless.
+                asked = {
+                    APPROVAL_MARKER: True,
+                    "tool": name,
+                    "input": redact_value(arguments, self._secrets[node.node_id]),
+                    "node_id": node.node_id,
+                    "agent_id": agent_id,
+                }
+                rejection = rejection_output(name, interrupt(asked))
             started = time.perf_counter()
-            telemetry = _team_run(ensure_config()).telemetry
-            with telemetry.tool_call(name, node.node_id, metadata[AGENT_ID_KEY], _TOOL_CALL_ID.get()) as step:
-                outcome = await registry.invoke(name, arguments, context)
-                step.status = tool_outcome(outcome.status, outcome.output)
+            if rejection is not None:
+                outcome = ToolOutcome("error", rejection)
+            else:
+                with run.telemetry.tool_call(name, node.node_id, agent_id, _TOOL_CALL_ID.get()) as step:
+                    outcome = await registry.invoke(name, arguments, context)
+                    step.status = tool_outcome(outcome.status, outcome.output)
             _emit(
                 PendingEvent(
                     EventType.tool_call,
@@ -379,7 +429,7 @@ class CompiledTeam:
 
         # A plain JSON schema: the registry validates, so bad arguments reach the agent as a readable result.
         built = _CallIdTool.from_function(
-            coroutine=call, name=name, description=spec.description, args_schema=spec.json_schema()
+            coroutine=call, name=model_tool_name(name), description=spec.description, args_schema=spec.json_schema()
         )
         self._tools[name] = built
         return built

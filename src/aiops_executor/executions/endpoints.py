@@ -10,7 +10,7 @@ from fastapi import status as http_status
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
-from aiops_executor.auth.dependencies import ViewerDep
+from aiops_executor.auth.dependencies import OperatorDep, ViewerDep
 from aiops_executor.auth.rate_limits import RATE_LIMITED_RESPONSE, ExecutionOperatorDep
 from aiops_executor.core.deps import SessionDep
 from aiops_executor.core.errors import AppError, ValidationFailed
@@ -21,6 +21,8 @@ from aiops_executor.executions import service
 from aiops_executor.executions.schemas import (
     MAX_SEQ,
     STREAM_EVENTS,
+    ApprovalDecision,
+    ApprovalRead,
     EventRead,
     ExecuteRequest,
     ExecutionRead,
@@ -325,3 +327,54 @@ async def team_structured_output(
     context: ServiceContextDep,
 ) -> StructuredOutputResult:
     return await service.structured_output(session, context, team_id, body)
+
+
+@router.get(
+    "/executions/{execution_id}/approvals",
+    response_model=Page[ApprovalRead],
+    operation_id="listExecutionApprovals",
+    summary="List the tool calls of a run that need a person's approval",
+    description=(
+        "Every call of the run that waited (or waits) for approval, oldest first: the tool, its arguments (secrets "
+        "redacted), its status (`pending`, `approved`, `rejected`, `cancelled`), who decided and when, and the "
+        "deadline after which an undecided call is rejected."
+    ),
+    responses=errors(EXECUTION_NOT_FOUND),
+)
+async def list_execution_approvals(
+    execution_id: uuid.UUID, _: ViewerDep, session: SessionDep, page: PageQuery
+) -> Page[ApprovalRead]:
+    return await service.list_approvals(session, execution_id, page)
+
+
+@router.post(
+    "/executions/{execution_id}/approvals/{approval_id}",
+    response_model=ApprovalRead,
+    operation_id="decideExecutionApproval",
+    summary="Approve or reject a tool call the run waits for",
+    description=(
+        "Records the decision (audited with who decided) and its `approval_resolved` event. Once no call of the run "
+        "waits any more, the run resumes from its checkpoint on any worker: an approved call is made, a rejected "
+        "one returns the rejection and the comment to the agent as the tool's result."
+    ),
+    responses=errors(
+        {
+            404: {"EXECUTION_NOT_FOUND": "no such execution", "APPROVAL_NOT_FOUND": "no such approval of this run"},
+            409: {
+                "APPROVAL_ALREADY_DECIDED": "someone decided already",
+                "EXECUTION_NOT_AWAITING_APPROVAL": "the run was cancelled or finished",
+            },
+        }
+    ),
+)
+async def decide_execution_approval(
+    execution_id: uuid.UUID,
+    approval_id: uuid.UUID,
+    body: ApprovalDecision,
+    principal: OperatorDep,
+    session: SessionDep,
+    context: ServiceContextDep,
+) -> ApprovalRead:
+    return await service.decide_approval(
+        session, context.executions, execution_id, approval_id, body, actor=principal.actor
+    )

@@ -28,6 +28,7 @@ from procrastinate.job_context import AbortReason
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aiops_executor.audit import service as audit
 from aiops_executor.engine import CompiledTeam, ExecutionRun, Resume, RunRequest
 from aiops_executor.executions import repository
 from aiops_executor.executions.broadcast import Broadcaster, LocalBroadcaster
@@ -39,7 +40,8 @@ from aiops_executor.executions.store import EventRecorder
 from aiops_executor.llm.runtime.model_source import RuntimeModelSource
 from aiops_executor.services import ServiceContext
 from aiops_executor.teams.topology import TeamSpec
-from aiops_executor.tools.registry import default_registry, tool_settings
+from aiops_executor.tool_servers import service as tool_servers
+from aiops_executor.tools.registry import ToolRegistry, default_registry, tool_settings
 
 logger = structlog.get_logger(__name__)
 
@@ -48,6 +50,9 @@ logger = structlog.get_logger(__name__)
 UNQUEUED_GRACE_SECONDS = 5.0
 # How often ``stream: false`` requests look at a run another process executes.
 WAIT_POLL_SECONDS = 0.25
+# How often the embedded default looks for approvals past their deadline (the queue's upkeep does it there).
+APPROVAL_SWEEP_SECONDS = 5.0
+APPROVAL_TIMEOUT_ACTOR = "system:timeout"
 
 
 @dataclass
@@ -59,6 +64,7 @@ class ActiveRun:
     suspend_requested: bool = False
     finished: bool = False  # ended here with an outcome (or given up)
     suspended: bool = False  # left checkpointed (or pending) for a later attempt
+    awaiting: bool = False  # stopped for approvals: checkpointed, resumed once they are decided
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def cancel(self) -> None:
@@ -110,6 +116,7 @@ class ExecutionManager:
         await self.checkpoints.open()
         if self.queue is None:
             await self.recover()
+            self._background.append(asyncio.create_task(self._expire_periodically(), name="approval-deadlines"))
         else:
             await self.queue.open()
             if self.settings.embedded_worker:
@@ -152,6 +159,7 @@ class ExecutionManager:
         runs, workers = await self.queue.reclaim_stalled()
         if runs:
             self.context.telemetry.metrics.reclaimed(runs, workers)
+        await self.expire_approvals()
         cutoff = datetime.now(UTC) - timedelta(seconds=UNQUEUED_GRACE_SECONDS)
         for execution_id in await repository.orphaned(self.context.database.sessionmaker, cutoff):
             if await self.queue.enqueue(execution_id):
@@ -168,6 +176,55 @@ class ExecutionManager:
             except Exception as exc:
                 logger.warning("queue upkeep failed; will retry", error=str(exc))
 
+    # -- approvals -------------------------------------------------------------------------------
+
+    async def decided(self, execution_id: uuid.UUID, decided: repository.Decided) -> None:
+        """After a decision is committed: its event goes live, and a run none of whose calls waits any more is
+        handed to whoever runs executions (the queue, or this process), to resume from its checkpoint."""
+        self.broadcaster.publish(str(execution_id), decided.event)
+        if decided.ready:
+            await self.submit(execution_id)
+
+    async def expire_approvals(self) -> int:
+        """Rejects the calls nobody decided within ``approval_timeout_seconds``; returns how many."""
+        sessionmaker = self.context.database.sessionmaker
+        timeout = self.settings.approval_timeout_seconds
+        expired = 0
+        for execution_id, approval_id in await repository.expired_approvals(sessionmaker, datetime.now(UTC)):
+            try:
+                async with sessionmaker() as session, session.begin():
+                    decided = await repository.decide(
+                        session,
+                        execution_id,
+                        approval_id,
+                        approve=False,
+                        decided_by=APPROVAL_TIMEOUT_ACTOR,
+                        comment=f"no decision within {timeout:g} s",
+                    )
+                    audit.record(
+                        session,
+                        actor=APPROVAL_TIMEOUT_ACTOR,
+                        action="reject_tool_call",
+                        resource_type="execution",
+                        resource_id=execution_id,
+                        details={"approval_id": str(approval_id), "tool": decided.approval.tool, "reason": "timeout"},
+                    )
+            except (repository.ApprovalNotFound, repository.ApprovalNotPending):
+                continue  # decided (or cancelled) meanwhile, by someone else
+            expired += 1
+            logger.info("approval timed out; the call is rejected", execution_id=str(execution_id))
+            await self.decided(execution_id, decided)
+        return expired
+
+    async def _expire_periodically(self) -> None:
+        interval = min(APPROVAL_SWEEP_SECONDS, max(0.2, self.settings.approval_timeout_seconds / 4))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.expire_approvals()
+            except Exception as exc:
+                logger.warning("could not reject the approvals past their deadline; will retry", error=str(exc))
+
     async def recover(self) -> int:
         """Starts or resumes the executions a previous process left unfinished; returns how many."""
         taken = 0
@@ -177,6 +234,10 @@ class ExecutionManager:
             if execution.status == ExecutionStatus.running.value and not repository.worker_is_gone(execution.worker_id):
                 logger.info("execution runs in another process", execution_id=str(execution.id))
                 continue
+            if execution.status == ExecutionStatus.awaiting_approval.value and not await repository.decided_all(
+                self.context.database.sessionmaker, execution.id
+            ):
+                continue  # resumed when its calls are decided
             self.launch(execution.id)
             taken += 1
         if taken:
@@ -238,9 +299,15 @@ class ExecutionManager:
         if active is not None:
             active.cancel()
             return True
+        sessionmaker = self.context.database.sessionmaker
+        waiting = await repository.cancel_awaiting(sessionmaker, execution_id)
+        if waiting is not None:  # it waited for approvals, held by no process
+            if self.queue is not None:
+                await self.queue.cancel_waiting(execution_id)
+            self.broadcaster.publish(str(execution_id), waiting)
+            return True
         if self.queue is None:
             return False
-        sessionmaker = self.context.database.sessionmaker
         ended = await repository.cancel_unrun(sessionmaker, execution_id)
         if ended is not None:  # it had not started: its job, if any, will find it cancelled
             await self.queue.cancel_waiting(execution_id)
@@ -256,7 +323,7 @@ class ExecutionManager:
         return True
 
     async def wait(self, execution_id: uuid.UUID) -> None:
-        """Returns once the execution has finished."""
+        """Returns once the execution has finished, or stopped to wait for approvals."""
         active = self._active.get(execution_id)
         if active is not None and self.queue is None:
             await active.done.wait()
@@ -264,7 +331,7 @@ class ExecutionManager:
         while True:
             async with self.context.database.sessionmaker() as session:
                 row = await session.get(Execution, execution_id)
-                if row is None or row.status not in UNFINISHED:
+                if row is None or row.status not in UNFINISHED or row.status == ExecutionStatus.awaiting_approval:
                     return
             await asyncio.sleep(WAIT_POLL_SECONDS)
 
@@ -307,7 +374,7 @@ class ExecutionManager:
                     )
                     with structlog.contextvars.bound_contextvars(team_id=str(started.execution.team_id)):
                         active.finished = await self._drive(active, started)
-                    active.suspended = not active.finished
+                    active.suspended = not active.finished and not active.awaiting
             except Exception:
                 logger.exception("execution could not be run")
             finally:
@@ -319,7 +386,15 @@ class ExecutionManager:
             if active.finished:
                 await self._forget_checkpoints(execution_id)
 
-    def _execution_run(self, started: repository.Started) -> ExecutionRun:
+    async def _tools_for(self, spec: TeamSpec) -> ToolRegistry:
+        """The built-in tools plus the MCP servers' tools the team's agents name, for one run."""
+        names = {tool for node in spec.topology.nodes for agent in node.agents for tool in agent.tools}
+        specs = await tool_servers.run_tool_specs(
+            self.context.database.sessionmaker, self.context, self.context.tool_servers, names
+        )
+        return default_registry().extended(specs) if specs else default_registry()
+
+    async def _execution_run(self, started: repository.Started) -> ExecutionRun:
         execution = started.execution
         request = RunRequest(
             execution_id=str(execution.id),
@@ -332,11 +407,12 @@ class ExecutionManager:
             elapsed_seconds=started.elapsed_seconds,
         )
         resume = (
-            Resume(started.attempt, started.worker_id, started.last_seq, started.announced) if started.resumed else None
+            Resume(started.attempt, started.worker_id, started.last_seq, started.announced, decisions=started.decisions)
+            if started.resumed
+            else None
         )
-        team = CompiledTeam(
-            TeamSpec.model_validate(execution.team_snapshot), default_registry(), tool_settings(self.settings)
-        )
+        spec = TeamSpec.model_validate(execution.team_snapshot)
+        team = CompiledTeam(spec, await self._tools_for(spec), tool_settings(self.settings))
         return ExecutionRun(
             team,
             request,
@@ -349,7 +425,7 @@ class ExecutionManager:
     async def _drive(self, active: ActiveRun, started: repository.Started) -> bool:
         """Runs one attempt and stores its events and outcome; True when the run finished (False: suspended)."""
         execution_id = active.execution_id
-        run = self._execution_run(started)
+        run = await self._execution_run(started)
         recorder = EventRecorder(
             self.context.database.sessionmaker,
             self.broadcaster,
@@ -372,13 +448,22 @@ class ExecutionManager:
         finally:
             outcome = run.outcome
 
+            waiting = run.awaiting
+            expires_at = datetime.now(UTC) + timedelta(seconds=self.settings.approval_timeout_seconds)
+
             async def final(session: AsyncSession) -> None:
-                if outcome is None:  # suspended: the process is stopping; the checkpoint resumes it
+                if outcome is None and waiting:  # tool calls wait for people: no process holds the run meanwhile
+                    await repository.await_approval(session, execution_id, waiting, expires_at, started.worker_id)
+                elif outcome is None:  # suspended: the process is stopping; the checkpoint resumes it
                     await repository.release(session, execution_id, started.worker_id)
                 else:
                     await repository.finish(session, execution_id, outcome, started.worker_id)
 
             await asyncio.shield(recorder.close(final))
+        if outcome is None and waiting:
+            active.awaiting = True
+            log.info("execution waits for approvals", approvals=[str(w.approval_id) for w in waiting])
+            return False
         if outcome is None:
             log.info("execution suspended; it resumes from its checkpoint")
             return False

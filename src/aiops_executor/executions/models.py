@@ -6,13 +6,13 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, Uuid, text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aiops_executor.core.db import Base, TimestampedRow, UTCDateTime, utcnow
 
 # Kept in step with ``schemas.UNFINISHED`` (the migration that creates the index spells the same condition).
-UNFINISHED_CONDITION = "status IN ('pending', 'running') AND trigger_key IS NOT NULL"
+UNFINISHED_CONDITION = "status IN ('pending', 'running', 'awaiting_approval') AND trigger_key IS NOT NULL"
 
 
 class Execution(TimestampedRow, Base):
@@ -33,7 +33,7 @@ class Execution(TimestampedRow, Base):
     )
 
     team_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("teams.id", ondelete="CASCADE"), nullable=False)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    status: Mapped[str] = mapped_column(String(32), nullable=False, default="pending")
     input: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     timeout_seconds: Mapped[int] = mapped_column(Integer, nullable=False)
     output_schema: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
@@ -56,6 +56,34 @@ class Execution(TimestampedRow, Base):
     # What started the run when it was not a person, as a fixed-size digest (``executions.service.trigger_key``):
     # e.g. an Alertmanager group key, which can be kilobytes of labels, too long for an index entry.
     trigger_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Waiting for approvals: since when (while ``awaiting_approval``), and how long all waits took so far --
+    # time that does not count toward ``timeout_seconds``.
+    awaiting_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    waited_seconds: Mapped[float] = mapped_column(Float, nullable=False, default=0.0, server_default="0")
+
+
+class ExecutionApproval(TimestampedRow, Base):
+    """A tool call that waits for a person's decision. Its id is derived from the run and the LangGraph
+    interrupt that asked (``engine.approval_id``), so asking again for the same call finds the same row."""
+
+    __tablename__ = "execution_approvals"
+    __table_args__ = (Index("ix_execution_approvals_execution_id", "execution_id"),)
+
+    execution_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("executions.id", ondelete="CASCADE"), nullable=False
+    )
+    interrupt_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    tool: Mapped[str] = mapped_column(String(200), nullable=False)
+    input: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    node_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")  # pending|approved|rejected
+    decided_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+    # Set when the decision was handed to the run (it resumed with it): never handed over twice.
+    delivered: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
 
 
 class ExecutionEventRow(Base):

@@ -2,6 +2,10 @@
 
     pending --start--> running --finish--> success | failed | timeout | cancelled
     pending --cancel_unrun--> cancelled (cancelled before any process took it)
+                       running --await_approval--> awaiting_approval, no worker (tool calls wait for people)
+             awaiting_approval --decide--> awaiting_approval (one call decided; ``ready`` once none waits)
+             awaiting_approval --start--> running, same attempt (every call decided: resumed with the decisions)
+             awaiting_approval --cancel_awaiting--> cancelled
                        running --release--> running, no worker (the process stopped; resumed later)
                        running --resume--> running, attempt + 1 (its process was lost)
                        running --give_up--> failed WORKER_LOST (lost more than AIOPS_MAX_RUN_ATTEMPTS times)
@@ -17,7 +21,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
@@ -27,10 +31,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aiops_executor.core.db import utcnow
 from aiops_executor.engine import RunOutcome, RunStatus
+from aiops_executor.engine.approvals import PendingApproval, decision_value
 from aiops_executor.engine.events import EventType, format_timestamp
 from aiops_executor.executions.broadcast import StreamEvent
-from aiops_executor.executions.models import Execution, ExecutionEventRow
-from aiops_executor.executions.schemas import UNFINISHED, ExecutionStatus
+from aiops_executor.executions.models import Execution, ExecutionApproval, ExecutionEventRow
+from aiops_executor.executions.schemas import UNFINISHED, ApprovalStatus, ExecutionStatus
 
 WORKER_LOST = "WORKER_LOST"
 
@@ -104,6 +109,8 @@ class Started:
     last_seq: int  # the last stored event; this attempt's events follow it
     elapsed_seconds: float  # running time of the earlier attempts (counts against the timeout)
     announced: dict[str, dict[str, Any]]  # node id -> result, of the node_complete events already stored
+    # Decisions on the tool calls the run waited for, not yet handed to it (interrupt id -> decision).
+    decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,8 @@ async def start(
         execution = await session.get(Execution, execution_id, populate_existing=True, with_for_update=True)
         if execution is None or execution.status not in UNFINISHED:
             return None
+        if execution.status == ExecutionStatus.awaiting_approval.value:
+            return await _start_decided(session, execution, worker_id)
         resumed = execution.status == ExecutionStatus.running.value
         if resumed and not take_over and not worker_is_gone(execution.worker_id):
             return None
@@ -170,7 +179,7 @@ async def start(
         now = utcnow()
         started_at = execution.started_at or now
         last_seq, last_at = await _last_event(session, execution_id)
-        elapsed = (last_at - started_at).total_seconds() if resumed and last_at is not None else 0.0
+        elapsed = _elapsed(execution, started_at, last_at) if resumed else 0.0
         announced = await _announced_nodes(session, execution_id) if resumed else {}
         lost = resumed and execution.worker_id is not None  # read before this attempt names its own worker
         execution.status = ExecutionStatus.running.value
@@ -178,6 +187,209 @@ async def start(
         execution.attempt = attempt
         execution.worker_id = worker_id
         return Started(execution, attempt, worker_id, resumed, lost, last_seq, max(0.0, elapsed), announced)
+
+
+def _elapsed(execution: Execution, started_at: datetime, last_at: datetime | None) -> float:
+    """Running time so far: until the last stored event, less the time spent waiting for approvals."""
+    if last_at is None:
+        return 0.0
+    return max(0.0, (last_at - started_at).total_seconds() - (execution.waited_seconds or 0.0))
+
+
+async def _pending_approvals(session: AsyncSession, execution_id: uuid.UUID) -> int:
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(ExecutionApproval)
+            .where(
+                ExecutionApproval.execution_id == execution_id,
+                ExecutionApproval.status == ApprovalStatus.pending.value,
+            )
+        )
+        or 0
+    )
+
+
+async def decided_all(sessionmaker: async_sessionmaker[AsyncSession], execution_id: uuid.UUID) -> bool:
+    """Whether no call of the run waits for a decision any more."""
+    async with sessionmaker() as session:
+        return await _pending_approvals(session, execution_id) == 0
+
+
+async def _start_decided(session: AsyncSession, execution: Execution, worker_id: str) -> Started | None:
+    """awaiting_approval -> running once no call waits any more; the decisions go to the run (once)."""
+    if await _pending_approvals(session, execution.id):
+        return None
+    decided = await session.scalars(
+        select(ExecutionApproval).where(
+            ExecutionApproval.execution_id == execution.id,
+            ExecutionApproval.delivered.is_(False),
+            ExecutionApproval.status.in_((ApprovalStatus.approved.value, ApprovalStatus.rejected.value)),
+        )
+    )
+    decisions: dict[str, dict[str, Any]] = {}
+    for approval in decided:
+        decision = "approve" if approval.status == ApprovalStatus.approved.value else "reject"
+        decisions[approval.interrupt_id] = decision_value(decision, approval.decided_by, approval.comment)
+        approval.delivered = True
+    now = utcnow()
+    if execution.awaiting_since is not None:
+        execution.waited_seconds = (execution.waited_seconds or 0.0) + (now - execution.awaiting_since).total_seconds()
+    execution.awaiting_since = None
+    started_at = execution.started_at or now
+    last_seq, last_at = await _last_event(session, execution.id)
+    announced = await _announced_nodes(session, execution.id)
+    execution.status = ExecutionStatus.running.value
+    execution.worker_id = worker_id
+    return Started(
+        execution,
+        execution.attempt,
+        worker_id,
+        resumed=True,
+        lost=False,
+        last_seq=last_seq,
+        elapsed_seconds=_elapsed(execution, started_at, last_at),
+        announced=announced,
+        decisions=decisions,
+    )
+
+
+async def await_approval(
+    session: AsyncSession,
+    execution_id: uuid.UUID,
+    waiting: list[PendingApproval],
+    expires_at: datetime,
+    owner: str | None = None,
+) -> None:
+    """running -> awaiting_approval with no worker, and the calls it waits for (in the caller's transaction,
+    the one writing their ``approval_requested`` events)."""
+    now = utcnow()
+    statement = (
+        update(Execution)
+        .where(*_owned_by(execution_id, owner), Execution.status == ExecutionStatus.running.value)
+        .values(status=ExecutionStatus.awaiting_approval.value, worker_id=None, awaiting_since=now)
+    )
+    await _guarded(session, statement, execution_id, owner)
+    known = set(
+        await session.scalars(
+            select(ExecutionApproval.id).where(ExecutionApproval.id.in_([w.approval_id for w in waiting]))
+        )
+    )
+    for item in waiting:
+        if item.approval_id in known:  # asked again for the same call: it keeps its row (and decision)
+            continue
+        session.add(
+            ExecutionApproval(
+                id=item.approval_id,
+                execution_id=execution_id,
+                interrupt_id=item.interrupt_id,
+                tool=item.tool[:200],
+                input=item.input,
+                node_id=item.node_id,
+                agent_id=item.agent_id,
+                status=ApprovalStatus.pending.value,
+                expires_at=expires_at,
+                delivered=False,
+            )
+        )
+
+
+class ApprovalNotFound(Exception):
+    pass
+
+
+class ApprovalNotPending(Exception):
+    """The call was decided already, or its run is not waiting (any more)."""
+
+    def __init__(self, status: str, execution_status: str) -> None:
+        super().__init__(status)
+        self.status = status
+        self.execution_status = execution_status
+
+
+@dataclass(frozen=True)
+class Decided:
+    approval: ExecutionApproval
+    event: StreamEvent  # its ``approval_resolved`` event, stored
+    ready: bool  # no call of the run waits any more: it can be resumed
+
+
+async def decide(
+    session: AsyncSession,
+    execution_id: uuid.UUID,
+    approval_id: uuid.UUID,
+    *,
+    approve: bool,
+    decided_by: str,
+    comment: str | None,
+) -> Decided:
+    """A waiting call approved or rejected, with its ``approval_resolved`` event, in the caller's transaction."""
+    execution = await session.get(Execution, execution_id, populate_existing=True, with_for_update=True)
+    approval = await session.get(ExecutionApproval, approval_id, populate_existing=True, with_for_update=True)
+    if execution is None or approval is None or approval.execution_id != execution_id:
+        raise ApprovalNotFound(str(approval_id))
+    if approval.status != ApprovalStatus.pending.value or execution.status != ExecutionStatus.awaiting_approval.value:
+        raise ApprovalNotPending(approval.status, execution.status)
+    approval.status = (ApprovalStatus.approved if approve else ApprovalStatus.rejected).value
+    approval.decided_by = decided_by
+    approval.comment = comment
+    approval.decided_at = utcnow()
+    await session.flush()
+    event = await _append_event(
+        session,
+        execution,
+        EventType.approval_resolved,
+        {
+            "approval_id": str(approval.id),
+            "decision": "approve" if approve else "reject",
+            "decided_by": decided_by,
+            "comment": comment,
+            "tool": approval.tool,
+        },
+        node_id=approval.node_id,
+        agent_id=approval.agent_id,
+    )
+    return Decided(approval, event, ready=await _pending_approvals(session, execution_id) == 0)
+
+
+async def expired_approvals(
+    sessionmaker: async_sessionmaker[AsyncSession], now: datetime
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """(execution id, approval id) of the calls that waited past their deadline, oldest first."""
+    async with sessionmaker() as session:
+        rows = await session.execute(
+            select(ExecutionApproval.execution_id, ExecutionApproval.id)
+            .where(ExecutionApproval.status == ApprovalStatus.pending.value, ExecutionApproval.expires_at <= now)
+            .order_by(ExecutionApproval.expires_at)
+        )
+        return [(row[0], row[1]) for row in rows]
+
+
+async def cancel_awaiting(
+    sessionmaker: async_sessionmaker[AsyncSession], execution_id: uuid.UUID
+) -> StreamEvent | None:
+    """awaiting_approval -> cancelled (no process holds it); the calls it waited for are cancelled too."""
+    async with sessionmaker() as session, session.begin():
+        execution = await session.get(Execution, execution_id, populate_existing=True, with_for_update=True)
+        if execution is None or execution.status != ExecutionStatus.awaiting_approval.value:
+            return None
+        await session.execute(
+            update(ExecutionApproval)
+            .where(
+                ExecutionApproval.execution_id == execution_id,
+                ExecutionApproval.status == ApprovalStatus.pending.value,
+            )
+            .values(status=ApprovalStatus.cancelled.value, decided_at=utcnow())
+        )
+        return await _end_unrun(
+            session,
+            execution,
+            ExecutionStatus.cancelled,
+            EventType.execution_cancelled,
+            {"status": ExecutionStatus.cancelled.value},
+            error_code=None,
+            error_message=None,
+        )
 
 
 def outcome_columns(outcome: RunOutcome) -> dict[str, Any]:
@@ -298,16 +510,43 @@ async def _end_unrun(
     error_message: str | None,
 ) -> StreamEvent:
     """Ends a run that no process is running, with its terminal event after the last stored one."""
+    stored = await _append_event(session, execution, event, fields)
+    now = utcnow()
+    execution.status = status.value
+    execution.error_code = error_code
+    execution.error_message = error_message
+    execution.completed_at = now
+    execution.worker_id = None
+    execution.awaiting_since = None
+    execution.started_at = execution.started_at or now
+    execution.duration_ms = int((now - execution.started_at).total_seconds() * 1000)
+    return stored
+
+
+async def _append_event(
+    session: AsyncSession,
+    execution: Execution,
+    event: EventType,
+    fields: dict[str, Any],
+    *,
+    node_id: str | None = None,
+    agent_id: str | None = None,
+) -> StreamEvent:
+    """An event after the last stored one, for a run no process is running (so none writes events)."""
     last_seq, _ = await _last_event(session, execution.id)
     now = utcnow()
     seq = last_seq + 1
-    payload = {
+    payload: dict[str, Any] = {
         "execution_id": str(execution.id),
         "team_id": str(execution.team_id),
         "seq": seq,
         "timestamp": format_timestamp(now),
-        **fields,
     }
+    if node_id is not None:
+        payload["node_id"] = node_id
+    if agent_id is not None:
+        payload["agent_id"] = agent_id
+    payload.update(fields)
     await session.execute(
         insert(ExecutionEventRow).values(
             execution_id=execution.id,
@@ -319,21 +558,16 @@ async def _end_unrun(
             updated_at=now,
         )
     )
-    execution.status = status.value
-    execution.error_code = error_code
-    execution.error_message = error_message
-    execution.completed_at = now
     execution.last_seq = seq
-    execution.worker_id = None
-    execution.started_at = execution.started_at or now
-    execution.duration_ms = int((now - execution.started_at).total_seconds() * 1000)
     return StreamEvent(seq, event.value, payload)
 
 
 ORPHANED = text(
     """
     SELECT e.id FROM executions e
-    WHERE (e.status = 'running' OR (e.status = 'pending' AND e.created_at < :pending_before))
+    WHERE (e.status = 'running' OR (e.status = 'pending' AND e.created_at < :pending_before)
+           OR (e.status = 'awaiting_approval' AND NOT EXISTS (
+                 SELECT 1 FROM execution_approvals a WHERE a.execution_id = e.id AND a.status = 'pending')))
       AND NOT EXISTS (
         SELECT 1 FROM procrastinate_jobs j WHERE j.lock = CAST(e.id AS TEXT) AND j.status IN ('todo', 'doing')
       )

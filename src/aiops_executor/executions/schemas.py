@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
@@ -17,13 +17,25 @@ from aiops_executor.teams.topology import MAX_TIMEOUT_SECONDS
 class ExecutionStatus(StrEnum):
     pending = "pending"
     running = "running"
+    awaiting_approval = "awaiting_approval"
     success = "success"
     failed = "failed"
     timeout = "timeout"
     cancelled = "cancelled"
 
 
-UNFINISHED = (ExecutionStatus.pending.value, ExecutionStatus.running.value)
+class ApprovalStatus(StrEnum):
+    pending = "pending"
+    approved = "approved"
+    rejected = "rejected"
+    cancelled = "cancelled"  # its run was cancelled while it waited
+
+
+UNFINISHED = (
+    ExecutionStatus.pending.value,
+    ExecutionStatus.running.value,
+    ExecutionStatus.awaiting_approval.value,
+)
 # Event seqs are 64-bit SQL integers: a larger ``after`` / ``Last-Event-ID`` is refused, not sent to the database.
 MAX_SEQ = 2**63 - 1
 
@@ -255,6 +267,23 @@ class HeartbeatEvent(EventBase):
     pass
 
 
+class ApprovalEventBase(EventBase):
+    node_id: str | None
+    agent_id: str | None
+    approval_id: uuid.UUID = Field(description="decide it with POST /executions/{id}/approvals/{approval_id}")
+    tool: str
+
+
+class ApprovalRequestedEvent(ApprovalEventBase):
+    input: dict[str, Any] = Field(description="the call's arguments, secrets redacted")
+
+
+class ApprovalResolvedEvent(ApprovalEventBase):
+    decision: Literal["approve", "reject"]
+    decided_by: str = Field(description="who decided; `system:timeout` for a call rejected by its deadline")
+    comment: str | None
+
+
 STREAM_EVENTS: dict[str, type[BaseModel]] = {
     "execution_start": ExecutionStartEvent,
     "execution_resumed": ExecutionResumedEvent,
@@ -270,5 +299,31 @@ STREAM_EVENTS: dict[str, type[BaseModel]] = {
     "execution_complete": ExecutionCompleteEvent,
     "execution_error": ExecutionErrorEvent,
     "execution_cancelled": ExecutionCancelledEvent,
+    "approval_requested": ApprovalRequestedEvent,
+    "approval_resolved": ApprovalResolvedEvent,
     "heartbeat": HeartbeatEvent,
 }
+
+
+class ApprovalDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["approve", "reject"]
+    comment: Annotated[str, StringConstraints(max_length=2000), FREE_TEXT] | None = Field(
+        default=None, description="handed to the agent with a rejection; kept with the decision"
+    )
+
+
+class ApprovalRead(BaseModel):
+    approval_id: uuid.UUID
+    execution_id: uuid.UUID
+    tool: str
+    input: dict[str, Any] = Field(description="the call's arguments, secrets redacted")
+    node_id: str | None
+    agent_id: str | None
+    status: ApprovalStatus
+    decided_by: str | None = Field(description="who decided; `system:timeout` for a call rejected by its deadline")
+    comment: str | None
+    decided_at: datetime | None
+    expires_at: datetime = Field(description="undecided by then, the call is rejected")
+    created_at: datetime

@@ -21,9 +21,12 @@ from aiops_executor.engine.structured import InvalidOutputSchema, check_schema, 
 from aiops_executor.engine.team import DEFAULT_GLOBAL_SUPERVISOR_PROMPT
 from aiops_executor.executions import repository
 from aiops_executor.executions.manager import ExecutionManager
-from aiops_executor.executions.models import Execution, ExecutionEventRow
+from aiops_executor.executions.models import Execution, ExecutionApproval, ExecutionEventRow
 from aiops_executor.executions.schemas import (
     UNFINISHED,
+    ApprovalDecision,
+    ApprovalRead,
+    ApprovalStatus,
     EventRead,
     ExecutionRead,
     ExecutionRequest,
@@ -256,6 +259,9 @@ async def cancel_execution(
 ) -> Execution:
     execution = await get_execution_row(session, execution_id)
     _refuse_if_finished(execution)
+    # The cancel may write in transactions of its own (a run waiting for approvals): on SQLite this read one
+    # would hold the write lock they need.
+    await session.commit()
     if not await manager.cancel(execution.id):
         _refuse_if_finished(await get_execution_row(session, execution_id))  # it finished meanwhile
         raise ConflictError(
@@ -354,3 +360,83 @@ async def _source_execution(session: AsyncSession, team_id: uuid.UUID, execution
     if latest is None:
         raise NotFoundError("execution", f"(latest finished execution of team {team_id})")
     return latest
+
+
+# --------------------------------------------------------------------------------------------- approvals
+
+
+def approval_read(row: ExecutionApproval) -> ApprovalRead:
+    return ApprovalRead(
+        approval_id=row.id,
+        execution_id=row.execution_id,
+        tool=row.tool,
+        input=row.input,
+        node_id=row.node_id,
+        agent_id=row.agent_id,
+        status=ApprovalStatus(row.status),
+        decided_by=row.decided_by,
+        comment=row.comment,
+        decided_at=row.decided_at,
+        expires_at=row.expires_at,
+        created_at=row.created_at,
+    )
+
+
+async def list_approvals(session: AsyncSession, execution_id: uuid.UUID, page: PageParams) -> Page[ApprovalRead]:
+    await get_execution_row(session, execution_id)
+    condition = ExecutionApproval.execution_id == execution_id
+    total = await session.scalar(select(func.count()).select_from(ExecutionApproval).where(condition)) or 0
+    rows = await session.scalars(
+        select(ExecutionApproval)
+        .where(condition)
+        .order_by(ExecutionApproval.created_at, ExecutionApproval.id)
+        .offset(page.offset)
+        .limit(page.size)
+    )
+    return Page[ApprovalRead].build([approval_read(r) for r in rows], total, page)
+
+
+async def decide_approval(
+    session: AsyncSession,
+    manager: ExecutionManager,
+    execution_id: uuid.UUID,
+    approval_id: uuid.UUID,
+    body: ApprovalDecision,
+    *,
+    actor: str,
+) -> ApprovalRead:
+    """Approves or rejects a waiting call (audited with who decided); the run resumes once none waits."""
+    await get_execution_row(session, execution_id)
+    approve = body.decision == "approve"
+    try:
+        decided = await repository.decide(
+            session, execution_id, approval_id, approve=approve, decided_by=actor, comment=body.comment
+        )
+    except repository.ApprovalNotFound:
+        await session.rollback()
+        raise NotFoundError("approval", approval_id) from None
+    except repository.ApprovalNotPending as exc:
+        await session.rollback()
+        if exc.status != ApprovalStatus.pending.value:
+            raise ConflictError(
+                f"approval {approval_id} was decided already ({exc.status})",
+                error_code="APPROVAL_ALREADY_DECIDED",
+                details={"id": str(approval_id), "status": exc.status},
+            ) from None
+        raise ConflictError(
+            f"execution {execution_id} is not waiting for approvals ({exc.execution_status})",
+            error_code="EXECUTION_NOT_AWAITING_APPROVAL",
+            details={"id": str(execution_id), "status": exc.execution_status},
+        ) from None
+    audit.record(
+        session,
+        actor=actor,
+        action="approve_tool_call" if approve else "reject_tool_call",
+        resource_type=RESOURCE,
+        resource_id=execution_id,
+        details={"approval_id": str(approval_id), "tool": decided.approval.tool, "comment": body.comment},
+    )
+    read = approval_read(decided.approval)
+    await session.commit()
+    await manager.decided(execution_id, decided)
+    return read

@@ -47,6 +47,7 @@ from aiops_executor.teams.validation import (
     topology_depth,
     validate_team,
 )
+from aiops_executor.tool_servers import service as tool_servers
 from aiops_executor.tools.registry import default_registry
 
 T = TypeVar("T")
@@ -96,9 +97,9 @@ async def _paginate(session: AsyncSession, stmt: Select[T], page: PageParams) ->
     return list(rows), total
 
 
-def tool_names() -> set[str]:
-    """Names of the tools agents may list."""
-    return default_registry().names()
+async def tool_names(session: AsyncSession) -> set[str]:
+    """Names of the tools agents may list: the built-in ones and those of the active MCP tool servers."""
+    return default_registry().names() | await tool_servers.catalog_names(session)
 
 
 async def load_catalog(session: AsyncSession) -> ModelCatalog:
@@ -134,7 +135,7 @@ async def load_catalog(session: AsyncSession) -> ModelCatalog:
 
 async def check_team(session: AsyncSession, spec: TeamSpec) -> ValidationReport:
     """Every problem of ``spec`` against today's LLM configuration and tool registry."""
-    return validate_team(spec, await load_catalog(session), tool_names())
+    return validate_team(spec, await load_catalog(session), await tool_names(session))
 
 
 async def _validated(session: AsyncSession, spec: TeamSpec) -> ValidationReport:

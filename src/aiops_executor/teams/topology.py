@@ -71,6 +71,8 @@ class AgentSpec(ModelRef):
     system_prompt: Prompt = ""
     user_prompt_template: Prompt = "{task}"
     tools: list[ShortName] = Field(default_factory=list, max_length=50)
+    # Tools (among ``tools``) whose every call by this agent waits for a person's approval.
+    approval_required_tools: list[ShortName] = Field(default_factory=list, max_length=50)
     temperature: StrictFloat | None = Field(default=None, ge=0, le=2)
     max_tokens: Annotated[int, Field(ge=1, le=1_000_000), JSON_INT] | None = None
 

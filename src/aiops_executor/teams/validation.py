@@ -62,6 +62,7 @@ class IssueCode(StrEnum):
     MODEL_MAINTENANCE = "MODEL_MAINTENANCE"  # warning
     MODEL_TYPE_UNSUPPORTED = "MODEL_TYPE_UNSUPPORTED"
     TOOL_NOT_FOUND = "TOOL_NOT_FOUND"
+    APPROVAL_TOOL_NOT_LISTED = "APPROVAL_TOOL_NOT_LISTED"
     DUPLICATE_TOOL = "DUPLICATE_TOOL"  # warning
     CAPABILITY_MISSING = "CAPABILITY_MISSING"  # error, or warning for non-adaptive supervisors
     LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
@@ -263,6 +264,14 @@ class _Validator:
                     )
                 model = self.check_model_ref(agent, agent_path, node.node_id)
                 self.check_tools(agent.tools, agent_path, node.node_id)
+                for tool_index, tool in enumerate(agent.approval_required_tools):
+                    if tool not in agent.tools:
+                        self.error(
+                            IssueCode.APPROVAL_TOOL_NOT_LISTED,
+                            f"approval_required_tools names {tool!r}, which is not among the agent's tools",
+                            f"{agent_path}.approval_required_tools[{tool_index}]",
+                            node_id=node.node_id,
+                        )
                 if agent.tools and model is not None and not model.supports(Capability.function_calling):
                     self.error(
                         IssueCode.CAPABILITY_MISSING,

@@ -7,7 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from aiops_executor.auth.dependencies import ViewerDep
+from aiops_executor.core.deps import ContextDep, SessionDep
 from aiops_executor.core.pagination import Page, PageQuery
+from aiops_executor.tool_servers import service as tool_servers
 from aiops_executor.tools.registry import ToolRegistry, default_registry
 from aiops_executor.tools.schemas import ToolRead
 
@@ -27,9 +29,24 @@ RegistryDep = Annotated[ToolRegistry, Depends(get_tool_registry)]
     operation_id="listTools",
     summary="List the diagnostic tools",
     description="The tools agents can be given (name, description, JSON Schema of the arguments), a page at a "
-    "time. Every built-in tool is read-only.",
+    "time: the built-in ones (all read-only) and those of the active MCP tool servers (`<server>.<tool>`).",
 )
-async def list_tools(_: ViewerDep, registry: RegistryDep, page: PageQuery) -> Page[ToolRead]:
-    specs = registry.specs()
-    window = specs[page.offset : page.offset + page.size]
-    return Page[ToolRead].build([ToolRead.from_spec(spec) for spec in window], len(specs), page)
+async def list_tools(
+    _: ViewerDep, registry: RegistryDep, session: SessionDep, context: ContextDep, page: PageQuery
+) -> Page[ToolRead]:
+    timeout = context.settings.tool_timeout_seconds
+    tools = [ToolRead.from_spec(spec) for spec in registry.specs()]
+    tools += [
+        ToolRead(
+            name=tool.name,
+            description=tool.description,
+            args_schema=tool.input_schema or {"type": "object", "properties": {}},
+            timeout_seconds=timeout,
+            server=tool.server,
+            approval_required=tool.approval_required,
+        )
+        for tool in await tool_servers.catalog(session)
+    ]
+    tools.sort(key=lambda tool: tool.name)
+    window = tools[page.offset : page.offset + page.size]
+    return Page[ToolRead].build(window, len(tools), page)

@@ -66,6 +66,9 @@ class ToolContext:
     node_type: str = ""
     attributes: Mapping[str, Any] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)
+    # The run and agent calling (set per call by the engine; empty outside a run), for tools that audit calls.
+    execution_id: str = ""
+    agent_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,16 +87,93 @@ ToolFunction = Callable[[Any, ToolContext], Awaitable[dict[str, Any]]]
 
 @dataclass(frozen=True)
 class ToolSpec:
+    """A tool. Built-in tools validate their arguments with a pydantic model (``args_schema``); tools of MCP
+    servers carry the JSON schema their server published (``input_schema``) and get the arguments as a dict."""
+
     name: str
     description: str
-    args_schema: type[BaseModel]
+    args_schema: type[BaseModel] | None
     run: ToolFunction
     timeout_seconds: float = 15.0
     # Node attributes the tool falls back to when an argument is omitted (documentation and listing only).
     attribute_keys: tuple[str, ...] = ()
+    input_schema: Mapping[str, Any] | None = None
+    # The MCP server lending the tool (None for built-in tools), and whether its every call needs approval.
+    server: str | None = None
+    approval_required: bool = False
 
     def json_schema(self) -> dict[str, Any]:
-        return self.args_schema.model_json_schema()
+        if self.args_schema is not None:
+            return self.args_schema.model_json_schema()
+        return dict(self.input_schema or {"type": "object", "properties": {}})
+
+    def validate(self, arguments: dict[str, Any]) -> Any:
+        """The validated arguments; raises ``ValidationError`` (pydantic) or ``SchemaViolation`` (JSON schema)."""
+        if self.args_schema is not None:
+            return self.args_schema.model_validate(arguments)
+        problems = json_schema_problems(self.input_schema, arguments)
+        if problems:
+            raise SchemaViolation(problems)
+        return arguments
+
+
+class SchemaViolation(Exception):
+    """Arguments that do not match a tool's JSON schema."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(errors)} error(s)")
+        self.errors = errors
+
+
+MAX_SCHEMA_ERRORS = 20
+
+
+def json_schema_problems(schema: Mapping[str, Any] | None, arguments: dict[str, Any]) -> list[dict[str, Any]]:
+    """Where ``arguments`` break ``schema`` (without the rejected values, which may be secrets). A schema
+    that is itself unusable checks nothing: the server that published it still validates the call."""
+    if not schema:
+        return []
+    import jsonschema
+
+    validator = _validator(json.dumps(schema, sort_keys=True, default=str))
+    if validator is None:
+        return []
+    try:
+        errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
+    except (jsonschema.exceptions.UnknownType, RecursionError):
+        return []
+    return [
+        {
+            "field": ".".join(str(part) for part in error.absolute_path) or "(arguments)",
+            "message": _schema_message(error),
+        }
+        for error in errors[:MAX_SCHEMA_ERRORS]
+    ]
+
+
+@lru_cache(maxsize=512)
+def _validator(schema_json: str) -> Any:
+    """The checked validator of a schema (built once per schema: checking a schema costs more than using it),
+    or None when the schema is unusable."""
+    import jsonschema
+
+    schema = json.loads(schema_json)
+    try:
+        validator_class = jsonschema.validators.validator_for(schema)
+        validator_class.check_schema(schema)
+    except (jsonschema.SchemaError, RecursionError):
+        return None
+    return validator_class(schema)
+
+
+def _schema_message(error: Any) -> str:
+    if error.validator == "required":
+        return str(error.message).split(" is a required property")[0].strip("'") + " is required"
+    if error.validator in ("type", "enum", "minimum", "maximum", "minLength", "maxLength", "pattern", "format"):
+        return f"does not match the schema's {error.validator} ({error.validator_value!r})"[:200]
+    if error.validator == "additionalProperties":
+        return "unexpected properties"
+    return f"does not match the schema ({error.validator})"
 
 
 class ToolError(Exception):
@@ -125,6 +205,14 @@ class ToolRegistry:
     def specs(self) -> list[ToolSpec]:
         return [self._tools[name] for name in sorted(self._tools)]
 
+    def extended(self, specs: list[ToolSpec]) -> ToolRegistry:
+        """A registry with this one's tools plus ``specs`` (a run's tools of MCP servers, say)."""
+        registry = ToolRegistry()
+        registry._tools = dict(self._tools)
+        for spec in specs:
+            registry.register(spec)
+        return registry
+
     async def invoke(self, name: str, arguments: Mapping[str, Any] | None, context: ToolContext) -> ToolOutcome:
         """Validate, run under the tool's timeout, and bound and redact the result. Never raises, except
         ``asyncio.CancelledError``, which must reach the run that is being cancelled, and LangGraph's
@@ -142,12 +230,17 @@ class ToolRegistry:
             output = error_output(TOOL_INVALID_ARGUMENTS, "tool arguments must be a JSON object", errors=[])
             return _finish("error", output, started, context, secrets)
         try:
-            validated = spec.args_schema.model_validate(dict(arguments))
+            validated = spec.validate(dict(arguments))
         except ValidationError as exc:
             output = error_output(
                 TOOL_INVALID_ARGUMENTS,
                 f"invalid arguments for {name}: {exc.error_count()} error(s)",
                 errors=validation_errors(exc),
+            )
+            return _finish("error", output, started, context, secrets)
+        except SchemaViolation as exc:
+            output = error_output(
+                TOOL_INVALID_ARGUMENTS, f"invalid arguments for {name}: {len(exc.errors)} error(s)", errors=exc.errors
             )
             return _finish("error", output, started, context, secrets)
 

@@ -10,12 +10,16 @@ from aiops_executor.tools.registry import ToolSpec
 
 
 class ToolRead(BaseModel):
-    name: str
+    name: str = Field(description="built-in tools by name; tools of MCP servers as <server_name>.<tool_name>")
     description: str
     args_schema: dict[str, Any] = Field(description="JSON schema of the tool's arguments")
     timeout_seconds: float
     attribute_keys: list[str] = Field(
         default_factory=list, description="node attributes the tool reads when an argument is omitted"
+    )
+    server: str | None = Field(default=None, description="the MCP tool server lending the tool; null when built in")
+    approval_required: bool = Field(
+        default=False, description="every call needs a person's approval (its server requires it)"
     )
 
     @classmethod
@@ -26,4 +30,6 @@ class ToolRead(BaseModel):
             args_schema=spec.json_schema(),
             timeout_seconds=spec.timeout_seconds,
             attribute_keys=list(spec.attribute_keys),
+            server=spec.server,
+            approval_required=spec.approval_required,
         )
