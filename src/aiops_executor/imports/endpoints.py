@@ -22,7 +22,7 @@ router = APIRouter(tags=["imports"])
         "edges Ingress -> Service -> workload (`calls`) and workload -> Service when its environment names "
         "the Service (`depends_on`), and per node a prober agent with the built-in tools its attributes allow. "
         "The topology is not stored: it is the `topology` of a `POST /teams` body as it is. Everything not "
-        "understood is listed in `warnings`. Operator or admin. Errors: 422 `VALIDATION_ERROR` for YAML that "
+        "understood is listed in `warnings`. Refused with 422 `VALIDATION_ERROR`: YAML that "
         "cannot be parsed (`details.document`, `details.line`, `details.column`), manifests with nothing to "
         "import, or more resources than a team may have."
     ),

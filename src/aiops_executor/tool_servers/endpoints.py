@@ -37,9 +37,9 @@ SECRETS_NOTE = "`env` and `headers` values are secrets: stored encrypted and ret
     description=(
         "Registers an MCP server (stdio: a command this service starts; streamable_http: a URL) whose tools agents "
         f"may use as `<name>.<tool_name>`. {SECRETS_NOTE} Registering connects to nothing: `POST "
-        "/tool-servers/{id}/refresh` starts or connects to the server and lists its tools. Admin only. Errors: 409 "
-        "`TOOL_SERVER_NAME_EXISTS`; 422 `VALIDATION_ERROR` (fields that do not fit the transport, a stdio server in "
-        "production without `AIOPS_ALLOW_STDIO_TOOL_SERVERS=true`, a url the egress policy refuses)."
+        "/tool-servers/{id}/refresh` starts or connects to the server and lists its tools. Refused with 422: fields "
+        "that do not fit the transport, a stdio server in production without `AIOPS_ALLOW_STDIO_TOOL_SERVERS=true`, "
+        "a url the egress policy refuses."
     ),
     responses=errors({409: {"TOOL_SERVER_NAME_EXISTS": "another tool server has this name"}}),
 )
@@ -54,7 +54,7 @@ async def create_tool_server(
     response_model=Page[ToolServerRead],
     operation_id="listToolServers",
     summary="List the MCP tool servers",
-    description=f"Every registered tool server, by name. {SECRETS_NOTE} Any authenticated caller.",
+    description=f"Every registered tool server, by name. {SECRETS_NOTE}",
 )
 async def list_tool_servers(
     _: ViewerDep,
@@ -71,8 +71,7 @@ async def list_tool_servers(
     response_model=ToolServerRead,
     operation_id="getToolServer",
     summary="Read an MCP tool server",
-    description=f"One tool server with the tools it listed at its last refresh. {SECRETS_NOTE} Any authenticated "
-    "caller. Errors: 404 `TOOL_SERVER_NOT_FOUND`.",
+    description=f"One tool server with the tools it listed at its last refresh. {SECRETS_NOTE}",
     responses=errors({404: {"TOOL_SERVER_NOT_FOUND": "no such tool server"}}),
 )
 async def get_tool_server(server_id: uuid.UUID, _: ViewerDep, session: SessionDep) -> ToolServerRead:
@@ -87,8 +86,7 @@ async def get_tool_server(server_id: uuid.UUID, _: ViewerDep, session: SessionDe
     description=(
         "Partial update: omitted fields keep their value; `env` or `headers`, when sent, replace the stored object "
         "whole (`{}` removes them). Connections to the server are re-established with the new settings on their "
-        "next use; refresh to list its tools again. Admin only. Errors: 404 "
-        "`TOOL_SERVER_NOT_FOUND`, 409 `TOOL_SERVER_NAME_EXISTS`, 422 `VALIDATION_ERROR`."
+        "next use; refresh to list its tools again."
     ),
     responses=errors(
         {
@@ -110,8 +108,7 @@ async def update_tool_server(
     summary="Delete an MCP tool server",
     description=(
         "Removes the server and closes this process's connection to it. Teams naming its tools keep them, and "
-        "their calls fail as tool errors (`POST /teams/{id}/validate` reports them). Admin only. Errors: 404 "
-        "`TOOL_SERVER_NOT_FOUND`."
+        "their calls fail as tool errors (`POST /teams/{id}/validate` reports them)."
     ),
     responses=errors({404: {"TOOL_SERVER_NOT_FOUND": "no such tool server"}}),
 )
@@ -129,10 +126,9 @@ async def delete_tool_server(
     summary="Connect to an MCP tool server and list its tools",
     description=(
         "Connects to the server (starting it, for stdio), lists its tools and stores them: they are what `GET "
-        "/tools` and topology validation know of the server. Admin only. Errors: 404 `TOOL_SERVER_NOT_FOUND`, 502 "
-        "`TOOL_SERVER_UNREACHABLE` (the server could not be started, reached or asked; the reason is in the "
-        "message and in the server's `last_error`), 422 `VALIDATION_ERROR` (a stdio server in production without "
-        "`AIOPS_ALLOW_STDIO_TOOL_SERVERS=true`)."
+        "/tools` and topology validation know of the server. When the server cannot be started, reached or asked, "
+        "502 `TOOL_SERVER_UNREACHABLE` gives the reason (also kept as the server's `last_error`); a stdio server in "
+        "production without `AIOPS_ALLOW_STDIO_TOOL_SERVERS=true` is refused with 422."
     ),
     responses=errors(
         {
