@@ -183,13 +183,10 @@ async def get_execution_row(session: AsyncSession, execution_id: uuid.UUID) -> E
     return row
 
 
-async def list_team_executions(
-    session: AsyncSession, team_id: uuid.UUID, page: PageParams, *, status: ExecutionStatus | None
+async def _page_of_executions(
+    session: AsyncSession, conditions: list[ColumnElement[bool]], page: PageParams
 ) -> Page[ExecutionRead]:
-    await teams_service.get_team_row(session, team_id)
-    conditions = [Execution.team_id == team_id]
-    if status is not None:
-        conditions.append(Execution.status == status.value)
+    """Executions matching ``conditions``, newest first, a page at a time."""
     total = await session.scalar(select(func.count()).select_from(Execution).where(*conditions)) or 0
     rows = await session.scalars(
         select(Execution)
@@ -199,6 +196,16 @@ async def list_team_executions(
         .limit(page.size)
     )
     return Page[ExecutionRead].build([execution_read(r) for r in rows], total, page)
+
+
+async def list_team_executions(
+    session: AsyncSession, team_id: uuid.UUID, page: PageParams, *, status: ExecutionStatus | None
+) -> Page[ExecutionRead]:
+    await teams_service.get_team_row(session, team_id)
+    conditions: list[ColumnElement[bool]] = [Execution.team_id == team_id]
+    if status is not None:
+        conditions.append(Execution.status == status.value)
+    return await _page_of_executions(session, conditions, page)
 
 
 async def list_executions(
@@ -220,15 +227,7 @@ async def list_executions(
         conditions.append(Execution.created_at >= created_after)
     if created_before is not None:
         conditions.append(Execution.created_at < created_before)
-    total = await session.scalar(select(func.count()).select_from(Execution).where(*conditions)) or 0
-    rows = await session.scalars(
-        select(Execution)
-        .where(*conditions)
-        .order_by(Execution.created_at.desc(), Execution.id)
-        .offset(page.offset)
-        .limit(page.size)
-    )
-    return Page[ExecutionRead].build([execution_read(r) for r in rows], total, page)
+    return await _page_of_executions(session, conditions, page)
 
 
 async def list_events(session: AsyncSession, execution_id: uuid.UUID, after: int, page: PageParams) -> Page[EventRead]:
