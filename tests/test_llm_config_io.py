@@ -154,7 +154,9 @@ async def test_import_round_trip_is_idempotent(
     assert (await client.get(f"{API}/providers/{pid}/credentials", headers=admin_headers)).json()["total"] == 1
 
     async with context.database.sessionmaker() as session:
-        rows = list(await session.scalars(select(AuditLog).where(AuditLog.action == "import")))
+        rows = list(
+            await session.scalars(select(AuditLog).where(AuditLog.action == "import").order_by(AuditLog.created_at))
+        )
         by_import = list(
             await session.scalars(select(AuditLog).where(AuditLog.details["source"].as_string() == "import"))
         )
