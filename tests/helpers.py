@@ -39,6 +39,22 @@ async def make_provider(
     return str((await created(client, headers, "/providers", {"name": name, "type": provider_type}))["id"])
 
 
+CAPABLE = {"supported": True, "score": 3}
+
+
+async def add_simulator(client: httpx.AsyncClient, headers: dict[str, str], *, latency_ms: float | None = None) -> None:
+    """Registers the offline provider ``local-sim`` with its model ``sim-1`` (chat, tools, structured output)."""
+    provider = await created(client, headers, "/providers", {"name": "local-sim", "type": "simulator"})
+    model: dict[str, Any] = {
+        "model_id": "sim-1",
+        "name": "Simulator",
+        "capabilities": {"chat": CAPABLE, "function_calling": CAPABLE, "structured_output": CAPABLE},
+    }
+    if latency_ms is not None:
+        model["default_params"] = {"latency_ms": latency_ms}
+    await created(client, headers, f"/providers/{provider['id']}/models", model)
+
+
 async def damage_credential(context: AppContext, damaged_id: str, donor_id: str) -> None:
     """Gives credential ``damaged_id`` the API-key ciphertext of ``donor_id``: it no longer decrypts (each
     ciphertext is bound to its row), as after a restore from another installation."""

@@ -22,10 +22,9 @@ from aiops_executor.core.settings import Settings
 from aiops_executor.executions.models import Execution
 from aiops_executor.executions.service import trigger_key
 from tests.conftest import make_settings
-from tests.helpers import API, assert_error
+from tests.helpers import API, add_simulator, assert_error
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "alertmanager" / "checkout-latency-firing.json"
-SUPPORTED = {"supported": True, "score": 3}
 REF = {"model_provider": "local-sim", "model_id": "sim-1"}
 WEBHOOK = f"{API}/webhooks/alertmanager"
 
@@ -55,22 +54,6 @@ def group(alertname: str, *, status: str = "firing", team: str = "webshop") -> d
         if status == "resolved":
             alert["endsAt"] = "2026-12-09T03:20:00.000Z"
     return payload
-
-
-async def add_simulator(client: httpx.AsyncClient, headers: dict[str, str], latency_ms: float) -> None:
-    provider = await client.post(f"{API}/providers", json={"name": "local-sim", "type": "simulator"}, headers=headers)
-    assert provider.status_code == 201, provider.text
-    model = await client.post(
-        f"{API}/providers/{provider.json()['id']}/models",
-        json={
-            "model_id": "sim-1",
-            "name": "Simulator",
-            "default_params": {"latency_ms": latency_ms},
-            "capabilities": {"chat": SUPPORTED, "function_calling": SUPPORTED, "structured_output": SUPPORTED},
-        },
-        headers=headers,
-    )
-    assert model.status_code == 201, model.text
 
 
 async def make_team(client: httpx.AsyncClient, headers: dict[str, str], name: str) -> str:

@@ -16,8 +16,8 @@ from asgi_lifespan import LifespanManager
 from aiops_executor.app import create_app
 from aiops_executor.core.settings import Settings
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, RoleHeaders, login, make_settings
-from tests.helpers import API, assert_error
-from tests.test_tool_servers import add_simulator, events, register, stdio_body, team_body, tool_calls
+from tests.helpers import API, add_simulator, assert_error
+from tests.test_tool_servers import events, register, stdio_body, team_body, tool_calls
 
 
 async def make_team(client: httpx.AsyncClient, headers: dict[str, str], **kwargs: Any) -> str:

@@ -16,13 +16,12 @@ from aiops_executor.cli import app as cli_app
 from aiops_executor.imports.kubernetes import PROBE_TOOLS, Defaults, ManifestError, _hosts_in, import_manifests
 from aiops_executor.tools.registry import default_registry
 from tests.conftest import RoleHeaders
-from tests.helpers import API, assert_error
+from tests.helpers import API, add_simulator, assert_error
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "kubernetes"
 WEBSHOP = EXAMPLES / "webshop.yaml"
 WEBSHOP_TOPOLOGY = EXAMPLES / "webshop-topology.json"
 IMPORT = f"{API}/topologies/import/kubernetes"
-SUPPORTED = {"supported": True, "score": 3}
 
 # `kubectl get deployments,services -n payments -o yaml`: a List with the server's fields (status, uid,
 # managedFields, resourceVersion) that the importer has no use for.
@@ -457,21 +456,6 @@ def test_the_agents_tools_are_registered_builtin_tools() -> None:
 
 
 # ----------------------------------------------------------------------------------------- over HTTP
-
-
-async def add_simulator(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
-    provider = await client.post(f"{API}/providers", json={"name": "local-sim", "type": "simulator"}, headers=headers)
-    assert provider.status_code == 201, provider.text
-    model = await client.post(
-        f"{API}/providers/{provider.json()['id']}/models",
-        json={
-            "model_id": "sim-1",
-            "name": "Simulator",
-            "capabilities": {"chat": SUPPORTED, "function_calling": SUPPORTED, "structured_output": SUPPORTED},
-        },
-        headers=headers,
-    )
-    assert model.status_code == 201, model.text
 
 
 @pytest.mark.parametrize("manifests", [WEBSHOP.read_text(), KUBECTL_LIST], ids=["helm", "kubectl-list"])

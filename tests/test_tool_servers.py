@@ -29,10 +29,9 @@ from aiops_executor.services import ServiceContext
 from aiops_executor.tool_servers import service as tool_servers
 from aiops_executor.tools.registry import ToolContext, default_registry
 from tests.conftest import RoleHeaders, make_settings
-from tests.helpers import API, assert_error
+from tests.helpers import API, add_simulator, assert_error
 
 SERVER_SCRIPT = Path(__file__).with_name("mcp_server.py")
-CAPABLE = {"supported": True, "score": 3}
 TOKEN = "tok-0123456789-secret"
 
 
@@ -111,21 +110,6 @@ def http_server(tmp_path: Path) -> Iterator[HttpServer]:
         yield server
     finally:
         server.kill()
-
-
-async def add_simulator(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
-    provider = await client.post(f"{API}/providers", json={"name": "local-sim", "type": "simulator"}, headers=headers)
-    assert provider.status_code == 201, provider.text
-    model = await client.post(
-        f"{API}/providers/{provider.json()['id']}/models",
-        json={
-            "model_id": "sim-1",
-            "name": "Simulator",
-            "capabilities": {"chat": CAPABLE, "function_calling": CAPABLE, "structured_output": CAPABLE},
-        },
-        headers=headers,
-    )
-    assert model.status_code == 201, model.text
 
 
 def team_body(name: str, tools: list[str], attributes: dict[str, Any], **agent: Any) -> dict[str, Any]:
