@@ -39,6 +39,17 @@ ADMIN_USERNAME = "admin"
 ADMIN_PASSWORD = "admin-password-1"
 
 BACKENDS = ["sqlite", "postgresql"]
+# Argon2 at its lowest cost: at the default cost, hashing and checking passwords took most of every test's
+# sign-in. Production refuses these values (tests/test_settings.py).
+FAST_PASSWORD_HASHING = {"password_hash_time_cost": 1, "password_hash_memory_kib": 64}
+
+
+def fast_hashing_env(env: str = "dev") -> dict[str, str]:
+    """The environment variables of FAST_PASSWORD_HASHING, for a test's subprocess (none for production)."""
+    if env == "prod":
+        return {}
+    return {f"AIOPS_{name.upper()}": str(value) for name, value in FAST_PASSWORD_HASHING.items()}
+
 
 pytest_plugins = ["tests.mock_providers"]
 
@@ -48,6 +59,12 @@ async def _pg_admin() -> asyncpg.Connection:
 
 
 LOCAL_NAMES = {"localhost": ["127.0.0.1", "::1"]}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``long`` go first (each worker collects the same order, so they spread over the parallel
+    workers): started last, one of them would leave the run waiting on a single worker."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
 @pytest.fixture(autouse=True)
@@ -132,6 +149,8 @@ def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
         # on for 30 s, calling the session's mock servers while later tests run).
         "worker_drain_seconds": 0,
     }
+    if overrides.get("env", "dev") != "prod":
+        values.update(FAST_PASSWORD_HASHING)
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type, call-arg]
 

@@ -19,9 +19,11 @@ What this server (llama-cpp-python 0.3.36) does with the OpenAI protocol, as mea
   assertion in llama-cpp-python). With the model's own chat template (``chat_format=None``) only a named
   ``tool_choice`` yields tool calls; ``"auto"`` and ``"required"`` are accepted (200) and answered as text.
 
-Where the server package or the model is missing, :func:`llamacpp_unavailable` says what and how to install it.
-``AIOPS_TEST_LLAMACPP_PYTHON`` names another interpreter to run the server with, and ``AIOPS_TEST_LLAMACPP_MODEL``
-another ``.gguf`` file.
+The server runs in an interpreter of its own, ``AIOPS_TEST_LLAMACPP_PYTHON``: ``./dev test`` builds that
+environment once under the user's cache (llama.cpp is compiled when it is installed) and sets the variable, so the
+project's own environment never compiles it. Unset, the test process's interpreter is tried. Where the server
+package or the model is missing, :func:`llamacpp_unavailable` says what and how to install it.
+``AIOPS_TEST_LLAMACPP_MODEL`` names another ``.gguf`` file.
 """
 
 from __future__ import annotations
@@ -119,7 +121,8 @@ def llamacpp_unavailable() -> str | None:
         return (
             f"llama-cpp-python[server] is not installed in {python} (missing modules: {', '.join(missing)});"
             f" install it with: {INSTALL_SERVER}"
-            " (a ~13 min build on 2 cores the first time; pip then reuses its cached wheel),"
+            " (a few minutes' build on 2 cores the first time; pip then reuses its cached wheel),"
+            " or run the suite with ./dev test, which builds it in an environment of its own,"
             " or set AIOPS_TEST_LLAMACPP_PYTHON to an interpreter that has it"
         )
     if model_path() is None:

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from tests.conftest import PG_HOST, PG_PORT, PG_USER
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, fast_hashing_env
 
 API = "/api/v1"
 EXECUTABLE = Path(sys.executable).with_name("aiops-executor")
@@ -41,9 +41,12 @@ async def pg(statement: str) -> None:
         await conn.close()
 
 
-def base_env(**settings: str) -> dict[str, str]:
-    """This environment without any AIOPS_ variable, plus ``settings`` (names without the prefix)."""
+def base_env(*, fast_hashing: bool = True, **settings: str) -> dict[str, str]:
+    """This environment without any AIOPS_ variable, plus ``settings`` (names without the prefix) and, unless
+    told otherwise or in production, the tests' cheap password hashing."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIOPS_")}
+    if fast_hashing:
+        env.update(fast_hashing_env(settings.get("env", "dev")))
     env.update({f"AIOPS_{name.upper()}": value for name, value in settings.items()})
     return env
 

@@ -83,8 +83,9 @@ async def test_405_names_every_method_of_the_path(client: httpx.AsyncClient, adm
     [
         f"/teams?page={MAX_PAGE + 1}",
         f"/providers?page={10**22}",
-        f"/executions/{uuid.uuid4()}/events?after={MAX_SEQ + 1}",
-        f"/executions/{uuid.uuid4()}/stream?after={10**30}",
+        # Fixed ids (no such execution): the test ids must be the same in every parallel worker.
+        f"/executions/{uuid.UUID(int=1)}/events?after={MAX_SEQ + 1}",
+        f"/executions/{uuid.UUID(int=2)}/stream?after={10**30}",
     ],
 )
 async def test_out_of_range_numbers_are_422_not_500(

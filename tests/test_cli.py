@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from aiops_executor.audit.models import AuditLog
 from aiops_executor.auth.models import User
-from aiops_executor.auth.security import verify_password
+from aiops_executor.auth.security import HashCost, verify_password
 from aiops_executor.cli import app
 from aiops_executor.core.crypto import Envelope, EnvelopeCipher, associated_data
 from aiops_executor.core.db import Database
@@ -67,7 +67,7 @@ def test_users_create_on_a_fresh_data_dir(env: dict[str, str], tmp_path: Path) -
 
     user = asyncio.run(_check())
     assert user is not None and user.role == "operator"
-    assert verify_password("correct-horse", user.password_hash)
+    assert verify_password("correct-horse", user.password_hash, HashCost())
 
     code, output = _invoke("users", "create", "--username", "alice", "--password", "correct-horse")
     assert code == 1 and "USERNAME_EXISTS" in output

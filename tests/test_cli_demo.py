@@ -10,13 +10,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiops_executor.console.demo import sse_events
+from tests.conftest import fast_hashing_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIOPS_")}
-    env.update({"AIOPS_DATA_DIR": str(data_dir), "AIOPS_ENV": "dev", "COLUMNS": "120", **extra})
+    env.update({"AIOPS_DATA_DIR": str(data_dir), "AIOPS_ENV": "dev", "COLUMNS": "120", **fast_hashing_env(), **extra})
     return env
 
 

@@ -36,6 +36,7 @@ from aiops_executor.llm.service import SIMULATOR_MODEL, SIMULATOR_PROVIDER
 from aiops_executor.teams.topology import TeamSpec
 from aiops_executor.teams.validation import ModelCatalog, ModelEntry, ProviderEntry, validate_team
 from aiops_executor.tools.registry import default_registry
+from tests.conftest import fast_hashing_env
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -52,7 +53,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, s
         if name.startswith("AIOPS_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)  # no stray .env file
-    values = {"AIOPS_DATA_DIR": str(tmp_path / "data"), "AIOPS_ENV": "dev"}
+    values = {"AIOPS_DATA_DIR": str(tmp_path / "data"), "AIOPS_ENV": "dev", **fast_hashing_env()}
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()

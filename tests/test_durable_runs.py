@@ -27,7 +27,7 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
-from tests.conftest import PG_HOST, PG_PORT, PG_USER
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, fast_hashing_env
 
 API = "/api/v1"
 ADMIN = {"username": "durable-admin", "password": "durable-password-1"}
@@ -56,6 +56,7 @@ class Service:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIOPS_")}
+        env.update(fast_hashing_env())
         env.update(
             AIOPS_DATA_DIR=str(self.data_dir),
             AIOPS_ADMIN_USERNAME=ADMIN["username"],

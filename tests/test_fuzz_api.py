@@ -6,11 +6,14 @@ body that match the documented schema, invalid input refused, valid input not re
 document does not give, 405 with a correct ``Allow`` for undeclared methods, auth enforced where declared.
 
 The app runs in-process, once on a SQLite database and once on a PostgreSQL database of its own (created and
-migrated by a fixture, dropped afterwards), with rate limits off. Generated strings include NUL and other control
-characters (schemathesis's default), which PostgreSQL cannot store in text and SQLite can: both must answer
-them with the same documented 422, never a 500. No generated request reaches the network or hangs: ids in paths
-are random, so provider calls (health check, validate, sync, model test), executions (streamed or not) and
-event streams answer 404 before any outside or long-running work; each request is also bounded by a timeout.
+migrated by a fixture, dropped afterwards), with rate limits off. The cases are generated when the test runs, every
+operation a subtest: generated at collection (schemathesis's ``parametrize``), they cost every parallel worker
+20 s of CPU (its coverage phase) and signed in to both apps before any fixture ran.
+Generated strings include NUL and other control characters (schemathesis's default), which PostgreSQL cannot store
+in text and SQLite can: both must answer them with the same documented 422, never a 500. No generated request
+reaches the network or hangs: ids in paths are random, so provider calls (health check, validate, sync, model
+test), executions (streamed or not) and event streams answer 404 before any outside or long-running work; each
+request is also bounded by a timeout.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
+from schemathesis.pytest.lazy import get_all_tests
 from schemathesis.python import asgi as schemathesis_asgi
 
 from aiops_executor.app import create_app
@@ -37,6 +41,8 @@ from aiops_executor.executions.checkpoints import setup_checkpoints
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, PG_HOST, PG_PORT, PG_USER, _pg_admin, make_settings
 
 MAX_EXAMPLES = 15
+# Every operation of a database in one test: about a minute on an idle machine, two beside the parallel suite.
+FUZZ_TIMEOUT_SECONDS = 600
 REQUEST_TIMEOUT_SECONDS = 10.0
 # Off, so that every generated request reaches its route rather than a 429 (rate limits have their own tests).
 NO_RATE_LIMITS = {
@@ -47,8 +53,8 @@ NO_RATE_LIMITS = {
 }
 
 # Built at import without touching the disk or the database server: the data dir is created when the lifespan
-# starts, which schemathesis does on the first request; the PostgreSQL database is created by the module fixture
-# before that. The fixtures stop the lifespans and remove the directory and the database.
+# starts, which schemathesis does on the first request, and so is the PostgreSQL database. The module fixture stops
+# the lifespans and removes the directory and the database.
 _DATA_DIR = Path(tempfile.gettempdir()) / f"aiops-fuzz-{uuid.uuid4().hex[:12]}"
 _PG_DATABASE = f"aiops_fuzz_{uuid.uuid4().hex[:12]}"
 _PG_URL = f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{_PG_DATABASE}"
@@ -172,8 +178,7 @@ def _run_apart(work: Callable[[], Coroutine[object, object, None]]) -> None:
 
 
 class CreatesItsDatabase:
-    """The PostgreSQL app, creating and migrating its database when its lifespan starts: schemathesis signs in,
-    and so starts the lifespan, while it collects the tests, before any fixture runs."""
+    """The PostgreSQL app, creating and migrating its database when its lifespan starts (on the first request)."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
@@ -192,9 +197,7 @@ class CreatesItsDatabase:
         await self.app(scope, receive_after_creating, send)
 
 
-sqlite_schema = _fuzzed(sqlite_app)
 postgres_served = CreatesItsDatabase(postgres_app)
-postgres_schema = _fuzzed(postgres_app, postgres_served)
 
 
 @pytest.fixture(scope="module")
@@ -208,14 +211,27 @@ def fuzz_apps() -> Iterator[None]:
             _run_apart(_drop_postgres_database)
 
 
+@pytest.fixture
+def sqlite_schema(fuzz_apps: None) -> schemathesis.schemas.BaseSchema:
+    return _fuzzed(sqlite_app)
+
+
+@pytest.fixture
+def postgres_schema(fuzz_apps: None) -> schemathesis.schemas.BaseSchema:
+    return _fuzzed(postgres_app, postgres_served)
+
+
 @pytest.mark.parametrize(
-    "app,schema", [(sqlite_app, sqlite_schema), (postgres_served, postgres_schema)], ids=["sqlite", "postgresql"]
+    ("served", "schema_fixture"),
+    [(sqlite_app, "sqlite_schema"), (postgres_served, "postgres_schema")],
+    ids=["sqlite", "postgresql"],
 )
-def test_fuzzed_document_is_the_served_one(app: Any, schema: schemathesis.schemas.BaseSchema, fuzz_apps: None) -> None:
-    with schemathesis_asgi.get_client(app) as http:
-        served = http.get("/openapi.json")
-    assert served.status_code == 200
-    assert served.json() == schema.raw_schema
+def test_fuzzed_document_is_the_served_one(served: Any, schema_fixture: str, request: pytest.FixtureRequest) -> None:
+    schema: schemathesis.schemas.BaseSchema = request.getfixturevalue(schema_fixture)
+    with schemathesis_asgi.get_client(served) as http:
+        response = http.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.json() == schema.raw_schema
 
 
 FUZZ_SETTINGS = settings(
@@ -227,14 +243,33 @@ FUZZ_SETTINGS = settings(
 )
 
 
-@sqlite_schema.parametrize()
-@FUZZ_SETTINGS
-def test_api_conforms_to_its_openapi_document_on_sqlite(case: schemathesis.Case, fuzz_apps: None) -> None:
+def conforms(schema: schemathesis.schemas.BaseSchema, subtests: pytest.Subtests) -> None:
+    """Every operation of ``schema`` fuzzed in a subtest of its own (schemathesis's cases and checks, as its
+    ``parametrize`` makes them), the cases generated now rather than at collection."""
+    tests = list(get_all_tests(schema=schema, test_func=call_and_validate, settings=FUZZ_SETTINGS, given_kwargs=None))
+    assert len(tests) > 50, "the document's operations are all fuzzed"
+    for built in tests:
+        operation, test = built.ok()  # a definition schemathesis cannot use fails the test here
+        with subtests.test(msg=operation.label):
+            test()
+
+
+def call_and_validate(case: schemathesis.Case) -> None:
     case.call_and_validate()
 
 
+@pytest.mark.long
+@pytest.mark.timeout(FUZZ_TIMEOUT_SECONDS)
+def test_api_conforms_to_its_openapi_document_on_sqlite(
+    sqlite_schema: schemathesis.schemas.BaseSchema, subtests: pytest.Subtests
+) -> None:
+    conforms(sqlite_schema, subtests)
+
+
+@pytest.mark.long
+@pytest.mark.timeout(FUZZ_TIMEOUT_SECONDS)
 @pytest.mark.postgres
-@postgres_schema.parametrize()
-@FUZZ_SETTINGS
-def test_api_conforms_to_its_openapi_document_on_postgresql(case: schemathesis.Case, fuzz_apps: None) -> None:
-    case.call_and_validate()
+def test_api_conforms_to_its_openapi_document_on_postgresql(
+    postgres_schema: schemathesis.schemas.BaseSchema, subtests: pytest.Subtests
+) -> None:
+    conforms(postgres_schema, subtests)

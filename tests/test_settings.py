@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from aiops_executor.core.settings import ConfigurationError, Settings, resolve_secrets
+from aiops_executor.auth.security import HashCost, hash_password, verify_password
+from aiops_executor.core.settings import ConfigurationError, Settings, get_settings, resolve_secrets
 
 GOOD_KEY = base64.b64encode(os.urandom(32)).decode()
 
@@ -130,3 +131,36 @@ async def test_first_dev_start_generates_keys_says_so_and_seeds_the_simulator(
     async with LifespanManager(create_app(settings)):
         pass
     assert "generated a development secret" not in capfd.readouterr().err, "a restart reuses the stored keys"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "floor"),
+    [("AIOPS_PASSWORD_HASH_TIME_COST", "1", "2"), ("AIOPS_PASSWORD_HASH_MEMORY_KIB", "8192", "19456")],
+)
+def test_prod_refuses_weak_password_hashing_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, value: str, floor: str
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env file
+    monkeypatch.setenv("AIOPS_ENV", "prod")
+    monkeypatch.setenv(variable, value)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ConfigurationError) as caught:
+            get_settings()
+    finally:
+        get_settings.cache_clear()
+    assert str(caught.value) == f"{variable}={value} is too weak for production; use at least {floor}"
+    monkeypatch.setenv("AIOPS_ENV", "dev")  # a test or a laptop may go lower
+    assert _settings(tmp_path).password_hash_time_cost >= 1
+
+
+def test_new_hashes_take_the_configured_cost_and_old_ones_still_verify(tmp_path: Path) -> None:
+    cheap = HashCost.from_settings(_settings(tmp_path, password_hash_time_cost=1, password_hash_memory_kib=64))
+    default = HashCost.from_settings(_settings(tmp_path))
+    made_cheap = hash_password("correct-horse", cheap)
+    assert made_cheap.startswith("$argon2id$v=19$m=64,t=1,")
+    assert hash_password("correct-horse", default).startswith("$argon2id$v=19$m=65536,t=3,")
+    # A stored hash is checked at the cost it carries, whatever the process's setting is now.
+    assert verify_password("correct-horse", made_cheap, default)
+    assert not verify_password("wrong-horse", made_cheap, default)
+    assert not verify_password("correct-horse", None, cheap)

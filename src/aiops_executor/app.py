@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import cache
 
 import structlog
 from fastapi import APIRouter, Depends, FastAPI
@@ -82,13 +83,23 @@ async def start_context(settings: Settings, telemetry: Telemetry | None = None) 
             if await llm_service.seed_simulator(session, context):
                 logger.info("registered the offline simulator provider", provider=llm_service.SIMULATOR_PROVIDER)
     async with context.database.sessionmaker() as session:
-        if await auth_service.ensure_bootstrap_admin(session, settings.admin_username, settings.admin_password):
+        if await auth_service.ensure_bootstrap_admin(session, settings):
             logger.info("created the bootstrap admin", username=settings.admin_username)
         elif not settings.is_prod and not settings.admin_username:
-            password_file = await auth_service.ensure_dev_admin(session, settings.data_dir)
+            password_file = await auth_service.ensure_dev_admin(session, settings)
             if password_file is not None:
                 logger.warning("created user 'admin'; its password is in the data dir", path=str(password_file))
     return context
+
+
+@cache
+def api_router() -> APIRouter:
+    """Every /api/v1 route, gathered once per process: FastAPI analyses each route again whenever a router is
+    included, which took most of the time of making an app (one per test)."""
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(check_json_body)])
+    for router in API_ROUTERS:
+        api.include_router(router)
+    return api
 
 
 def create_app(settings: Settings | None = None, *, telemetry: Telemetry | None = None) -> FastAPI:
@@ -126,10 +137,7 @@ def create_app(settings: Settings | None = None, *, telemetry: Telemetry | None 
     install_openapi_documentation(app)
     app.include_router(health_router)
     app.include_router(metrics_router)
-    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(check_json_body)])
-    for router in API_ROUTERS:
-        api.include_router(router)
-    app.include_router(api)
+    app.include_router(api_router())
     app.include_router(console_router)
     # Innermost: a refused body is still measured and carries X-Request-ID.
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_request_body_bytes)

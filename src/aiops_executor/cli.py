@@ -301,6 +301,7 @@ def users_create(
 
     from aiops_executor.auth import service
     from aiops_executor.auth.schemas import UserCreate
+    from aiops_executor.auth.security import HashCost
     from aiops_executor.core.db import Database
 
     settings = _load_settings()
@@ -315,7 +316,7 @@ def users_create(
         database = Database(settings.resolved_database_url)
         try:
             async with database.sessionmaker() as session:
-                await service.create_user(session, data, actor="cli")
+                await service.create_user(session, data, actor="cli", cost=HashCost.from_settings(settings))
         finally:
             await database.dispose()
 

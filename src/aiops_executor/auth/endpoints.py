@@ -18,6 +18,7 @@ from aiops_executor.auth.schemas import (
     UserCreate,
     UserRead,
 )
+from aiops_executor.auth.security import HashCost
 from aiops_executor.core.deps import ContextDep, SessionDep
 from aiops_executor.core.errors import NotFoundError
 from aiops_executor.core.openapi import errors
@@ -58,8 +59,9 @@ async def issue_token(
     description="Creates a user with a role (`admin`, `operator` or `viewer`) who can then sign in.",
     responses=errors({409: {"USERNAME_EXISTS": "the username is taken"}}),
 )
-async def create_user(data: UserCreate, principal: AdminDep, session: SessionDep) -> UserRead:
-    return UserRead.model_validate(await service.create_user(session, data, actor=principal.actor))
+async def create_user(data: UserCreate, principal: AdminDep, session: SessionDep, context: ContextDep) -> UserRead:
+    cost = HashCost.from_settings(context.settings)
+    return UserRead.model_validate(await service.create_user(session, data, actor=principal.actor, cost=cost))
 
 
 @router.get(

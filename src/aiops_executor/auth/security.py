@@ -7,27 +7,51 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 
 import jwt
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
+from aiops_executor.core.settings import Settings
+
 API_KEY_PREFIX = "aiops_"
-_password_hash = PasswordHash((Argon2Hasher(),))
-# Verifying against this keeps the timing of "no such user" equal to "wrong password".
-_DUMMY_HASH = _password_hash.hash(secrets.token_urlsafe(16))
 
 
-def hash_password(password: str) -> str:
-    return _password_hash.hash(password)
+@dataclass(frozen=True)
+class HashCost:
+    """The Argon2id cost of new password hashes (``AIOPS_PASSWORD_HASH_*``; argon2-cffi's defaults)."""
+
+    time_cost: int = 3
+    memory_kib: int = 65_536
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HashCost:
+        return cls(settings.password_hash_time_cost, settings.password_hash_memory_kib)
 
 
-def verify_password(password: str, password_hash: str | None) -> bool:
+@cache
+def _hasher(cost: HashCost) -> PasswordHash:
+    return PasswordHash((Argon2Hasher(time_cost=cost.time_cost, memory_cost=cost.memory_kib),))
+
+
+@cache
+def _dummy_hash(cost: HashCost) -> str:
+    """Verifying against this keeps the timing of "no such user" equal to "wrong password"."""
+    return _hasher(cost).hash(secrets.token_urlsafe(16))
+
+
+def hash_password(password: str, cost: HashCost) -> str:
+    return _hasher(cost).hash(password)
+
+
+def verify_password(password: str, password_hash: str | None, cost: HashCost) -> bool:
+    """Whether ``password`` matches; a stored hash is checked at the cost it was made with."""
     if password_hash is None:
-        _password_hash.verify(password, _DUMMY_HASH)
+        _hasher(cost).verify(password, _dummy_hash(cost))
         return False
     try:
-        return _password_hash.verify(password, password_hash)
+        return _hasher(cost).verify(password, password_hash)
     except Exception:  # an unreadable stored hash must not authenticate
         return False
 

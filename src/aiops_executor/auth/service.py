@@ -17,6 +17,7 @@ from aiops_executor.auth.dependencies import Principal
 from aiops_executor.auth.models import ApiKey, Role, User
 from aiops_executor.auth.schemas import ApiKeyCreate, ApiKeyCreated, TokenResponse, UserCreate
 from aiops_executor.auth.security import (
+    HashCost,
     generate_api_key,
     hash_api_key,
     hash_password,
@@ -26,14 +27,15 @@ from aiops_executor.auth.security import (
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.db import utcnow
 from aiops_executor.core.errors import ConflictError, NotFoundError, UnauthorizedError
-from aiops_executor.core.settings import write_private_file
+from aiops_executor.core.settings import Settings, write_private_file
 
 logger = structlog.get_logger(__name__)
 
 
 async def authenticate(session: AsyncSession, context: AppContext, username: str, password: str) -> TokenResponse:
     user = await session.scalar(select(User).where(User.username == username))
-    if not verify_password(password, user.password_hash if user else None) or user is None or not user.is_active:
+    cost = HashCost.from_settings(context.settings)
+    if not verify_password(password, user.password_hash if user else None, cost) or user is None or not user.is_active:
         raise UnauthorizedError("invalid username or password")
     issued = issue_access_token(
         user.id,
@@ -65,8 +67,8 @@ async def sign_in(
     return token
 
 
-async def create_user(session: AsyncSession, data: UserCreate, *, actor: str) -> User:
-    user = User(username=data.username, password_hash=hash_password(data.password), role=data.role.value)
+async def create_user(session: AsyncSession, data: UserCreate, *, actor: str, cost: HashCost) -> User:
+    user = User(username=data.username, password_hash=hash_password(data.password, cost), role=data.role.value)
     session.add(user)
     try:
         await session.flush()
@@ -118,15 +120,19 @@ async def delete_user(session: AsyncSession, user_id: uuid.UUID, *, actor: str) 
     await session.commit()
 
 
-async def ensure_bootstrap_admin(session: AsyncSession, username: str | None, password: str | None) -> bool:
+async def ensure_bootstrap_admin(session: AsyncSession, settings: Settings) -> bool:
     """Create the first admin from settings when no user exists yet. Returns whether one was created."""
+    username, password = settings.admin_username, settings.admin_password
     if not username or not password:
         return False
     if await session.scalar(select(func.count()).select_from(User)):
         return False
     try:
         await create_user(
-            session, UserCreate(username=username, password=password, role=Role.admin), actor="system:bootstrap"
+            session,
+            UserCreate(username=username, password=password, role=Role.admin),
+            actor="system:bootstrap",
+            cost=HashCost.from_settings(settings),
         )
     except ConflictError:  # another process starting at the same time created it
         return False
@@ -137,16 +143,19 @@ DEV_ADMIN_USERNAME = "admin"
 DEV_ADMIN_PASSWORD_FILE = "admin_password"  # noqa: S105 - a file name
 
 
-async def ensure_dev_admin(session: AsyncSession, data_dir: Path) -> Path | None:
+async def ensure_dev_admin(session: AsyncSession, settings: Settings) -> Path | None:
     """In dev mode with no user and no configured admin, create ``admin`` with a random password
     written to a private file in the data dir, so a fresh install can be signed in to."""
     if await session.scalar(select(func.count()).select_from(User)):
         return None
     password = secrets.token_urlsafe(18)
-    path = data_dir / DEV_ADMIN_PASSWORD_FILE
+    path = settings.data_dir / DEV_ADMIN_PASSWORD_FILE
     write_private_file(path, password + "\n", replace=True)
     await create_user(
-        session, UserCreate(username=DEV_ADMIN_USERNAME, password=password, role=Role.admin), actor="system:bootstrap"
+        session,
+        UserCreate(username=DEV_ADMIN_USERNAME, password=password, role=Role.admin),
+        actor="system:bootstrap",
+        cost=HashCost.from_settings(settings),
     )
     return path
 

@@ -30,6 +30,8 @@ SECRET_SETTINGS = frozenset({"master_keys", "jwt_secret", "admin_password"})
 SUPPORTED_DATABASE_DRIVERS = frozenset({("sqlite", "aiosqlite"), ("postgresql", "asyncpg")})
 DATABASE_URL_FORMS = "postgresql+asyncpg://user[:password]@host:5432/db or sqlite+aiosqlite:///path/to/file.db"
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+# OWASP's minimum for Argon2id: m=19 MiB, t=2.
+PROD_PASSWORD_HASH_FLOOR = {"password_hash_time_cost": 2, "password_hash_memory_kib": 19_456}
 
 
 class Environment(StrEnum):
@@ -59,6 +61,10 @@ class Settings(BaseSettings):
 
     admin_username: str | None = None
     admin_password: str | None = None
+    # Argon2id cost of new password hashes (a stored hash keeps the cost it was made with). Production refuses
+    # less than OWASP's floor (2 passes over 19 MiB); tests lower it, as hashing dominates their sign-ins.
+    password_hash_time_cost: int = Field(default=3, ge=1, le=20)
+    password_hash_memory_kib: int = Field(default=65_536, ge=64, le=4 * 1024 * 1024)
 
     # Register the offline simulator provider on a fresh install (no provider ever registered), on any database.
     seed_simulator: bool = True
@@ -105,12 +111,14 @@ class Settings(BaseSettings):
     # process was lost) before it fails with WORKER_LOST.
     max_run_attempts: int = Field(default=3, ge=1, le=100)
     # Processes (PostgreSQL): whether ``serve`` also runs executions (an embedded worker); how many runs a
-    # worker takes at once; how long a worker may miss heartbeats before its runs are taken over; how long
-    # a stopping worker lets its runs go on before handing them back to the queue.
+    # worker takes at once; how long a worker may miss heartbeats (sent every third of it) before its runs are
+    # taken over; how long a stopping worker lets its runs go on before handing them back to the queue; how
+    # often a worker looks for jobs and cancellations that a lost notification did not bring.
     embedded_worker: bool = True
     worker_concurrency: int = Field(default=50, ge=1, le=10_000)
-    worker_lease_seconds: float = Field(default=30.0, ge=3, le=3600)
+    worker_lease_seconds: float = Field(default=30.0, ge=0.1, le=3600)
     worker_drain_seconds: float = Field(default=30.0, ge=0, le=3600)
+    worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
 
     # Traces: exported over OTLP/HTTP when an endpoint is set (off by default), e.g. http://collector:4318;
     # the service name they carry; the share of new traces recorded (a caller's sampled flag is followed).
@@ -155,6 +163,15 @@ class Settings(BaseSettings):
         except EgressRuleError as exc:
             raise ValueError(f"{variable} is not valid: {exc}") from None
         return value or ""
+
+    @field_validator("password_hash_time_cost", "password_hash_memory_kib")
+    @classmethod
+    def _refuse_weak_password_hashing_in_prod(cls, value: int, info: ValidationInfo) -> int:
+        floor = PROD_PASSWORD_HASH_FLOOR[str(info.field_name)]
+        if info.data.get("env") is Environment.prod and value < floor:
+            variable = f"{ENV_PREFIX}{str(info.field_name).upper()}"
+            raise ValueError(f"{variable}={value} is too weak for production; use at least {floor}")
+        return value
 
     @field_validator("master_keys", mode="before")
     @classmethod

@@ -90,7 +90,11 @@ class ExecutionManager:
         self.checkpoints = Checkpoints(self.settings.resolved_database_url)
         self.worker_id = repository.this_worker()
         self.queue = (
-            RunQueue(self.settings.resolved_database_url, lease_seconds=self.settings.worker_lease_seconds)
+            RunQueue(
+                self.settings.resolved_database_url,
+                lease_seconds=self.settings.worker_lease_seconds,
+                poll_seconds=self.settings.worker_poll_seconds,
+            )
             if self.settings.uses_job_queue
             else None
         )
@@ -128,6 +132,8 @@ class ExecutionManager:
                     drain_seconds=self.settings.worker_drain_seconds,
                 )
                 self._worker.start()
+                if not await self._worker.registered():
+                    logger.warning("the execution worker has not registered yet; it is not counted as live")
                 self._background.append(asyncio.create_task(self._maintain_periodically(), name="queue-upkeep"))
         self._background.append(asyncio.create_task(self._purge_periodically(), name="execution-purge"))
 
@@ -168,7 +174,7 @@ class ExecutionManager:
         self.context.telemetry.metrics.queue(await self.context.queue_status())
 
     async def _maintain_periodically(self) -> None:
-        interval = max(1.0, self.settings.worker_lease_seconds / 6)
+        interval = self.settings.worker_lease_seconds / 6
         while True:
             await asyncio.sleep(interval)
             try:

@@ -56,8 +56,9 @@ async def run_execution(context: JobContext, execution_id: str, origin: dict[str
 class RunQueue:
     """procrastinate's app for this process: enqueue, cancel, inspect, and run a worker."""
 
-    def __init__(self, database_url: str, *, lease_seconds: float) -> None:
+    def __init__(self, database_url: str, *, lease_seconds: float, poll_seconds: float = 1.0) -> None:
         self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
         self.app = App(
             connector=PsycopgConnector(conninfo=postgres_conninfo(database_url), min_size=1, max_size=POOL_MAX_SIZE)
         )
@@ -149,10 +150,10 @@ class RunQueue:
             "wait": True,
             "install_signal_handlers": False,
             "listen_notify": True,
-            "abort_job_polling_interval": 1.0,
-            "fetch_job_polling_interval": 1.0,
+            "abort_job_polling_interval": self.poll_seconds,
+            "fetch_job_polling_interval": self.poll_seconds,
             "shutdown_graceful_timeout": drain_seconds,
-            "update_heartbeat_interval": max(1.0, self.lease_seconds / 3),
+            "update_heartbeat_interval": self.lease_seconds / 3,
             "stalled_worker_timeout": self.lease_seconds,
             "delete_jobs": "always",
             "additional_context": {"runner": runner},
@@ -175,16 +176,24 @@ class QueueWorker:
     def start(self) -> None:
         self._task = asyncio.create_task(self._worker.run(), name="execution-worker")  # type: ignore[no-untyped-call]
 
-    async def stop(self) -> None:
+    async def registered(self) -> bool:
+        """Waits (up to REGISTRATION_SECONDS) until the worker is listed among the live ones; returns whether
+        it is. A process that has started its worker says so only then: its readiness counts it."""
         task = self._task
         if task is None:
-            return
+            return False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + REGISTRATION_SECONDS
         # procrastinate offers no event for "registered"; its worker id appears once it is.
         while self._worker.worker_id is None and not task.done() and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
-        if self._worker.worker_id is not None:
+        return self._worker.worker_id is not None
+
+    async def stop(self) -> None:
+        task = self._task
+        if task is None:
+            return
+        if await self.registered():
             self._worker.stop()  # type: ignore[no-untyped-call]  # graceful: drain, abort the rest, unregister
         else:
             task.cancel()

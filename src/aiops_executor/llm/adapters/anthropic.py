@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any, ClassVar
 
-from langchain_anthropic import ChatAnthropic
 from langchain_core.language_models.chat_models import BaseChatModel
 
 from aiops_executor.core import egress
@@ -24,24 +23,33 @@ from aiops_executor.llm.runtime.config import DecryptedSecrets, EndpointConfig, 
 ANTHROPIC_DEFAULT_BASE_URL = "https://api.anthropic.com"
 
 
-class EgressChatAnthropic(ChatAnthropic):
-    """``ChatAnthropic`` whose SDK clients go through the egress policy's transport: every request and
-    redirect hop is checked and pinned, and the key (``x-api-key``) goes only to the endpoint's origin."""
+@cache
+def egress_chat_anthropic() -> type[BaseChatModel]:
+    """``ChatAnthropic`` whose SDK clients go through the egress policy's transport: every request and redirect
+    hop is checked and pinned, and the key (``x-api-key``) goes only to the endpoint's origin.
 
-    def _egress_clients(self) -> dict[str, Any]:
-        return egress.sdk_http_clients(self.anthropic_api_url, ANTHROPIC_DEFAULT_BASE_URL)
+    Made on first use: importing the Anthropic SDK took a third of every process's start-up (the CLI's, a
+    worker's), most of which never call Anthropic."""
+    from langchain_anthropic import ChatAnthropic
 
-    @cached_property
-    def _client(self) -> Any:
-        import anthropic
+    class EgressChatAnthropic(ChatAnthropic):
+        def _egress_clients(self) -> dict[str, Any]:
+            return egress.sdk_http_clients(self.anthropic_api_url, ANTHROPIC_DEFAULT_BASE_URL)
 
-        return anthropic.Client(**self._client_params, http_client=self._egress_clients()["http_client"])
+        @cached_property
+        def _client(self) -> Any:
+            import anthropic
 
-    @cached_property
-    def _async_client(self) -> Any:
-        import anthropic
+            return anthropic.Client(**self._client_params, http_client=self._egress_clients()["http_client"])
 
-        return anthropic.AsyncClient(**self._client_params, http_client=self._egress_clients()["http_async_client"])
+        @cached_property
+        def _async_client(self) -> Any:
+            import anthropic
+
+            http_client = self._egress_clients()["http_async_client"]
+            return anthropic.AsyncClient(**self._client_params, http_client=http_client)
+
+    return EgressChatAnthropic
 
 
 class AnthropicAdapter(ProviderAdapter):
@@ -66,8 +74,9 @@ class AnthropicAdapter(ProviderAdapter):
         }
         if endpoint.base_url:
             anthropic_params["base_url"] = endpoint.base_url
-        anthropic_params.update(as_fields(ChatAnthropic, extra_params(params)))
-        return EgressChatAnthropic(**anthropic_params)
+        chat_class = egress_chat_anthropic()
+        anthropic_params.update(as_fields(chat_class, extra_params(params)))
+        return chat_class(**anthropic_params)
 
     async def list_models(self, endpoint: EndpointConfig | None, secrets: DecryptedSecrets | None) -> list[RemoteModel]:
         import anthropic
