@@ -219,6 +219,7 @@ async def test_approval_tools_must_be_among_the_agents_tools(
 
 
 @pytest.mark.postgres
+@pytest.mark.long
 @pytest.mark.timeout(300)
 async def test_a_run_started_through_one_api_is_decided_through_another_after_its_worker_died(tmp_path: Path) -> None:
     """Real processes on PostgreSQL + Redis: the run starts through API process A and pauses; the worker that ran

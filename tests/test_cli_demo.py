@@ -9,10 +9,13 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from aiops_executor.console.demo import sse_events
 from tests.conftest import fast_hashing_env
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.long
 
 
 def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:

@@ -28,6 +28,8 @@ import pytest
 
 from tests.processes import Process, base_env, free_port
 
+# One worker runs them all, sharing the module's server.
+pytestmark = [pytest.mark.long, pytest.mark.xdist_group("client-examples")]
 ROOT = Path(__file__).resolve().parents[1]
 GENERATOR = Path(sys.executable).with_name("openapi-python-client")
 PACKAGE = "aiops_client"

@@ -348,6 +348,7 @@ def _succeeded(metrics: str) -> float:
 
 
 @pytest.mark.postgres
+@pytest.mark.long
 @pytest.mark.timeout(180)
 async def test_the_compose_services_run_as_local_processes(tmp_path: Path) -> None:
     spec = compose()

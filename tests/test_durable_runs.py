@@ -29,6 +29,7 @@ from httpx_sse import aconnect_sse
 
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, fast_hashing_env
 
+pytestmark = pytest.mark.long
 API = "/api/v1"
 ADMIN = {"username": "durable-admin", "password": "durable-password-1"}
 CAPABLE = {"supported": True, "score": 3}

@@ -27,7 +27,7 @@ from aiops_executor.core.context import AppContext
 from aiops_executor.core.db import Database, utcnow
 from aiops_executor.executions.models import Execution, ExecutionEventRow
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, make_settings
-from tests.helpers import assert_error
+from tests.helpers import assert_error, until
 
 API = "/api/v1"
 SUPPORTED = {"supported": True, "score": 3}
@@ -79,7 +79,7 @@ async def _rows(database_url: str) -> AsyncIterator[AsyncSession]:
 
 @pytest.fixture
 async def live(database_url: str, tmp_path: Path) -> AsyncIterator[Live]:
-    async with _serve(database_url, tmp_path / "data", sse_heartbeat_seconds=0.3) as server:
+    async with _serve(database_url, tmp_path / "data", sse_heartbeat_seconds=0.05) as server:
         yield server
 
 
@@ -395,11 +395,12 @@ async def test_timeout_answers_408_with_the_partial_result(live: Live) -> None:
 
 async def test_heartbeats_fill_silences_without_moving_the_event_id(live: Live) -> None:
     async with live.client() as client:
-        await add_simulator(client, latency_ms=800)
+        await add_simulator(client, latency_ms=200)
         team_id = await make_team(client, nodes=1)
         events = await collect(client, "POST", f"{API}/teams/{team_id}/execute", json={**TASK, "stream": True})
         beats = [e for e in events if e[1] == "heartbeat"]
-        assert beats, "a 0.8 s silence with a 0.3 s heartbeat must produce heartbeats"
+        # Timers fire late, never early: a 0.2 s silence always holds a 0.05 s heartbeat.
+        assert beats, "a 0.2 s silence with a 0.05 s heartbeat must produce heartbeats"
         check_ids(events)
         for _, _, data in beats:
             assert set(data) == {"execution_id", "team_id", "seq", "timestamp"}
@@ -509,7 +510,7 @@ async def test_a_queued_run_is_cancelled_before_any_worker_takes_it(database_url
         manager = live.context.executions  # type: ignore[attr-defined]
         assert [status for _, status in await manager.queue.jobs(uuid.UUID(execution_id))] == ["todo"]
         stream = asyncio.create_task(collect(client, "GET", f"{API}/executions/{execution_id}/stream"))
-        await asyncio.sleep(0.3)
+        await until(lambda: manager.broadcaster.subscriber_count() == 1, "the stream is attached")
         assert (await client.post(f"{API}/executions/{execution_id}/cancel")).status_code == 202
         body = (await client.get(f"{API}/executions/{execution_id}")).json()
         events = await asyncio.wait_for(stream, 5)

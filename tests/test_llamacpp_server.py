@@ -33,6 +33,8 @@ INCIDENT: dict[str, Any] = {
     "required": ["severity", "affected_hosts", "services", "summary"],
     "additionalProperties": False,
 }
+# One worker runs them all, sharing the module's server (the model takes a core of its own).
+pytestmark = [pytest.mark.long, pytest.mark.xdist_group("llamacpp")]
 PROMPT = "The disks of 3 database hosts are full and the orders service is down. Report the incident."
 
 

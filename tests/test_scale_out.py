@@ -40,7 +40,7 @@ from tests.processes import (
     wait_until,
 )
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.long]
 
 ADMIN = {"username": "scale-admin", "password": "scale-password-1"}
 LEASE_SECONDS = 4

@@ -25,7 +25,7 @@ from tests.conftest import PG_HOST, PG_PORT, PG_USER, TEST_MASTER_KEY
 from tests.processes import API, Process, add_simulator_models, base_env, free_port, make_team, pg, run_cli, wait_until
 from tests.test_telemetry import _CollectorServer, collector  # noqa: F401 - the receiver fixture
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.long]
 
 ADMIN = {"username": "trace-admin", "password": "trace-password-1"}
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"

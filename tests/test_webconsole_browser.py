@@ -32,7 +32,8 @@ CAPABLE = {"supported": True, "score": 3}
 # Every model call of the "slow" model takes this long: a run lasts some seconds, long enough to reload mid-run.
 SLOW_MS = 700
 
-pytestmark = pytest.mark.timeout(180)
+# One worker runs them all, sharing the module's server and browser.
+pytestmark = [pytest.mark.timeout(180), pytest.mark.long, pytest.mark.xdist_group("browser")]
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
