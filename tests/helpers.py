@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -74,12 +72,3 @@ async def damage_credential(context: AppContext, damaged_id: str, donor_id: str)
             .values(api_key_encrypted=foreign)
         )
         await session.commit()
-
-
-async def until(condition: Callable[[], bool], what: str, within: float = 10.0) -> None:
-    """Waits for ``condition`` to hold (checked every 10 ms), instead of sleeping a fixed time and hoping."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        await asyncio.sleep(0.01)

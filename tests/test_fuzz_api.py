@@ -209,6 +209,7 @@ def fuzz_apps() -> Iterator[None]:
         shutil.rmtree(_DATA_DIR, ignore_errors=True)
         if _created.is_set():
             _run_apart(_drop_postgres_database)
+            _created.clear()  # a later test of this module in this worker starts the app, and so creates it, again
 
 
 @pytest.fixture
