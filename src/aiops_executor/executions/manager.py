@@ -223,7 +223,7 @@ class ExecutionManager:
         return expired
 
     async def _expire_periodically(self) -> None:
-        interval = min(APPROVAL_SWEEP_SECONDS, max(0.2, self.settings.approval_timeout_seconds / 4))
+        interval = min(APPROVAL_SWEEP_SECONDS, max(0.02, self.settings.approval_timeout_seconds / 4))
         while True:
             await asyncio.sleep(interval)
             try:
