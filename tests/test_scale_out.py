@@ -60,6 +60,8 @@ def _cluster_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, s
         rate_limit_executions_per_minute="0",
         allow_concurrent_team_executions="true",
         worker_lease_seconds=str(LEASE_SECONDS),
+        # Cancels reach a worker within this (or at once, by notification): the test allows 2 s for one.
+        worker_poll_seconds="0.2",
         **extra,
     )
 

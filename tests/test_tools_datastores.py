@@ -25,8 +25,9 @@ PG_USER = os.environ.get("AIOPS_TEST_PG_USER", "postgres")
 PG_DSN = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres"
 # Trust authentication ignores the password, which lets the tests prove it never comes back.
 PG_DSN_WITH_PASSWORD = f"postgresql://{PG_USER}:hunter2-pg-pw@{PG_HOST}:{PG_PORT}/postgres"
-# Diagnostics refuse superusers: the tools log in as a least-privileged role (pg_monitor) the tests create.
-DIAG_USER = "aiops_diag_test"
+# Diagnostics refuse superusers: the tools log in as a least-privileged role (pg_monitor) the tests create, one
+# per test process (roles belong to the whole server, and each test drops its role, with its sessions, after it).
+DIAG_USER = f"aiops_diag_test_{uuid.uuid4().hex[:8]}"
 DIAG_DSN = f"postgresql://{DIAG_USER}@{PG_HOST}:{PG_PORT}/postgres"
 DIAG_DSN_WITH_PASSWORD = f"postgresql://{DIAG_USER}:hunter2-pg-pw@{PG_HOST}:{PG_PORT}/postgres"
 REDIS_URL = os.environ.get("AIOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

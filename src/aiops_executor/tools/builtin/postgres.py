@@ -104,7 +104,9 @@ async def read_only_session(
         },
     )
     try:
-        superuser = await connection.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        # The server's own flag, not a pg_roles lookup: a scan of pg_roles fails ("invalid role OID") when
+        # another session drops a role meanwhile.
+        superuser = await connection.fetchval("SELECT current_setting('is_superuser')::boolean")
         if superuser and not allow_superuser:
             raise SuperuserRefused(str(await connection.fetchval("SELECT current_user")))
         transaction = connection.transaction(readonly=True)
