@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aiops_executor.app import create_app
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.db import Database, utcnow
+from aiops_executor.executions import repository
 from aiops_executor.executions.models import Execution, ExecutionEventRow
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, make_settings
 from tests.helpers import assert_error
@@ -373,6 +374,35 @@ async def test_cancel_stops_the_run_within_two_seconds(live: Live) -> None:
         body = await wait_for_status(client, execution_id, "cancelled")
         assert {n["status"] for n in body["result"]["node_results"]} == {"cancelled"}
         assert_error(await client.post(f"{API}/executions/{execution_id}/cancel"), 409, "EXECUTION_FINISHED")
+
+
+async def test_a_cancel_while_the_attempt_is_being_recorded_ends_the_run_cancelled(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cancel lands after the run took its slot and before its engine exists (recording the attempt). It used
+    # to cancel the task there: the attempt was abandoned, the run left running (SQLite) or resumed later by the
+    # job's retry and ended in success although the cancel had been accepted (PostgreSQL).
+    recording, release = asyncio.Event(), asyncio.Event()
+    start = repository.start
+
+    async def gated_start(*args: Any, **kwargs: Any) -> Any:
+        recording.set()
+        await release.wait()
+        return await start(*args, **kwargs)
+
+    monkeypatch.setattr(repository, "start", gated_start)
+    async with live.client() as client:
+        await add_simulator(client, latency_ms=30_000)
+        team_id = await make_team(client, nodes=1)
+        execution_id = (await client.post(f"{API}/teams/{team_id}/executions", json=TASK)).json()["execution_id"]
+        await asyncio.wait_for(recording.wait(), 10)
+        cancelled = await client.post(f"{API}/executions/{execution_id}/cancel")
+        assert cancelled.status_code == 202, cancelled.text
+        release.set()
+        body = await wait_for_status(client, execution_id, "cancelled", "success", "failed")
+        assert body["status"] == "cancelled" and body["attempt"] == 1, body
+        events = await stored_events(client, execution_id)
+        assert events[-1]["event"] == "execution_cancelled"
 
 
 async def test_timeout_answers_408_with_the_partial_result(live: Live) -> None:

@@ -65,21 +65,26 @@ class ActiveRun:
     finished: bool = False  # ended here with an outcome (or given up)
     suspended: bool = False  # left checkpointed (or pending) for a later attempt
     awaiting: bool = False  # stopped for approvals: checkpointed, resumed once they are decided
+    waiting_for_slot: bool = True
     done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    # Between its slot and its engine (the attempt being recorded, the team compiled) a run only takes note of a
+    # cancel or suspend: ``_drive`` applies it once the run exists. Cancelling the task there instead would
+    # abandon the attempt half-recorded, its execution left running with no process holding it.
 
     def cancel(self) -> None:
         self.cancel_requested = True
         if self.run is not None:
             self.run.cancel()
-        elif self.task is not None:
-            self.task.cancel()  # still waiting for a slot
+        elif self.task is not None and self.waiting_for_slot:
+            self.task.cancel()
 
     def suspend(self) -> None:
         self.suspend_requested = True
         if self.run is not None:
             self.run.suspend()
-        elif self.task is not None:
-            self.task.cancel()  # still waiting for a slot: it stays pending
+        elif self.task is not None and self.waiting_for_slot:
+            self.task.cancel()  # it stays pending
 
 
 class ExecutionManager:
@@ -353,7 +358,9 @@ class ExecutionManager:
                 try:
                     await self._slots.acquire()
                     holding_slot = True
+                    active.waiting_for_slot = False
                 except asyncio.CancelledError:
+                    active.waiting_for_slot = False
                     if active.suspend_requested or self._stopping:
                         active.suspended = True
                         return  # stays pending; a later process (or worker) starts it
