@@ -4,7 +4,7 @@ Generate the client once (it is a package named ``aiops_client``), then run this
 
     openapi-python-client generate --url http://127.0.0.1:8000/openapi.json \\
         --meta none --output-path aiops_client --config examples/openapi-client.yaml
-    python examples/client.py --url http://127.0.0.1:8000 --username admin --password "$(cat .aiops/admin_password)"
+    python examples/client.py --url http://127.0.0.1:8000 --username admin --password="$(cat .aiops/admin_password)"
 
 It signs in, registers an offline ``simulator`` provider with one model, creates a team of one node that checks
 the service's own ``/health`` over HTTP, runs it (waiting for the result) and prints what the run found.

@@ -138,7 +138,8 @@ def test_examples_client_signs_in_creates_a_provider_and_a_team_runs_it_and_read
     assert probe["output"]["status_code"] == 200, probe["output"]
 
     # The script as a user runs it.
-    assert example.main(["--url", served.url, "--password", served.admin_password]) == 0
+    # One "=" word: a generated password may start with "-", which argparse would take for an option.
+    assert example.main(["--url", served.url, f"--password={served.admin_password}"]) == 0
     printed = capsys.readouterr().out
     assert re.search(r"execution [0-9a-f-]{36}: success in \d+ ms", printed), printed
     assert "- executor: success" in printed
