@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import sys
@@ -12,16 +11,14 @@ from pathlib import Path
 import pytest
 
 from aiops_executor.console.demo import sse_events
-from tests.conftest import fast_hashing_env
+from tests.processes import base_env
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.long
 
 
 def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIOPS_")}
-    env.update({"AIOPS_DATA_DIR": str(data_dir), "AIOPS_ENV": "dev", "COLUMNS": "120", **fast_hashing_env(), **extra})
-    return env
+    return {**base_env(data_dir=str(data_dir), env="dev"), "COLUMNS": "120", **extra}
 
 
 def cli(data_dir: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:

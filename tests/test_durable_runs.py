@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -27,7 +26,8 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, fast_hashing_env
+from tests.conftest import PG_HOST, PG_PORT, PG_USER
+from tests.processes import base_env
 
 pytestmark = pytest.mark.long
 API = "/api/v1"
@@ -56,18 +56,16 @@ class Service:
         return f"http://127.0.0.1:{self.port}"
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AIOPS_")}
-        env.update(fast_hashing_env())
-        env.update(
-            AIOPS_DATA_DIR=str(self.data_dir),
-            AIOPS_ADMIN_USERNAME=ADMIN["username"],
-            AIOPS_ADMIN_PASSWORD=ADMIN["password"],
-            AIOPS_LOG_LEVEL="WARNING",
-            AIOPS_RATE_LIMIT_EXECUTIONS_PER_MINUTE="0",
+        env = base_env(
+            data_dir=str(self.data_dir),
+            admin_username=ADMIN["username"],
+            admin_password=ADMIN["password"],
+            log_level="WARNING",
+            rate_limit_executions_per_minute="0",
             # PostgreSQL (job queue): a killed process's runs are taken over after 4 s without heartbeats;
             # SIGTERM suspends runs at once instead of letting them go on first.
-            AIOPS_WORKER_LEASE_SECONDS="4",
-            AIOPS_WORKER_DRAIN_SECONDS="0",
+            worker_lease_seconds="4",
+            worker_drain_seconds="0",
         )
         if self.database_url:
             env["AIOPS_DATABASE_URL"] = self.database_url

@@ -31,27 +31,26 @@ class HashCost:
 
 
 @cache
-def _hasher(cost: HashCost) -> PasswordHash:
-    return PasswordHash((Argon2Hasher(time_cost=cost.time_cost, memory_cost=cost.memory_kib),))
-
-
-@cache
-def _dummy_hash(cost: HashCost) -> str:
-    """Verifying against this keeps the timing of "no such user" equal to "wrong password"."""
-    return _hasher(cost).hash(secrets.token_urlsafe(16))
+def _hashing(cost: HashCost) -> tuple[PasswordHash, str]:
+    """The hasher for ``cost`` and a hash of nothing anyone knows: verifying against it keeps "no such user" as
+    slow as "wrong password". Both are made on the first use of either path, so neither path's first call is the
+    only one to pay for it."""
+    hasher = PasswordHash((Argon2Hasher(time_cost=cost.time_cost, memory_cost=cost.memory_kib),))
+    return hasher, hasher.hash(secrets.token_urlsafe(16))
 
 
 def hash_password(password: str, cost: HashCost) -> str:
-    return _hasher(cost).hash(password)
+    return _hashing(cost)[0].hash(password)
 
 
 def verify_password(password: str, password_hash: str | None, cost: HashCost) -> bool:
     """Whether ``password`` matches; a stored hash is checked at the cost it was made with."""
+    hasher, dummy_hash = _hashing(cost)
     if password_hash is None:
-        _hasher(cost).verify(password, _dummy_hash(cost))
+        hasher.verify(password, dummy_hash)
         return False
     try:
-        return _hasher(cost).verify(password, password_hash)
+        return hasher.verify(password, password_hash)
     except Exception:  # an unreadable stored hash must not authenticate
         return False
 
