@@ -131,7 +131,8 @@ class RunQueue:
         stalled = await self.app.job_manager.get_stalled_jobs(queue=QUEUE, seconds_since_heartbeat=self.lease_seconds)
         for job in stalled:
             try:
-                await self.app.job_manager.retry_job(job)
+                if not await self._drop_superseded(job.id, job.worker_id):
+                    await self.app.job_manager.retry_job(job)
             except Exception as exc:  # another worker reclaimed it first
                 logger.info("stalled job already reclaimed", job_id=job.id, error=str(exc))
                 continue
@@ -139,6 +140,24 @@ class RunQueue:
             workers.add(job.worker_id)
             logger.warning("took over the run of a lost worker", execution_id=job.task_kwargs.get("execution_id"))
         return reclaimed, len(workers)
+
+    async def _drop_superseded(self, job_id: int | None, worker_id: int | None) -> bool:
+        """Deletes a lost worker's job when its run already waits in a newer one; True when it did.
+
+        A worker can die after it wrote the run's new status (awaiting approval) but before procrastinate marked
+        the job finished; the decision then queues a new job for the run. That one cannot start while the old
+        job holds the lock, and the old job cannot go back to the queue while the new one holds the queueing
+        lock: without this, the run would wait forever. Only a job still held by the lost worker is deleted
+        (not one that another process already put back or started)."""
+        rows = await self.app.connector.execute_query_all_async(
+            "DELETE FROM procrastinate_jobs AS stalled WHERE stalled.id = %(job_id)s AND stalled.status = 'doing' "
+            "AND stalled.worker_id IS NOT DISTINCT FROM %(worker_id)s AND EXISTS (SELECT 1 FROM procrastinate_jobs "
+            "AS newer WHERE newer.queueing_lock = stalled.queueing_lock AND newer.status = 'todo' "
+            "AND newer.id <> stalled.id) RETURNING stalled.id",
+            job_id=job_id,
+            worker_id=worker_id,
+        )
+        return bool(rows)
 
     def worker(self, runner: JobRunner, *, concurrency: int, name: str, drain_seconds: float) -> QueueWorker:
         """A worker taking jobs until ``QueueWorker.stop``: then it takes no new one, lets the running ones go on
