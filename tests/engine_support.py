@@ -137,12 +137,12 @@ def tool_registry(
         delay = (delays or {}).get(context.node_id, tool_delay)
         if delay:
             await asyncio.sleep(delay)
-        return {"url": args.url, "node": context.node_id, "status": 200}
+        return {"url": args.url, "node": context.node_id, "status": 200, "verdict": "ok", "signals": ["HTTP 200"]}
 
     async def rendezvous(args: WaitArgs, context: ToolContext) -> dict[str, Any]:
         assert barrier is not None
         await barrier.wait()
-        return {"met": barrier.parties}
+        return {"met": barrier.parties, "verdict": "ok", "signals": [f"met {barrier.parties}"]}
 
     registry = ToolRegistry()
     registry.register(ToolSpec("probe", "Probe a URL.", ProbeArgs, probe))

@@ -129,12 +129,16 @@ async def test_a_rejected_call_returns_the_rejection_to_the_agent(
     assert decided.json()["status"] == "rejected"
 
     finished = await wait_for(client, admin_headers, execution_id, "success", "failed")
-    assert finished["status"] == "success", finished
     call = tool_calls(await events(client, admin_headers, execution_id))["tcp_check"]
     assert call["status"] == "error" and call["output"]["error_code"] == "APPROVAL_REJECTED"
     assert call["output"]["comment"] == "not during the sale"
-    agent = finished["result"]["node_results"][0]["agents"][0]
-    assert "not during the sale" in agent["output"]
+    assert call["verdict"] == "unknown"
+    [node] = finished["result"]["node_results"]
+    assert "not during the sale" in node["agents"][0]["output"]
+    # Its only call was rejected: the node team observed nothing, and the run does not pretend it did.
+    assert finished["status"] == "failed", finished
+    assert node["status"] == "failed" and node["error_code"] == "NO_EVIDENCE"
+    assert node["error"] == "no tool call observed the resource (APPROVAL_REJECTED x1)"
 
 
 @pytest.fixture
@@ -162,7 +166,9 @@ async def test_an_undecided_call_is_rejected_at_its_deadline_and_waiting_costs_n
     assert execution["status"] == "awaiting_approval", execution
     # The wait (2 s and more) is longer than the run's whole timeout (1 s): it does not count.
     finished = await wait_for(client, headers, execution["execution_id"], "success", "failed", "timeout")
-    assert finished["status"] == "success", finished
+    # Not a timeout: rejected, the call observed nothing (NO_EVIDENCE), as the run says.
+    assert finished["status"] == "failed", finished
+    assert finished["result"]["node_results"][0]["error_code"] == "NO_EVIDENCE"
     [approval] = await approvals(client, headers, execution["execution_id"])
     assert approval["status"] == "rejected" and approval["decided_by"] == "system:timeout"
     call = tool_calls(await events(client, headers, execution["execution_id"]))["tcp_check"]

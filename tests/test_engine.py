@@ -156,7 +156,7 @@ async def test_parallel_dispatches_every_node_team_at_once_and_they_run_concurre
     assert dispatched(events) == [["a", "b", "c"]]
     calls = of_type(events, EventType.tool_call)
     assert [c.data["status"] for c in calls] == ["success"] * 3
-    assert all(c.data["output"] == {"met": 3} for c in calls)
+    assert all(c.data["output"]["met"] == 3 for c in calls)
 
 
 async def test_agents_defined_alike_share_a_graph_but_each_tool_call_serves_its_own_node() -> None:
@@ -178,7 +178,7 @@ async def test_a_dependency_wave_runs_concurrently() -> None:
     edges = [edge("api", "db"), edge("api", "cache")]
     _, events = await run_team(team(nodes, edges, "hierarchical"), registry=tool_registry(barrier))
     waits = [c for c in of_type(events, EventType.tool_call) if c.data["tool"] == "rendezvous"]
-    assert [c.data["output"] for c in waits] == [{"met": 2}, {"met": 2}]
+    assert [c.data["output"]["met"] for c in waits] == [2, 2]
 
 
 async def test_sequential_runs_one_node_team_at_a_time_in_dependency_order() -> None:

@@ -405,6 +405,13 @@ async def test_an_agent_uses_a_streamable_http_servers_tools(
         await _check_run(client, admin_headers, team_id)
 
 
+def assert_no_evidence(finished: dict[str, Any], reason: str) -> None:
+    """The run's only call failed for want of its server: nothing was observed, and the run says so."""
+    assert finished["status"] == "failed", finished
+    [node] = finished["result"]["node_results"]
+    assert node["error_code"] == "NO_EVIDENCE" and node["error"] == f"no tool call observed the resource ({reason} x1)"
+
+
 async def _wait_for_marker(directory: Path) -> int:
     for _ in range(400):
         markers = list(directory.glob("*.slow"))  # noqa: ASYNC240 - one small directory
@@ -429,9 +436,9 @@ async def test_a_http_server_killed_mid_run_is_a_tool_error_and_the_next_run_rec
         server.kill()
         finished = await execution
         assert time.monotonic() - started < 20  # the call failed when the server went, not at its timeout
-        assert finished["status"] == "success", finished
         call = tool_calls(await events(client, admin_headers, finished["execution_id"]))["tools.slow"]
         assert call["status"] == "error" and call["output"]["error_code"] == "TOOL_SERVER_UNREACHABLE"
+        assert_no_evidence(finished, "TOOL_SERVER_UNREACHABLE")
         assert "'tools' is unreachable" in call["output"]["error_message"]
 
         server.start()  # the same port: the server is back
@@ -452,9 +459,9 @@ async def test_a_stdio_server_killed_mid_run_is_a_tool_error_and_the_next_run_re
     execution = asyncio.create_task(run(client, admin_headers, slow_team))
     os.kill(await _wait_for_marker(tmp_path), signal.SIGKILL)
     finished = await execution
-    assert finished["status"] == "success", finished
     call = tool_calls(await events(client, admin_headers, finished["execution_id"]))["tools.slow"]
     assert call["status"] == "error" and call["output"]["error_code"] == "TOOL_SERVER_UNREACHABLE"
+    assert_no_evidence(finished, "TOOL_SERVER_UNREACHABLE")
 
     again = await run(client, admin_headers, echo_team)
     assert tool_calls(await events(client, admin_headers, again["execution_id"]))["tools.echo"]["status"] == "success"

@@ -121,6 +121,14 @@ async def test_postgres_overview(pg: asyncpg.Connection) -> None:
     assert connections["total"] >= 2  # this fixture's connection and the tool's own
     assert sum(connections["by_state"].values()) == connections["total"]
     assert 0 <= out["database_stats"]["cache_hit_ratio"] <= 1
+    # Connections against the node's thresholds (the server is shared with the rest of the suite, so the real
+    # count is only bounded from below): any use at all is "degraded" with a limit this low.
+    limits = {"postgres_diagnostics": {"connections_degraded_percent": 0.01, "connections_failed_percent": 100}}
+    judged = await invoke("postgres_diagnostics", {}, postgres_dsn=DIAG_DSN, thresholds=limits)
+    available = connections["max_connections"] - connections["superuser_reserved"]
+    assert judged.verdict == "degraded"
+    assert [s for s in judged.signals if s.startswith("connections ") and s.endswith("%)")]
+    assert any(f"/{available} (" in s for s in judged.signals)
 
 
 async def test_postgres_long_running_query_and_lock_wait(pg: asyncpg.Connection) -> None:
@@ -157,6 +165,13 @@ async def test_postgres_long_running_query_and_lock_wait(pg: asyncpg.Connection)
         assert waits[0]["blocked_by"] == [holder_pid]
         assert holder_pid in [s["pid"] for s in out["blocking_sessions"]]
 
+        # Who blocks whom, for how long: the waiter against the node's thresholds.
+        limits = {"postgres_diagnostics": {"lock_wait_degraded_seconds": 0.1, "lock_wait_failed_seconds": 3600}}
+        judged = await invoke("postgres_diagnostics", {}, postgres_dsn=DIAG_DSN, thresholds=limits)
+        assert judged.verdict in ("degraded", "failed")  # failed only if another test's session waits an hour
+        blocking = [s for s in judged.signals if "waiting for locks" in s]
+        assert blocking and f"blocked by pid {holder_pid} (" in " ".join(blocking)
+
         quiet = await invoke("postgres_diagnostics", {"long_running_seconds": 3600}, postgres_dsn=DIAG_DSN)
         assert not [q for q in quiet.output["long_running_queries"] if marker in q["query"]]
 
@@ -190,6 +205,7 @@ async def test_postgres_unreachable_is_a_finding_without_the_password() -> None:
     assert outcome.status == "success"
     assert outcome.output["connected"] is False and outcome.output["reachable"] is False
     assert "hunter2-pg-pw" not in json.dumps(outcome.output)
+    assert outcome.verdict == "failed" and outcome.signals[0].endswith(": connection refused")
 
 
 async def test_postgres_refused_login_means_reachable() -> None:
@@ -197,6 +213,8 @@ async def test_postgres_refused_login_means_reachable() -> None:
     outcome = await invoke("postgres_diagnostics", {}, postgres_dsn=dsn)
     assert outcome.output["connected"] is False and outcome.output["reachable"] is True
     assert outcome.output["error"].startswith("InvalidCatalogNameError")
+    # The DSN is wrong, which says nothing of the server's health.
+    assert outcome.verdict == "unknown" and "refused the login" in outcome.signals[0]
 
 
 async def test_postgres_missing_or_invalid_dsn() -> None:
@@ -275,6 +293,7 @@ async def test_redis_unreachable_is_a_finding_without_the_password() -> None:
     assert outcome.status == "success"
     assert outcome.output["connected"] is False and outcome.output["reachable"] is False
     assert "hunter2-redis-pw" not in json.dumps(outcome.output)
+    assert outcome.verdict == "failed" and outcome.signals[0].endswith(": connection refused")
 
 
 async def test_redis_missing_or_invalid_url() -> None:

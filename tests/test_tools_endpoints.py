@@ -31,9 +31,13 @@ async def test_viewer_lists_every_tool_with_its_schema(client: httpx.AsyncClient
         "args_schema",
         "timeout_seconds",
         "attribute_keys",
+        "thresholds",
         "server",
         "approval_required",
     }
+    assert http_check["thresholds"] == {"latency_degraded_ms": 1000.0, "latency_failed_ms": 5000.0}
+    # A threshold only the node can set is listed unset (JSON has no infinity).
+    assert by_name["prometheus_query"]["thresholds"] == {"value_degraded_at": None, "value_failed_at": None}
     assert http_check["server"] is None and http_check["approval_required"] is False
     assert http_check["args_schema"] == registry.get("http_check").json_schema()  # type: ignore[union-attr]
     assert http_check["args_schema"]["properties"]["url"]["description"]

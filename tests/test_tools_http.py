@@ -159,6 +159,8 @@ async def test_http_check_uses_the_node_url_with_no_arguments(server: LocalServe
     assert out["body_bytes"] == 16 and out["body_preview"] == '{"status": "ok"}'
     assert 0 < out["latency_ms"] <= out["total_ms"]
     assert server.requests == [("GET", "/health", {})]
+    assert outcome.verdict == "ok" and out["verdict"] == "ok"
+    assert out["signals"][0] == f"HTTP 200 from {server.base.removeprefix('http://')}/health"
 
 
 async def test_http_check_argument_wins_over_attribute_and_selected_headers(server: LocalServer) -> None:
@@ -190,16 +192,22 @@ async def test_http_check_redirect_loop_is_a_finding(server: LocalServer) -> Non
     assert outcome.output["reachable"] is True and outcome.output["ok"] is False
     assert outcome.output["error_kind"] == "too_many_redirects"
     assert len(server.requests) == 3
+    assert outcome.verdict == "failed" and outcome.signals[0].endswith("/loop: too many redirects")
 
 
 async def test_http_check_unhealthy_status_and_expected_status(server: LocalServer) -> None:
     down = (await invoke("http_check", {}, url=f"{server.base}/down")).output
     assert down["status_code"] == 503 and down["ok"] is False
     assert down["headers"]["retry-after"] == "30"
+    # A 5xx is failed, with the body's excerpt in the signal.
+    assert down["verdict"] == "failed"
+    assert down["signals"][0] == f"HTTP 503 from {server.base.removeprefix('http://')}/down: maintenance"
     expected = (await invoke("http_check", {}, url=f"{server.base}/down", expected_status=503)).output
     assert expected["ok"] is True
+    assert expected["verdict"] == "failed", "a 5xx the node expects is still a server error"
     not_expected = (await invoke("http_check", {"url": f"{server.base}/health", "expected_status": [204]})).output
     assert not_expected["ok"] is False
+    assert not_expected["verdict"] == "degraded" and "(expected 204)" in not_expected["signals"][0]
 
 
 async def test_http_check_connection_refused_is_a_finding() -> None:
@@ -208,6 +216,7 @@ async def test_http_check_connection_refused_is_a_finding() -> None:
     assert outcome.output["reachable"] is False and outcome.output["ok"] is False
     assert outcome.output["error_kind"] == "connect"
     assert outcome.output["error"].startswith("ConnectError")
+    assert outcome.verdict == "failed" and outcome.signals[0].endswith(": connection refused or unreachable")
 
 
 async def test_http_check_read_timeout_is_a_finding(server: LocalServer) -> None:
@@ -216,6 +225,20 @@ async def test_http_check_read_timeout_is_a_finding(server: LocalServer) -> None
     assert time.perf_counter() - started < SLOW_SECONDS
     assert outcome.status == "success"
     assert outcome.output["reachable"] is True and outcome.output["error_kind"] == "timeout"
+    assert outcome.verdict == "failed" and outcome.signals[0].endswith("/slow: no answer within 0.2 s")
+
+
+async def test_http_check_latency_against_the_nodes_thresholds(server: LocalServer) -> None:
+    limits = {"http_check": {"latency_degraded_ms": SLOW_SECONDS * 500, "latency_failed_ms": SLOW_SECONDS * 5000}}
+    slow = await invoke("http_check", {"url": f"{server.base}/slow"}, thresholds=limits)
+    assert slow.output["status_code"] == 200
+    assert slow.verdict == "degraded"
+    assert slow.signals[0].startswith("answered in ") and slow.signals[0].endswith(f"(limit {SLOW_SECONDS * 500:g} ms)")
+    limits["http_check"]["latency_failed_ms"] = SLOW_SECONDS * 900
+    assert (await invoke("http_check", {"url": f"{server.base}/slow"}, thresholds=limits)).verdict == "failed"
+    typo = await invoke("http_check", {"url": f"{server.base}/health"}, thresholds={"http_check": {"latency": 1}})
+    assert typo.status == "error" and typo.output["error_code"] == "TOOL_INVALID_TARGET"
+    assert typo.verdict == "unknown"
 
 
 async def test_http_check_counts_a_large_body_up_to_the_cap(server: LocalServer) -> None:
@@ -253,6 +276,19 @@ async def test_prometheus_instant_query_from_node_attributes(server: LocalServer
     assert out["series_total"] == 2 and out["series_truncated"] is False
     assert out["series"][0] == {"metric": _series(0), "value": [1767225600.5, "0"]}
     assert server.requests == [("GET", "/api/v1/query", {"query": ['up{job="checkout"}']})]
+    # up == 0 for one of the two targets: Prometheus cannot scrape it.
+    assert outcome.verdict == "failed"
+    assert outcome.signals == ['up == 0 for {instance="10.0.0.0:8080", job="checkout"}: Prometheus cannot scrape it']
+
+
+async def test_prometheus_other_queries_are_judged_only_against_the_nodes_thresholds(server: LocalServer) -> None:
+    query = {"query": "errors"}
+    unjudged = await invoke("prometheus_query", query, prometheus_url=server.base)
+    assert unjudged.verdict == "unknown" and "thresholds.prometheus_query" in unjudged.signals[0]
+    limits = {"prometheus_query": {"value_degraded_at": 0.5, "value_failed_at": 5}}
+    judged = await invoke("prometheus_query", query, prometheus_url=server.base, thresholds=limits)
+    assert judged.verdict == "degraded"
+    assert judged.signals == ['errors = 1 for {instance="10.0.0.1:8080", job="checkout"} (limit 0.5)']
 
 
 async def test_prometheus_url_from_settings_and_default_query(server: LocalServer) -> None:
@@ -267,6 +303,7 @@ async def test_prometheus_query_attribute(server: LocalServer) -> None:
     outcome = await invoke("prometheus_query", {}, prometheus_url=server.base, prometheus_query="scalar(1)")
     assert outcome.output["result_type"] == "scalar"
     assert outcome.output["value"] == [1767225600, "1"]
+    assert outcome.verdict == "unknown"
 
 
 async def test_prometheus_range_query(server: LocalServer) -> None:

@@ -58,6 +58,7 @@ async def test_tcp_check_open_port_from_attributes(open_port: int) -> None:
     assert outcome.output["port"] == open_port
     assert outcome.output["address"] == "127.0.0.1"
     assert outcome.output["latency_ms"] >= 0
+    assert outcome.verdict == "ok" and outcome.signals[0].startswith(f"127.0.0.1:{open_port} connected in ")
 
 
 async def test_tcp_check_closed_port_is_a_finding() -> None:
@@ -65,6 +66,7 @@ async def test_tcp_check_closed_port_is_a_finding() -> None:
     assert outcome.status == "success"
     assert outcome.output["reachable"] is False
     assert outcome.output["error"].startswith("ConnectionRefusedError")
+    assert outcome.verdict == "failed" and outcome.signals[0].endswith(": connection refused")
 
 
 async def test_tcp_check_reads_host_and_port_from_a_url_attribute(open_port: int) -> None:
@@ -81,6 +83,8 @@ async def test_tcp_check_reads_host_and_port_from_a_url_attribute(open_port: int
 async def test_tcp_check_missing_or_invalid_target() -> None:
     missing = await invoke("tcp_check", {}, host="127.0.0.1")
     assert missing.output["error_code"] == "TOOL_MISSING_TARGET"
+    # Nothing was observed of the target: the node's configuration is ours to fix.
+    assert missing.verdict == "unknown" and missing.signals[0].startswith("TOOL_MISSING_TARGET: ")
     invalid = await invoke("tcp_check", {}, host="127.0.0.1", port="http")
     assert invalid.output["error_code"] == "TOOL_INVALID_TARGET"
     assert invalid.output["errors"][0]["field"] == "port"
@@ -97,6 +101,7 @@ async def test_dns_lookup_localhost() -> None:
     assert outcome.output["resolved"] is True
     assert "127.0.0.1" in outcome.output["ipv4"]
     assert outcome.output["ipv6"] == []
+    assert outcome.verdict == "ok"
 
 
 async def test_dns_lookup_from_host_attribute_and_ip_literal() -> None:
@@ -110,6 +115,7 @@ async def test_dns_lookup_unknown_name_is_a_finding() -> None:
     assert outcome.status == "success"
     assert outcome.output["resolved"] is False
     assert outcome.output["error"]
+    assert outcome.verdict == "failed" and outcome.signals == ["no-such-host.invalid does not resolve"]
 
 
 # ------------------------------------------------------------------------------------------- tls_certificate
@@ -187,6 +193,7 @@ async def test_tls_self_signed_is_read_and_reported_unverified(tls_server: TlsSe
     assert cert["days_until_expiry"] == CERT_VALID_DAYS
     assert cert["expired"] is False
     assert cert["signature_hash"] == "sha256"
+    assert outcome.verdict == "failed" and outcome.signals[0].startswith("certificate does not verify: ")
 
 
 async def test_tls_verified_against_a_trusted_issuer(tls_server: TlsServer, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -197,6 +204,13 @@ async def test_tls_verified_against_a_trusted_issuer(tls_server: TlsServer, monk
     good = await invoke("tls_certificate", {"host": "127.0.0.1", "port": tls_server.port, "server_name": "localhost"})
     assert good.output["verified"] is True
     assert "verify_error" not in good.output
+    # Expiry against the thresholds: within the default 14 days it is degraded; the node may say otherwise.
+    assert good.verdict == "degraded" and good.signals == [f"certificate expires in {CERT_VALID_DAYS} days"]
+    target = {"host": "127.0.0.1", "port": tls_server.port, "server_name": "localhost"}
+    relaxed = await invoke("tls_certificate", target, thresholds={"tls_certificate": {"expiry_degraded_days": 5}})
+    assert relaxed.verdict == "ok" and relaxed.signals == [f"certificate valid for {CERT_VALID_DAYS} more days"]
+    soon = {"tls_certificate": {"expiry_failed_days": CERT_VALID_DAYS + 1}}
+    assert (await invoke("tls_certificate", target, thresholds=soon)).verdict == "failed"
 
     wrong_name = await invoke(
         "tls_certificate", {"host": "127.0.0.1", "port": tls_server.port, "server_name": "api.example.com"}
@@ -217,12 +231,14 @@ async def test_tls_against_a_plain_tcp_service_is_a_finding(open_port: int) -> N
     assert outcome.status == "success"
     assert outcome.output["reachable"] is True and outcome.output["tls"] is False
     assert outcome.output["error"].startswith("TLS handshake failed")
+    assert outcome.verdict == "failed"
 
 
 async def test_tls_closed_port_is_a_finding() -> None:
     outcome = await invoke("tls_certificate", {"host": "127.0.0.1", "port": closed_port()})
     assert outcome.status == "success"
     assert outcome.output["reachable"] is False
+    assert outcome.verdict == "failed" and "unreachable" in outcome.signals[0]
 
 
 def test_describe_certificate_expired(tmp_path: Path) -> None:

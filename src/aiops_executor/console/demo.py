@@ -99,6 +99,7 @@ def outcome_from_execution(body: dict[str, Any]) -> RunOutcome:
         duration_ms=int(body.get("duration_ms") or 0),
         usage=Usage.from_dict(usage),
         supervisor_usage=Usage.from_dict(result.get("supervisor_usage")),
+        suspects=list(result.get("suspects") or []),
         structured_output=body.get("structured_output"),
         error_code=body.get("error_code"),
         error_message=body.get("error_message"),

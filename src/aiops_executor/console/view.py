@@ -375,10 +375,14 @@ def render_result(
     if outcome.summary:
         parts.append(Panel(_clip_lines(outcome.summary, SUMMARY_MAX_LINES), title="summary", title_align="left"))
 
+    if outcome.suspects:
+        parts.append(_suspects_table(outcome.suspects))
+
     agents_expected = {node.node_id: len(node.agents) for node in spec.topology.nodes}
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, expand=False)
     table.add_column("node")
     table.add_column("status")
+    table.add_column("verdict")
     table.add_column("agents", no_wrap=True)
     table.add_column("output / error", overflow="fold")
     for result in outcome.node_results:
@@ -387,6 +391,7 @@ def render_result(
         table.add_row(
             Text(result.node_id, style="bold"),
             Text.assemble(icon(status), f" {status.value}"),
+            Text(result.verdict, style=_VERDICT_STYLES.get(result.verdict, "dim")),
             _agents_cell(body["agents"], agents_expected.get(result.node_id, len(body["agents"]))),
             _output_cell(body),
         )
@@ -407,6 +412,29 @@ def render_result(
         else:
             parts.append(JSON.from_data(outcome.structured_output, default=str))
     return Group(*parts)
+
+
+_VERDICT_STYLES = {"ok": "green", "degraded": "yellow", "failed": "bold red", "unknown": "dim"}
+
+
+def _suspects_table(suspects: list[dict[str, Any]]) -> Table:
+    """The suspects, causes first, with the reasons and the events of the evidence."""
+    table = Table(title="suspects", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, expand=False)
+    table.add_column("#", justify="right")
+    table.add_column("node")
+    table.add_column("verdict")
+    table.add_column("reasons", overflow="fold")
+    table.add_column("events", no_wrap=True)
+    for suspect in suspects:
+        verdict = str(suspect.get("verdict"))
+        table.add_row(
+            str(suspect.get("rank")),
+            Text(str(suspect.get("node_id")), style="bold"),
+            Text(verdict, style=_VERDICT_STYLES.get(verdict, "dim")),
+            "\n".join(str(reason) for reason in suspect.get("reasons") or []),
+            ", ".join(f"#{seq}" for seq in suspect.get("evidence_seqs") or []),
+        )
+    return table
 
 
 def _count(value: int | None) -> str:

@@ -30,12 +30,18 @@ class AgentResult:
     output: str
     status: str = "success"  # "success" or "failed"
     error: str | None = None
+    # What the turn's tool calls observed (``engine.evidence``); kept in the run's state, reported per node.
+    evidence: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"agent_id": self.agent_id, "output": self.output, "status": self.status}
         if self.error:
             body["error"] = self.error
         return body
+
+    def state(self) -> dict[str, Any]:
+        """The turn as the node team's state keeps it: with its evidence."""
+        return {**self.as_dict(), "evidence": self.evidence}
 
 
 @dataclass
@@ -46,6 +52,9 @@ class NodeResult:
     agents: list[AgentResult] = field(default_factory=list)
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
+    verdict: str = "unknown"
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+    error_code: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -54,9 +63,13 @@ class NodeResult:
             "output": self.output,
             "agents": [a.as_dict() for a in self.agents],
             "usage": self.usage.as_dict(),
+            "verdict": self.verdict,
+            "evidence": self.evidence,
         }
         if self.error:
             body["error"] = self.error
+        if self.error_code:
+            body["error_code"] = self.error_code
         return body
 
     @classmethod
@@ -68,6 +81,9 @@ class NodeResult:
             [AgentResult(**a) for a in body["agents"]],
             body.get("error"),
             Usage.from_dict(body.get("usage")),
+            body.get("verdict", "unknown"),
+            list(body.get("evidence") or []),
+            body.get("error_code"),
         )
 
 
@@ -85,11 +101,14 @@ class RunOutcome:
 
     # The global supervisor's own model calls; with the node teams' usages it adds up to ``usage``.
     supervisor_usage: Usage = field(default_factory=Usage)
+    # The degraded or failed nodes, causes first (``engine.evidence.rank_suspects``).
+    suspects: list[dict[str, Any]] = field(default_factory=list)
 
     def result(self) -> dict[str, Any]:
         """The contract's ``result`` object."""
         return {
             "summary": self.summary,
             "node_results": [n.as_dict() for n in self.node_results],
+            "suspects": self.suspects,
             "supervisor_usage": self.supervisor_usage.as_dict(),
         }

@@ -27,6 +27,7 @@ from langgraph.types import Command, StateSnapshot, StreamMode
 from aiops_executor.core.telemetry import Telemetry, default_telemetry
 from aiops_executor.engine.approvals import PendingApproval, pending_from
 from aiops_executor.engine.events import EventType, ExecutionEvent, PendingEvent, format_timestamp
+from aiops_executor.engine.evidence import node_verdict, with_seqs
 from aiops_executor.engine.models import DISCARDED_TOKENS_KEY, ModelSource, Usage
 from aiops_executor.engine.results import AgentResult, NodeResult, NodeStatus, RunOutcome, RunStatus
 from aiops_executor.engine.team import (
@@ -77,6 +78,8 @@ class Resume:
     announced: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     # Decisions on the tool calls the run waited for (interrupt id -> ``approvals.decision_value``).
     decisions: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    # The seq of each stored ``tool_call`` event of the earlier attempts (call id -> seq), for the evidence.
+    tool_call_seqs: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -127,6 +130,8 @@ class ExecutionRun:
         # The tool calls this attempt stopped to wait for (then ``outcome`` stays None: the run is not over).
         self.awaiting: list[PendingApproval] = []
         self._seq = resume.after_seq if resume else 0
+        # call id -> seq of its tool_call event, so that evidence can point at it.
+        self._call_seqs: dict[str, int] = dict(resume.tool_call_seqs) if resume else {}
         self._task: asyncio.Task[_End] | None = None
         self._cancel_requested = False
         self._stopping = False
@@ -154,6 +159,14 @@ class ExecutionRun:
 
     def _stamp(self, event: PendingEvent) -> ExecutionEvent:
         self._seq += 1
+        data = event.data
+        if event.type is EventType.tool_call and isinstance(data.get("call_id"), str):
+            self._call_seqs[data["call_id"]] = self._seq
+        elif event.type is EventType.node_complete and isinstance(data.get("result"), dict):
+            # Every tool_call of the node was stamped before (one queue, in order): its evidence gets their seqs.
+            # A copy: the result is also the node's state in the graph, which must not change under it.
+            result = data["result"]
+            data = {**data, "result": {**result, "evidence": with_seqs(result.get("evidence") or [], self._call_seqs)}}
         return ExecutionEvent(
             type=event.type,
             execution_id=self.request.execution_id,
@@ -163,7 +176,7 @@ class ExecutionRun:
             node_id=event.node_id,
             agent_id=event.agent_id,
             supervisor_id=event.supervisor_id,
-            data=event.data,
+            data=data,
         )
 
     def _first_event(self, started_at: datetime) -> PendingEvent:
@@ -309,16 +322,22 @@ class ExecutionRun:
                 results.append(NodeResult.from_dict(body))
                 continue
             meter = self.team_run.node_meters.get(node_id)
+            turns = partial.get(node_id, [])
+            evidence = [item for turn in turns for item in turn.evidence]
             results.append(
                 NodeResult(
                     node_id,
                     unfinished,
                     "",
-                    partial.get(node_id, []),
+                    turns,
                     error=f"node team {unfinished.value}",
                     usage=meter.total if meter is not None else Usage(),
+                    verdict=node_verdict(evidence).value,
+                    evidence=evidence,
                 )
             )
+        for result in results:
+            result.evidence = with_seqs(result.evidence, self._call_seqs)
         return results
 
     async def _conclude(self, end: _End, duration_ms: int) -> RunOutcome:
@@ -337,6 +356,7 @@ class ExecutionRun:
             duration_ms,
             usage,
             supervisor_usage=supervisor_usage,
+            suspects=self.team.suspects({node.node_id: node.as_dict() for node in nodes}),
         )
         if end.how == "timeout":
             outcome.status = RunStatus.timeout

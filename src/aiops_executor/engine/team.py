@@ -25,6 +25,7 @@ import json
 import operator
 import re
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal, TypedDict
@@ -49,12 +50,22 @@ from aiops_executor.core.telemetry import ModelReference, Telemetry, default_tel
 from aiops_executor.engine import prompts
 from aiops_executor.engine.approvals import APPROVAL_MARKER, rejection_output
 from aiops_executor.engine.events import GLOBAL_SUPERVISOR_ID, EventType, PendingEvent, node_supervisor_id
+from aiops_executor.engine.evidence import (
+    NO_EVIDENCE,
+    NodeEvidence,
+    evidence_item,
+    no_evidence_reason,
+    node_verdict,
+    rank_suspects,
+    ranking_brief,
+)
 from aiops_executor.engine.models import ModelSource, Usage, UsageMeter, metering
 from aiops_executor.engine.results import AgentResult, NodeResult, NodeStatus
 from aiops_executor.engine.structured import ask_structured, generate_structured_output
 from aiops_executor.teams.graph import OrderingGraph
 from aiops_executor.teams.topology import AgentSpec, GlobalStrategy, ModelRef, NodeSpec, NodeStrategy, TeamSpec
 from aiops_executor.tools.registry import ToolContext, ToolOutcome, ToolRegistry, redact_value, secrets_in
+from aiops_executor.tools.verdicts import Verdict, outcome_verdict
 
 FINISH = "FINISH"
 NODE_ID_KEY = "aiops_node_id"
@@ -404,8 +415,10 @@ class CompiledTeam:
                 }
                 rejection = rejection_output(name, interrupt(asked))
             started = time.perf_counter()
+            call_id = uuid.uuid4().hex[:16]
             if rejection is not None:
-                outcome = ToolOutcome("error", rejection)
+                judgement = outcome_verdict("error", rejection, builtin=False)
+                outcome = ToolOutcome("error", rejection, verdict=judgement.verdict, signals=judgement.signals)
             else:
                 with run.telemetry.tool_call(name, node.node_id, agent_id, _TOOL_CALL_ID.get()) as step:
                     outcome = await registry.invoke(name, arguments, context)
@@ -422,9 +435,17 @@ class CompiledTeam:
                         "output": outcome.output,
                         "status": outcome.status,
                         "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                        "call_id": call_id,
+                        "verdict": outcome.verdict.value,
+                        "signals": list(outcome.signals),
                     },
                 )
             )
+            collected = _TURN_EVIDENCE.get()
+            if collected is not None:
+                error_code = outcome.output.get("error_code")
+                item = evidence_item(call_id, name, outcome.verdict, outcome.signals, error_code, outcome.observed)
+                collected.append(item)
             return json.dumps(outcome.output, ensure_ascii=False, default=str)
 
         # A plain JSON schema: the registry validates, so bad arguments reach the agent as a readable result.
@@ -571,6 +592,8 @@ class CompiledTeam:
             ) as step,
             metering() as meter,
         ):
+            evidence: list[dict[str, Any]] = []
+            collecting = _TURN_EVIDENCE.set(evidence)
             try:
                 agent = await run.agent(spec)
                 final = await agent.ainvoke(
@@ -590,12 +613,15 @@ class CompiledTeam:
             except Exception as exc:  # the node team carries on without this agent
                 turn = AgentResult(spec.agent_id, "", status="failed", error=error_text(exc, f"agent {agent_id}"))
                 logger.warning("agent failed", error=_short(turn.error), error_type=type(exc).__name__)
+            finally:
+                _TURN_EVIDENCE.reset(collecting)
+            turn.evidence = evidence
             step.status = turn.status
         data: dict[str, Any] = {"message": turn.output, "status": turn.status}
         if turn.error:
             data["error"] = turn.error
         _emit(PendingEvent(EventType.agent_message, node_id=node.node_id, agent_id=spec.agent_id, data=data))
-        return turn.as_dict(), meter.total
+        return turn.state(), meter.total
 
     async def _node_report(self, state: NodeTeamState, config: RunnableConfig) -> dict[str, Any]:
         run = _team_run(config)
@@ -774,14 +800,41 @@ class CompiledTeam:
             return [], reason or "supervisor finished", ""  # node teams have reported: finishing is its call
         return [], "", "it chose to finish before any node team had run"
 
-    def _global_messages(self, state: TeamState, results: Mapping[str, Any], question: str) -> list[BaseMessage]:
+    def _global_messages(
+        self, state: TeamState, results: Mapping[str, Any], question: str, *, ranking: bool = False
+    ) -> list[BaseMessage]:
         messages: list[BaseMessage] = [
             SystemMessage(self.topology.global_supervisor.system_prompt or DEFAULT_GLOBAL_SUPERVISOR_PROMPT),
             HumanMessage(prompts.global_supervisor_brief(state["task"], state["context"], self.topology.nodes)),
         ]
         messages.extend(AIMessage(text) for text in self._reports(results))
+        if ranking:
+            messages.append(HumanMessage(ranking_brief(self.suspects(results))))
         messages.append(HumanMessage(question))
         return messages
+
+    def suspects(self, results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The ranked suspects of these node results (``engine.evidence.rank_suspects``)."""
+        nodes = [
+            NodeEvidence(node_id, Verdict(body.get("verdict", "unknown")), body.get("evidence") or [])
+            for node_id in self.order
+            if (body := results.get(node_id)) is not None
+        ]
+        return rank_suspects(nodes, self.ordering.upstream)
+
+    def _judged_node(
+        self, node_id: str, agents: list[AgentResult], output: str, error: str | None, usage: Usage
+    ) -> NodeResult:
+        """The node team's result with its verdict and evidence; ``NO_EVIDENCE`` when its agents have tools and
+        none of their calls observed the resource."""
+        evidence = [item for agent in agents for item in agent.evidence]
+        status = NodeStatus.failed if error else NodeStatus.success
+        error_code = None
+        has_tools = any(agent.tools for agent in self.nodes[node_id].agents)
+        if status is NodeStatus.success and has_tools and (reason := no_evidence_reason(evidence)) is not None:
+            status, error, error_code = NodeStatus.failed, reason, NO_EVIDENCE
+        verdict = node_verdict(evidence).value
+        return NodeResult(node_id, status, output, agents, error, usage, verdict, evidence, error_code)
 
     @staticmethod
     def _reports(results: Mapping[str, Any]) -> list[str]:
@@ -822,9 +875,7 @@ class CompiledTeam:
                 agents = [AgentResult(**t) for t in final.get("turns", [])]
                 # The subgraph's state holds the usage of every finished step, also those of an earlier attempt.
                 usage = Usage.from_dict(final.get("usage"))
-                error = final.get("error")
-                status = NodeStatus.failed if error else NodeStatus.success
-                result = NodeResult(node_id, status, final.get("output", ""), agents, error=error, usage=usage)
+                result = self._judged_node(node_id, agents, final.get("output", ""), final.get("error"), usage)
             except GraphBubbleUp as signal:
                 run.dataflow.pause(node_id, signal)
                 raise
@@ -856,7 +907,7 @@ class CompiledTeam:
             try:
                 model = await run.model(self.topology.global_supervisor)
                 answer = await model.ainvoke(
-                    self._global_messages(state, results, "Summarise the findings for the task.")
+                    self._global_messages(state, results, "Summarise the findings for the task.", ranking=True)
                 )
             except GraphBubbleUp:
                 raise
@@ -912,6 +963,10 @@ def _finish_node(result: NodeResult) -> dict[str, dict[str, Any]]:
 RUN_KEY = "aiops_team_run"
 # The id the model gave the tool call being run (its span's gen_ai.tool.call.id); None outside one.
 _TOOL_CALL_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("aiops_tool_call_id", default=None)
+# Where the tool calls of the agent turn being run put their evidence (set by ``_run_agent``).
+_TURN_EVIDENCE: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar(
+    "aiops_turn_evidence", default=None
+)
 
 
 class _CallIdTool(StructuredTool):

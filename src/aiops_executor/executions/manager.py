@@ -420,7 +420,14 @@ class ExecutionManager:
             elapsed_seconds=started.elapsed_seconds,
         )
         resume = (
-            Resume(started.attempt, started.worker_id, started.last_seq, started.announced, decisions=started.decisions)
+            Resume(
+                started.attempt,
+                started.worker_id,
+                started.last_seq,
+                started.announced,
+                decisions=started.decisions,
+                tool_call_seqs=started.tool_call_seqs,
+            )
             if started.resumed
             else None
         )

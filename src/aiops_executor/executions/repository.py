@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -111,6 +111,8 @@ class Started:
     announced: dict[str, dict[str, Any]]  # node id -> result, of the node_complete events already stored
     # Decisions on the tool calls the run waited for, not yet handed to it (interrupt id -> decision).
     decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # call id -> seq of the tool_call events already stored (the evidence of a resumed run points at them).
+    tool_call_seqs: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -138,14 +140,15 @@ async def _last_event(session: AsyncSession, execution_id: uuid.UUID) -> tuple[i
     return int(row[0] or 0), row[1]
 
 
-async def _announced_nodes(session: AsyncSession, execution_id: uuid.UUID) -> dict[str, dict[str, Any]]:
-    payloads = await session.scalars(
-        select(ExecutionEventRow.payload).where(
-            ExecutionEventRow.execution_id == execution_id,
-            ExecutionEventRow.type == EventType.node_complete.value,
-        )
-    )
-    return {p["node_id"]: p["result"] for p in payloads if p.get("node_id") and isinstance(p.get("result"), dict)}
+async def _earlier_events(session: AsyncSession, execution_id: uuid.UUID) -> tuple[dict[str, Any], dict[str, int]]:
+    """What the stored events of earlier attempts tell a resumed run: the results of the node teams they
+    announced (node id -> result) and the seq of each tool call (call id -> seq, for the evidence)."""
+    of_run, kind = ExecutionEventRow.execution_id == execution_id, ExecutionEventRow.type
+    payloads = await session.scalars(select(ExecutionEventRow.payload).where(of_run, kind == "node_complete"))
+    announced = {p["node_id"]: p["result"] for p in payloads if p.get("node_id") and isinstance(p.get("result"), dict)}
+    call_id = ExecutionEventRow.payload["call_id"].as_string()
+    calls = await session.execute(select(call_id, ExecutionEventRow.seq).where(of_run, kind == "tool_call"))
+    return announced, {str(call): int(seq) for call, seq in calls if call}
 
 
 async def start(
@@ -180,13 +183,14 @@ async def start(
         started_at = execution.started_at or now
         last_seq, last_at = await _last_event(session, execution_id)
         elapsed = _elapsed(execution, started_at, last_at) if resumed else 0.0
-        announced = await _announced_nodes(session, execution_id) if resumed else {}
+        announced, call_seqs = await _earlier_events(session, execution_id) if resumed else ({}, {})
         lost = resumed and execution.worker_id is not None  # read before this attempt names its own worker
         execution.status = ExecutionStatus.running.value
         execution.started_at = started_at
         execution.attempt = attempt
         execution.worker_id = worker_id
-        return Started(execution, attempt, worker_id, resumed, lost, last_seq, max(0.0, elapsed), announced)
+        started = Started(execution, attempt, worker_id, resumed, lost, last_seq, max(0.0, elapsed), announced)
+        return replace(started, tool_call_seqs=call_seqs)
 
 
 def _elapsed(execution: Execution, started_at: datetime, last_at: datetime | None) -> float:
@@ -238,7 +242,7 @@ async def _start_decided(session: AsyncSession, execution: Execution, worker_id:
     execution.awaiting_since = None
     started_at = execution.started_at or now
     last_seq, last_at = await _last_event(session, execution.id)
-    announced = await _announced_nodes(session, execution.id)
+    announced, call_seqs = await _earlier_events(session, execution.id)
     execution.status = ExecutionStatus.running.value
     execution.worker_id = worker_id
     return Started(
@@ -251,6 +255,7 @@ async def _start_decided(session: AsyncSession, execution: Execution, worker_id:
         elapsed_seconds=_elapsed(execution, started_at, last_at),
         announced=announced,
         decisions=decisions,
+        tool_call_seqs=call_seqs,
     )
 
 

@@ -80,18 +80,47 @@ class AgentOutput(BaseModel):
     error: str | None = None
 
 
+Verdict = Literal["ok", "degraded", "failed", "unknown"]
+
+
+class Evidence(BaseModel):
+    seq: int | None = Field(description="the seq of the tool_call event (null when it is not known)")
+    tool: str
+    verdict: Verdict
+    signals: list[str] = Field(description="what set the verdict, in short human strings")
+    observed: bool = Field(
+        default=True, description="the call observed the resource (false: refused by a policy, no target, ...)"
+    )
+    call_id: str | None = None
+    error_code: str | None = Field(default=None, description="why an unknown call observed nothing")
+
+
 class NodeOutput(BaseModel):
     node_id: str
     status: str
     output: str
     agents: list[AgentOutput] = Field(default_factory=list)
     error: str | None = None
+    error_code: str | None = Field(default=None, description="NO_EVIDENCE: no tool call observed the resource")
     usage: Usage = Field(default_factory=Usage, description="this node team's model calls")
+    verdict: Verdict = Field(default="unknown", description="the worst verdict of its evidence; unknown when none")
+    evidence: list[Evidence] = Field(default_factory=list)
+
+
+class Suspect(BaseModel):
+    node_id: str
+    rank: int = Field(description="1 is the likeliest cause: a failing node none of whose dependencies fails")
+    verdict: Verdict
+    reasons: list[str]
+    evidence_seqs: list[int] = Field(description="the seqs of the tool_call events that found it degraded or failed")
 
 
 class ExecutionResult(BaseModel):
     summary: str
     node_results: list[NodeOutput]
+    suspects: list[Suspect] = Field(
+        default_factory=list, description="the degraded or failed nodes, ranked from verdicts and topology, no model"
+    )
     supervisor_usage: Usage = Field(
         default_factory=Usage,
         description="the global supervisor's own model calls; with the node results' usages it adds up to usage",
@@ -230,6 +259,9 @@ class ToolCallEvent(AgentEventBase):
     output: dict[str, Any]
     status: str
     duration_ms: float
+    call_id: str = Field(description="the call's id, which the evidence of node results names")
+    verdict: Verdict = Field(description="what the call observed of its target; unknown when it could not observe")
+    signals: list[str]
 
 
 class NodeCompleteEvent(NodeEventBase):

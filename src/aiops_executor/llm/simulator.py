@@ -113,13 +113,23 @@ def _reports(messages: Sequence[BaseMessage]) -> list[str]:
     return reports
 
 
+# How the engine hands a supervisor the suspects it ranked from the tools' verdicts (engine.evidence).
+RANKING_HEADING = "Ranked suspects"
+
+
 def _summary(messages: Sequence[BaseMessage]) -> str:
     reports = _reports(messages)
     if not reports:
         task = next((_text_of(m) for m in messages if isinstance(m, HumanMessage)), "")
         return f"{LABEL} No findings were reported for: {task[:200]}".strip()
     body = "\n".join(f"- {report[:MAX_REPORT_CHARS]}" for report in reports[-10:])
-    return f"{LABEL} Summary of {len(reports)} report(s):\n{body}"
+    # The simulator has no judgment of its own: it agrees with the engine's ranking, and says so first.
+    ranking = next(
+        (text for m in messages if isinstance(m, HumanMessage) and (text := _text_of(m)).startswith(RANKING_HEADING)),
+        None,
+    )
+    lead = f"{ranking[:MAX_REPORT_CHARS]}\n" if ranking else ""
+    return f"{LABEL} {lead}Summary of {len(reports)} report(s):\n{body}"
 
 
 _SPEAKER = re.compile(r"^\[([A-Za-z0-9_.-]{1,64})\] (.*)$", re.DOTALL)
@@ -128,9 +138,33 @@ _NOT_RESOURCES = frozenset({"simulator", "global_supervisor"})
 # Property names that identify the resource an item of a list is about.
 _IDENTITY_FIELDS = ("node_id", "resource_id", "resource", "node", "component", "service", "id", "name")
 # Tool results that mean something is wrong; enum options read as bad news, then as good news.
-_BAD_SIGNS = ('"reachable": false', '"connected": false', '"ok": false', '"verified": false', "(failed)", "(skipped)")
+_BAD_SIGNS = (
+    '"reachable": false',
+    '"connected": false',
+    '"ok": false',
+    '"verified": false',
+    "(failed)",
+    "(skipped)",
+    "(verdict failed",
+    "(verdict degraded",
+)
 _BAD_OPTIONS = ("down", "unhealthy", "failed", "critical", "degraded", "high", "error", "unknown")
 _GOOD_OPTIONS = ("healthy", "ok", "up", "success", "passing", "low", "info", "none")
+
+
+def _verdict_of(tool_result: str) -> str:
+    """`` (verdict failed: signal; signal)`` of a tool result that states one (said first: a long result is cut)."""
+    try:
+        stated = json.loads(tool_result)
+    except ValueError:
+        return ""
+    if not isinstance(stated, dict):
+        return ""
+    verdict, signals = stated.get("verdict"), stated.get("signals")
+    if not isinstance(verdict, str):
+        return ""
+    listed = "; ".join(str(signal) for signal in signals[:3]) if isinstance(signals, list) else ""
+    return f" (verdict {verdict}: {listed})" if listed else f" (verdict {verdict})"
 
 
 def _resource_reports(messages: Sequence[BaseMessage]) -> dict[str, str]:
@@ -354,7 +388,8 @@ class SimulatorChatModel(BaseChatModel):
         if results:
             lines = [f"{LABEL} Tool results:"]
             for result in results:
-                lines.append(f"- {result.name or 'tool'}: {_text_of(result)[:MAX_REPORT_CHARS]}")
+                text = _text_of(result)
+                lines.append(f"- {result.name or 'tool'}{_verdict_of(text)}: {text[:MAX_REPORT_CHARS]}")
             return self._message("\n".join(lines), [], messages)
         return self._message(_summary(messages), [], messages)
 

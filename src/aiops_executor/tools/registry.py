@@ -25,6 +25,8 @@ import structlog
 from langgraph.errors import GraphBubbleUp
 from pydantic import BaseModel, ValidationError
 
+from aiops_executor.tools.verdicts import Verdict, outcome_verdict
+
 if TYPE_CHECKING:
     from aiops_executor.core.settings import Settings
 
@@ -76,6 +78,10 @@ class ToolOutcome:
     status: str  # "success" or "error"
     output: dict[str, Any]
     duration_ms: float = 0.0
+    # What the call observed of its target (see ``tools.verdicts``), kept apart from the output, which may be cut.
+    verdict: Verdict = Verdict.unknown
+    signals: list[str] = field(default_factory=list)
+    observed: bool = False  # the call observed its target (see ``tools.verdicts.Judgement``)
 
     @property
     def ok(self) -> bool:
@@ -97,6 +103,8 @@ class ToolSpec:
     timeout_seconds: float = 15.0
     # Node attributes the tool falls back to when an argument is omitted (documentation and listing only).
     attribute_keys: tuple[str, ...] = ()
+    # Default thresholds of the tool's verdict, each settable per node (``thresholds.<tool>.<name>``).
+    thresholds: Mapping[str, float] = field(default_factory=dict)
     input_schema: Mapping[str, Any] | None = None
     # The MCP server lending the tool (None for built-in tools), and whether its every call needs approval.
     server: str | None = None
@@ -245,6 +253,7 @@ class ToolRegistry:
             return _finish("error", output, started, context, secrets)
 
         timeout = effective_timeout(spec, context)
+        builtin = spec.server is None
         try:
             async with asyncio.timeout(timeout) as deadline:
                 result = await spec.run(validated, context)
@@ -253,32 +262,41 @@ class ToolRegistry:
                 output = error_output(TOOL_TIMEOUT, f"{name} did not finish within {timeout:g} s")
             else:  # the tool's own timeout fired, not ours
                 output = error_output(TOOL_FAILED, describe_exception(exc, secrets))
-            return _finish("error", output, started, context, secrets)
+            return _finish("error", output, started, context, secrets, builtin=builtin)
         except ToolError as exc:
             output = error_output(exc.error_code, redact(exc.message, secrets), **exc.details)
-            return _finish("error", output, started, context, secrets)
+            return _finish("error", output, started, context, secrets, builtin=builtin)
         except GraphBubbleUp:
             raise  # LangGraph's control flow (an interrupt waiting for a person), not a failure of the tool
         except Exception as exc:
             message = describe_exception(exc, secrets)
             logger.warning("tool failed", tool=name, node_id=context.node_id, error=message)
-            return _finish("error", error_output(TOOL_FAILED, message), started, context, secrets)
+            return _finish("error", error_output(TOOL_FAILED, message), started, context, secrets, builtin=builtin)
         if not isinstance(result, Mapping):
             message = f"{name} returned {type(result).__name__}, expected an object"
-            return _finish("error", error_output(TOOL_FAILED, message), started, context, secrets)
-        return _finish("success", dict(result), started, context, secrets)
+            return _finish("error", error_output(TOOL_FAILED, message), started, context, secrets, builtin=builtin)
+        return _finish("success", dict(result), started, context, secrets, builtin=builtin)
 
 
 def _finish(
-    status: str, output: dict[str, Any], started: float, context: ToolContext, secrets: set[str]
+    status: str,
+    output: dict[str, Any],
+    started: float,
+    context: ToolContext,
+    secrets: set[str],
+    *,
+    builtin: bool = True,
 ) -> ToolOutcome:
     max_chars = int(context.settings.get(SETTING_OUTPUT_MAX_CHARS) or DEFAULT_OUTPUT_MAX_CHARS)
     try:
-        bounded = bound_output(redact_value(output, secrets), max_chars)
+        output = redact_value(output, secrets)
+        bounded = bound_output(output, max_chars)
     except (TypeError, ValueError, RecursionError) as exc:  # e.g. a self-referencing result
         status = "error"
-        bounded = error_output(TOOL_FAILED, f"the result is not JSON-serialisable ({type(exc).__name__})")
-    return ToolOutcome(status, bounded, round((time.perf_counter() - started) * 1000, 2))
+        output = bounded = error_output(TOOL_FAILED, f"the result is not JSON-serialisable ({type(exc).__name__})")
+    judgement = outcome_verdict(status, output, builtin=builtin)
+    duration_ms = round((time.perf_counter() - started) * 1000, 2)
+    return ToolOutcome(status, bounded, duration_ms, judgement.verdict, judgement.signals, judgement.observed)
 
 
 def effective_timeout(spec: ToolSpec, context: ToolContext) -> float:

@@ -17,6 +17,11 @@ class ToolRead(BaseModel):
     attribute_keys: list[str] = Field(
         default_factory=list, description="node attributes the tool reads when an argument is omitted"
     )
+    thresholds: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="the verdict's default thresholds, settable per node in its attribute thresholds.<tool>.<name> "
+        "(null: unset, the node must set it for the value to be judged)",
+    )
     server: str | None = Field(default=None, description="the MCP tool server lending the tool; null when built in")
     approval_required: bool = Field(
         default=False, description="every call needs a person's approval (its server requires it)"
@@ -30,6 +35,8 @@ class ToolRead(BaseModel):
             args_schema=spec.json_schema(),
             timeout_seconds=spec.timeout_seconds,
             attribute_keys=list(spec.attribute_keys),
+            # JSON has no infinity: an unset threshold is null.
+            thresholds={name: None if value == float("inf") else value for name, value in spec.thresholds.items()},
             server=spec.server,
             approval_required=spec.approval_required,
         )

@@ -19,6 +19,7 @@ from aiops_executor.tools.registry import (
     ToolError,
     validation_errors,
 )
+from aiops_executor.tools.verdicts import THRESHOLDS_ATTRIBUTE
 
 ArgsT = TypeVar("ArgsT", bound=BaseModel)
 
@@ -134,3 +135,27 @@ def egress_http_transport(context: ToolContext, **options: Any) -> Any:
     import httpx
 
     return egress.async_transport(httpx, policy=egress_policy(context), **options)
+
+
+def thresholds(context: ToolContext, tool: str, defaults: Mapping[str, float]) -> dict[str, float]:
+    """The tool's thresholds: ``defaults`` with the node's ``thresholds.<tool>`` attribute applied."""
+    configured = context.attributes.get(THRESHOLDS_ATTRIBUTE)
+    if configured is None:
+        return dict(defaults)
+    if not isinstance(configured, Mapping):
+        raise ToolError(TOOL_INVALID_TARGET, f"node attribute {THRESHOLDS_ATTRIBUTE!r} must be an object")
+    mine = configured.get(tool)
+    if mine is None:
+        return dict(defaults)
+    if not isinstance(mine, Mapping):
+        raise ToolError(TOOL_INVALID_TARGET, f"node attribute {THRESHOLDS_ATTRIBUTE}.{tool} must be an object")
+    values = dict(defaults)
+    for name, value in mine.items():
+        where = f"{THRESHOLDS_ATTRIBUTE}.{tool}.{name}"
+        if name not in defaults:
+            known = ", ".join(sorted(defaults))
+            raise ToolError(TOOL_INVALID_TARGET, f"node attribute {where} is not a threshold of {tool} ({known})")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ToolError(TOOL_INVALID_TARGET, f"node attribute {where} must be a positive number")
+        values[name] = float(value)
+    return values

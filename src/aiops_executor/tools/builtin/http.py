@@ -1,12 +1,17 @@
 """``http_check``: one HTTP request against a service, reported as findings (status, latency, headers).
 
 Reads node attributes ``url`` and ``expected_status`` when the arguments are omitted.
+
+Verdicts: failed when the server cannot be reached or does not answer in time, on a 5xx status, or when the
+latency reaches ``latency_failed_ms`` (default 5000); degraded on another unexpected status or when the latency
+reaches ``latency_degraded_ms`` (default 1000). A 5xx answer's body excerpt is reported.
 """
 
 from __future__ import annotations
 
 import time
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -20,9 +25,11 @@ from aiops_executor.tools.builtin._common import (
     fill_from_attributes,
     http_url_or_none,
     missing_target,
+    thresholds,
     truncate,
 )
 from aiops_executor.tools.registry import ToolContext, ToolSpec, describe_exception
+from aiops_executor.tools.verdicts import Findings, judged
 
 DEFAULT_REPORTED_HEADERS = (
     "content-type",
@@ -40,6 +47,7 @@ MAX_BODY_BYTES = 1024 * 1024  # counted, not kept: beyond this the size is repor
 BODY_PREVIEW_CHARS = 300
 TEXTUAL_CONTENT_TYPES = ("text/", "application/json", "application/problem+json", "application/xml")
 USER_AGENT = f"aiops-executor-http-check/{__version__}"
+HTTP_THRESHOLDS = {"latency_degraded_ms": 1000.0, "latency_failed_ms": 5000.0}
 
 
 def _single_status_as_list(value: Any) -> Any:
@@ -97,8 +105,10 @@ async def http_check(args: HttpCheckArgs, context: ToolContext) -> dict[str, Any
     args = fill_from_attributes(args, context, {"url": ("url",), "expected_status": ("expected_status",)})
     if args.url is None:
         raise missing_target("url", ["url"])
+    limits = thresholds(context, "http_check", HTTP_THRESHOLDS)
     wanted_headers = [name.lower() for name in (args.report_headers or DEFAULT_REPORTED_HEADERS)]
     report: dict[str, Any] = {"url": args.url, "method": args.method}
+    findings = Findings()
     started = time.perf_counter()
     async with httpx.AsyncClient(
         follow_redirects=args.follow_redirects,
@@ -124,24 +134,14 @@ async def http_check(args: HttpCheckArgs, context: ToolContext) -> dict[str, Any
         except EgressDenied as exc:
             raise egress_denied(exc) from None
         except EgressUnresolvable as exc:
-            return {
-                **report,
-                "reachable": False,
-                "ok": False,
-                "error_kind": "connect",
-                "error": describe_exception(exc),
-                "latency_ms": elapsed_ms(started),
-            }
+            findings.failed(f"{_where(args.url)}: the name does not resolve")
+            report.update(reachable=False, ok=False, error_kind="connect", error=describe_exception(exc))
+            return judged({**report, "latency_ms": elapsed_ms(started)}, findings)
         except httpx.HTTPError as exc:
             reachable, kind = _failure(exc)
-            return {
-                **report,
-                "reachable": reachable,
-                "ok": False,
-                "error_kind": kind,
-                "error": describe_exception(exc),
-                "latency_ms": elapsed_ms(started),
-            }
+            findings.failed(f"{_where(args.url)}: {FAILURE_SIGNALS[kind].format(seconds=args.timeout_seconds)}")
+            report.update(reachable=reachable, ok=False, error_kind=kind, error=describe_exception(exc))
+            return judged({**report, "latency_ms": elapsed_ms(started)}, findings)
     status = response.status_code
     ok = status in args.expected_status if args.expected_status else 200 <= status < 400
     content_type = response.headers.get("content-type", "")
@@ -163,7 +163,36 @@ async def http_check(args: HttpCheckArgs, context: ToolContext) -> dict[str, Any
     )
     if preview and _is_textual(content_type):
         report["body_preview"] = truncate(preview.decode("utf-8", errors="replace"), BODY_PREVIEW_CHARS)
-    return report
+    where = _where(str(response.url))
+    if status >= 500:
+        excerpt = f": {truncate(' '.join(report['body_preview'].split()), 80)}" if report.get("body_preview") else ""
+        findings.failed(f"HTTP {status} from {where}{excerpt}")
+    elif not ok:
+        findings.degraded(f"HTTP {status} from {where} (expected {_expected(args.expected_status)})")
+    else:
+        findings.ok(f"HTTP {status} from {where}")
+    degraded_at, failed_at = limits["latency_degraded_ms"], limits["latency_failed_ms"]
+    findings.graded(latency_ms, degraded_at, failed_at, f"answered in {latency_ms:g} ms (limit {degraded_at:g} ms)")
+    return judged(report, findings)
+
+
+FAILURE_SIGNALS = {
+    "connect_timeout": "connect timed out after {seconds:g} s",
+    "timeout": "no answer within {seconds:g} s",
+    "connect": "connection refused or unreachable",
+    "too_many_redirects": "too many redirects",
+    "protocol": "the answer is not valid HTTP",
+}
+
+
+def _where(url: str) -> str:
+    """``host:port/path`` of a URL, for signals (no query string: it may hold a token)."""
+    parts = urlsplit(url)
+    return f"{parts.netloc.rsplit('@', 1)[-1]}{parts.path or '/'}"
+
+
+def _expected(statuses: list[int] | None) -> str:
+    return ", ".join(str(code) for code in statuses) if statuses else "2xx or 3xx"
 
 
 HTTP_CHECK = ToolSpec(
@@ -174,4 +203,5 @@ HTTP_CHECK = ToolSpec(
     run=http_check,
     timeout_seconds=20.0,
     attribute_keys=("url", "expected_status"),
+    thresholds=HTTP_THRESHOLDS,
 )

@@ -3,6 +3,10 @@
 Attributes read when the arguments are omitted: ``tcp_check`` -- ``host``, ``port``, else the host and port
 of ``url`` / ``postgres_dsn`` / ``redis_url``; ``dns_lookup`` -- ``hostname``, ``host``, else the host of
 those URLs.
+
+Verdicts: ``tcp_check`` is failed when the connection is refused, times out or the name does not resolve,
+degraded when connecting took ``connect_degraded_ms`` (default 500) or more. ``dns_lookup`` is failed when the
+name does not resolve or the lookup times out, degraded when it took ``lookup_degraded_ms`` (default 1000).
 """
 
 from __future__ import annotations
@@ -22,10 +26,14 @@ from aiops_executor.tools.builtin._common import (
     fill_from_attributes,
     host_port_from_url_attributes,
     missing_target,
+    thresholds,
 )
 from aiops_executor.tools.registry import ToolContext, ToolSpec, describe_exception
+from aiops_executor.tools.verdicts import Findings, judged
 
 CLOSE_TIMEOUT_SECONDS = 1.0
+TCP_THRESHOLDS = {"connect_degraded_ms": 500.0}
+DNS_THRESHOLDS = {"lookup_degraded_ms": 1000.0}
 
 
 class TcpCheckArgs(BaseModel):
@@ -62,25 +70,38 @@ async def tcp_check(args: TcpCheckArgs, context: ToolContext) -> dict[str, Any]:
         raise missing_target("host", ["host", "url"])
     if port is None:
         raise missing_target("port", ["port", "url"])
+    limits = thresholds(context, "tcp_check", TCP_THRESHOLDS)
     report: dict[str, Any] = {"host": host, "port": port}
+    findings = Findings()
     started = time.perf_counter()
     try:
         async with asyncio.timeout(args.timeout_seconds):
             address = await egress_address(context, host, port)
             _, writer = await asyncio.open_connection(address, port)
     except TimeoutError:
-        return {
-            **report,
-            "reachable": False,
-            "error": f"connect timed out after {args.timeout_seconds:g} s",
-            "latency_ms": elapsed_ms(started),
-        }
+        error = f"connect timed out after {args.timeout_seconds:g} s"
+        findings.failed(f"{host}:{port}: {error}")
+        return judged({**report, "reachable": False, "error": error, "latency_ms": elapsed_ms(started)}, findings)
     except OSError as exc:
-        return {**report, "reachable": False, "error": describe_exception(exc), "latency_ms": elapsed_ms(started)}
+        error = describe_exception(exc)
+        findings.failed(f"{host}:{port}: {_connect_failure(exc)}")
+        return judged({**report, "reachable": False, "error": error, "latency_ms": elapsed_ms(started)}, findings)
     latency_ms = elapsed_ms(started)
     peer = writer.get_extra_info("peername")
     await _close(writer)
-    return {**report, "reachable": True, "latency_ms": latency_ms, "address": peer[0] if peer else None}
+    limit = limits["connect_degraded_ms"]
+    findings.graded(latency_ms, limit, float("inf"), f"{host}:{port} connected in {latency_ms:g} ms (limit {limit:g})")
+    report.update(reachable=True, latency_ms=latency_ms, address=peer[0] if peer else None)
+    return judged(report, findings)
+
+
+def _connect_failure(exc: OSError) -> str:
+    """A connect error in a few words: what an operator would say, not the exception's class."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return "the name does not resolve"
+    return " ".join((exc.strerror or str(exc) or "connect failed").split())
 
 
 class DnsLookupArgs(BaseModel):
@@ -109,7 +130,9 @@ async def dns_lookup(args: DnsLookupArgs, context: ToolContext) -> dict[str, Any
         hostname = derived[0] if derived else None
     if hostname is None:
         raise missing_target("hostname", ["hostname", "host", "url"])
+    limits = thresholds(context, "dns_lookup", DNS_THRESHOLDS)
     report: dict[str, Any] = {"hostname": hostname, "family": args.family}
+    findings = Findings()
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
     try:
@@ -118,14 +141,13 @@ async def dns_lookup(args: DnsLookupArgs, context: ToolContext) -> dict[str, Any
                 hostname, None, family=FAMILIES[args.family], type=socket.SOCK_STREAM, flags=socket.AI_CANONNAME
             )
     except TimeoutError:
-        return {
-            **report,
-            "resolved": False,
-            "error": f"lookup timed out after {args.timeout_seconds:g} s",
-            "latency_ms": elapsed_ms(started),
-        }
+        error = f"lookup timed out after {args.timeout_seconds:g} s"
+        findings.failed(f"{hostname}: {error}")
+        return judged({**report, "resolved": False, "error": error, "latency_ms": elapsed_ms(started)}, findings)
     except OSError as exc:  # socket.gaierror: the name does not resolve
-        return {**report, "resolved": False, "error": describe_exception(exc), "latency_ms": elapsed_ms(started)}
+        findings.failed(f"{hostname} does not resolve")
+        report.update(resolved=False, error=describe_exception(exc), latency_ms=elapsed_ms(started))
+        return judged(report, findings)
     ipv4: list[str] = []
     ipv6: list[str] = []
     canonical_name = None
@@ -135,15 +157,22 @@ async def dns_lookup(args: DnsLookupArgs, context: ToolContext) -> dict[str, Any
         bucket = ipv6 if family == socket.AF_INET6 else ipv4
         if address not in bucket:
             bucket.append(address)
-    return {
-        **report,
-        "resolved": bool(ipv4 or ipv6),
-        "addresses": ipv4 + ipv6,
-        "ipv4": ipv4,
-        "ipv6": ipv6,
-        "canonical_name": canonical_name,
-        "latency_ms": elapsed_ms(started),
-    }
+    latency_ms = elapsed_ms(started)
+    if ipv4 or ipv6:
+        limit = limits["lookup_degraded_ms"]
+        signal = f"{hostname} resolved to {len(ipv4) + len(ipv6)} address(es) in {latency_ms:g} ms (limit {limit:g})"
+        findings.graded(latency_ms, limit, float("inf"), signal)
+    else:
+        findings.failed(f"{hostname} resolved to no address")
+    report.update(
+        resolved=bool(ipv4 or ipv6),
+        addresses=ipv4 + ipv6,
+        ipv4=ipv4,
+        ipv6=ipv6,
+        canonical_name=canonical_name,
+        latency_ms=latency_ms,
+    )
+    return judged(report, findings)
 
 
 TCP_CHECK = ToolSpec(
@@ -153,6 +182,7 @@ TCP_CHECK = ToolSpec(
     run=tcp_check,
     timeout_seconds=15.0,
     attribute_keys=("host", "port", "url", "postgres_dsn", "redis_url"),
+    thresholds=TCP_THRESHOLDS,
 )
 
 DNS_LOOKUP = ToolSpec(
@@ -162,4 +192,5 @@ DNS_LOOKUP = ToolSpec(
     run=dns_lookup,
     timeout_seconds=15.0,
     attribute_keys=("hostname", "host", "url", "postgres_dsn", "redis_url"),
+    thresholds=DNS_THRESHOLDS,
 )

@@ -8,6 +8,16 @@ session is a read-only transaction, and each section runs in its own savepoint s
 (permissions, old server) is reported without losing the others. A DSN that logs in as a superuser is refused
 (the connection closed before any diagnostic query) unless ``AIOPS_DIAGNOSTICS_ALLOW_SUPERUSER=true``. The
 server's address is checked against the egress policy and connected to as checked.
+
+Verdicts (thresholds settable per node, see ``POSTGRES_THRESHOLDS``): failed when the server refuses the
+connection, does not answer in time, or has no connection left for a new client; when client connections reach
+``connections_failed_percent`` (95) of those available to ordinary roles, a session has waited for a lock
+``lock_wait_failed_seconds`` (30), a transaction has been open ``transaction_failed_seconds`` (600), or a
+replica lags ``replication_lag_failed_seconds`` (300). Degraded at ``connections_degraded_percent`` (80),
+``lock_wait_degraded_seconds`` (5), ``transaction_degraded_seconds`` (60) and
+``replication_lag_degraded_seconds`` (30); a query's round trip (``SELECT 1``) is judged against
+``round_trip_degraded_ms`` (100) and ``round_trip_failed_ms`` (1000). A login the server refuses (wrong
+password, unknown database) is ``unknown``: the DSN is ours to fix, and nothing was learned of the server's health.
 """
 
 from __future__ import annotations
@@ -22,7 +32,8 @@ from urllib.parse import urlsplit
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiops_executor.tools.builtin._common import egress_address, elapsed_ms, missing_target, truncate
+from aiops_executor.tools.builtin._common import egress_address, elapsed_ms, missing_target, thresholds, truncate
+from aiops_executor.tools.builtin.postgres_verdicts import judge_failure, judge_report
 from aiops_executor.tools.registry import (
     SETTING_ALLOW_SUPERUSER,
     TOOL_INVALID_TARGET,
@@ -31,12 +42,25 @@ from aiops_executor.tools.registry import (
     ToolSpec,
     describe_exception,
 )
+from aiops_executor.tools.verdicts import Findings, judged
 
 DSN_ATTRIBUTE = "postgres_dsn"
 APPLICATION_NAME = "aiops-executor-diagnostics"
 _SQLALCHEMY_DRIVER = re.compile(r"^(postgres(?:ql)?)\+\w+://", re.IGNORECASE)
 DEFAULT_POSTGRES_PORT = 5432
 DIAGNOSTICS_SUPERUSER_REFUSED = "DIAGNOSTICS_SUPERUSER_REFUSED"
+POSTGRES_THRESHOLDS = {
+    "connections_degraded_percent": 80.0,
+    "connections_failed_percent": 95.0,
+    "lock_wait_degraded_seconds": 5.0,
+    "lock_wait_failed_seconds": 30.0,
+    "transaction_degraded_seconds": 60.0,
+    "transaction_failed_seconds": 600.0,
+    "replication_lag_degraded_seconds": 30.0,
+    "replication_lag_failed_seconds": 300.0,
+    "round_trip_degraded_ms": 100.0,
+    "round_trip_failed_ms": 1000.0,
+}
 
 
 class PostgresDiagnosticsArgs(BaseModel):
@@ -206,6 +230,35 @@ async def _long_running(connection: asyncpg.Connection, args: PostgresDiagnostic
     }
 
 
+async def _long_transactions(connection: asyncpg.Connection, args: PostgresDiagnosticsArgs) -> dict[str, Any]:
+    rows = await connection.fetch(
+        """
+        SELECT pid, usename, state, EXTRACT(EPOCH FROM clock_timestamp() - xact_start)::float8 AS seconds,
+               left(query, $2) AS query
+        FROM pg_stat_activity
+        WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+          AND xact_start < clock_timestamp() - make_interval(secs => $1)
+        ORDER BY xact_start
+        LIMIT $3
+        """,
+        args.long_running_seconds,
+        args.query_chars,
+        args.max_queries,
+    )
+    return {
+        "long_transactions": [
+            {
+                "pid": row["pid"],
+                "user": row["usename"],
+                "state": row["state"],
+                "transaction_seconds": round(row["seconds"], 2),
+                "query": truncate(row["query"] or "", args.query_chars),
+            }
+            for row in rows
+        ]
+    }
+
+
 async def _lock_waits(connection: asyncpg.Connection, args: PostgresDiagnosticsArgs) -> dict[str, Any]:
     rows = await connection.fetch(
         """
@@ -316,6 +369,7 @@ SECTIONS: tuple[tuple[str, Section], ...] = (
     ("server", _server),
     ("connections", _connections),
     ("long_running_queries", _long_running),
+    ("long_transactions", _long_transactions),
     ("lock_waits", _lock_waits),
     ("replication", _replication),
     ("database_stats", _activity),
@@ -332,6 +386,9 @@ async def postgres_diagnostics(args: PostgresDiagnosticsArgs, context: ToolConte
         host, port = dsn_target(dsn)
     except ValueError as exc:
         raise ToolError(TOOL_INVALID_TARGET, f"node attribute {DSN_ATTRIBUTE!r}: {describe_exception(exc)}") from None
+    limits = thresholds(context, "postgres_diagnostics", POSTGRES_THRESHOLDS)
+    findings = Findings()
+    where = f"{host}:{port}"
     started = time.perf_counter()
     report: dict[str, Any] = {}
     section_errors: dict[str, str] = {}
@@ -343,6 +400,9 @@ async def postgres_diagnostics(args: PostgresDiagnosticsArgs, context: ToolConte
         )
         async with session as connection:
             report["connected"] = True
+            round_trip = time.perf_counter()
+            await connection.fetchval("SELECT 1")
+            report["round_trip_ms"] = elapsed_ms(round_trip)
             for name, section in SECTIONS:
                 try:
                     async with connection.transaction():  # a savepoint: a refused section leaves the rest usable
@@ -362,25 +422,28 @@ async def postgres_diagnostics(args: PostgresDiagnosticsArgs, context: ToolConte
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         if report.get("connected"):
             raise
-        return {
+        judge_failure(exc, where, args.timeout_seconds, findings)
+        failure = {
             "connected": False,
             # A PostgreSQL error means the server answered (e.g. refused the login); a socket error that it did not.
             "reachable": isinstance(exc, asyncpg.PostgresError),
             "error": describe_exception(exc),
-            "latency_ms": elapsed_ms(started),
         }
+        return judged({**failure, "latency_ms": elapsed_ms(started)}, findings)
     if section_errors:
         report["section_errors"] = section_errors
     report["latency_ms"] = elapsed_ms(started)
-    return report
+    judge_report(report, limits, findings)
+    return judged(report, findings)
 
 
 POSTGRES_DIAGNOSTICS = ToolSpec(
     name="postgres_diagnostics",
     description="Read-only PostgreSQL health: version, role, connections vs max_connections, long-running "
-    "queries, lock waits, replication lag, database size and cache hit ratio.",
+    "queries and transactions, lock waits (who blocks whom), replication lag, database size and cache hit ratio.",
     args_schema=PostgresDiagnosticsArgs,
     run=postgres_diagnostics,
     timeout_seconds=30.0,
     attribute_keys=(DSN_ATTRIBUTE,),
+    thresholds=POSTGRES_THRESHOLDS,
 )

@@ -3,10 +3,16 @@
 The server comes from the ``prometheus_url`` argument, else the node's ``prometheus_url`` attribute, else
 the process setting ``AIOPS_PROMETHEUS_URL``. The query defaults to the node's ``prometheus_query``
 attribute, else ``up``.
+
+Verdicts: a PromQL result means nothing by itself, so the verdict is ``unknown`` unless the node says what is
+bad: for ``up`` queries a series at 0 is failed (all at 1: ok); for any other query, with
+``thresholds.prometheus_query.value_degraded_at`` / ``value_failed_at`` set on the node, the highest latest
+value of the series is graded against them (no series: ok). Prometheus being unreachable is ``unknown``.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -23,9 +29,14 @@ from aiops_executor.tools.builtin._common import (
     fill_from_attributes,
     http_url_or_none,
     missing_target,
+    thresholds,
 )
 from aiops_executor.tools.registry import SETTING_PROMETHEUS_URL, ToolContext, ToolError, ToolSpec, describe_exception
+from aiops_executor.tools.verdicts import Findings, judged
 
+# Unset (infinite) by default: only the node knows which values of its query are bad.
+PROMETHEUS_THRESHOLDS = {"value_degraded_at": float("inf"), "value_failed_at": float("inf")}
+_UP_QUERY = re.compile(r"^\s*up\s*(\{[^}]*\})?\s*$")
 PROMETHEUS_UNREACHABLE = "PROMETHEUS_UNREACHABLE"
 PROMETHEUS_QUERY_ERROR = "PROMETHEUS_QUERY_ERROR"
 PROMETHEUS_BAD_RESPONSE = "PROMETHEUS_BAD_RESPONSE"
@@ -152,6 +163,7 @@ async def prometheus_query(args: PrometheusQueryArgs, context: ToolContext) -> d
     if not base_url:
         raise missing_target("prometheus_url", ["prometheus_url"])
     query = args.query or DEFAULT_QUERY
+    limits = thresholds(context, "prometheus_query", PROMETHEUS_THRESHOLDS)
     kind, path, params = _request(args, query)
     started = time.perf_counter()
     async with httpx.AsyncClient(
@@ -195,7 +207,51 @@ async def prometheus_query(args: PrometheusQueryArgs, context: ToolContext) -> d
         report["series_truncated"] = len(series) > args.max_series
     if isinstance(body, dict) and body.get("warnings"):
         report["warnings"] = body["warnings"][:10]
-    return report
+    series = result if isinstance(result, list) and result_type in ("vector", "matrix") else []
+    return judged(report, _judge(query, series, limits))
+
+
+def _latest(series: dict[str, Any]) -> float | None:
+    point = series.get("value") or (series.get("values") or [None])[-1]
+    return as_float(point[1]) if isinstance(point, list) and len(point) == 2 else None
+
+
+def _label_text(series: dict[str, Any]) -> str:
+    metric = series.get("metric")
+    labels: dict[str, Any] = metric if isinstance(metric, dict) else {}
+    shown = {key: labels[key] for key in ("instance", "job", "service") if key in labels} or labels
+    return "{" + ", ".join(f'{key}="{value}"' for key, value in list(shown.items())[:4]) + "}"
+
+
+def _judge(query: str, series: list[Any], limits: dict[str, float]) -> Findings:
+    findings = Findings()
+    values = [(entry, _latest(entry)) for entry in series if isinstance(entry, dict)]
+    if _UP_QUERY.match(query):
+        down = [entry for entry, value in values if value == 0]
+        for entry in down[:5]:
+            findings.failed(f"up == 0 for {_label_text(entry)}: Prometheus cannot scrape it")
+        if not values:
+            findings.unknown("up has no series for this selector: Prometheus does not scrape this target")
+        elif not down:
+            findings.ok(f"up == 1 for {len(values)} target(s)")
+        return findings
+    degraded_at, failed_at = limits["value_degraded_at"], limits["value_failed_at"]
+    if degraded_at == failed_at == float("inf"):
+        findings.unjudged(
+            "no threshold says which values of this query are bad "
+            "(node attribute thresholds.prometheus_query.value_degraded_at / value_failed_at)"
+        )
+        return findings
+    numbers = [(entry, value) for entry, value in values if value is not None]
+    if not numbers:
+        findings.ok("the query returned no series")
+        return findings
+    entry, highest = max(numbers, key=lambda pair: pair[1])
+    limit = min(degraded_at, failed_at)
+    findings.graded(
+        highest, degraded_at, failed_at, f"{query} = {highest:g} for {_label_text(entry)} (limit {limit:g})"
+    )
+    return findings
 
 
 PROMETHEUS_QUERY = ToolSpec(
@@ -206,4 +262,5 @@ PROMETHEUS_QUERY = ToolSpec(
     run=prometheus_query,
     timeout_seconds=30.0,
     attribute_keys=("prometheus_url", "prometheus_query"),
+    thresholds=PROMETHEUS_THRESHOLDS,
 )

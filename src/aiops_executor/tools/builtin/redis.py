@@ -4,11 +4,19 @@ Reads the node attribute ``redis_url`` (``redis://[:password@]host:6379/0``, ``r
 database DSN it may hold a password, so it is never an argument. The client refuses to send any command but
 ``INFO``, ``SLOWLOG GET``, ``PING`` and ``DBSIZE``; the server's address is checked against the egress policy
 and (without TLS) connected to as checked.
+
+Verdicts: failed when the server refuses the connection or does not answer ``INFO`` within the timeout (a Redis
+that accepts TCP but answers nothing), when memory use reaches ``memory_failed_percent`` (default 98) of
+``maxmemory`` or clients reach ``clients_failed_percent`` (default 95) of ``maxclients``, or when a replica's
+link to its primary is down; degraded at ``memory_degraded_percent`` (90), ``clients_degraded_percent`` (80),
+or when answering took ``latency_degraded_ms`` (500) or more. Credentials the server refuses are ``unknown``:
+the node's ``redis_url`` is ours to fix, and nothing was learned about the server's health.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +34,7 @@ from aiops_executor.tools.builtin._common import (
     egress_policy,
     elapsed_ms,
     missing_target,
+    thresholds,
     truncate,
 )
 from aiops_executor.tools.registry import (
@@ -36,6 +45,7 @@ from aiops_executor.tools.registry import (
     ToolSpec,
     describe_exception,
 )
+from aiops_executor.tools.verdicts import Findings, judged
 
 URL_ATTRIBUTE = "redis_url"
 DEFAULT_REDIS_PORT = 6379
@@ -55,6 +65,13 @@ class ReadOnlyRedis(Redis):
 
 
 MAX_KEYSPACE_DBS = 16
+REDIS_THRESHOLDS = {
+    "memory_degraded_percent": 90.0,
+    "memory_failed_percent": 98.0,
+    "clients_degraded_percent": 80.0,
+    "clients_failed_percent": 95.0,
+    "latency_degraded_ms": 500.0,
+}
 
 MEMORY_FIELDS = (
     "used_memory",
@@ -129,6 +146,55 @@ def _slowlog_entry(entry: dict[str, Any], command_chars: int) -> dict[str, Any]:
     }
 
 
+def _judge_failure(exc: Exception, where: str, timeout_seconds: float, findings: Findings) -> None:
+    if isinstance(exc, redis_errors.AuthenticationError | redis_errors.AuthorizationError):
+        findings.unknown(f"{where} refused the credentials of the node's {URL_ATTRIBUTE}")
+    elif isinstance(exc, redis_errors.TimeoutError | TimeoutError):
+        connected = "connect" not in str(exc).lower()
+        findings.failed(
+            f"{where}: no answer to INFO within {timeout_seconds:g} s (TCP connection accepted)"
+            if connected
+            else f"{where}: connect timed out after {timeout_seconds:g} s"
+        )
+    elif isinstance(exc, redis_errors.ConnectionError | OSError):
+        cause = exc.__cause__ or exc.__context__
+        refused = isinstance(exc, ConnectionRefusedError) or isinstance(cause, ConnectionRefusedError)
+        # redis-py words a refused connection "Error 111 connecting to ..." (the errno), with no cause kept.
+        refused = refused or f"Error {errno.ECONNREFUSED} " in str(exc) or "refused" in str(exc).lower()
+        findings.failed(f"{where}: connection refused" if refused else f"{where}: {describe_exception(exc)}")
+    elif isinstance(exc, redis_errors.ResponseError):
+        findings.failed(f"{where} answered INFO with an error: {describe_exception(exc)}")
+    else:
+        findings.unknown(f"{where}: {describe_exception(exc)}")
+
+
+def _judge_info(summary: dict[str, Any], latency_ms: float, limits: dict[str, float], findings: Findings) -> None:
+    memory_percent = summary["memory"].get("usage_percent")
+    if memory_percent is not None:
+        findings.graded(
+            memory_percent,
+            limits["memory_degraded_percent"],
+            limits["memory_failed_percent"],
+            f"memory {summary['memory'].get('used_memory_human')}/{summary['memory'].get('maxmemory_human')} "
+            f"({memory_percent:g} % of maxmemory)",
+        )
+    clients = summary["clients"]
+    connected, maximum = as_float(clients.get("connected_clients")), as_float(clients.get("maxclients"))
+    if connected is not None and maximum:
+        percent = round(100 * connected / maximum, 1)
+        findings.graded(
+            percent,
+            limits["clients_degraded_percent"],
+            limits["clients_failed_percent"],
+            f"clients {connected:g}/{maximum:g} ({percent:g} %)",
+        )
+    replication = summary["replication"]
+    if replication.get("role") == "slave" and replication.get("master_link_status") not in (None, "up"):
+        findings.failed(f"replica's link to its primary is {replication.get('master_link_status')}")
+    limit = limits["latency_degraded_ms"]
+    findings.graded(latency_ms, limit, float("inf"), f"INFO answered in {latency_ms:g} ms (limit {limit:g})")
+
+
 def _server_answered(exc: Exception) -> bool:
     """An error reply (e.g. authentication refused) means the server answered; a socket failure that it did not."""
     if isinstance(exc, redis_errors.AuthenticationError):
@@ -146,6 +212,9 @@ async def redis_info(args: RedisInfoArgs, context: ToolContext) -> dict[str, Any
         options: dict[str, Any] = dict(parse_url(url))
     except ValueError as exc:
         raise ToolError(TOOL_INVALID_TARGET, f"node attribute {URL_ATTRIBUTE!r}: {describe_exception(exc)}") from None
+    limits = thresholds(context, "redis_info", REDIS_THRESHOLDS)
+    findings = Findings()
+    where = str(options.get("path") or f"{options.get('host') or 'localhost'}:{options.get('port') or 6379}")
     started = time.perf_counter()
     if "path" in options:  # unix:// -- no network address the egress policy could check
         policy = egress_policy(context)
@@ -159,12 +228,9 @@ async def redis_info(args: RedisInfoArgs, context: ToolContext) -> dict[str, Any
             async with asyncio.timeout(args.timeout_seconds):
                 address = await egress_address(context, host, port)
         except OSError as exc:  # the name does not resolve (TimeoutError included)
-            return {
-                "connected": False,
-                "reachable": False,
-                "error": describe_exception(exc),
-                "latency_ms": elapsed_ms(started),
-            }
+            findings.failed(f"{where}: the name does not resolve")
+            unresolved = {"connected": False, "reachable": False, "error": describe_exception(exc)}
+            return judged({**unresolved, "latency_ms": elapsed_ms(started)}, findings)
         # Connect to the checked address; over TLS the name stays, for certificate verification.
         if not url.lower().startswith("rediss://"):
             options["host"] = address
@@ -183,21 +249,20 @@ async def redis_info(args: RedisInfoArgs, context: ToolContext) -> dict[str, Any
         try:
             info = await client.info()
         except (redis_errors.RedisError, OSError) as exc:
-            return {
-                "connected": False,
-                "reachable": _server_answered(exc),
-                "error": describe_exception(exc),
-                "latency_ms": elapsed_ms(started),
-            }
+            _judge_failure(exc, where, args.timeout_seconds, findings)
+            failure = {"connected": False, "reachable": _server_answered(exc), "error": describe_exception(exc)}
+            return judged({**failure, "latency_ms": elapsed_ms(started)}, findings)
         latency_ms = elapsed_ms(started)
-        report: dict[str, Any] = {"connected": True, "latency_ms": latency_ms, **summarise_info(info)}
+        summary = summarise_info(info)
+        _judge_info(summary, latency_ms, limits, findings)
+        report: dict[str, Any] = {"connected": True, "latency_ms": latency_ms, **summary}
         if args.slowlog_entries:
             try:
                 entries = await client.slowlog_get(args.slowlog_entries)
                 report["slowlog"] = [_slowlog_entry(entry, args.command_chars) for entry in entries]
             except redis_errors.ResponseError as exc:  # e.g. an ACL that forbids SLOWLOG
                 report["slowlog_error"] = describe_exception(exc)
-        return report
+        return judged(report, findings)
     finally:
         await client.aclose(close_connection_pool=True)
 
@@ -210,4 +275,5 @@ REDIS_INFO = ToolSpec(
     run=redis_info,
     timeout_seconds=20.0,
     attribute_keys=(URL_ATTRIBUTE,),
+    thresholds=REDIS_THRESHOLDS,
 )

@@ -2,6 +2,10 @@
 
 Attributes read when the arguments are omitted: ``host`` (or ``hostname``) and ``port``, else the host and
 port of the node's ``url``; the port defaults to 443.
+
+Verdicts: failed when the server cannot be reached, no TLS session is set up, the certificate does not verify,
+has expired or is not yet valid, or expires within ``expiry_failed_days`` (default 3); degraded when it expires
+within ``expiry_degraded_days`` (default 14).
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ from aiops_executor.tools.builtin._common import (
     fill_from_attributes,
     host_port_from_url_attributes,
     missing_target,
+    thresholds,
 )
 from aiops_executor.tools.registry import ToolContext, ToolSpec, describe_exception
+from aiops_executor.tools.verdicts import Findings, judged
 
 DEFAULT_TLS_PORT = 443
 CLOSE_TIMEOUT_SECONDS = 1.0
 MAX_SANS = 50
+TLS_THRESHOLDS = {"expiry_degraded_days": 14.0, "expiry_failed_days": 3.0}
 
 
 class TlsCertificateArgs(BaseModel):
@@ -155,7 +162,9 @@ async def tls_certificate(args: TlsCertificateArgs, context: ToolContext) -> dic
         raise missing_target("host", ["host", "hostname", "url"])
     port = port or DEFAULT_TLS_PORT
     server_name = args.server_name or host
+    limits = thresholds(context, "tls_certificate", TLS_THRESHOLDS)
     report: dict[str, Any] = {"host": host, "port": port, "server_name": server_name}
+    findings = Findings()
     started = time.perf_counter()
     verify_error: str | None = None
     try:
@@ -171,21 +180,15 @@ async def tls_certificate(args: TlsCertificateArgs, context: ToolContext) -> dic
             handshake = await _handshake(address, port, server_name, _reading_context(), args.timeout_seconds)
     except _Unreachable as exc:
         error = f"connect timed out after {args.timeout_seconds:g} s" if isinstance(exc.cause, TimeoutError) else None
-        return {
-            **report,
-            "reachable": False,
-            "error": error or describe_exception(exc.cause),
-            "latency_ms": elapsed_ms(started),
-        }
+        error = error or describe_exception(exc.cause)
+        findings.failed(f"{host}:{port} unreachable: {error}")
+        return judged({**report, "reachable": False, "error": error, "latency_ms": elapsed_ms(started)}, findings)
     except OSError as exc:  # reached the port, no TLS session: plain-text service, protocol mismatch, reset, slow
         failure = f"timed out after {args.timeout_seconds:g} s" if isinstance(exc, TimeoutError) else None
-        return {
-            **report,
-            "reachable": True,
-            "tls": False,
-            "error": f"TLS handshake failed: {failure or describe_exception(exc)}",
-            "latency_ms": elapsed_ms(started),
-        }
+        error = f"TLS handshake failed: {failure or describe_exception(exc)}"
+        findings.failed(f"{host}:{port}: {error}")
+        report.update(reachable=True, tls=False, error=error, latency_ms=elapsed_ms(started))
+        return judged(report, findings)
     report.update(
         {
             "reachable": True,
@@ -198,9 +201,28 @@ async def tls_certificate(args: TlsCertificateArgs, context: ToolContext) -> dic
     )
     if verify_error is not None:
         report["verify_error"] = verify_error
+        findings.failed(f"certificate does not verify: {verify_error}")
     if handshake.der:
-        report["certificate"] = describe_certificate(handshake.der)
-    return report
+        certificate = describe_certificate(handshake.der)
+        report["certificate"] = certificate
+        _judge_validity(certificate, limits, findings)
+    else:
+        findings.failed(f"{host}:{port} presented no certificate")
+    return judged(report, findings)
+
+
+def _judge_validity(certificate: dict[str, Any], limits: dict[str, float], findings: Findings) -> None:
+    days = certificate["days_until_expiry"]
+    if certificate["expired"]:
+        findings.failed(f"certificate expired on {certificate['not_after'][:10]}")
+    elif certificate["not_yet_valid"]:
+        findings.failed(f"certificate is not valid before {certificate['not_before'][:10]}")
+    elif days < limits["expiry_failed_days"]:
+        findings.failed(f"certificate expires in {days} days")
+    elif days < limits["expiry_degraded_days"]:
+        findings.degraded(f"certificate expires in {days} days")
+    else:
+        findings.ok(f"certificate valid for {days} more days")
 
 
 TLS_CERTIFICATE = ToolSpec(
@@ -211,4 +233,5 @@ TLS_CERTIFICATE = ToolSpec(
     run=tls_certificate,
     timeout_seconds=20.0,
     attribute_keys=("host", "hostname", "port", "url"),
+    thresholds=TLS_THRESHOLDS,
 )

@@ -193,17 +193,32 @@ export async function renderExecution(main, [executionId], signal) {
   function showResult(run) {
     const rows = ((run.result && run.result.node_results) || []).map((r) => h('tr', { testid: 'node-result', dataset: { nodeId: r.node_id, status: r.status } },
       h('td', {}, r.node_id), h('td', {}, statusBadge(r.status)),
+      h('td', { testid: 'node-verdict' }, h('span', { class: `status ${r.verdict || 'unknown'}` }, r.verdict || 'unknown')),
       h('td', { testid: 'node-usage' }, usageLine(r.usage)),
       h('td', {}, h('details', {}, h('summary', {}, short(r.output, 90) || '—'), h('pre', {}, text(r.output))))));
     fill(resultBox,
       run.error_message ? h('p', { class: 'error', testid: 'run-error' }, run.error_message) : null,
       run.result && run.result.summary ? h('div', {}, h('h3', {}, 'Summary'), h('pre', { testid: 'result-summary' }, text(run.result.summary))) : null,
-      rows.length ? h('table', {}, h('thead', {}, h('tr', {}, ['Node', 'Status', 'Usage', 'Output'].map((t) => h('th', { scope: 'col' }, t)))), h('tbody', {}, rows)) : null,
+      suspectsTable(run.result && run.result.suspects),
+      rows.length ? h('table', {}, h('thead', {}, h('tr', {}, ['Node', 'Status', 'Verdict', 'Usage', 'Output'].map((t) => h('th', { scope: 'col' }, t)))), h('tbody', {}, rows)) : null,
       run.structured_output !== undefined && run.structured_output !== null
         ? h('div', {}, h('h3', {}, 'Structured output'), h('pre', { testid: 'structured-output' }, JSON.stringify(run.structured_output, null, 2)))
         : null);
     for (const r of (run.result && run.result.node_results) || []) node(r.node_id).setStatus(r.status);
     fill(usage, usageLine(run.usage));
+  }
+
+  // The suspects the engine ranked from the tools' verdicts and the topology, causes first; each evidence
+  // number is the seq of the tool call in the timeline below.
+  function suspectsTable(suspects) {
+    if (!suspects || !suspects.length) return null;
+    const rows = suspects.map((s) => h('tr', { testid: 'suspect', dataset: { nodeId: s.node_id, rank: String(s.rank) } },
+      h('td', {}, String(s.rank)), h('td', {}, s.node_id),
+      h('td', {}, h('span', { class: `status ${s.verdict}` }, s.verdict)),
+      h('td', {}, h('ul', {}, (s.reasons || []).map((reason) => h('li', {}, reason)))),
+      h('td', {}, (s.evidence_seqs || []).map((seq) => `#${seq}`).join(', '))));
+    return h('div', {}, h('h3', {}, 'Suspects'),
+      h('table', {}, h('thead', {}, h('tr', {}, ['Rank', 'Node', 'Verdict', 'Reasons', 'Evidence'].map((t) => h('th', { scope: 'col' }, t)))), h('tbody', {}, rows)));
   }
 
   function feedItem(label, body, attrs = {}) {
