@@ -24,6 +24,7 @@ from aiops_executor.console.errors import DEBUG_VARIABLE, EXIT_USAGE, CommandFai
 from aiops_executor.core.files import secure_data_files
 from aiops_executor.core.listening import bind_listening_socket
 from aiops_executor.core.settings import ConfigurationError, Settings, get_settings, resolve_secrets
+from aiops_executor.lab.cli import lab_app
 
 if TYPE_CHECKING:
     from aiops_executor.core.db import Database
@@ -66,6 +67,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 import_app = typer.Typer(help="Make topologies from what already describes a system.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
+app.add_typer(lab_app, name="lab")
 
 console = Console(stderr=True, soft_wrap=True)
 
