@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
@@ -362,3 +362,48 @@ async def test_prometheus_errors_are_structured(server: LocalServer) -> None:
         "prometheus_query", {"start": "1767229200", "end": "1767225600"}, prometheus_url=server.base
     )
     assert reversed_range.output["error_code"] == "TOOL_INVALID_ARGUMENTS"
+
+
+def alert_context(expression: str, **labels: str) -> dict[str, Any]:
+    """The context of a run Alertmanager started (``triggers.service.build_context``), with one firing alert."""
+    generator = f"http://prometheus:9090/graph?{urlencode({'g0.expr': expression, 'g0.tab': '1'})}"
+    alert = {"status": "firing", "labels": {"alertname": "CheckoutDown", **labels}, "generator_url": generator}
+    return {"source": "alertmanager", "alerts": [alert]}
+
+
+async def test_prometheus_evaluates_the_runs_alert_again_for_the_node(server: LocalServer) -> None:
+    labels = {"job": "checkout", "instance": "10.0.0.0:8080", "severity": "critical"}
+    run_context = alert_context('up{job="checkout"} == 0', **labels)
+    # The node is the target at 10.0.0.0 (its up is 0): the alert still holds for it.
+    down = ToolContext(attributes={"prometheus_url": server.base, "instance": "10.0.0.0:8080"}, run_context=run_context)
+    outcome = await default_registry().invoke("prometheus_query", {}, down)
+    assert outcome.status == "success", outcome.output
+    assert server.requests == [("GET", "/api/v1/query", {"query": ['up{job="checkout"} == 0']})]
+    assert outcome.verdict == "failed"
+    assert outcome.signals == ['alert CheckoutDown still holds for {instance="10.0.0.0:8080"}: up{job="checkout"} == 0']
+    [entry] = outcome.output["alerts"]
+    assert entry["holds"] is True and entry["series"] == [_series(0)]
+
+    # Matched by job, a warning: degraded. The local server answers every query with both series.
+    by_job = ToolContext(attributes={"prometheus_url": server.base, "job": "checkout"}, run_context=run_context)
+    run_context["alerts"][0]["labels"]["severity"] = "warning"
+    assert (await default_registry().invoke("prometheus_query", {}, by_job)).verdict == "degraded"
+
+
+async def test_an_alert_about_another_node_or_a_query_of_the_models_own_is_not_reevaluated(
+    server: LocalServer,
+) -> None:
+    run_context = alert_context('up{job="checkout"} == 0', job="checkout", instance="10.0.0.0:8080")
+    other = ToolContext(attributes={"prometheus_url": server.base, "job": "search"}, run_context=run_context)
+    outcome = await default_registry().invoke("prometheus_query", {}, other)
+    assert outcome.output["kind"] == "instant" and outcome.output["query"] == "up"
+    named = ToolContext(attributes={"prometheus_url": server.base, "job": "checkout"}, run_context=run_context)
+    outcome = await default_registry().invoke("prometheus_query", {"query": "rate(x[5m])"}, named)
+    assert outcome.output["query"] == "rate(x[5m])"
+    # No longer holding: the instance at 10.0.0.5 is not among the series the expression returns now.
+    gone = ToolContext(attributes={"prometheus_url": server.base, "instance": "10.0.0.5:8080"}, run_context=run_context)
+    run_context["alerts"][0]["labels"]["instance"] = "10.0.0.5:8080"
+    healed = await default_registry().invoke("prometheus_query", {}, gone)
+    assert healed.verdict == "ok" and healed.signals == [
+        'alert CheckoutDown no longer holds for {instance="10.0.0.5:8080"}'
+    ]

@@ -34,6 +34,7 @@ BUILTIN_NAMES = {
     "tls_certificate",
     "prometheus_query",
     "postgres_diagnostics",
+    "mysql_diagnostics",
     "redis_info",
 }
 
@@ -275,6 +276,7 @@ def test_simulator_fills_arguments_from_attributes_by_name() -> None:
         "tls_certificate": {"host", "port"},
         "prometheus_query": {"prometheus_url"},
         "postgres_diagnostics": set(),  # a DSN may hold a password: never an argument
+        "mysql_diagnostics": set(),
         "redis_info": set(),
     }
     for spec in default_registry().specs():

@@ -120,6 +120,7 @@ class ExecutionRun:
             self.telemetry,
             announced=dict(resume.announced) if resume else {},
             execution_id=request.execution_id,
+            context=request.context,
         )
         steps = 2 * (len(team.nodes) + self.settings.max_iterations) + 10
         self.config: RunnableConfig = {

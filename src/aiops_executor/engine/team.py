@@ -290,6 +290,8 @@ class TeamRun:
     telemetry: Telemetry = field(default_factory=default_telemetry)
     dataflow: Dataflow = field(default_factory=Dataflow)
     execution_id: str = ""
+    # The run's input context, which tools may read (the alert that started it).
+    context: Mapping[str, Any] = field(default_factory=dict)
     # Node teams an earlier attempt announced finished (node id -> result): not run again (see ``Resume``).
     announced: dict[str, dict[str, Any]] = field(default_factory=dict)
     # What each node team's model calls used in this attempt, for node teams stopped before they finished.
@@ -399,7 +401,10 @@ class CompiledTeam:
             node = self.nodes[metadata[NODE_ID_KEY]]
             run = _team_run(config)
             context = replace(
-                self._tool_contexts[node.node_id], execution_id=run.execution_id, agent_id=metadata[AGENT_ID_KEY]
+                self._tool_contexts[node.node_id],
+                execution_id=run.execution_id,
+                agent_id=metadata[AGENT_ID_KEY],
+                run_context=run.context,
             )
             agent_id = metadata[AGENT_ID_KEY]
             rejection: dict[str, Any] | None = None

@@ -85,13 +85,24 @@ def team_body(state: LabState, provider: str, model_id: str) -> dict[str, Any]:
     ports = state.ports
     supervisor = {"model_provider": provider, "model_id": model_id, "coordination_strategy": "round_robin"}
 
+    prometheus_url = f"http://{LOOPBACK}:{ports['prometheus']}"
+    alert_checker = _agent(
+        "alert-checker",
+        ["prometheus_query"],
+        provider,
+        model_id,
+        "You check in Prometheus whether the alert that started this run still holds for this component.",
+    )
+
     def node(node_id: str, node_type: str, attributes: dict[str, Any], agents: list[dict[str, Any]]) -> dict[str, Any]:
+        # Every node is also looked at in Prometheus: the run's alert about it, else whether it is scraped.
+        metrics = {"prometheus_url": prometheus_url, "prometheus_query": f'up{{service="{node_id}"}}'}
         return {
             "node_id": node_id,
             "node_name": node_id,
             "node_type": node_type,
-            "attributes": attributes,
-            "agents": agents,
+            "attributes": {**attributes, **metrics},
+            "agents": [*agents, alert_checker],
             "supervisor_config": supervisor,
         }
 

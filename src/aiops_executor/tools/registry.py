@@ -71,6 +71,8 @@ class ToolContext:
     # The run and agent calling (set per call by the engine; empty outside a run), for tools that audit calls.
     execution_id: str = ""
     agent_id: str = ""
+    # The run's input context (an alert group's labels and alerts, when Alertmanager started it).
+    run_context: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

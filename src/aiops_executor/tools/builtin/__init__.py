@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiops_executor.tools.builtin.http import HTTP_CHECK
+from aiops_executor.tools.builtin.mysql import MYSQL_DIAGNOSTICS
 from aiops_executor.tools.builtin.network import DNS_LOOKUP, TCP_CHECK
 from aiops_executor.tools.builtin.postgres import POSTGRES_DIAGNOSTICS
 from aiops_executor.tools.builtin.prometheus import PROMETHEUS_QUERY
@@ -17,5 +18,6 @@ BUILTIN_TOOLS: tuple[ToolSpec, ...] = (
     TLS_CERTIFICATE,
     PROMETHEUS_QUERY,
     POSTGRES_DIAGNOSTICS,
+    MYSQL_DIAGNOSTICS,
     REDIS_INFO,
 )

@@ -4,6 +4,9 @@ The server comes from the ``prometheus_url`` argument, else the node's ``prometh
 the process setting ``AIOPS_PROMETHEUS_URL``. The query defaults to the node's ``prometheus_query``
 attribute, else ``up``.
 
+In a run Alertmanager started, with no query named, the alerts of the run that are about this node are
+evaluated again for it instead (see ``prometheus_alerts``): the verdict says whether each still holds.
+
 Verdicts: a PromQL result means nothing by itself, so the verdict is ``unknown`` unless the node says what is
 bad: for ``up`` queries a series at 0 is failed (all at 1: ok); for any other query, with
 ``thresholds.prometheus_query.value_degraded_at`` / ``value_failed_at`` set on the node, the highest latest
@@ -31,6 +34,7 @@ from aiops_executor.tools.builtin._common import (
     missing_target,
     thresholds,
 )
+from aiops_executor.tools.builtin.prometheus_alerts import AlertCheck, judge_alerts, node_alerts
 from aiops_executor.tools.registry import SETTING_PROMETHEUS_URL, ToolContext, ToolError, ToolSpec, describe_exception
 from aiops_executor.tools.verdicts import Findings, judged
 
@@ -158,35 +162,22 @@ def _prometheus_error(body: Any) -> str | None:
 
 
 async def prometheus_query(args: PrometheusQueryArgs, context: ToolContext) -> dict[str, Any]:
+    # Whether the run's alert is about this node: only when the model named no query of its own.
+    checks = node_alerts(context) if args.query is None and args.range_minutes is None and args.start is None else []
     args = fill_from_attributes(args, context, {"prometheus_url": ("prometheus_url",), "query": ("prometheus_query",)})
     base_url = args.prometheus_url or context.settings.get(SETTING_PROMETHEUS_URL)
     if not base_url:
         raise missing_target("prometheus_url", ["prometheus_url"])
     query = args.query or DEFAULT_QUERY
     limits = thresholds(context, "prometheus_query", PROMETHEUS_THRESHOLDS)
-    kind, path, params = _request(args, query)
     started = time.perf_counter()
     async with httpx.AsyncClient(
         timeout=httpx.Timeout(args.timeout_seconds), trust_env=False, transport=egress_http_transport(context)
     ) as client:
-        try:
-            response = await client.get(str(base_url).rstrip("/") + path, params=params)
-        except EgressDenied as exc:
-            raise egress_denied(exc) from None
-        except (httpx.HTTPError, EgressUnresolvable) as exc:
-            raise ToolError(PROMETHEUS_UNREACHABLE, describe_exception(exc)) from None
-    try:
-        body = response.json()
-    except ValueError:
-        raise ToolError(
-            PROMETHEUS_BAD_RESPONSE, f"HTTP {response.status_code} with a body that is not JSON", {"path": path}
-        ) from None
-    error = _prometheus_error(body)
-    if error is not None:
-        raise ToolError(PROMETHEUS_QUERY_ERROR, error, {"status_code": response.status_code, "query": query})
-    data = body.get("data") if isinstance(body, dict) else None
-    if response.status_code != 200 or not isinstance(data, dict):
-        raise ToolError(PROMETHEUS_BAD_RESPONSE, f"HTTP {response.status_code} without a Prometheus result")
+        if checks:
+            return await _alerts_report(client, str(base_url), checks, args, started)
+        kind, path, params = _request(args, query)
+        body, data = await _fetch(client, str(base_url), path, params, query)
     result_type = str(data.get("resultType"))
     result = data.get("result")
     report: dict[str, Any] = {
@@ -209,6 +200,46 @@ async def prometheus_query(args: PrometheusQueryArgs, context: ToolContext) -> d
         report["warnings"] = body["warnings"][:10]
     series = result if isinstance(result, list) and result_type in ("vector", "matrix") else []
     return judged(report, _judge(query, series, limits))
+
+
+async def _fetch(
+    client: httpx.AsyncClient, base_url: str, path: str, params: dict[str, str], query: str
+) -> tuple[Any, dict[str, Any]]:
+    """Prometheus' answer (the whole body, and its ``data``); its failures as ``ToolError``s."""
+    try:
+        response = await client.get(base_url.rstrip("/") + path, params=params)
+    except EgressDenied as exc:
+        raise egress_denied(exc) from None
+    except (httpx.HTTPError, EgressUnresolvable) as exc:
+        raise ToolError(PROMETHEUS_UNREACHABLE, describe_exception(exc)) from None
+    try:
+        body = response.json()
+    except ValueError:
+        raise ToolError(
+            PROMETHEUS_BAD_RESPONSE, f"HTTP {response.status_code} with a body that is not JSON", {"path": path}
+        ) from None
+    error = _prometheus_error(body)
+    if error is not None:
+        raise ToolError(PROMETHEUS_QUERY_ERROR, error, {"status_code": response.status_code, "query": query})
+    data = body.get("data") if isinstance(body, dict) else None
+    if response.status_code != 200 or not isinstance(data, dict):
+        raise ToolError(PROMETHEUS_BAD_RESPONSE, f"HTTP {response.status_code} without a Prometheus result")
+    return body, data
+
+
+async def _alerts_report(
+    client: httpx.AsyncClient, base_url: str, checks: list[AlertCheck], args: PrometheusQueryArgs, started: float
+) -> dict[str, Any]:
+    """The run's alerts about this node, each expression evaluated now (see ``prometheus_alerts``)."""
+    results = []
+    for check in checks:
+        _, data = await _fetch(client, base_url, "/api/v1/query", {"query": check.expression}, check.expression)
+        result = data.get("result")
+        results.append((check, result if isinstance(result, list) and data.get("resultType") == "vector" else []))
+    findings = Findings()
+    alerts = judge_alerts(results, findings)
+    report = {"prometheus_url": base_url, "kind": "alert", "alerts": alerts, "latency_ms": elapsed_ms(started)}
+    return judged(report, findings)
 
 
 def _latest(series: dict[str, Any]) -> float | None:
