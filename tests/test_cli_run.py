@@ -138,6 +138,10 @@ def test_webshop_runs_and_a_service_that_is_down_is_a_finding(env: dict[str, str
     # Nothing listens on the services' ports here: the probes say so, and the run still succeeds.
     http = _tool_outputs(events, "http_check")
     assert http and all(call["status"] == "success" and call["output"]["reachable"] is False for call in http)
+    # ... and each such probe is failed evidence: the services are suspects, ranked from the topology.
+    assert all(call["verdict"] == "failed" for call in http)
+    suspects = events[-1]["data"]["result"]["suspects"]
+    assert suspects and suspects[0]["rank"] == 1 and suspects[0]["evidence_seqs"]
     # Hierarchical is dataflow: every node team is dispatched at once; the gateway starts its work only once
     # every node team it calls (catalog, orders) has finished.
     waves = [e["data"]["next_nodes"] for e in events if e["event"] == "global_supervisor_decision"]
@@ -345,6 +349,33 @@ def test_render_result_shows_status_nodes_usage_and_structured_output() -> None:
     assert "all good" in text and "node team cancelled" in text and "1/2 ✔" in text
     assert "120 input tokens · 45 output tokens · cost 0.001200" in text
     assert '"summary": "s"' in text
+
+
+def test_render_result_shows_node_verdicts_and_the_suspects_causes_first() -> None:
+    spec = load_team_file(LOCAL_MACHINE)
+    evidence = [{"seq": 7, "tool": "redis_info", "verdict": "failed", "signals": ["connection refused"]}]
+    outcome = RunOutcome(
+        RunStatus.success,
+        "redis is down",
+        [
+            NodeResult("postgres", NodeStatus.success, "fine", verdict="ok"),
+            NodeResult("redis", NodeStatus.success, "down", verdict="failed", evidence=evidence),
+        ],
+        10,
+        suspects=[
+            {
+                "node_id": "redis",
+                "rank": 1,
+                "verdict": "failed",
+                "reasons": ["redis_info: connection refused", "1 failing node(s) depend on it"],
+                "evidence_seqs": [7],
+            }
+        ],
+    )
+    text = _render(render_result(outcome, spec, execution_id="e-1", structured_requested=False))
+    assert "suspects" in text and "redis_info: connection refused" in text and "#7" in text
+    assert text.index("suspects") < text.index("fine")  # the suspects before the node table
+    assert "failed" in text and "ok" in text
 
 
 def test_render_result_says_unknown_for_usage_a_provider_did_not_report() -> None:

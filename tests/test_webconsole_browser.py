@@ -379,6 +379,15 @@ def test_create_run_reload_mid_run_and_read_the_history(page: Page, console: Con
     expect(page.get_by_test_id("structured-output")).to_contain_text("overall_status")
     expect(page.get_by_test_id("node-usage")).to_have_count(4)
     expect(page.get_by_test_id("usage")).to_contain_text("$")
+    # Each node's verdict, and the suspects as the API ranks them, causes first.
+    result = console.api.get(f"{API}/executions/{execution_id}").json()["result"]
+    verdicts = page.get_by_test_id("node-verdict")
+    expect(verdicts).to_have_count(4)
+    expect(verdicts.first).to_have_text(result["node_results"][0]["verdict"])
+    suspects = page.get_by_test_id("suspect")
+    expect(suspects).to_have_count(len(result["suspects"]))
+    for index, suspect in enumerate(result["suspects"]):
+        expect(suspects.nth(index)).to_have_attribute("data-node-id", suspect["node_id"])
 
     page.get_by_test_id("nav-executions").click()
     page.get_by_test_id("filter-team").select_option(team_id)

@@ -29,7 +29,7 @@ from aiops_executor.lab.system import (
     stop_process,
 )
 
-SLOW_DEPENDENCY_MS = 300
+SLOW_DEPENDENCY_MS = 200
 HOLD_READY_SECONDS = 20.0
 
 

@@ -17,6 +17,7 @@ SIMULATOR_PROVIDER = "local-sim"
 SIMULATOR_MODEL = "sim-1"
 CAPABLE = {"supported": True, "score": 3}
 RUN_TIMEOUT_SECONDS = 60
+PROBE_TIMEOUT_SECONDS = 2
 
 # The postgres node's thresholds, for a lab whose faults must show within seconds: the shop waits for a lock for
 # up to 15 s, so waits of seconds are the signal; a lock holder is seconds old, not minutes.
@@ -97,6 +98,8 @@ def team_body(state: LabState, provider: str, model_id: str) -> dict[str, Any]:
     def node(node_id: str, node_type: str, attributes: dict[str, Any], agents: list[dict[str, Any]]) -> dict[str, Any]:
         # Every node is also looked at in Prometheus: the run's alert about it, else whether it is scraped.
         metrics = {"prometheus_url": prometheus_url, "prometheus_query": f'up{{service="{node_id}"}}'}
+        # The probes' own timeout (an argument the tools take from the node): a hung component shows in 2 s.
+        metrics["timeout_seconds"] = PROBE_TIMEOUT_SECONDS
         return {
             "node_id": node_id,
             "node_name": node_id,
