@@ -97,9 +97,12 @@ def team_body(state: LabState, provider: str, model_id: str) -> dict[str, Any]:
 
     def node(node_id: str, node_type: str, attributes: dict[str, Any], agents: list[dict[str, Any]]) -> dict[str, Any]:
         # Every node is also looked at in Prometheus: the run's alert about it, else whether it is scraped.
-        metrics = {"prometheus_url": prometheus_url, "prometheus_query": f'up{{service="{node_id}"}}'}
-        # The probes' own timeout (an argument the tools take from the node): a hung component shows in 2 s.
-        metrics["timeout_seconds"] = PROBE_TIMEOUT_SECONDS
+        # The probes' own timeout is an argument the tools take from the node: a hung component shows in 2 s.
+        metrics: dict[str, Any] = {
+            "prometheus_url": prometheus_url,
+            "prometheus_query": f'up{{service="{node_id}"}}',
+            "timeout_seconds": PROBE_TIMEOUT_SECONDS,
+        }
         return {
             "node_id": node_id,
             "node_name": node_id,
