@@ -130,7 +130,7 @@ def run_scenario(
         finally:
             scenario.heal(state)
             score.healed = True
-        _score_result(score, scenario, done, with_model=with_model)
+        score_result(score, scenario, done, with_model=with_model)
     except LabError as exc:
         score.error = str(exc)
     finally:
@@ -138,7 +138,7 @@ def run_scenario(
     return score
 
 
-def _score_result(score: Score, scenario: Scenario, execution: dict[str, Any], *, with_model: bool) -> None:
+def score_result(score: Score, scenario: Scenario, execution: dict[str, Any], *, with_model: bool) -> None:
     score.status = execution["status"]
     created, started = _time(execution.get("created_at")), _time(execution.get("started_at"))
     if created and started:

@@ -50,6 +50,8 @@ def bring_up(settings: Settings, *, service_url: str | None, provider: str, mode
     existing = LabState.load(lab_dir)
     if existing is not None and any(pid_alive(pid) for pid in existing.processes.values()):
         raise LabError(f"the lab is already up (state in {existing.path}); run 'lab down' first")
+    if existing is not None:  # a lab whose processes are gone (the machine restarted): clear what it left
+        bring_down(lab_dir)
     lab_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(lab_dir, 0o700)
     state = LabState(lab_dir=str(lab_dir), ports=allocate_ports())

@@ -47,7 +47,7 @@ class Findings:
 
     _findings: list[tuple[Verdict, str]] = field(default_factory=list)
     _unknown: list[str] = field(default_factory=list)
-    _unjudged = False
+    _unjudged: bool = False
 
     def ok(self, signal: str) -> None:
         self._findings.append((Verdict.ok, signal))

@@ -54,7 +54,7 @@ def judge_report(report: dict[str, Any], limits: dict[str, float], findings: Fin
     connections = report.get("connections") or {}
     if connections.get("usage_percent") is not None:
         percent = connections["usage_percent"]
-        signal = f"connections {connections['threads_connected']}/{connections['max_connections']} ({percent:g} %)"
+        signal = f"connections {connections.get('threads_connected')}/{connections['max_connections']} ({percent:g} %)"
         findings.graded(percent, limits["connections_degraded_percent"], limits["connections_failed_percent"], signal)
     waits = report.get("lock_waits") or []
     if waits:
