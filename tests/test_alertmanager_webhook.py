@@ -221,6 +221,34 @@ async def test_a_firing_group_with_some_resolved_alerts_runs_and_shows_both(
     ]
 
 
+async def test_a_look_alike_that_leaves_out_statuses_version_group_key_and_start_is_taken(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], team: str
+) -> None:
+    # Alertmanager drops a notification answered 4xx without retrying: what the service does not need is optional.
+    payload = group("CheckoutDown")
+    for key in ("status", "version", "groupKey"):
+        payload.pop(key)
+    for alert in payload["alerts"]:
+        alert.pop("status")
+        alert.pop("startsAt")
+    payload["alerts"][1]["endsAt"] = "2020-01-01T00:00:00Z"  # ended long ago: resolved
+    payload["unknownField"] = {"ignored": True}
+    [started] = (await post(client, admin_headers, payload))["executions"]
+    assert started["group_key"] == "{}:" + json.dumps(payload["groupLabels"], sort_keys=True)
+    context = (await execution(client, admin_headers, started["execution_id"]))["input"]["context"]
+    assert context["status"] == "firing"
+    assert [(a["status"], a["starts_at"]) for a in context["alerts"]] == [("firing", None), ("resolved", None)]
+
+    # Every alert ended, and no status anywhere: a resolved group, which starts nothing.
+    ended = group("CheckoutSlow")
+    ended.pop("status")
+    for alert in ended["alerts"]:
+        alert.pop("status")
+        alert["endsAt"] = "2020-01-01T00:00:00Z"
+    resolved = await post(client, admin_headers, ended)
+    assert resolved["executions"] == [] and resolved["skipped"][0]["code"] == "RESOLVED"
+
+
 async def test_without_common_annotations_the_task_lists_the_firing_alerts(
     client: httpx.AsyncClient, admin_headers: dict[str, str], team: str
 ) -> None:

@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from aiops_executor.core import egress, egress_lookup
 from aiops_executor.tools.builtin import tls
-from aiops_executor.tools.registry import ToolContext, ToolOutcome, default_registry
+from aiops_executor.tools.registry import SETTING_EGRESS_POLICY, ToolContext, ToolOutcome, default_registry
 
 CERT_VALID_DAYS = 10
 
@@ -108,6 +109,54 @@ async def test_dns_lookup_from_host_attribute_and_ip_literal() -> None:
     outcome = await invoke("dns_lookup", {}, host="127.0.0.1")
     assert outcome.output["hostname"] == "127.0.0.1"
     assert outcome.output["addresses"] == ["127.0.0.1"]
+
+
+def lookups_sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names the event loop is asked to resolve from now on."""
+    sent: list[str] = []
+    original = asyncio.BaseEventLoop.getaddrinfo
+
+    async def recording(self: asyncio.BaseEventLoop, host: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(host))
+        return await original(self, host, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", recording)
+    return sent
+
+
+async def lookup_under(policy: egress.EgressPolicy, hostname: str) -> ToolOutcome:
+    context = ToolContext(settings={SETTING_EGRESS_POLICY: policy})
+    return await default_registry().invoke("dns_lookup", {"hostname": hostname}, context)
+
+
+async def test_dns_lookup_under_a_deny_all_policy_sends_no_query(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = lookups_sent(monkeypatch)
+    deny_all = egress.EgressPolicy(deny=egress.parse_rules("0.0.0.0/0,::/0", "test"))
+    outcome = await lookup_under(deny_all, "localhost")
+    assert outcome.status == "error" and outcome.output["error_code"] == "EGRESS_DENIED"
+    assert outcome.verdict == "unknown" and not outcome.observed
+    assert sent == []
+
+
+async def test_dns_lookup_checks_the_name_and_the_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = lookups_sent(monkeypatch)
+    by_name = egress.EgressPolicy(deny=egress.parse_rules("*.corp.test", "test"))
+    assert (await lookup_under(by_name, "db.corp.test")).output["error_code"] == "EGRESS_DENIED"
+    monkeypatch.setattr(egress_lookup, "system_nameservers", lambda: ["192.0.2.53"])
+    resolver_denied = egress.EgressPolicy(deny=egress.parse_rules("192.0.2.53:53", "test"))
+    denied = await lookup_under(resolver_denied, "localhost")
+    assert denied.output["error_code"] == "EGRESS_DENIED" and "192.0.2.53" in denied.output["error_message"]
+    assert sent == []
+    # A resolver the policy allows is asked.
+    allowed = await lookup_under(egress.EgressPolicy(deny=egress.parse_rules("192.0.2.99:53", "test")), "localhost")
+    assert allowed.output["resolved"] is True and sent == ["localhost"]
+
+
+def test_the_system_resolvers_name_servers_are_read_from_resolv_conf(tmp_path: Path) -> None:
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("# comment\nsearch corp.test\nnameserver 10.0.0.53\nnameserver fd00::53\nnameserver bogus\n")
+    assert egress_lookup.system_nameservers(str(conf)) == ["10.0.0.53", "fd00::53"]
+    assert egress_lookup.system_nameservers(str(tmp_path / "missing")) == ["127.0.0.1"]
 
 
 async def test_dns_lookup_unknown_name_is_a_finding() -> None:

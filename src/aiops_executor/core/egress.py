@@ -341,7 +341,7 @@ def _keep_address_rules(rule: Rule, addresses: list[str]) -> list[Rule]:
     return rules
 
 
-async def _expand(policy: EgressPolicy) -> EgressPolicy:
+async def expanded(policy: EgressPolicy) -> EgressPolicy:
     if not policy.resolve_deny:
         return policy
     extra: list[Rule] = []
@@ -373,7 +373,7 @@ def _expand_sync(policy: EgressPolicy) -> EgressPolicy:
     return policy.with_resolved_deny(extra)
 
 
-def _literal_addresses(policy: EgressPolicy, host: str, port: int | None) -> list[str] | None:
+def literal_addresses(policy: EgressPolicy, host: str, port: int | None) -> list[str] | None:
     """What can be decided before any lookup: raises ``EgressDenied`` for a rule on the name or port; the
     address itself when ``host`` is one (None: the name must be resolved)."""
     static = policy.decide_static(host, port)
@@ -393,8 +393,8 @@ def _allowed(policy: EgressPolicy, host: str, port: int | None, addresses: list[
 async def authorize(host: str, port: int | None, policy: EgressPolicy | None = None) -> Decision:
     """Resolve ``host`` and check every address; returns the allowed decision (connect to ``.address``).
     Raises ``EgressDenied`` (nothing sent), or ``EgressUnresolvable`` when the name does not resolve."""
-    policy = await _expand(policy or active_policy())
-    addresses = _literal_addresses(policy, host, port)
+    policy = await expanded(policy or active_policy())
+    addresses = literal_addresses(policy, host, port)
     if addresses is None:
         try:
             addresses = await resolver(normalise_host(host), port)
@@ -408,7 +408,7 @@ async def authorize(host: str, port: int | None, policy: EgressPolicy | None = N
 def authorize_sync(host: str, port: int | None, policy: EgressPolicy | None = None) -> Decision:
     """``authorize`` for synchronous clients."""
     policy = _expand_sync(policy or active_policy())
-    addresses = _literal_addresses(policy, host, port)
+    addresses = literal_addresses(policy, host, port)
     if addresses is None:
         try:
             addresses = sync_resolver(normalise_host(host), port)

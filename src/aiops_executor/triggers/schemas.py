@@ -4,16 +4,22 @@ The payload models follow Alertmanager's documented webhook format: ``version``,
 ``truncatedAlerts``, ``status``, ``receiver``, ``groupLabels``, ``commonLabels``, ``commonAnnotations``,
 ``externalURL`` and ``alerts`` (each with ``status``, ``labels``, ``annotations``, ``startsAt``, ``endsAt``,
 ``generatorURL``, ``fingerprint``). Fields a later Alertmanager adds are ignored rather than refused, so an
-upgrade of Alertmanager does not stop its notifications; what is there is checked strictly.
+upgrade of Alertmanager does not stop its notifications; what is there is checked strictly. Only what the service
+needs is required -- the alerts: look-alikes of Alertmanager (and some of its test fixtures) leave out an alert's
+``status`` (it takes the group's, else ``endsAt`` says), the group's ``status`` (firing when an alert is),
+``version`` (4) or ``groupKey`` (made from the group's labels), or ``startsAt``; a notification answered 4xx is
+dropped by Alertmanager without a retry.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
 
 from aiops_executor.core.json_types import JSON_INT, JsonDatetime
 from aiops_executor.core.text import FREE_TEXT, NAME_TEXT
@@ -60,7 +66,7 @@ class Alert(_Tolerant):
     status: AlertStatus
     labels: Labels = Field(default_factory=dict)
     annotations: Labels = Field(default_factory=dict)
-    starts_at: JsonDatetime = Field(alias="startsAt")
+    starts_at: JsonDatetime | None = Field(default=None, alias="startsAt")
     # Alertmanager sends 0001-01-01T00:00:00Z for an alert that has not ended.
     ends_at: JsonDatetime | None = Field(default=None, alias="endsAt")
     generator_url: Url = Field(default="", alias="generatorURL")
@@ -70,7 +76,7 @@ class Alert(_Tolerant):
 class AlertmanagerPayload(_Tolerant):
     """One notification of Alertmanager's webhook receiver: one alert group."""
 
-    version: Literal["4"] = Field(description="the webhook payload version; only 4 exists")
+    version: Literal["4"] = Field(default="4", description="the webhook payload version; only 4 exists")
     group_key: Annotated[str, StringConstraints(min_length=1, max_length=20_000), FREE_TEXT] = Field(
         alias="groupKey", description="identifies the alert group across notifications"
     )
@@ -83,9 +89,45 @@ class AlertmanagerPayload(_Tolerant):
     external_url: Url = Field(default="", alias="externalURL")
     alerts: list[Alert] = Field(max_length=MAX_ALERTS)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _complete(cls, data: Any) -> Any:
+        """Fills in what a look-alike left out (see the module's docstring); what is there is not changed."""
+        if not isinstance(data, dict) or not isinstance(data.get("alerts"), list):
+            return data
+        data = dict(data)
+        group_status = data.get("status")
+        alerts = []
+        for alert in data["alerts"]:
+            if isinstance(alert, dict) and "status" not in alert:
+                known = group_status in (AlertStatus.firing.value, AlertStatus.resolved.value)
+                alert = {**alert, "status": group_status if known else _status_by_end(alert.get("endsAt"))}
+            alerts.append(alert)
+        data["alerts"] = alerts
+        if "status" not in data:
+            firing = any(isinstance(a, dict) and a.get("status") == AlertStatus.firing.value for a in alerts)
+            data["status"] = (AlertStatus.firing if firing else AlertStatus.resolved).value
+        if "groupKey" not in data and "group_key" not in data:
+            labels = data.get("groupLabels") or data.get("commonLabels") or {}
+            data["groupKey"] = "{}:" + json.dumps(labels, sort_keys=True, default=str)
+        return data
+
     @property
     def firing(self) -> list[Alert]:
         return [alert for alert in self.alerts if alert.status is AlertStatus.firing]
+
+
+def _status_by_end(ends_at: Any) -> str:
+    """An alert with no ``status``: firing unless its ``endsAt`` is a real time in the past."""
+    if not isinstance(ends_at, str) or not ends_at or ends_at.startswith("0001-"):
+        return AlertStatus.firing.value
+    try:
+        ended = datetime.fromisoformat(ends_at.replace("Z", "+00:00"))
+    except ValueError:
+        return AlertStatus.firing.value  # the field's own check reports it
+    if ended.tzinfo is None:
+        ended = ended.replace(tzinfo=UTC)
+    return (AlertStatus.resolved if ended <= datetime.now(UTC) else AlertStatus.firing).value
 
 
 class SkipReason(StrEnum):

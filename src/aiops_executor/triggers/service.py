@@ -83,7 +83,7 @@ def _alert_context(alert: Alert) -> dict[str, Any]:
         "status": alert.status.value,
         "labels": alert.labels,
         "annotations": alert.annotations,
-        "starts_at": alert.starts_at.isoformat(),
+        "starts_at": alert.starts_at.isoformat() if alert.starts_at is not None else None,
         "ends_at": alert.ends_at.isoformat() if ended and alert.ends_at is not None else None,
         "generator_url": alert.generator_url,
         "fingerprint": alert.fingerprint,

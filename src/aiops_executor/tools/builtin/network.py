@@ -6,7 +6,9 @@ those URLs.
 
 Verdicts: ``tcp_check`` is failed when the connection is refused, times out or the name does not resolve,
 degraded when connecting took ``connect_degraded_ms`` (default 500) or more. ``dns_lookup`` is failed when the
-name does not resolve or the lookup times out, degraded when it took ``lookup_degraded_ms`` (default 1000).
+name does not resolve or the lookup times out, degraded when it took ``lookup_degraded_ms`` (default 1000). A
+lookup is checked against the egress policy before it is sent: the name against rules on names, and the system
+resolver's name servers (port 53) against rules on addresses.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aiops_executor.core.egress import EgressDenied
+from aiops_executor.core.egress_lookup import authorize_lookup
 from aiops_executor.tools.builtin._common import (
     HOSTNAME_PATTERN,
     egress_address,
+    egress_denied,
+    egress_policy,
     elapsed_ms,
     fill_from_attributes,
     host_port_from_url_attributes,
@@ -133,6 +139,10 @@ async def dns_lookup(args: DnsLookupArgs, context: ToolContext) -> dict[str, Any
     limits = thresholds(context, "dns_lookup", DNS_THRESHOLDS)
     report: dict[str, Any] = {"hostname": hostname, "family": args.family}
     findings = Findings()
+    try:  # the lookup is traffic too: to the resolver, about this name
+        await authorize_lookup(hostname, egress_policy(context))
+    except EgressDenied as exc:
+        raise egress_denied(exc) from None
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
     try:
