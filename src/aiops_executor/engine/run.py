@@ -403,20 +403,25 @@ class ExecutionRun:
         return outcome
 
     def _terminal_event(self, outcome: RunOutcome) -> PendingEvent:
-        data: dict[str, Any] = {
-            "status": outcome.status.value,
-            "duration_ms": outcome.duration_ms,
-            "result": outcome.result(),
-            "usage": outcome.usage.as_dict(),
-        }
-        if self.request.output_schema is not None:
-            data["structured_output"] = outcome.structured_output
-        if outcome.status is RunStatus.success:
-            return PendingEvent(EventType.execution_complete, data=data)
-        if outcome.status is RunStatus.cancelled:
-            return PendingEvent(EventType.execution_cancelled, data=data)
-        data.update(error_code=outcome.error_code, error_message=outcome.error_message, **outcome.error_details)
-        return PendingEvent(EventType.execution_error, data=data)
+        return terminal_event(outcome, structured=self.request.output_schema is not None)
+
+
+def terminal_event(outcome: RunOutcome, *, structured: bool) -> PendingEvent:
+    """The event a run ends with: ``execution_complete``, ``execution_cancelled`` or ``execution_error``."""
+    data: dict[str, Any] = {
+        "status": outcome.status.value,
+        "duration_ms": outcome.duration_ms,
+        "result": outcome.result(),
+        "usage": outcome.usage.as_dict(),
+    }
+    if structured:
+        data["structured_output"] = outcome.structured_output
+    if outcome.status is RunStatus.success:
+        return PendingEvent(EventType.execution_complete, data=data)
+    if outcome.status is RunStatus.cancelled:
+        return PendingEvent(EventType.execution_cancelled, data=data)
+    data.update(error_code=outcome.error_code, error_message=outcome.error_message, **outcome.error_details)
+    return PendingEvent(EventType.execution_error, data=data)
 
 
 def _bounded(message: str) -> str:

@@ -29,7 +29,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.audit import service as audit
-from aiops_executor.engine import CompiledTeam, ExecutionRun, Resume, RunRequest
+from aiops_executor.engine import CompiledTeam, ExecutionEvent, ExecutionRun, Resume, RunOutcome, RunRequest, RunStatus
+from aiops_executor.engine.run import EXECUTION_FAILED, terminal_event
+from aiops_executor.engine.team import error_message
 from aiops_executor.executions import repository
 from aiops_executor.executions.broadcast import Broadcaster, LocalBroadcaster
 from aiops_executor.executions.checkpoints import Checkpoints
@@ -445,7 +447,11 @@ class ExecutionManager:
     async def _drive(self, active: ActiveRun, started: repository.Started) -> bool:
         """Runs one attempt and stores its events and outcome; True when the run finished (False: suspended)."""
         execution_id = active.execution_id
-        run = await self._execution_run(started)
+        try:
+            run = await self._execution_run(started)
+        except Exception as exc:  # no engine will end this attempt: it ends here, with the reason
+            await self._fail_unprepared(started, exc)
+            return True
         recorder = EventRecorder(
             self.context.database.sessionmaker,
             self.broadcaster,
@@ -489,6 +495,37 @@ class ExecutionManager:
             return False
         log.info("execution finished", status=outcome.status.value, duration_ms=outcome.duration_ms)
         return True
+
+    async def _fail_unprepared(self, started: repository.Started, exc: Exception) -> None:
+        """The attempt could not be prepared (its team snapshot, tool servers or checkpointer failed): it ends
+        ``failed`` with that reason and its terminal event, not ``running`` until a lease says "lost"."""
+        execution = started.execution
+        message = f"the run could not be prepared: {error_message(exc) or 'unexpected error'}"
+        logger.warning("execution could not be prepared", attempt=started.attempt, error=message)
+        outcome = RunOutcome(RunStatus.failed, "", [], 0, error_code=EXECUTION_FAILED, error_message=message)
+        pending = terminal_event(outcome, structured=execution.output_schema is not None)
+        event = ExecutionEvent(
+            pending.type,
+            str(execution.id),
+            str(execution.team_id),
+            started.last_seq + 1,
+            datetime.now(UTC),
+            data=pending.data,
+        )
+        recorder = EventRecorder(
+            self.context.database.sessionmaker,
+            self.broadcaster,
+            execution.id,
+            flush_interval=self.settings.event_flush_interval_ms / 1000,
+            batch_size=self.settings.event_flush_batch_size,
+            owner=started.worker_id,
+        )
+        await recorder.add(event)
+
+        async def final(session: AsyncSession) -> None:
+            await repository.finish(session, execution.id, outcome, started.worker_id)
+
+        await asyncio.shield(recorder.close(final))
 
     async def _forget_checkpoints(self, execution_id: uuid.UUID) -> None:
         """The outcome and the event log are stored: the checkpoints have served their purpose. Done after the
