@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from aiops_executor.imports.yaml_bounds import YamlTooLarge, bounded_documents
 from aiops_executor.teams.graph import OrderingGraph
 from aiops_executor.teams.topology import MAX_DEPTH, MAX_NODES, RelationType, Topology
 
@@ -56,6 +57,10 @@ NODE_KINDS = (*WORKLOAD_KINDS, "Service", "Ingress")
 # Read for the environment of workloads; no node, no warning.
 USED_KINDS = ("ConfigMap",)
 MAX_NODE_ID = 64
+# Bounds checked before any linking (which compares workloads with Services): a manifest past them is refused
+# at once, whatever its size, rather than after minutes of work.
+MAX_OBJECTS = 1_000
+MAX_VARIABLES_PER_WORKLOAD = 5_000
 HTTP_PORT_NAMES = re.compile(r"^(https?|web|http-.*|https-.*)$")
 DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 HOST_NAME = re.compile(rf"^{DNS_LABEL}(?:\.{DNS_LABEL})*$")
@@ -63,7 +68,6 @@ REDIS_IMAGES = re.compile(r"(^|/)(redis|redis-stack-server|valkey|keydb)(:|@|$)"
 POSTGRES_IMAGES = re.compile(r"(^|/)(postgres|postgresql|postgis|timescaledb[\w-]*|pgvector)(:|@|$)")
 ENV_SEPARATORS = re.compile(r"[\s,;]+")
 # libyaml's loader when PyYAML has it (ten times faster on a large manifest set); the same safe constructors.
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -131,22 +135,19 @@ def _mark(exc: yaml.YAMLError) -> tuple[int | None, int | None, str]:
 
 
 def _documents(text: str) -> Iterator[tuple[int, Any]]:
-    """(1-based document number, parsed document) of a multi-document YAML stream."""
+    """(1-based document number, parsed document) of a multi-document YAML stream, read within bounds."""
     number = 0
-    loader = SAFE_LOADER(text)
     try:
-        while loader.check_data():
-            document = loader.get_data()
-            number += 1
+        for number, document in bounded_documents(text):
             yield number, document
+    except YamlTooLarge as exc:
+        raise ManifestError(f"the manifests are too large to import: {exc}", document=exc.document) from None
     except yaml.YAMLError as exc:
         line, column, problem = _mark(exc)
         where = f"document {number + 1}" + (f", line {line}, column {column}" if line is not None else "")
         raise ManifestError(
             f"not valid YAML: {where}: {problem}", document=number + 1, line=line, column=column
         ) from None
-    finally:
-        loader.dispose()
 
 
 def _str(value: Any) -> str | None:
@@ -180,6 +181,12 @@ def _port_ref(value: Any) -> int | str | None:
 def _objects(text: str, warnings: list[ImportNote]) -> list[_Object]:
     found: list[_Object] = []
     for number, document in _documents(text):
+        if len(found) > MAX_OBJECTS:
+            raise ManifestError(
+                f"the manifests hold more than {MAX_OBJECTS:,} Kubernetes objects: import one namespace or "
+                "application at a time",
+                document=number,
+            )
         if document is None:
             continue  # an empty document (Helm prints them for disabled templates)
         if not isinstance(document, dict):
@@ -291,6 +298,15 @@ class _Importer:
 
     # -- objects
 
+    def check_size(self) -> None:
+        """A team has at most MAX_NODES nodes: past that, refused before any linking."""
+        count = len(self.workloads) + len(self.services) + len(self.ingresses)
+        if count > MAX_NODES:
+            raise ManifestError(
+                f"the manifests make {count} nodes; a team has at most {MAX_NODES}: "
+                "import one namespace or application at a time"
+            )
+
     def read(self, objects: list[_Object]) -> None:
         for obj in objects:
             if obj.kind == "ConfigMap":
@@ -332,6 +348,10 @@ class _Importer:
                     "scheme": (_str(probe.get("scheme")) or "HTTP").lower(),
                 }
             node.env.extend(self._environment(obj, container))
+            if len(node.env) > MAX_VARIABLES_PER_WORKLOAD:
+                del node.env[MAX_VARIABLES_PER_WORKLOAD:]
+                self.warn(f"more than {MAX_VARIABLES_PER_WORKLOAD:,} environment variables: the rest are not read", obj)
+                break
         if not node.pod_labels:
             self.warn("the pod template has no labels: no Service can select it", obj)
         return node
@@ -342,6 +362,8 @@ class _Importer:
             ref = _str(_map(_map(source).get("configMapRef")).get("name"))
             if ref is not None and (obj.namespace, ref) in self.config_maps:
                 variables.extend(self.config_maps[(obj.namespace, ref)].items())
+            if len(variables) > MAX_VARIABLES_PER_WORKLOAD:  # aliases can repeat a ConfigMap reference at will
+                break
         for entry in _list(container.get("env")):
             entry = _map(entry)
             name = _str(entry.get("name"))
@@ -814,6 +836,7 @@ def import_manifests(text: str, defaults: Defaults | None = None) -> ImportResul
     importer = _Importer(defaults or Defaults())
     objects = _objects(text, importer.warnings)
     importer.read(objects)
+    importer.check_size()
     importer.assign_ids()
     importer.link()
     importer.describe()
