@@ -1,10 +1,10 @@
 """The incident lab's configuration files: nginx (the gateway), Prometheus with its alert rules, the blackbox
 exporter and Alertmanager, whose receiver is this service's Alertmanager webhook.
 
-Intervals are short (scrape and evaluation every second, alerts after two seconds of a fault) so that a scenario
-takes seconds, not minutes; the rules are the ones a user of this stack would write: checkout failing or slower
-than its objective as the blackbox exporter sees it through the gateway, and each component down as its
-exporter sees it.
+Intervals are short (scrape and evaluation every second, an alert after a second of its condition) so that a
+scenario takes seconds, not minutes; the rules are the ones a user of this stack would write: checkout failing
+or slower than its objective as the blackbox exporter sees it through the gateway, and each component down as
+its exporter sees it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 # The shop's latency objective: checkout through the gateway answers within this many seconds.
 LATENCY_OBJECTIVE_SECONDS = 0.5
 PROBE_TIMEOUT_SECONDS = 0.9
-ALERT_AFTER = "2s"
+ALERT_AFTER = "1s"
 
 
 @dataclass(frozen=True)
