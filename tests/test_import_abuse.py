@@ -1,22 +1,27 @@
-"""Hostile manifests, generated here: each is refused (4xx) in under 2 s, costs the process little memory, and
-the service goes on serving. The limits are the importer's (objects, nodes before linking, variables per
-workload) and the YAML reader's (expanded values, nesting, documents, safe tags)."""
+"""Hostile manifests, generated here: each is refused (4xx) by the limit meant for it, and the service goes on
+serving. The limits are the importer's (objects, nodes before linking, variables per workload) and the YAML
+reader's (expanded values, nesting, documents, safe tags). Time and memory of each refusal are measured by
+bench/import_abuse.py (targets: under 2 s, under 100 MB), not here."""
 
 from __future__ import annotations
 
-import time
-import tracemalloc
 from collections.abc import Callable
 
 import httpx
 import pytest
 
-from aiops_executor.imports.kubernetes import MAX_VARIABLES_PER_WORKLOAD, import_manifests
+from aiops_executor.imports.kubernetes import MAX_VARIABLES_PER_WORKLOAD, ManifestError, import_manifests
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, login
 from tests.helpers import API
 
 IMPORT = f"{API}/topologies/import/kubernetes"
-MEMORY_BUDGET_BYTES = 100 * 1024 * 1024
+# What each refusal says: the limit that stopped it.
+REFUSALS = {
+    "billion_laughs": "expands (through its aliases) to more than 200,000 values",
+    "many_objects": "more than 1,000 documents",
+    "deep_nesting": "maximum nesting depth",
+    "python_object": "could not determine a constructor for the tag",
+}
 
 
 def billion_laughs() -> str:
@@ -75,25 +80,25 @@ def python_object() -> str:
 async def test_a_hostile_manifest_is_refused_quickly_cheaply_and_the_service_goes_on(
     client: httpx.AsyncClient, admin_headers: dict[str, str], manifest: Callable[[], str]
 ) -> None:
-    body = {"manifests": manifest()}
-    tracemalloc.start()
-    try:
-        started = time.perf_counter()
-        response = await client.post(IMPORT, json=body, headers=admin_headers)
-        seconds = time.perf_counter() - started
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert 400 <= response.status_code < 500, response.text[:500]
-    assert seconds < 2, f"{manifest.__name__} took {seconds:.2f} s"
-    assert peak < MEMORY_BUDGET_BYTES, f"{manifest.__name__} peaked at {peak / 2**20:.0f} MB"
+    response = await client.post(IMPORT, json={"manifests": manifest()}, headers=admin_headers)
+    assert response.status_code == 422, response.text[:500]
+    assert REFUSALS[manifest.__name__] in response.json()["error_message"]
     assert (await login(client, ADMIN_USERNAME, ADMIN_PASSWORD))["Authorization"]  # still serving
 
 
 def test_variables_multiplied_by_aliases_are_capped_per_workload() -> None:
-    started = time.perf_counter()
     result = import_manifests(environment_bomb())
-    assert time.perf_counter() - started < 2
     assert any(
         f"more than {MAX_VARIABLES_PER_WORKLOAD:,} environment variables" in w["message"] for w in result.warnings
     )
+
+
+def test_objects_past_the_limit_are_refused_before_any_linking() -> None:
+    item = "{{kind: Service, metadata: {{name: s{0}}}, spec: {{selector: {{app: a}}}}}}"
+    items = ", ".join(item.format(i) for i in range(1500))
+    with pytest.raises(ManifestError, match="more than 1,000 Kubernetes objects"):
+        import_manifests(f"kind: List\nitems: [{items}]")
+    # Past the node limit (but not the object limit): refused before linking, with the count.
+    services = "\n---\n".join(f"kind: Service\nmetadata: {{name: s{i}}}" for i in range(150))
+    with pytest.raises(ManifestError, match="make 150 nodes; a team has at most 100"):
+        import_manifests(services)

@@ -181,12 +181,6 @@ def _port_ref(value: Any) -> int | str | None:
 def _objects(text: str, warnings: list[ImportNote]) -> list[_Object]:
     found: list[_Object] = []
     for number, document in _documents(text):
-        if len(found) > MAX_OBJECTS:
-            raise ManifestError(
-                f"the manifests hold more than {MAX_OBJECTS:,} Kubernetes objects: import one namespace or "
-                "application at a time",
-                document=number,
-            )
         if document is None:
             continue  # an empty document (Helm prints them for disabled templates)
         if not isinstance(document, dict):
@@ -201,6 +195,12 @@ def _objects(text: str, warnings: list[ImportNote]) -> list[_Object]:
                 _collect(item, number, warnings, found, f"item {index}")
         else:
             _collect(document, number, warnings, found, None)
+        if len(found) > MAX_OBJECTS:
+            raise ManifestError(
+                f"the manifests hold more than {MAX_OBJECTS:,} Kubernetes objects: import one namespace or "
+                "application at a time",
+                document=number,
+            )
     return found
 
 
