@@ -62,6 +62,24 @@ def fill_from_attributes(args: ArgsT, context: ToolContext, sources: Mapping[str
         ) from None
 
 
+# A diagnostics DSN that logs in with every privilege, refused unless AIOPS_DIAGNOSTICS_ALLOW_SUPERUSER is set.
+DIAGNOSTICS_SUPERUSER_REFUSED = "DIAGNOSTICS_SUPERUSER_REFUSED"
+
+
+class SuperuserRefused(Exception):
+    """The DSN logs in as a superuser (the account is the message) and the settings do not allow that."""
+
+
+def secret_target(context: ToolContext, key: str, what: str) -> str:
+    """The node attribute ``key`` holding a DSN or URL that may carry a password (so never an argument)."""
+    value = context.attributes.get(key)
+    if not value:
+        raise missing_target(what, [key])
+    if not isinstance(value, str):
+        raise ToolError(TOOL_INVALID_TARGET, f"node attribute {key!r} must be a string")
+    return value
+
+
 def missing_target(what: str, attribute_keys: Sequence[str]) -> ToolError:
     keys = " or ".join(repr(key) for key in attribute_keys)
     return ToolError(TOOL_MISSING_TARGET, f"no {what} given and the node has no {keys} attribute")

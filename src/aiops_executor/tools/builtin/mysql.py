@@ -29,7 +29,15 @@ import aiomysql
 import pymysql
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiops_executor.tools.builtin._common import egress_address, elapsed_ms, missing_target, thresholds, truncate
+from aiops_executor.tools.builtin._common import (
+    DIAGNOSTICS_SUPERUSER_REFUSED,
+    SuperuserRefused,
+    egress_address,
+    elapsed_ms,
+    secret_target,
+    thresholds,
+    truncate,
+)
 from aiops_executor.tools.builtin.mysql_verdicts import (
     CANNOT_CONNECT,
     LOST_CONNECTION,
@@ -49,7 +57,6 @@ from aiops_executor.tools.verdicts import Findings, judged
 
 DSN_ATTRIBUTE = "mysql_dsn"
 DEFAULT_MYSQL_PORT = 3306
-DIAGNOSTICS_SUPERUSER_REFUSED = "DIAGNOSTICS_SUPERUSER_REFUSED"
 MYSQL_THRESHOLDS = {
     "connections_degraded_percent": 80.0,
     "connections_failed_percent": 95.0,
@@ -93,10 +100,6 @@ def dsn_parts(dsn: str) -> dict[str, Any]:
         "password": unquote(parts.password or ""),
         "db": unquote(parts.path.lstrip("/")) or None,
     }
-
-
-class SuperuserRefused(Exception):
-    """The DSN logs in with a SUPER grant and the settings do not allow that."""
 
 
 async def _rows(cursor: Any, statement: str, *params: Any) -> list[dict[str, Any]]:
@@ -229,11 +232,7 @@ async def _close(connection: Any, timeout_seconds: float) -> None:
 
 
 async def mysql_diagnostics(args: MysqlDiagnosticsArgs, context: ToolContext) -> dict[str, Any]:
-    dsn = context.attributes.get(DSN_ATTRIBUTE)
-    if not dsn:
-        raise missing_target("MySQL DSN", [DSN_ATTRIBUTE])
-    if not isinstance(dsn, str):
-        raise ToolError(TOOL_INVALID_TARGET, f"node attribute {DSN_ATTRIBUTE!r} must be a string")
+    dsn = secret_target(context, DSN_ATTRIBUTE, "MySQL DSN")
     try:
         target = dsn_parts(dsn)
     except ValueError as exc:

@@ -32,7 +32,15 @@ from urllib.parse import urlsplit
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiops_executor.tools.builtin._common import egress_address, elapsed_ms, missing_target, thresholds, truncate
+from aiops_executor.tools.builtin._common import (
+    DIAGNOSTICS_SUPERUSER_REFUSED,
+    SuperuserRefused,
+    egress_address,
+    elapsed_ms,
+    secret_target,
+    thresholds,
+    truncate,
+)
 from aiops_executor.tools.builtin.postgres_verdicts import judge_failure, judge_report
 from aiops_executor.tools.registry import (
     SETTING_ALLOW_SUPERUSER,
@@ -48,7 +56,6 @@ DSN_ATTRIBUTE = "postgres_dsn"
 APPLICATION_NAME = "aiops-executor-diagnostics"
 _SQLALCHEMY_DRIVER = re.compile(r"^(postgres(?:ql)?)\+\w+://", re.IGNORECASE)
 DEFAULT_POSTGRES_PORT = 5432
-DIAGNOSTICS_SUPERUSER_REFUSED = "DIAGNOSTICS_SUPERUSER_REFUSED"
 POSTGRES_THRESHOLDS = {
     "connections_degraded_percent": 80.0,
     "connections_failed_percent": 95.0,
@@ -92,10 +99,6 @@ def dsn_target(dsn: str) -> tuple[str, int]:
     if "," in parts.netloc:
         raise ValueError("a DSN with several hosts is not supported")
     return parts.hostname or "localhost", port or DEFAULT_POSTGRES_PORT
-
-
-class SuperuserRefused(Exception):
-    """The DSN logs in as a superuser and the settings do not allow that."""
 
 
 @asynccontextmanager
@@ -377,11 +380,7 @@ SECTIONS: tuple[tuple[str, Section], ...] = (
 
 
 async def postgres_diagnostics(args: PostgresDiagnosticsArgs, context: ToolContext) -> dict[str, Any]:
-    dsn = context.attributes.get(DSN_ATTRIBUTE)
-    if not dsn:
-        raise missing_target("PostgreSQL DSN", [DSN_ATTRIBUTE])
-    if not isinstance(dsn, str):
-        raise ToolError(TOOL_INVALID_TARGET, f"node attribute {DSN_ATTRIBUTE!r} must be a string")
+    dsn = secret_target(context, DSN_ATTRIBUTE, "PostgreSQL DSN")
     try:
         host, port = dsn_target(dsn)
     except ValueError as exc:

@@ -33,7 +33,7 @@ from aiops_executor.tools.builtin._common import (
     egress_address,
     egress_policy,
     elapsed_ms,
-    missing_target,
+    secret_target,
     thresholds,
     truncate,
 )
@@ -203,11 +203,7 @@ def _server_answered(exc: Exception) -> bool:
 
 
 async def redis_info(args: RedisInfoArgs, context: ToolContext) -> dict[str, Any]:
-    url = context.attributes.get(URL_ATTRIBUTE)
-    if not url:
-        raise missing_target("Redis URL", [URL_ATTRIBUTE])
-    if not isinstance(url, str):
-        raise ToolError(TOOL_INVALID_TARGET, f"node attribute {URL_ATTRIBUTE!r} must be a string")
+    url = secret_target(context, URL_ATTRIBUTE, "Redis URL")
     try:
         options: dict[str, Any] = dict(parse_url(url))
     except ValueError as exc:
