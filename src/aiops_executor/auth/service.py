@@ -143,6 +143,17 @@ DEV_ADMIN_USERNAME = "admin"
 DEV_ADMIN_PASSWORD_FILE = "admin_password"  # noqa: S105 - a file name
 
 
+def admin_credentials(settings: Settings) -> tuple[str, str]:
+    """The admin a local client (the demo, the lab) signs in as: the configured one, else the dev admin whose
+    password ``ensure_dev_admin`` wrote. Raises ``LookupError`` saying what to set."""
+    if settings.admin_username and settings.admin_password:
+        return settings.admin_username, settings.admin_password
+    path = settings.data_dir / DEV_ADMIN_PASSWORD_FILE
+    if not path.is_file():
+        raise LookupError(f"no admin credentials: set AIOPS_ADMIN_USERNAME/AIOPS_ADMIN_PASSWORD or keep {path}")
+    return DEV_ADMIN_USERNAME, path.read_text().strip()
+
+
 async def ensure_dev_admin(session: AsyncSession, settings: Settings) -> Path | None:
     """In dev mode with no user and no configured admin, create ``admin`` with a random password
     written to a private file in the data dir, so a fresh install can be signed in to."""

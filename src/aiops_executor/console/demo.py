@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
-from aiops_executor.auth.service import DEV_ADMIN_PASSWORD_FILE
+from aiops_executor.auth.service import admin_credentials
+from aiops_executor.console.errors import api_refusal
 from aiops_executor.console.serving import AppServer
 from aiops_executor.console.team_file import InputProblem, load_output_schema, load_team_file
 from aiops_executor.console.view import RunView, render_result
@@ -107,24 +108,17 @@ def outcome_from_execution(body: dict[str, Any]) -> RunOutcome:
 
 
 def _admin_credentials(settings: Settings) -> tuple[str, str]:
-    if settings.admin_username and settings.admin_password:
-        return settings.admin_username, settings.admin_password
-    password_file = settings.data_dir / DEV_ADMIN_PASSWORD_FILE
-    if not password_file.is_file():
-        raise DemoError(f"no admin credentials: set AIOPS_ADMIN_USERNAME/AIOPS_ADMIN_PASSWORD or keep {password_file}")
-    return "admin", password_file.read_text().strip()
+    try:
+        return admin_credentials(settings)
+    except LookupError as exc:
+        raise DemoError(str(exc)) from None
 
 
 async def _check(response: httpx.Response, step: str, *, streaming: bool = False) -> dict[str, Any]:
     """The JSON body of a successful response (nothing for a stream); a failed one raises ``DemoError``."""
     if response.status_code >= 400:
         await response.aread()
-        try:
-            body = response.json()
-            reason = f"{body.get('error_code')}: {body.get('error_message')}"
-        except ValueError:
-            reason = response.text[:300]
-        raise DemoError(f"{step} failed ({response.status_code} {reason})")
+        raise DemoError(f"{step} failed ({api_refusal(response.status_code, response.content)})")
     if streaming:
         return {}
     return dict(response.json()) if response.content else {}

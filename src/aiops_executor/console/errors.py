@@ -15,6 +15,7 @@ Messages never show a password: database and Redis addresses are shown as host:p
 from __future__ import annotations
 
 import errno
+import json
 import socket
 import sqlite3
 from collections.abc import Iterator
@@ -276,3 +277,13 @@ def _explain_redis(exc: BaseException, targets: Targets) -> Failure | None:
             f"cannot reach Redis at {targets.redis}: {reason}; is Redis running? (AIOPS_REDIS_URL)", EXIT_ENVIRONMENT
         )
     return None
+
+
+def api_refusal(status_code: int, body: bytes) -> str:
+    """Why the service refused a request, as a client of its API says it: ``status error_code: message`` from
+    the contract's error body, else the start of whatever came back."""
+    try:
+        answer = json.loads(body)
+        return f"{status_code} {answer.get('error_code')}: {answer.get('error_message')}"
+    except (ValueError, AttributeError):
+        return f"{status_code} {body[:300].decode('utf-8', errors='replace')}"

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from aiops_executor.console.errors import api_refusal
 from aiops_executor.lab.system import DIAG_ROLE, LOOPBACK, POSTGRES_DATABASE, LabError, LabState
 
 API = "/api/v1"
@@ -31,12 +32,7 @@ POSTGRES_THRESHOLDS = {
 
 def _check(response: httpx.Response, step: str) -> Any:
     if response.status_code >= 400:
-        try:
-            body = response.json()
-            reason = f"{body.get('error_code')}: {body.get('error_message')}"
-        except ValueError:
-            reason = response.text[:300]
-        raise LabError(f"{step} failed ({response.status_code} {reason})")
+        raise LabError(f"{step} failed ({api_refusal(response.status_code, response.content)})")
     return response.json() if response.content else {}
 
 

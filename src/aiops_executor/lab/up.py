@@ -7,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from aiops_executor.auth.service import DEV_ADMIN_PASSWORD_FILE, DEV_ADMIN_USERNAME
+from aiops_executor.auth import service as auth_service
+from aiops_executor.auth.service import DEV_ADMIN_PASSWORD_FILE
 from aiops_executor.core.settings import Settings
 from aiops_executor.lab import configs, service
 from aiops_executor.lab.system import (
@@ -36,12 +37,10 @@ from aiops_executor.lab.system import (
 
 
 def admin_credentials(settings: Settings) -> tuple[str, str]:
-    if settings.admin_username and settings.admin_password:
-        return settings.admin_username, settings.admin_password
-    path = settings.data_dir / DEV_ADMIN_PASSWORD_FILE
-    if path.is_file():
-        return DEV_ADMIN_USERNAME, path.read_text().strip()
-    raise LabError(f"no admin credentials: set AIOPS_ADMIN_USERNAME/AIOPS_ADMIN_PASSWORD or keep {path}")
+    try:
+        return auth_service.admin_credentials(settings)
+    except LookupError as exc:
+        raise LabError(str(exc)) from None
 
 
 def bring_up(settings: Settings, *, service_url: str | None, provider: str, model_id: str) -> LabState:
