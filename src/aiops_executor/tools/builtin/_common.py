@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -114,6 +114,20 @@ def http_url_or_none(value: str | None) -> str | None:
 
 def elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
+
+
+ROUND_TRIP_SAMPLES = 3
+
+
+async def best_round_trip_ms(ask: Callable[[], Awaitable[Any]]) -> float:
+    """The fastest of a few round trips (``ask`` sends ``SELECT 1``): one sample measures this process's own
+    scheduling as much as the server's latency; the best of three measures the path and the server."""
+    samples = []
+    for _ in range(ROUND_TRIP_SAMPLES):
+        started = time.perf_counter()
+        await ask()
+        samples.append(elapsed_ms(started))
+    return min(samples)
 
 
 def truncate(text: str, limit: int) -> str:

@@ -15,7 +15,8 @@ connection, does not answer in time, or has no connection left for a new client;
 ``lock_wait_failed_seconds`` (30), a transaction has been open ``transaction_failed_seconds`` (600), or a
 replica lags ``replication_lag_failed_seconds`` (300). Degraded at ``connections_degraded_percent`` (80),
 ``lock_wait_degraded_seconds`` (5), ``transaction_degraded_seconds`` (60) and
-``replication_lag_degraded_seconds`` (30); a query's round trip (``SELECT 1``) is judged against
+``replication_lag_degraded_seconds`` (30); a query's round trip (the best of three ``SELECT 1``) is judged
+against
 ``round_trip_degraded_ms`` (100) and ``round_trip_failed_ms`` (1000). A login the server refuses (wrong
 password, unknown database) is ``unknown``: the DSN is ours to fix, and nothing was learned of the server's health.
 """
@@ -35,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aiops_executor.tools.builtin._common import (
     DIAGNOSTICS_SUPERUSER_REFUSED,
     SuperuserRefused,
+    best_round_trip_ms,
     egress_address,
     elapsed_ms,
     secret_target,
@@ -399,9 +401,7 @@ async def postgres_diagnostics(args: PostgresDiagnosticsArgs, context: ToolConte
         )
         async with session as connection:
             report["connected"] = True
-            round_trip = time.perf_counter()
-            await connection.fetchval("SELECT 1")
-            report["round_trip_ms"] = elapsed_ms(round_trip)
+            report["round_trip_ms"] = await best_round_trip_ms(lambda: connection.fetchval("SELECT 1"))
             for name, section in SECTIONS:
                 try:
                     async with connection.transaction():  # a savepoint: a refused section leaves the rest usable
