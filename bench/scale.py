@@ -1,7 +1,7 @@
 """Scale-out benchmark: API and worker processes on PostgreSQL + Redis (a script, not a test).
 
-    .venv/bin/python bench/scale.py                  # all three measurements (about 3 minutes)
-    .venv/bin/python bench/scale.py --only throughput,latency,takeover
+    .venv/bin/python bench/scale.py                  # all four measurements (about 6 minutes)
+    .venv/bin/python bench/scale.py --only takeover,cancel --json figures.json
 
 Every process is a real subprocess (``aiops-executor serve --no-worker`` and ``aiops-executor worker``) on a
 throwaway database created on ``--postgres-url`` (migrated, then dropped) and the Redis at ``--redis-url``.
@@ -17,9 +17,14 @@ The workload is the offline simulator at a fixed latency per model call; teams a
   machine's clock. Every subscriber must get the gap-free sequence ending in a terminal event.
 - **takeover**: kill -9 a worker while it holds runs; the time until every one of them has been resumed by
   the other worker (``attempt`` 2), and until the first ``execution_resumed`` event is stored.
+- **cancel**: ``--cancel-runs`` runs busy on two workers (simulator at ``--stream-latency-ms``), started
+  through API process A; ``--cancels`` of them, alternating between the workers, cancelled one at a time
+  through API process B. Each figure is from sending the cancel to reading ``cancelled`` back through B
+  (polled every 20 ms).
 
-Prints a table; exits 1 when a run fails, a stream loses or repeats an event, or a target is missed
-(latency p99 <= 100 ms; takeover within ``AIOPS_WORKER_LEASE_SECONDS`` + 5 s).
+Prints a table (``--json FILE`` also writes the figures); exits 1 when a run fails, a stream loses or repeats an
+event, or a target is missed (latency p99 <= 100 ms; takeover within ``AIOPS_WORKER_LEASE_SECONDS`` + 5 s;
+every cancel within 2 s).
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ from stream import (
 console = Console(highlight=False, width=120)
 TERMINAL_STATUSES = {"success", "failed", "timeout", "cancelled"}
 LATENCY_P99_TARGET_MS = 100.0
+CANCEL_TARGET_SECONDS = 2.0
 
 
 @dataclass
@@ -96,6 +102,7 @@ class Deployment:
             AIOPS_LOG_FORMAT="json",
             AIOPS_LOG_LEVEL="WARNING",
             AIOPS_RATE_LIMIT_EXECUTIONS_PER_MINUTE="0",
+            AIOPS_SEED_SIMULATOR="false",  # the benchmark registers its own local-sim models
             AIOPS_WORKER_LEASE_SECONDS=str(lease_seconds),
         )
         self.apis: list[Proc] = []
@@ -308,12 +315,55 @@ async def takeover(deployment: Deployment, client: httpx.AsyncClient, args: argp
     return {"held": float(len(held)), "first_resumed": first_event or 0.0, "all_resumed": all_resumed}
 
 
+async def cancel(
+    deployment: Deployment, a: httpx.AsyncClient, b: httpx.AsyncClient, args: argparse.Namespace
+) -> list[float]:
+    """Seconds from each cancel sent through B to its run read back ``cancelled`` through B, ascending."""
+    await deployment.stop_workers()
+    for _ in range(2):
+        await deployment.start_worker(args.concurrency)
+    await wait_for_workers(a, 2)
+    team_ids = await set_up_teams(a, args.cancel_runs, nodes=3, model_id="sim-stream")
+    ids = [
+        str(expect(await a.post(f"{API}/teams/{team_id}/executions", json=TASK), 202)["execution_id"])
+        for team_id in team_ids
+    ]
+    deadline = time.monotonic() + 120
+    while True:
+        rows = await statuses(a, ids)
+        if all(r["status"] == "running" for r in rows):
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit("the runs did not all start within 120 s")
+        await asyncio.sleep(0.1)
+    by_worker: dict[str, list[str]] = {}
+    for row in rows:
+        by_worker.setdefault(row["worker_id"], []).append(str(row["execution_id"]))
+    # Alternating between the workers, so that both sides of the cancel's path are measured.
+    chosen = [i for pair in zip(*by_worker.values(), strict=False) for i in pair][: args.cancels]
+    figures: list[float] = []
+    for execution_id in chosen:
+        asked = time.monotonic()
+        expect(await b.post(f"{API}/executions/{execution_id}/cancel"), 202)
+        while expect(await b.get(f"{API}/executions/{execution_id}"), 200)["status"] != "cancelled":
+            if time.monotonic() - asked > 60:
+                raise SystemExit(f"run {execution_id} was not cancelled within 60 s")
+            await asyncio.sleep(0.02)
+        figures.append(time.monotonic() - asked)
+    for execution_id in ids:
+        if execution_id not in chosen:
+            await b.post(f"{API}/executions/{execution_id}/cancel")
+    await until_finished(a, ids, 120)
+    return sorted(figures)
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 
 async def bench(args: argparse.Namespace) -> int:
     only = set(args.only.split(","))
     failures: list[str] = []
+    recorded: dict[str, Any] = {}
     table = Table(title="Scale-out", show_lines=False)
     table.add_column("measurement")
     table.add_column("figure", justify="right")
@@ -335,6 +385,7 @@ async def bench(args: argparse.Namespace) -> int:
                 if "throughput" in only:
                     for workers in (1, 2):
                         per_minute = await throughput(deployment, a, workers, args)
+                        recorded[f"throughput_{workers}_workers_runs_per_minute"] = per_minute
                         table.add_row(
                             f"throughput, {workers} worker(s), {args.runs} runs", f"{per_minute:,.0f} runs/min", ""
                         )
@@ -356,6 +407,13 @@ async def bench(args: argparse.Namespace) -> int:
                     )
                     table.add_row("  events delivered", f"{len(measured.latencies):,}", "")
                     failures += measured.violations[:20]
+                    recorded["latency_ms"] = {
+                        "p50": percentile(measured.latencies, 0.5),
+                        "p99": p99,
+                        "live_p50": percentile(live, 0.5),
+                        "live_p99": percentile(live, 0.99),
+                        "events": len(measured.latencies),
+                    }
                     if p99 > LATENCY_P99_TARGET_MS:
                         failures.append(f"latency p99 {p99:.1f} ms > {LATENCY_P99_TARGET_MS:.0f} ms")
                 if "takeover" in only:
@@ -367,6 +425,18 @@ async def bench(args: argparse.Namespace) -> int:
                     )
                     if figures["all_resumed"] > args.lease_seconds + 5:
                         failures.append(f"takeover took {figures['all_resumed']:.1f} s")
+                    recorded["takeover"] = figures
+                if "cancel" in only:
+                    seconds = await cancel(deployment, a, b, args)
+                    table.add_row(
+                        f"cancel through B of {len(seconds)} of {args.cancel_runs} busy runs on two workers "
+                        "-> read back cancelled: p50 / max (s)",
+                        f"{percentile(seconds, 0.5):.2f} / {seconds[-1]:.2f}",
+                        f"<= {CANCEL_TARGET_SECONDS:.0f}",
+                    )
+                    recorded["cancel_seconds"] = seconds
+                    if seconds[-1] > CANCEL_TARGET_SECONDS:
+                        failures.append(f"a cancel took {seconds[-1]:.2f} s")
         finally:
             await deployment.stop()
             await drop_database(args.postgres_url, name)
@@ -378,6 +448,8 @@ async def bench(args: argparse.Namespace) -> int:
     )
     for failure in failures:
         console.print(f"[red]VIOLATION[/red] {failure}")
+    if args.json:
+        args.json.write_text(json.dumps({"scale": recorded, "violations": failures}, indent=2))
     return 1 if failures else 0
 
 
@@ -385,7 +457,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--postgres-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--only", default="throughput,latency,takeover")
+    parser.add_argument("--only", default="throughput,latency,takeover,cancel")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--executions", type=int, default=100)
     parser.add_argument("--subscribers", type=int, default=500)
@@ -395,6 +467,9 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--lease-seconds", type=int, default=30)
+    parser.add_argument("--cancel-runs", type=int, default=40, help="busy runs in the cancel measurement")
+    parser.add_argument("--cancels", type=int, default=10, help="of them cancelled one at a time")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     sys.exit(asyncio.run(bench(args)))
 

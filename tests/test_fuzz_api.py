@@ -5,10 +5,12 @@ checked by all of schemathesis's checks: never a 5xx, a documented status code a
 body that match the documented schema, invalid input refused, valid input not refused for a reason the
 document does not give, 405 with a correct ``Allow`` for undeclared methods, auth enforced where declared.
 
-The app runs in-process, once on a SQLite database and once on a PostgreSQL database of its own (created and
-migrated by a fixture, dropped afterwards), with rate limits off. The cases are generated when the test runs, every
-operation a subtest: generated at collection (schemathesis's ``parametrize``), they cost every parallel worker
-20 s of CPU (its coverage phase) and signed in to both apps before any fixture ran.
+The app runs in-process twice, on a SQLite database and on a PostgreSQL database of its own (created and migrated
+by a fixture, dropped afterwards), with rate limits off. Every generated case is sent, as generated, to both apps,
+and each response gets every check: generating a case costs more than sending it, and both databases then meet
+the very same requests. The operations are split into shards, one test each, that parallel workers share; the
+cases are generated when a shard runs, every operation a subtest (generated at collection, by schemathesis's
+``parametrize``, they would cost every parallel worker 20 s of CPU and sign in before any fixture ran).
 Generated strings include NUL and other control characters (schemathesis's default), which PostgreSQL cannot store
 in text and SQLite can: both must answer them with the same documented 422, never a 500. No generated request
 reaches the network or hangs: ids in paths are random, so provider calls (health check, validate, sync, model
@@ -41,7 +43,8 @@ from aiops_executor.executions.checkpoints import setup_checkpoints
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, PG_HOST, PG_PORT, PG_USER, _pg_admin, make_settings
 
 MAX_EXAMPLES = 15
-# Every operation of a database in one test: about a minute on an idle machine, two beside the parallel suite.
+# A shard of the operations on both databases: well under a minute on an idle machine.
+SHARDS = 4
 FUZZ_TIMEOUT_SECONDS = 600
 REQUEST_TIMEOUT_SECONDS = 10.0
 # Off, so that every generated request reaches its route rather than a 429 (rate limits have their own tests).
@@ -111,10 +114,36 @@ CONFIG = schemathesis.Config.from_dict(
 )
 
 
-def _fuzzed(app: FastAPI, served: Any = None) -> schemathesis.schemas.BaseSchema:
-    schema = schemathesis.openapi.from_dict(app.openapi(), config=CONFIG)
-    served = served or app
-    schema.app = served  # requests, including the checks' own probes, go to the app in-process
+class AdminTokens:
+    """The bootstrap admin signed in to each app through the API, once per app and token lifetime."""
+
+    def __init__(self) -> None:
+        self.sqlite_to_postgres: dict[str, str] = {}
+
+    def sign_in(self, served: Any) -> str:
+        with schemathesis_asgi.get_client(served) as http:
+            response = http.post("/api/v1/auth/token", data={"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD})
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
+
+    def for_sqlite(self) -> str:
+        """A new SQLite token, paired with a new PostgreSQL one for the same admin (schemathesis asks again when
+        its cached token expires)."""
+        token = self.sign_in(sqlite_app)
+        self.sqlite_to_postgres[token] = self.sign_in(postgres_served)
+        return token
+
+
+tokens = AdminTokens()
+
+
+def _fuzzed(paths: list[str]) -> schemathesis.schemas.BaseSchema:
+    """The SQLite app's document with only ``paths`` (each with all its methods, so that schemathesis's probes
+    of undeclared methods expect the right 405)."""
+    document = sqlite_app.openapi()
+    document = {**document, "paths": {path: document["paths"][path] for path in paths}}
+    schema = schemathesis.openapi.from_dict(document, config=CONFIG)
+    schema.app = sqlite_app  # requests, including the checks' own probes, go to the app in-process
 
     @schema.auth()
     class AdminToken:
@@ -122,12 +151,7 @@ def _fuzzed(app: FastAPI, served: Any = None) -> schemathesis.schemas.BaseSchema
         scheme (and knows it, so its negative cases without credentials and its auth probes expect a 401)."""
 
         def get(self, case: schemathesis.Case, ctx: schemathesis.AuthContext) -> str:
-            with schemathesis_asgi.get_client(served) as http:
-                response = http.post(
-                    "/api/v1/auth/token", data={"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD}
-                )
-            assert response.status_code == 200, response.text
-            return str(response.json()["access_token"])
+            return tokens.for_sqlite()
 
         def set(self, case: schemathesis.Case, data: str, ctx: schemathesis.AuthContext) -> None:
             case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
@@ -197,7 +221,29 @@ class CreatesItsDatabase:
         await self.app(scope, receive_after_creating, send)
 
 
-postgres_served = CreatesItsDatabase(postgres_app)
+class SignedInAsTheSameAdmin:
+    """The PostgreSQL app, reached with the requests generated for the SQLite one: a bearer token the SQLite app
+    issued to the admin becomes the PostgreSQL app's token for its admin. Any other credentials (none, a
+    mangled token, one of schemathesis's probes) reach it unchanged."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope = {**scope, "headers": [self._swapped(name, value) for name, value in scope["headers"]]}
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _swapped(name: bytes, value: bytes) -> tuple[bytes, bytes]:
+        if name.lower() != b"authorization" or not value.startswith(b"Bearer "):
+            return name, value
+        twin = tokens.sqlite_to_postgres.get(value[len(b"Bearer ") :].decode("latin-1"))
+        return (name, f"Bearer {twin}".encode()) if twin is not None else (name, value)
+
+
+# One object, so that schemathesis starts one lifespan of the PostgreSQL app.
+postgres_served = SignedInAsTheSameAdmin(CreatesItsDatabase(postgres_app))
 
 
 @pytest.fixture(scope="module")
@@ -207,32 +253,35 @@ def fuzz_apps() -> Iterator[None]:
     finally:
         schemathesis_asgi.shutdown_lifespans()
         shutil.rmtree(_DATA_DIR, ignore_errors=True)
+        tokens.sqlite_to_postgres.clear()
         if _created.is_set():
             _run_apart(_drop_postgres_database)
             _created.clear()  # a later test of this module in this worker starts the app, and so creates it, again
 
 
-@pytest.fixture
-def sqlite_schema(fuzz_apps: None) -> schemathesis.schemas.BaseSchema:
-    return _fuzzed(sqlite_app)
+PATHS = list(sqlite_app.openapi()["paths"])
 
 
-@pytest.fixture
-def postgres_schema(fuzz_apps: None) -> schemathesis.schemas.BaseSchema:
-    return _fuzzed(postgres_app, postgres_served)
-
-
-@pytest.mark.parametrize(
-    ("served", "schema_fixture"),
-    [(sqlite_app, "sqlite_schema"), (postgres_served, "postgres_schema")],
-    ids=["sqlite", "postgresql"],
-)
-def test_fuzzed_document_is_the_served_one(served: Any, schema_fixture: str, request: pytest.FixtureRequest) -> None:
-    schema: schemathesis.schemas.BaseSchema = request.getfixturevalue(schema_fixture)
+@pytest.mark.parametrize("served", [sqlite_app, postgres_served], ids=["sqlite", "postgresql"])
+def test_fuzzed_document_is_the_served_one(served: Any, fuzz_apps: None) -> None:
+    """The document the cases come from (the SQLite app's) is the one each app serves."""
     with schemathesis_asgi.get_client(served) as http:
         response = http.get("/openapi.json")
     assert response.status_code == 200
-    assert response.json() == schema.raw_schema
+    assert response.json() == _fuzzed(PATHS).raw_schema
+
+
+def _shard(index: int) -> list[str]:
+    """Every SHARDS-th path in the document's order: the costly bodies (teams, configuration, webhooks) fall
+    apart, each shard a few seconds' difference from the others."""
+    return PATHS[index::SHARDS]
+
+
+def test_the_shards_fuzz_every_path_once() -> None:
+    assert len(PATHS) > 30, "the document's paths are all fuzzed"
+    shards = [_shard(i) for i in range(SHARDS)]
+    assert sorted(path for shard in shards for path in shard) == sorted(PATHS)
+    assert all(shards)
 
 
 FUZZ_SETTINGS = settings(
@@ -244,33 +293,29 @@ FUZZ_SETTINGS = settings(
 )
 
 
-def conforms(schema: schemathesis.schemas.BaseSchema, subtests: pytest.Subtests) -> None:
-    """Every operation of ``schema`` fuzzed in a subtest of its own (schemathesis's cases and checks, as its
+def call_and_validate(case: schemathesis.Case) -> None:
+    """The case on SQLite, then the same case on PostgreSQL; a failure says which database gave it."""
+    for database, app in (("SQLite", sqlite_app), ("PostgreSQL", postgres_served)):
+        try:
+            case.call_and_validate(app=app)
+        except BaseException as failure:
+            failure.add_note(f"on {database}")
+            raise
+
+
+@pytest.mark.long
+@pytest.mark.postgres
+@pytest.mark.timeout(FUZZ_TIMEOUT_SECONDS)
+@pytest.mark.parametrize("shard", range(SHARDS), ids=[f"shard-{i + 1}-of-{SHARDS}" for i in range(SHARDS)])
+def test_api_conforms_to_its_openapi_document_on_sqlite_and_postgresql(
+    shard: int, fuzz_apps: None, subtests: pytest.Subtests
+) -> None:
+    """Every operation of the shard fuzzed in a subtest of its own (schemathesis's cases and checks, as its
     ``parametrize`` makes them), the cases generated now rather than at collection."""
+    schema = _fuzzed(_shard(shard))
     tests = list(get_all_tests(schema=schema, test_func=call_and_validate, settings=FUZZ_SETTINGS, given_kwargs=None))
-    assert len(tests) > 50, "the document's operations are all fuzzed"
+    assert len(tests) >= len(_shard(shard))
     for built in tests:
         operation, test = built.ok()  # a definition schemathesis cannot use fails the test here
         with subtests.test(msg=operation.label):
             test()
-
-
-def call_and_validate(case: schemathesis.Case) -> None:
-    case.call_and_validate()
-
-
-@pytest.mark.long
-@pytest.mark.timeout(FUZZ_TIMEOUT_SECONDS)
-def test_api_conforms_to_its_openapi_document_on_sqlite(
-    sqlite_schema: schemathesis.schemas.BaseSchema, subtests: pytest.Subtests
-) -> None:
-    conforms(sqlite_schema, subtests)
-
-
-@pytest.mark.long
-@pytest.mark.timeout(FUZZ_TIMEOUT_SECONDS)
-@pytest.mark.postgres
-def test_api_conforms_to_its_openapi_document_on_postgresql(
-    postgres_schema: schemathesis.schemas.BaseSchema, subtests: pytest.Subtests
-) -> None:
-    conforms(postgres_schema, subtests)
