@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +16,8 @@ from aiops_executor.console.demo import sse_events
 from tests.processes import base_env
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.long
+# One worker runs the demo once for the tests that read what it leaves (it takes seconds of CPU).
+pytestmark = [pytest.mark.long, pytest.mark.xdist_group("demo")]
 
 
 def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -33,9 +36,24 @@ def cli(data_dir: Path, *args: str, **extra: str) -> subprocess.CompletedProcess
     )
 
 
-def test_demo_runs_the_local_machine_team_over_the_api_offline(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    first = cli(data_dir, "demo", "--port", "0")
+@pytest.fixture(scope="module")
+def first_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, subprocess.CompletedProcess[str]]]:
+    """The demo on a fresh data directory: the directory it left, and what it printed."""
+    data_dir = tmp_path_factory.mktemp("demo") / "data"
+    yield data_dir, cli(data_dir, "demo", "--port", "0")
+    shutil.rmtree(data_dir.parent, ignore_errors=True)
+
+
+def copy_of(data_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    return copy
+
+
+def test_demo_runs_the_local_machine_team_over_the_api_offline(
+    first_demo: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    demo_dir, first = first_demo
     assert first.returncode == 0, first.stdout + first.stderr
     out = first.stdout
     assert "service running at http://127.0.0.1:" in out
@@ -45,19 +63,23 @@ def test_demo_runs_the_local_machine_team_over_the_api_offline(tmp_path: Path) -
     assert '"overall_status"' in out
 
     # The execution and its events are stored in the embedded database, like any API run.
-    with sqlite3.connect(data_dir / "aiops.db") as db:
+    with sqlite3.connect(demo_dir / "aiops.db") as db:
         status, last_seq = db.execute("SELECT status, last_seq FROM executions").fetchone()
         events = db.execute("SELECT count(*), max(seq) FROM execution_events").fetchone()
     assert status == "success" and events == (last_seq, last_seq)
 
+    data_dir = copy_of(demo_dir, tmp_path)
     again = cli(data_dir, "demo", "--port", "0")  # a second demo reuses and refreshes the team
     assert again.returncode == 0, again.stdout + again.stderr
     assert "team local-machine-diagnosis refreshed" in again.stdout
 
 
-def test_purge_deletes_what_is_older_than_the_retention(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    assert cli(data_dir, "demo", "--port", "0").returncode == 0
+def test_purge_deletes_what_is_older_than_the_retention(
+    first_demo: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    demo_dir, first = first_demo
+    assert first.returncode == 0, first.stdout + first.stderr
+    data_dir = copy_of(demo_dir, tmp_path)
     kept = cli(data_dir, "purge")
     assert kept.returncode == 0 and "purged 0 execution(s)" in kept.stderr + kept.stdout
     with sqlite3.connect(data_dir / "aiops.db") as db:
