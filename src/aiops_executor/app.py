@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cache
@@ -13,7 +14,7 @@ from aiops_executor import __version__
 from aiops_executor.audit.endpoints import router as audit_router
 from aiops_executor.auth import service as auth_service
 from aiops_executor.auth.endpoints import router as auth_router
-from aiops_executor.core import egress
+from aiops_executor.core import egress, liveness
 from aiops_executor.core.errors import install_error_handlers
 from aiops_executor.core.files import secure_data_files
 from aiops_executor.core.health import router as health_router
@@ -116,9 +117,11 @@ def create_app(settings: Settings | None = None, *, telemetry: Telemetry | None 
             sse_subscribers=context.executions.broadcaster.subscriber_count,
         )
         await context.executions.start()
+        watcher = asyncio.create_task(context.liveness.run(), name="liveness")
         try:
             yield
         finally:
+            await liveness.stop(watcher)
             await context.executions.stop()
             await context.close()
 

@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Self
 
+from sqlalchemy import text
+
 from aiops_executor.core.cache import ConfigCache
 from aiops_executor.core.cache_bus import ConfigChangeBus
 from aiops_executor.core.crypto import EnvelopeCipher
 from aiops_executor.core.db import Database
+from aiops_executor.core.liveness import Liveness
 from aiops_executor.core.rate_limit import RateLimits
 from aiops_executor.core.rate_limit_redis import build_rate_limits
 from aiops_executor.core.settings import ResolvedSecrets, Settings, resolve_secrets
@@ -29,6 +32,19 @@ class AppContext:
     config_cache: ConfigCache
     telemetry: Telemetry
     config_changes: ConfigChangeBus | None = field(default=None, init=False)
+    liveness: Liveness = field(init=False)
+
+    def __post_init__(self) -> None:
+        settings = self.settings
+        self.liveness = Liveness(
+            tick_seconds=settings.liveness_tick_seconds,
+            max_loop_lag_seconds=settings.liveness_max_loop_lag_seconds,
+            memory_limit_bytes=Liveness.default_memory_limit(settings.liveness_memory_limit_mb),
+            database_probe=self.ping_database,
+            database_probe_seconds=settings.liveness_database_probe_seconds,
+            database_grace_seconds=settings.liveness_database_grace_seconds,
+            database_timeout_seconds=settings.readiness_timeout_seconds,
+        )
 
     @classmethod
     def build(cls, settings: Settings, telemetry: Telemetry | None = None) -> Self:
@@ -54,6 +70,11 @@ class AppContext:
         if self.settings.redis_url and not self.settings.is_embedded_database and self.config_changes is None:
             self.config_changes = ConfigChangeBus(self.settings.redis_url, self.config_cache)
             await self.config_changes.start()
+
+    async def ping_database(self) -> None:
+        """One ``SELECT 1`` on a pooled connection (raises when the database does not answer)."""
+        async with self.database.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
 
     async def queue_status(self) -> dict[str, int] | None:
         """``{"depth", "live_workers"}`` of the job queue runs wait in, None without one (a service context

@@ -1,4 +1,5 @@
-"""Liveness and readiness (open routes): ``GET /health`` and ``GET /health/ready``.
+"""Liveness and readiness (open routes): ``GET /health`` (``core/liveness.py`` says what it judges) and
+``GET /health/ready``.
 
 Readiness checks the database and, when ``AIOPS_REDIS_URL`` is set, Redis; both at once, each within
 ``AIOPS_READINESS_TIMEOUT_SECONDS``. A failed check answers 503 with the contract's error body, whose
@@ -17,7 +18,6 @@ import redis.asyncio as redis
 import structlog
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from aiops_executor import __version__
 from aiops_executor.core.context import AppContext
@@ -30,11 +30,6 @@ UNREACHABLE = "unreachable"
 
 logger = structlog.get_logger(__name__)
 router = APIRouter(tags=["health"])
-
-
-async def _database(context: AppContext) -> None:
-    async with context.database.engine.connect() as connection:
-        await connection.execute(text("SELECT 1"))
 
 
 async def _redis(url: str, socket_seconds: float) -> None:
@@ -59,21 +54,37 @@ async def _check(name: str, probe: Coroutine[Any, Any, None], limit_seconds: flo
 async def readiness_checks(context: AppContext) -> dict[str, str]:
     """``{"database": "ok"|"unreachable", "redis": ...}`` (Redis only when configured)."""
     timeout = context.settings.readiness_timeout_seconds
-    probes = {"database": _database(context)}
+    probes = {"database": context.ping_database()}
     if context.settings.redis_url:
         probes["redis"] = _redis(context.settings.redis_url, timeout)
     results = await asyncio.gather(*(_check(name, probe, timeout) for name, probe in probes.items()))
     return dict(zip(probes, results, strict=True))
 
 
+_FAILED_LIVENESS = {
+    "event_loop": "the event loop is stalled",
+    "memory": "the process's memory is exhausted",
+    "database": "the database has not been reachable for longer than the grace period",
+}
+
+
 @router.get(
     "/health",
     operation_id="getLiveness",
     summary="Liveness",
-    description="Answers while the process serves HTTP, with its version; checks no dependency.",
+    description="Whether this process can still serve (restart it when not): 503 when its event loop stalls "
+    "beyond AIOPS_LIVENESS_MAX_LOOP_LAG_SECONDS, its memory is exhausted (a MemoryError, or resident memory above "
+    "AIOPS_LIVENESS_MEMORY_LIMIT_MB), or the database has been unreachable for longer than "
+    "AIOPS_LIVENESS_DATABASE_GRACE_SECONDS; `checks` says which. Waits on no dependency.",
+    responses=errors({503: {"SERVICE_UNAVAILABLE": "the process cannot serve; details.checks says why"}}),
 )
-async def liveness() -> dict[str, str]:
-    return {"status": OK, "version": __version__}
+async def liveness(context: ContextDep) -> JSONResponse:
+    checks = context.liveness.checks()
+    failed = [name for name, state in checks.items() if state != OK]
+    if failed:
+        message = "; ".join(_FAILED_LIVENESS[name] for name in failed)
+        return error_response(503, "SERVICE_UNAVAILABLE", message, {"checks": checks})
+    return JSONResponse({"status": OK, "version": __version__, "checks": checks})
 
 
 @router.get(

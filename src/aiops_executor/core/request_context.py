@@ -65,6 +65,13 @@ def from_origin(carried: Mapping[str, str] | None) -> Iterator[None]:
             otel_context.detach(token)
 
 
+def _note_in_liveness(scope: Scope, error: Exception) -> None:
+    """The app's liveness hears of the error (a ``MemoryError`` fails it), once the app has started."""
+    context = getattr(getattr(scope.get("app"), "state", None), "context", None)
+    if context is not None:
+        context.liveness.note_unhandled(error)
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -97,8 +104,9 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_request_id)
-        except Exception:
+        except Exception as exc:
             logger.exception("unhandled error", path=scope.get("path"), method=scope.get("method"))
+            _note_in_liveness(scope, exc)
             if response_started:
                 raise
             body = json.dumps(

@@ -137,6 +137,14 @@ class Settings(BaseSettings):
     login_lockout_seconds: float = Field(default=900.0, gt=0)
     # How long /health/ready waits for each dependency (database, Redis when configured).
     readiness_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    # Liveness (GET /health, core/liveness.py): an event loop late by more than the lag, resident memory above
+    # the limit (unset: 90 % of the container's limit, if any) or a database unreachable without a break for
+    # longer than the grace fail it. 0 turns the lag, memory or database check off.
+    liveness_tick_seconds: float = Field(default=1.0, gt=0, le=60)
+    liveness_max_loop_lag_seconds: float = Field(default=5.0, ge=0)
+    liveness_memory_limit_mb: int | None = Field(default=None, ge=0)
+    liveness_database_probe_seconds: float = Field(default=10.0, gt=0)
+    liveness_database_grace_seconds: float = Field(default=60.0, ge=0)
 
     # Egress policy of tools and provider calls (see ``core.egress``): comma-separated rules -- CIDRs,
     # host names with * globs, optional :port, or :port alone. Deny wins; with an allow list, the rest is denied.

@@ -36,7 +36,6 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.tools import BaseTool, StructuredTool
-from langgraph._internal._constants import CONFIG_KEY_DURABILITY
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.config import get_stream_writer
 from langgraph.errors import GraphBubbleUp
@@ -46,6 +45,7 @@ from langgraph.types import Send, interrupt
 from pydantic import BaseModel, Field, create_model
 
 from aiops_executor.core.metrics import tool_outcome
+from aiops_executor.core.private_apis import CONFIG_KEY_DURABILITY
 from aiops_executor.core.telemetry import ModelReference, Telemetry, default_telemetry
 from aiops_executor.engine import prompts
 from aiops_executor.engine.approvals import APPROVAL_MARKER, rejection_output

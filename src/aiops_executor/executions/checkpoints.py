@@ -39,6 +39,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import make_url
 
+from aiops_executor.core.private_apis import SQLITE_SAVER_COLUMNS
+
 POOL_MAX_SIZE = 10
 # Owned and versioned by the PostgreSQL checkpointer's own setup (run by ``migrate``), not by Alembic.
 CHECKPOINTER_TABLES = frozenset({"checkpoints", "checkpoint_blobs", "checkpoint_writes", "checkpoint_migrations"})
@@ -100,8 +102,9 @@ def _merged(statements: list[Statement]) -> list[Statement]:
 class GroupCommitPostgresSaver(AsyncPostgresSaver):
     """``AsyncPostgresSaver`` whose writes (checkpoints, task writes, deletions) go through a ``GroupCommit``.
 
-    The saver builds its statements on a cursor it asks ``_cursor(pipeline=True)`` for; here that cursor only
-    records them, and leaving it hands them to the group commit. Reads use real cursors, as before.
+    The saver builds its statements on a cursor it asks ``_cursor(pipeline=True)`` for (a private hook:
+    core/private_apis.py, item 4); here that cursor only records them, and leaving it hands them to the group
+    commit. Reads use real cursors, as before.
     """
 
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
@@ -136,18 +139,17 @@ class _RecordingCursor:
         self.statements.append((sql, [tuple(row) for row in rows]))
 
 
-_SQLITE_CHECKPOINT = (
-    "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, "
-    "checkpoint, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-_SQLITE_WRITE = (
-    "{verb} INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, value) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+def _sqlite_insert(verb: str, table: str) -> str:
+    columns = SQLITE_SAVER_COLUMNS[table]
+    return f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+_SQLITE_CHECKPOINT = _sqlite_insert("INSERT OR REPLACE", "checkpoints")
 
 
 class GroupCommitSqliteSaver(AsyncSqliteSaver):
-    """``AsyncSqliteSaver`` whose checkpoint and task writes go through a ``GroupCommit`` (reads unchanged)."""
+    """``AsyncSqliteSaver`` whose checkpoint and task writes go through a ``GroupCommit`` (reads unchanged); it
+    writes the saver's own tables (core/private_apis.py, item 5)."""
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         super().__init__(conn)
@@ -181,7 +183,7 @@ class GroupCommitSqliteSaver(AsyncSqliteSaver):
             for index, (channel, value) in enumerate(writes)
         ]
         await self.setup()
-        await self.group.run([(_SQLITE_WRITE.format(verb=verb), rows)])
+        await self.group.run([(_sqlite_insert(verb, "writes"), rows)])
 
     async def _write_batch(self, statements: list[Statement]) -> None:
         async with self.lock:

@@ -35,6 +35,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from aiops_executor.core.errors import AppError
+from aiops_executor.core.private_apis import client_agenerate, client_astream, langchain_should_stream
 from aiops_executor.core.telemetry import ChatAttempt, Telemetry
 from aiops_executor.engine.models import DISCARDED_TOKENS_KEY
 from aiops_executor.llm.adapters import adapter_for
@@ -325,7 +326,7 @@ async def _stream_to_result(
     returned whole once the stream has ended (a stream that breaks raises, having counted what it streamed)."""
     merged: AIMessageChunk | None = None
     info: dict[str, Any] = {}  # what the chunks say about the answer (why it stopped, which model answered)
-    async for chunk in client._astream(messages, stop=stop, **kwargs):
+    async for chunk in client_astream(client, messages, stop, kwargs):
         if not isinstance(chunk.message, AIMessageChunk):
             continue
         info.update(chunk.generation_info or {})
@@ -575,7 +576,7 @@ class FailoverChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         failures: list[tuple[Route, Failure]] = []
-        streaming = BaseChatModel._should_stream(self, async_api=True, run_manager=run_manager, **kwargs)
+        streaming = langchain_should_stream(self, run_manager, kwargs)
         await self.state.load_cooling(self.binding)
         for route, wait in self._attempt_plan():
             if failures and not failures[-1][1].fails_over:
@@ -600,7 +601,7 @@ class FailoverChatModel(BaseChatModel):
                         if streaming:
                             result = await _stream_to_result(client, messages, stop, run_manager, tokens, call_kwargs)
                         else:
-                            result = await client._agenerate(messages, stop=stop, **call_kwargs)
+                            result = await client_agenerate(client, messages, stop, call_kwargs)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -635,6 +636,7 @@ class FailoverChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> bool:
+        # Overrides a private hook of LangChain (core/private_apis.py, item 2).
         # ``astream()`` asks with stream=True and aggregates the chunks itself. Every other call goes through
         # ``_agenerate``, which streams from the provider when a callback wants tokens and aggregates the answer
         # itself, so that a stream broken mid-way can start again on the next route without garbling it.
