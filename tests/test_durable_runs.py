@@ -221,6 +221,16 @@ async def _until_quick_nodes_finished(seen: list[Event]) -> None:
     raise AssertionError(f"the quick node teams did not finish: {[k for _, k, _ in seen]}")
 
 
+async def _stored_log(client: httpx.AsyncClient, execution_id: str) -> list[Event]:
+    stored = (await client.get(f"{API}/executions/{execution_id}/events", params={"size": 100})).json()
+    log = [(e["seq"], e["event"], e["data"]) for e in stored["items"]]
+    while stored["page"] < stored["pages"]:
+        page = {"size": 100, "page": stored["page"] + 1}
+        stored = (await client.get(f"{API}/executions/{execution_id}/events", params=page)).json()
+        log += [(e["seq"], e["event"], e["data"]) for e in stored["items"]]
+    return log
+
+
 async def _finish(service: Service, execution_id: str, before: list[Event]) -> tuple[dict[str, Any], list[Event]]:
     """Restarts the service, re-attaches with the last id received, and returns the execution and its log."""
     await service.start()
@@ -228,15 +238,7 @@ async def _finish(service: Service, execution_id: str, before: list[Event]) -> t
     async with service.client() as client:
         await _follow(client, f"{API}/executions/{execution_id}/stream", after, last_id=before[-1][0])
         execution = (await client.get(f"{API}/executions/{execution_id}")).json()
-        stored = (await client.get(f"{API}/executions/{execution_id}/events", params={"size": 100})).json()
-        log = [(e["seq"], e["event"], e["data"]) for e in stored["items"]]
-        while stored["page"] < stored["pages"]:
-            stored = (
-                await client.get(
-                    f"{API}/executions/{execution_id}/events", params={"size": 100, "page": stored["page"] + 1}
-                )
-            ).json()
-            log += [(e["seq"], e["event"], e["data"]) for e in stored["items"]]
+        log = await _stored_log(client, execution_id)
     # The client saw every event exactly once, across the crash, and exactly what was stored.
     assert before + after == log
     assert [seq for seq, _, _ in log] == list(range(1, len(log) + 1))
@@ -296,3 +298,24 @@ async def test_sigterm_suspends_runs_and_the_next_process_resumes_them(service: 
     assert execution["status"] == "success" and execution["attempt"] == 2
     seam = next(i for i, (_, kind, _) in enumerate(log) if kind == "execution_resumed")
     assert not [e for e in log[seam:] if e[2].get("node_id") in QUICK]
+
+
+async def test_kill_9_right_after_the_202_the_restarted_process_runs_it_to_the_end(service: Service) -> None:
+    """Accepted, then the process dies before the run has saved anything (or even started): the run is still
+    the process's to do, and the next one does it -- from the start, as nothing was saved."""
+    execution_id = await _start_run(service)
+    service.kill()
+
+    await service.start()
+    async with service.client() as client:
+        for _ in range(1200):
+            execution = (await client.get(f"{API}/executions/{execution_id}")).json()
+            if execution["status"] not in ("pending", "running"):
+                break
+            await asyncio.sleep(0.05)
+        log = await _stored_log(client, execution_id)
+    assert execution["status"] == "success", execution
+    assert {n["node_id"]: n["status"] for n in execution["result"]["node_results"]} == dict.fromkeys("abcd", "success")
+    assert [seq for seq, _, _ in log] == list(range(1, len(log) + 1))
+    assert sum(kind == "execution_start" for _, kind, _ in log) == 1
+    assert log[-1][1] == "execution_complete"

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import psycopg
+import structlog
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -42,9 +44,13 @@ from sqlalchemy.engine import make_url
 from aiops_executor.core.private_apis import SQLITE_SAVER_COLUMNS
 
 POOL_MAX_SIZE = 10
+# How the checkpointer's connections show in pg_stat_activity.
+APPLICATION_NAME = "aiops-checkpoints"
 # Owned and versioned by the PostgreSQL checkpointer's own setup (run by ``migrate``), not by Alembic.
 CHECKPOINTER_TABLES = frozenset({"checkpoints", "checkpoint_blobs", "checkpoint_writes", "checkpoint_migrations"})
 
+
+logger = structlog.get_logger(__name__)
 
 Statement = tuple[str, list[tuple[Any, ...]]]  # SQL and the rows to execute it with (executemany)
 
@@ -123,6 +129,16 @@ class GroupCommitPostgresSaver(AsyncPostgresSaver):
         await self.group.run(recorder.statements)
 
     async def _write_batch(self, statements: list[Statement]) -> None:
+        try:
+            await self._write_once(statements)
+        except psycopg.OperationalError as exc:
+            # The connection was cut while the batch was written (it passed its check as it was handed out):
+            # nothing of the transaction was committed, and the saver's statements are upserts, so once more, on
+            # a new connection.
+            logger.warning("a checkpoint write lost its connection; writing it again", error=str(exc))
+            await self._write_once(statements)
+
+    async def _write_once(self, statements: list[Statement]) -> None:
         async with self.pool.connection() as conn, conn.transaction(), conn.cursor(binary=True) as cursor:
             for sql, rows in statements:
                 await cursor.executemany(sql, rows)
@@ -234,7 +250,15 @@ class Checkpoints:
                 postgres_conninfo(self.database_url),
                 min_size=1,
                 max_size=POOL_MAX_SIZE,
-                kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
+                kwargs={
+                    "autocommit": True,
+                    "row_factory": dict_row,
+                    "prepare_threshold": None,
+                    "application_name": APPLICATION_NAME,
+                },
+                # Proxies and cloud databases cut connections left idle during long model calls: each one is
+                # checked as it is handed out, and a dead one replaced, so that the next save does not fail.
+                check=AsyncConnectionPool.check_connection,
                 open=False,
             )
             await self._pool.open(wait=True)

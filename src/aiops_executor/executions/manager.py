@@ -154,10 +154,12 @@ class ExecutionManager:
         if self._worker is not None:
             # procrastinate's graceful stop: no new job, the drain, then an abort (shutdown) of the rest.
             await self._worker.stop()
-        runs = list(self._active.values())
-        for active in runs:
-            active.suspend()
-        await asyncio.gather(*(a.task for a in runs if a.task is not None), return_exceptions=True)
+        # Until none is left: a run launched while the others were being suspended (a submission that was under
+        # way) must not go on writing once the checkpointer and the database are closed.
+        while runs := [a for a in self._active.values() if a.task is not None and not a.task.done()]:
+            for active in runs:
+                active.suspend()
+            await asyncio.gather(*(a.task for a in runs if a.task is not None), return_exceptions=True)
         self.broadcaster.shutdown()
         await self.broadcaster.close()
         await self.checkpoints.close()
@@ -367,6 +369,9 @@ class ExecutionManager:
                         active.suspended = True
                         return  # stays pending; a later process (or worker) starts it
                     active.cancel_requested = True  # cancelled while pending: record its start and end
+                if self._stopping and not active.cancel_requested:
+                    active.suspended = True
+                    return  # the process is stopping: it stays as it is, for the next process (or worker)
                 started = await repository.start(
                     self.context.database.sessionmaker,
                     execution_id,
