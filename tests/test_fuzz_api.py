@@ -27,6 +27,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -261,7 +262,11 @@ def fuzz_apps() -> Iterator[None]:
             _created.clear()  # a later test of this module in this worker starts the app, and so creates it, again
 
 
-PATHS = list(sqlite_app.openapi()["paths"])
+@cache
+def paths() -> list[str]:
+    """The document's paths, in its order (made when a test asks: building the document costs each parallel
+    worker a second at collection)."""
+    return list(sqlite_app.openapi()["paths"])
 
 
 @pytest.mark.parametrize("served", [sqlite_app, postgres_served], ids=["sqlite", "postgresql"])
@@ -270,19 +275,19 @@ def test_fuzzed_document_is_the_served_one(served: Any, fuzz_apps: None) -> None
     with schemathesis_asgi.get_client(served) as http:
         response = http.get("/openapi.json")
     assert response.status_code == 200
-    assert response.json() == _fuzzed(PATHS).raw_schema
+    assert response.json() == _fuzzed(paths()).raw_schema
 
 
 def _shard(index: int) -> list[str]:
     """Every SHARDS-th path in the document's order: the costly bodies (teams, configuration, webhooks) fall
     apart, each shard a few seconds' difference from the others."""
-    return PATHS[index::SHARDS]
+    return paths()[index::SHARDS]
 
 
 def test_the_shards_fuzz_every_path_once() -> None:
-    assert len(PATHS) > 30, "the document's paths are all fuzzed"
+    assert len(paths()) > 30, "the document's paths are all fuzzed"
     shards = [_shard(i) for i in range(SHARDS)]
-    assert sorted(path for shard in shards for path in shard) == sorted(PATHS)
+    assert sorted(path for shard in shards for path in shard) == sorted(paths())
     assert all(shards)
 
 

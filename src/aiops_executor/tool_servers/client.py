@@ -14,21 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import structlog
-from langchain_mcp_adapters.sessions import Connection, create_session
-from mcp import ClientSession
-from mcp.shared.exceptions import McpError
-from mcp.types import CallToolResult, Tool
 
 from aiops_executor.core import egress
+
+# The MCP SDK is imported when a process first talks to a tool server: importing it costs every process some
+# 0.2 s of CPU at start-up (the CLI, each API process, each worker), and most never use a tool server.
+if TYPE_CHECKING:
+    from langchain_mcp_adapters.sessions import Connection
+    from mcp import ClientSession
+    from mcp.types import CallToolResult, Tool
 
 logger = structlog.get_logger(__name__)
 
@@ -99,8 +103,8 @@ def describe_failure(exc: BaseException) -> str:
         return "the server did not answer in time"
     if isinstance(exc, httpx.HTTPStatusError):
         return f"the server answered HTTP {exc.response.status_code}"
-    if isinstance(exc, McpError):
-        return f"the server said: {exc.error.message}"
+    if _is_mcp_error(exc):
+        return f"the server said: {exc.error.message}"  # type: ignore[attr-defined]
     text = str(exc).strip()
     if text:
         return _short(text)
@@ -108,6 +112,12 @@ def describe_failure(exc: BaseException) -> str:
     if cause is not None and cause is not exc:
         return describe_failure(cause)
     return "the connection broke"
+
+
+def _is_mcp_error(exc: BaseException) -> bool:
+    """Whether the SDK raised it (the SDK is loaded already when one of its errors exists)."""
+    errors = sys.modules.get("mcp.shared.exceptions")
+    return errors is not None and isinstance(exc, errors.McpError)
 
 
 class _WatchedStream(httpx.AsyncByteStream):
@@ -247,6 +257,8 @@ class McpConnection:
             raise
 
     async def _own(self, connection: Connection) -> None:
+        from langchain_mcp_adapters.sessions import create_session  # on first use: see the imports
+
         assert self._ready is not None
         try:
             async with create_session(connection) as session:
@@ -305,6 +317,8 @@ class McpConnection:
             self.broken = True
             raise ServerUnreachable(f"the connection to the server broke during {what}")
         self.last_used = time.monotonic()
+        from mcp.shared.exceptions import McpError  # loaded by the session already
+
         try:
             return request.result()
         except McpError as exc:

@@ -13,10 +13,9 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from mcp.types import CallToolResult, EmbeddedResource, ImageContent, TextContent
 
 from aiops_executor.tool_servers.client import ServerConfig, ServerRefused, ServerUnreachable, ToolServerPool
 from aiops_executor.tools.registry import (
@@ -28,6 +27,9 @@ from aiops_executor.tools.registry import (
     redact_value,
     secrets_in,
 )
+
+if TYPE_CHECKING:  # the MCP SDK is loaded on first use (tool_servers/client.py)
+    from mcp.types import CallToolResult
 
 logger = structlog.get_logger(__name__)
 
@@ -76,6 +78,8 @@ def redact_arguments(arguments: Mapping[str, Any], secrets: set[str]) -> dict[st
 def result_output(result: CallToolResult) -> dict[str, Any]:
     """What the agent reads of a call's result: the text of every block (binary blocks by type and size) and
     the structured content when the server sent some."""
+    from mcp.types import EmbeddedResource, ImageContent, TextContent  # loaded by the session already
+
     texts: list[str] = []
     blocks: list[dict[str, Any]] = []
     for block in result.content:
