@@ -208,7 +208,7 @@ def test_compose_services_order_and_commands() -> None:
         assert command[0] == "worker", command
         assert seconds(services[name]["stop_grace_period"]) > drain, "a stopping worker gets to drain"
         probe = " ".join(services[name]["healthcheck"]["test"])
-        assert f":{option(command, '--metrics-port')}/metrics" in probe, "a worker's health is its metrics port"
+        assert f":{option(command, '--metrics-port')}/health" in probe, "a worker's liveness is on its metrics port"
 
     for name in APP_SERVICES:
         cli_accepts(service_command(services[name], env))
@@ -411,6 +411,11 @@ async def test_the_compose_services_run_as_local_processes(tmp_path: Path) -> No
         async with httpx.AsyncClient(timeout=10) as client:
             exposition = [await _metrics(client, worker.port or 0) for worker in workers]
             served = [await _metrics(client, api.port or 0) for api in apis]
+            # What compose's health check of a worker asks: its liveness, on the same port.
+            alive = [await client.get(f"http://127.0.0.1:{worker.port}/health") for worker in workers]
+        for answer in alive:
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["checks"] == {"event_loop": "ok", "memory": "ok", "database": "ok"}
         for text in exposition:
             assert "# TYPE aiops_executions_active gauge" in text
         assert sum(_succeeded(text) for text in exposition) == 1

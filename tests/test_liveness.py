@@ -10,10 +10,12 @@ from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from aiops_executor import __version__
 from aiops_executor.core.db import Database
 from aiops_executor.core.liveness import Liveness
+from aiops_executor.worker import monitoring_app, serve_monitoring
 from tests.helpers import assert_error
 from tests.test_health import _context, serving
 
@@ -130,3 +132,43 @@ async def test_an_outage_shorter_than_the_grace_does_not_fail_liveness() -> None
         watcher.cancel()
     assert liveness.database_failing_since is None
     assert liveness.checks() == ALL_OK
+
+
+def _stall_then_ask(url: str, seconds: float) -> httpx.Response:
+    """Blocks the event loop, then asks while it is still blocked (by this very call)."""
+    _block_the_event_loop(seconds)
+    return httpx.get(url, trust_env=False)
+
+
+async def test_a_workers_monitoring_port_tells_of_a_stalled_loop_while_it_is_stalled() -> None:
+    """A worker serves no API: its /health is on its metrics port, answered from a thread of its own, so that a
+    blocked loop is reported (503) rather than leaving the health check to time out."""
+
+    async def database_answers() -> None:
+        return None
+
+    watched = Liveness(
+        tick_seconds=0.05,
+        max_loop_lag_seconds=0.2,
+        memory_limit_bytes=None,
+        database_probe=database_answers,
+        database_probe_seconds=10,
+        database_grace_seconds=60,
+        database_timeout_seconds=1,
+    )
+    server = serve_monitoring("127.0.0.1", 0, monitoring_app(CollectorRegistry(), watched))
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    watcher = asyncio.create_task(watched.run())
+    try:
+        await asyncio.sleep(0.2)
+        live = await asyncio.to_thread(httpx.get, f"{url}/health", trust_env=False)
+        assert live.status_code == 200 and live.json() == {"status": "ok", "checks": ALL_OK}
+        stalled = _stall_then_ask(f"{url}/health", 0.6)
+        body = assert_error(stalled, 503, "SERVICE_UNAVAILABLE")
+        assert body["details"] == {"checks": {**ALL_OK, "event_loop": "stalled"}}
+        metrics = await asyncio.to_thread(httpx.get, f"{url}/metrics", trust_env=False)
+        assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    finally:
+        watcher.cancel()
+        server.shutdown()
+        server.server_close()
