@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from sqlalchemy import text
 
 from aiops_executor import __version__
 from aiops_executor.core.db import Database
@@ -166,9 +167,28 @@ async def test_a_workers_monitoring_port_tells_of_a_stalled_loop_while_it_is_sta
         stalled = _stall_then_ask(f"{url}/health", 0.6)
         body = assert_error(stalled, 503, "SERVICE_UNAVAILABLE")
         assert body["details"] == {"checks": {**ALL_OK, "event_loop": "stalled"}}
+        assert body["error_message"] == "the event loop is stalled"  # as the API words it
         metrics = await asyncio.to_thread(httpx.get, f"{url}/metrics", trust_env=False)
         assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
     finally:
         watcher.cancel()
         server.shutdown()
         server.server_close()
+
+
+async def test_the_database_probe_takes_no_write_lock_on_sqlite(tmp_path: Path) -> None:
+    """Every transaction on the embedded database takes SQLite's write lock (BEGIN IMMEDIATE); the probe of
+    /health and /health/ready must not, or it would wait behind a run's writes and hold them up."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'probe.db'}"
+    writer, prober = Database(url), Database(url)
+    try:
+        async with writer.engine.connect() as holding:
+            await holding.execute(text("CREATE TABLE held (n INTEGER)"))
+            await holding.commit()
+            await holding.execute(text("INSERT INTO held VALUES (1)"))  # the write lock, held from here on
+            async with asyncio.timeout(5):  # the busy timeout is 30 s
+                await prober.probe()
+            await holding.rollback()
+    finally:
+        await writer.dispose()
+        await prober.dispose()

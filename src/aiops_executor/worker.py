@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from aiops_executor.core import liveness
 from aiops_executor.core.errors import error_body
 from aiops_executor.core.listening import CannotListen
-from aiops_executor.core.liveness import OK, Liveness
+from aiops_executor.core.liveness import OK, Liveness, what_failed
 from aiops_executor.core.logging import configure_logging
 from aiops_executor.core.request_context import REQUEST_ID_HEADER, new_request_id
 from aiops_executor.core.settings import ConfigurationError, Settings
@@ -55,11 +55,11 @@ def monitoring_app(registry: CollectorRegistry, watched: Liveness) -> Callable[.
         if environ.get("PATH_INFO") != "/health":
             return metrics(environ, start_response)  # type: ignore[no-any-return]
         checks = watched.checks()
-        failed = [name for name, state in checks.items() if state != OK]
+        failure = what_failed(checks)
         request_id = new_request_id()
-        if failed:
+        if failure is not None:
             status = "503 Service Unavailable"
-            body = error_body("SERVICE_UNAVAILABLE", f"{' and '.join(failed)} failed", {"checks": checks})
+            body = error_body("SERVICE_UNAVAILABLE", failure, {"checks": checks})
             body["request_id"] = request_id
         else:
             status, body = "200 OK", {"status": OK, "checks": checks}

@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Self
 
-from sqlalchemy import text
-
 from aiops_executor.core.cache import ConfigCache
 from aiops_executor.core.cache_bus import ConfigChangeBus
 from aiops_executor.core.crypto import EnvelopeCipher
@@ -72,9 +70,8 @@ class AppContext:
             await self.config_changes.start()
 
     async def ping_database(self) -> None:
-        """One ``SELECT 1`` on a pooled connection (raises when the database does not answer)."""
-        async with self.database.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        """The database answers (raises when it does not); the current one, should it be replaced."""
+        await self.database.probe()
 
     async def queue_status(self) -> dict[str, int] | None:
         """``{"depth", "live_workers"}`` of the job queue runs wait in, None without one (a service context

@@ -77,8 +77,11 @@ def _begin_immediate(connection: Any) -> None:
     """Take SQLite's write lock when a transaction begins, waiting up to ``busy_timeout`` for it.
 
     A deferred transaction that reads and then writes cannot wait for the lock: SQLite fails it at once
-    with "database is locked" when another writer is active. Readers are not blocked (WAL).
+    with "database is locked" when another writer is active. Readers are not blocked (WAL). A connection in
+    autocommit (``Database.probe``) begins nothing: it only reads, and must not queue behind writers.
     """
+    if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -99,6 +102,13 @@ class Database:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    async def probe(self) -> None:
+        """One ``SELECT 1`` in autocommit (raises when the database does not answer). On SQLite it takes no
+        write lock, so a health check neither waits behind a run's writes nor holds them up."""
+        async with self.engine.connect() as connection:
+            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await connection.execute(text("SELECT 1"))
 
     async def session(self) -> AsyncIterator[AsyncSession]:
         async with self.sessionmaker() as session:

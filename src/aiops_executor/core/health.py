@@ -23,6 +23,7 @@ from aiops_executor import __version__
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.deps import ContextDep
 from aiops_executor.core.errors import error_response
+from aiops_executor.core.liveness import what_failed
 from aiops_executor.core.openapi import errors
 
 OK = "ok"
@@ -61,13 +62,6 @@ async def readiness_checks(context: AppContext) -> dict[str, str]:
     return dict(zip(probes, results, strict=True))
 
 
-_FAILED_LIVENESS = {
-    "event_loop": "the event loop is stalled",
-    "memory": "the process's memory is exhausted",
-    "database": "the database has not been reachable for longer than the grace period",
-}
-
-
 @router.get(
     "/health",
     operation_id="getLiveness",
@@ -80,10 +74,9 @@ _FAILED_LIVENESS = {
 )
 async def liveness(context: ContextDep) -> JSONResponse:
     checks = context.liveness.checks()
-    failed = [name for name, state in checks.items() if state != OK]
-    if failed:
-        message = "; ".join(_FAILED_LIVENESS[name] for name in failed)
-        return error_response(503, "SERVICE_UNAVAILABLE", message, {"checks": checks})
+    failure = what_failed(checks)
+    if failure is not None:
+        return error_response(503, "SERVICE_UNAVAILABLE", failure, {"checks": checks})
     return JSONResponse({"status": OK, "version": __version__, "checks": checks})
 
 

@@ -34,6 +34,11 @@ STALLED = "stalled"
 EXHAUSTED = "exhausted"
 UNREACHABLE = "unreachable"
 CGROUP_SHARE = 0.9  # of the container's memory limit, the default limit of resident memory
+_FAILURES = {
+    "event_loop": "the event loop is stalled",
+    "memory": "the process's memory is exhausted",
+    "database": "the database has not been reachable for longer than the grace period",
+}
 
 logger = structlog.get_logger(__name__)
 
@@ -148,6 +153,11 @@ class Liveness:
             "memory": EXHAUSTED if exhausted else OK,
             "database": UNREACHABLE if unreachable else OK,
         }
+
+
+def what_failed(checks: dict[str, str]) -> str | None:
+    """The failed checks of a verdict in words (the answer's ``error_message``), None when all are ok."""
+    return "; ".join(_FAILURES[name] for name, state in checks.items() if state != OK) or None
 
 
 async def stop(task: asyncio.Task[None] | None) -> None:

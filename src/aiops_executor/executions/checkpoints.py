@@ -132,9 +132,9 @@ class GroupCommitPostgresSaver(AsyncPostgresSaver):
         try:
             await self._write_once(statements)
         except psycopg.OperationalError as exc:
-            # The connection was cut while the batch was written (it passed its check as it was handed out):
-            # nothing of the transaction was committed, and the saver's statements are upserts, so once more, on
-            # a new connection.
+            # The connection was cut while the batch was written (it passed its check as it was handed out).
+            # Once more on a new connection is safe whether the cut came before the commit or after it: the
+            # saver's statements are upserts.
             logger.warning("a checkpoint write lost its connection; writing it again", error=str(exc))
             await self._write_once(statements)
 
