@@ -70,8 +70,7 @@ TASK = {"input": {"task": "Why is checkout slow?", "context": {"ticket": "BENCH-
 SUPPORTED = {"supported": True, "score": 3}
 
 # Non-default settings of the server under test, besides data dir, database, admin and the concurrency cap
-# (which is at least --executions): a load test makes more than the default 60 execution requests a minute.
-# The benchmark registers its own local-sim provider, so the embedded default's seeded one stays out.
+# (at least --executions): more than 60 execution requests a minute; its own local-sim provider, not the seeded one.
 SERVER_SETTINGS = {"AIOPS_RATE_LIMIT_EXECUTIONS_PER_MINUTE": "0", "AIOPS_SEED_SIMULATOR": "false"}
 
 console = Console(highlight=False, width=120)
