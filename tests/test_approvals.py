@@ -141,9 +141,17 @@ async def test_a_rejected_call_returns_the_rejection_to_the_agent(
     assert node["error"] == "no tool call observed the resource (APPROVAL_REJECTED x1)"
 
 
+# The run may work 3 s in all (on a loaded machine its own steps took more than 1 s); the approval waits 4 s, so
+# the wait alone is longer than the whole budget.
+RUN_TIMEOUT_SECONDS = 3
+APPROVAL_TIMEOUT_SECONDS = 4
+
+
 @pytest.fixture
 def quick_timeout(database_url: str, tmp_path: Path) -> Settings:
-    return make_settings(database_url, tmp_path / "data", approval_timeout_seconds=2, worker_lease_seconds=6)
+    return make_settings(
+        database_url, tmp_path / "data", approval_timeout_seconds=APPROVAL_TIMEOUT_SECONDS, worker_lease_seconds=6
+    )
 
 
 @pytest.fixture
@@ -161,10 +169,10 @@ async def test_an_undecided_call_is_rejected_at_its_deadline_and_waiting_costs_n
     client, headers = quick
     await add_simulator(client, headers)
     team_id = await make_team(client, headers)
-    await client.put(f"{API}/teams/{team_id}", json={"timeout_seconds": 1}, headers=headers)
+    await client.put(f"{API}/teams/{team_id}", json={"timeout_seconds": RUN_TIMEOUT_SECONDS}, headers=headers)
     execution = await start(client, headers, team_id)
     assert execution["status"] == "awaiting_approval", execution
-    # The wait (2 s and more) is longer than the run's whole timeout (1 s): it does not count.
+    # The wait is longer than the run's whole timeout: it does not count.
     finished = await wait_for(client, headers, execution["execution_id"], "success", "failed", "timeout")
     # Not a timeout: rejected, the call observed nothing (NO_EVIDENCE), as the run says.
     assert finished["status"] == "failed", finished
@@ -172,7 +180,8 @@ async def test_an_undecided_call_is_rejected_at_its_deadline_and_waiting_costs_n
     [approval] = await approvals(client, headers, execution["execution_id"])
     assert approval["status"] == "rejected" and approval["decided_by"] == "system:timeout"
     call = tool_calls(await events(client, headers, execution["execution_id"]))["tcp_check"]
-    assert call["output"]["error_code"] == "APPROVAL_REJECTED" and "no decision within 2 s" in call["output"]["comment"]
+    assert call["output"]["error_code"] == "APPROVAL_REJECTED"
+    assert f"no decision within {APPROVAL_TIMEOUT_SECONDS} s" in call["output"]["comment"]
 
 
 async def test_a_waiting_run_can_be_cancelled(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
