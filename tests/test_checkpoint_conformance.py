@@ -21,7 +21,8 @@ from aiops_executor.executions.checkpoints import (
     GroupCommitSqliteSaver,
     setup_checkpoints,
 )
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, _pg_admin
+from tests.conftest import PG_HOST, PG_PORT, PG_USER
+from tests.processes import pg
 
 
 def _failures(report: CapabilityReport) -> dict[str, list[str]]:
@@ -53,18 +54,10 @@ async def test_the_sqlite_group_commit_saver_conforms(tmp_path: Path) -> None:
 @pytest.mark.postgres
 async def test_the_postgres_group_commit_saver_conforms() -> None:
     name = f"aiops_conformance_{uuid.uuid4().hex[:10]}"
-    admin = await _pg_admin()
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
+    await pg(f'CREATE DATABASE "{name}"')
     url = f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
     try:
         await setup_checkpoints(url)
         await _conforms(url, GroupCommitPostgresSaver)
     finally:
-        admin = await _pg_admin()
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

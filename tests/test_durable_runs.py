@@ -21,13 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
 from tests.conftest import PG_HOST, PG_PORT, PG_USER
-from tests.processes import base_env
+from tests.processes import base_env, pg
 
 pytestmark = pytest.mark.long
 API = "/api/v1"
@@ -115,7 +114,7 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]
     database_url = None
     name = f"aiops_durable_{uuid.uuid4().hex[:10]}"
     if request.param == "postgresql":
-        asyncio.run(_pg(f'CREATE DATABASE "{name}"'))
+        asyncio.run(pg(f'CREATE DATABASE "{name}"'))
         database_url = f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
     service = Service(tmp_path / "data", database_url, _free_port())
     if database_url:
@@ -126,15 +125,7 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]
         if service.process is not None and service.process.poll() is None:
             service.kill()
         if database_url:
-            asyncio.run(_pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-async def _pg(statement: str) -> None:
-    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres")
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
+            asyncio.run(pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def _add_models(client: httpx.AsyncClient) -> None:
