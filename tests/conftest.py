@@ -148,6 +148,9 @@ def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
         # A test app that stops suspends its runs at once (on PostgreSQL its worker would otherwise let them go
         # on for 30 s, calling the session's mock servers while later tests run).
         "worker_drain_seconds": 0,
+        # The tests' MCP server is a Python process importing the MCP SDK: on a loaded 2-core machine it once took
+        # more than the default 15 s to answer its handshake. No test is about that timeout.
+        "tool_server_connect_timeout_seconds": 60,
     }
     if overrides.get("env", "dev") != "prod":
         values.update(FAST_PASSWORD_HASHING)

@@ -6,6 +6,8 @@ import asyncio
 import base64
 import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,3 +223,29 @@ def test_a_damaged_dev_key_file_refuses_with_one_line(env: dict[str, str], tmp_p
     code, output = _invoke("migrate")
     assert code == 2
     assert output.strip().count("\n") == 0 and "not a valid master key file" in output
+
+
+# What the commands that call no model (migrate, users, keys, purge) load: not the web framework, not LangChain's
+# chat models and LangSmith (together more than a second of every such command's start-up).
+MODEL_FREE_COMMAND_MODULES = [
+    "aiops_executor.cli",
+    "aiops_executor.core.migrate",
+    "aiops_executor.models_registry",
+    "aiops_executor.executions.checkpoints",
+    "aiops_executor.auth.service",
+    "aiops_executor.core.key_rotation",
+    "aiops_executor.audit.service",
+]
+HEAVY_FOR_A_COMMAND = ["fastapi", "langsmith", "langchain_core.language_models.chat_models", "langgraph.graph"]
+
+
+def test_commands_that_call_no_model_start_without_the_web_framework_or_langchain() -> None:
+    script = (
+        "import importlib, json, sys\n"
+        f"for name in {MODEL_FREE_COMMAND_MODULES!r}: importlib.import_module(name)\n"
+        f"print(json.dumps([name for name in {HEAVY_FOR_A_COMMAND!r} if name in sys.modules]))"
+    )
+    loaded = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(loaded.stdout) == []

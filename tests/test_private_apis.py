@@ -1,4 +1,4 @@
-"""The private interfaces of LangGraph and LangChain listed in ``core/private_apis.py`` keep the shape the service
+"""The private interfaces of LangGraph and LangChain listed in ``core/private_apis`` keep the shape the service
 relies on: each test fails when an upgrade renames one, changes its signature, or stops going through it."""
 
 from __future__ import annotations
@@ -20,13 +20,9 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import END, START, StateGraph
 
-from aiops_executor.core.private_apis import (
-    CONFIG_KEY_DURABILITY,
-    SQLITE_SAVER_COLUMNS,
-    client_agenerate,
-    client_astream,
-    langchain_should_stream,
-)
+from aiops_executor.core.private_apis.chat_models import client_agenerate, client_astream, langchain_should_stream
+from aiops_executor.core.private_apis.graphs import CONFIG_KEY_DURABILITY
+from aiops_executor.core.private_apis.savers import SQLITE_SAVER_COLUMNS
 from aiops_executor.executions.checkpoints import Checkpoints, GroupCommit, GroupCommitPostgresSaver, Statement
 
 CALL_PARAMETERS = ["self", "messages", "stop", "run_manager", "kwargs"]

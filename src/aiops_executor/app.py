@@ -15,9 +15,9 @@ from aiops_executor.audit.endpoints import router as audit_router
 from aiops_executor.auth import service as auth_service
 from aiops_executor.auth.endpoints import router as auth_router
 from aiops_executor.core import egress, liveness
-from aiops_executor.core.errors import install_error_handlers
 from aiops_executor.core.files import secure_data_files
 from aiops_executor.core.health import router as health_router
+from aiops_executor.core.http_errors import install_error_handlers
 from aiops_executor.core.http_telemetry import TelemetryMiddleware
 from aiops_executor.core.http_telemetry import router as metrics_router
 from aiops_executor.core.logging import configure_logging

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
 
@@ -12,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
 from aiops_executor.auth.models import ApiKey, Role, User
+from aiops_executor.auth.principal import Principal
 from aiops_executor.auth.security import decode_access_token, hash_api_key, looks_like_jwt
 from aiops_executor.core.db import utcnow
 from aiops_executor.core.deps import ContextDep, SessionDep
@@ -26,18 +25,6 @@ bearer_scheme = HTTPBearer(
     scheme_name="bearer",
     description="A JWT from POST /api/v1/auth/token, or an API key from POST /api/v1/api-keys",
 )
-
-
-@dataclass(frozen=True)
-class Principal:
-    kind: str  # "user" or "api_key"
-    id: uuid.UUID
-    name: str
-    role: Role
-
-    @property
-    def actor(self) -> str:
-        return f"{self.kind}:{self.name}"
 
 
 # The web console's session: its access token in an HttpOnly, SameSite=Strict cookie (scripts cannot read it),

@@ -12,8 +12,9 @@ from typing import Annotated, Any
 import structlog
 from fastapi import Depends, Request
 
-from aiops_executor.auth.dependencies import Principal, RoleGuard
+from aiops_executor.auth.dependencies import RoleGuard
 from aiops_executor.auth.models import Role
+from aiops_executor.auth.principal import Principal
 from aiops_executor.core.deps import ContextDep
 from aiops_executor.core.openapi import documented_error
 from aiops_executor.core.rate_limit import RateLimitedError

@@ -13,8 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.audit import service as audit
-from aiops_executor.auth.dependencies import Principal
 from aiops_executor.auth.models import ApiKey, Role, User
+from aiops_executor.auth.principal import Principal
 from aiops_executor.auth.schemas import ApiKeyCreate, ApiKeyCreated, TokenResponse, UserCreate
 from aiops_executor.auth.security import (
     HashCost,

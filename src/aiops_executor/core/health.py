@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from aiops_executor import __version__
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.deps import ContextDep
-from aiops_executor.core.errors import error_response
+from aiops_executor.core.http_errors import error_response
 from aiops_executor.core.liveness import what_failed
 from aiops_executor.core.openapi import errors
 

@@ -38,7 +38,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from pydantic import BaseModel
 
-from aiops_executor.core.errors import ERROR_DESCRIPTIONS, ErrorResponse
+from aiops_executor.core.http_errors import ERROR_DESCRIPTIONS, ErrorResponse
 
 Responses = dict[int | str, dict[str, Any]]
 # A status's codes: one, several, or each with what it means.

@@ -24,7 +24,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aiops_executor.core.errors import AppError, error_response
+from aiops_executor.core.errors import AppError
+from aiops_executor.core.http_errors import error_response
 
 PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
 # Deeper than any sensible request (a team topology, an output JSON schema, a run's context) and far below

@@ -45,7 +45,7 @@ from langgraph.types import Send, interrupt
 from pydantic import BaseModel, Field, create_model
 
 from aiops_executor.core.metrics import tool_outcome
-from aiops_executor.core.private_apis import CONFIG_KEY_DURABILITY
+from aiops_executor.core.private_apis.graphs import CONFIG_KEY_DURABILITY
 from aiops_executor.core.telemetry import ModelReference, Telemetry, default_telemetry
 from aiops_executor.engine import prompts
 from aiops_executor.engine.approvals import APPROVAL_MARKER, rejection_output

@@ -41,13 +41,11 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import make_url
 
-from aiops_executor.core.private_apis import SQLITE_SAVER_COLUMNS
+from aiops_executor.core.private_apis.savers import SQLITE_SAVER_COLUMNS
 
 POOL_MAX_SIZE = 10
 # How the checkpointer's connections show in pg_stat_activity.
 APPLICATION_NAME = "aiops-checkpoints"
-# Owned and versioned by the PostgreSQL checkpointer's own setup (run by ``migrate``), not by Alembic.
-CHECKPOINTER_TABLES = frozenset({"checkpoints", "checkpoint_blobs", "checkpoint_writes", "checkpoint_migrations"})
 
 
 logger = structlog.get_logger(__name__)
@@ -109,7 +107,7 @@ class GroupCommitPostgresSaver(AsyncPostgresSaver):
     """``AsyncPostgresSaver`` whose writes (checkpoints, task writes, deletions) go through a ``GroupCommit``.
 
     The saver builds its statements on a cursor it asks ``_cursor(pipeline=True)`` for (a private hook:
-    core/private_apis.py, item 4); here that cursor only records them, and leaving it hands them to the group
+    core/private_apis, item 4); here that cursor only records them, and leaving it hands them to the group
     commit. Reads use real cursors, as before.
     """
 
@@ -165,7 +163,7 @@ _SQLITE_CHECKPOINT = _sqlite_insert("INSERT OR REPLACE", "checkpoints")
 
 class GroupCommitSqliteSaver(AsyncSqliteSaver):
     """``AsyncSqliteSaver`` whose checkpoint and task writes go through a ``GroupCommit`` (reads unchanged); it
-    writes the saver's own tables (core/private_apis.py, item 5)."""
+    writes the saver's own tables (core/private_apis, item 5)."""
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         super().__init__(conn)

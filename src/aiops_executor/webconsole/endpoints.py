@@ -21,7 +21,8 @@ from aiops_executor.auth.dependencies import CONSOLE_HEADER, CONSOLE_SESSION_COO
 from aiops_executor.auth.rate_limits import AuthClientDep
 from aiops_executor.auth.schemas import TokenRequest
 from aiops_executor.core.deps import ContextDep, SessionDep
-from aiops_executor.core.errors import ForbiddenError, error_response
+from aiops_executor.core.errors import ForbiddenError
+from aiops_executor.core.http_errors import error_response
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 CONSOLE_PATH = "/console/"

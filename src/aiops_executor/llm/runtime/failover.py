@@ -35,7 +35,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from aiops_executor.core.errors import AppError
-from aiops_executor.core.private_apis import client_agenerate, client_astream, langchain_should_stream
+from aiops_executor.core.private_apis.chat_models import client_agenerate, client_astream, langchain_should_stream
 from aiops_executor.core.telemetry import ChatAttempt, Telemetry
 from aiops_executor.engine.models import DISCARDED_TOKENS_KEY
 from aiops_executor.llm.adapters import adapter_for
@@ -636,7 +636,7 @@ class FailoverChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> bool:
-        # Overrides a private hook of LangChain (core/private_apis.py, item 2).
+        # Overrides a private hook of LangChain (core/private_apis, item 2).
         # ``astream()`` asks with stream=True and aggregates the chunks itself. Every other call goes through
         # ``_agenerate``, which streams from the provider when a callback wants tokens and aggregates the answer
         # itself, so that a stream broken mid-way can start again on the next route without garbling it.
