@@ -5,12 +5,20 @@ bench/import_abuse.py (targets: under 2 s, under 100 MB), not here."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
-from aiops_executor.imports.kubernetes import MAX_VARIABLES_PER_WORKLOAD, ManifestError, import_manifests
+from aiops_executor.imports.kubernetes import (
+    MAX_VARIABLES_PER_WORKLOAD,
+    ImportStopped,
+    ManifestError,
+    import_manifests,
+)
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, login
 from tests.helpers import API
 
@@ -102,3 +110,56 @@ def test_objects_past_the_limit_are_refused_before_any_linking() -> None:
     services = "\n---\n".join(f"kind: Service\nmetadata: {{name: s{i}}}" for i in range(150))
     with pytest.raises(ManifestError, match="make 150 nodes; a team has at most 100"):
         import_manifests(services)
+
+
+def services(count: int) -> str:
+    return "\n---\n".join(f"kind: Service\nmetadata: {{name: s{i}}}" for i in range(count))
+
+
+def test_an_import_stops_at_the_next_document_once_its_caller_says_stop() -> None:
+    asked = 0
+
+    def stopped() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked > 3  # the caller's client went away while the fourth document was read
+
+    with pytest.raises(ImportStopped):
+        import_manifests(services(50), stopped=stopped)
+    assert asked == 4  # asked after each document, and nothing was read past the answer
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_client_that_disconnects_stops_its_import(app: FastAPI, admin_headers: dict[str, str]) -> None:
+    """The app as the server drives it: the body, then the client's disconnect. The import (a few hundred
+    documents, several times longer than it takes to notice) stops and the request ends 499."""
+    body = json.dumps({"manifests": services(800)}).encode()
+    messages = [{"type": "http.request", "body": body, "more_body": False}, {"type": "http.disconnect"}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = [(k.lower().encode(), v.encode()) for k, v in admin_headers.items()]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": IMPORT,
+        "raw_path": IMPORT.encode(),
+        "query_string": b"",
+        "headers": [*headers, (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("test", 80),
+        "root_path": "",
+        "state": {},
+    }
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 499

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from functools import partial
+
+from fastapi import APIRouter, Request
 
 from aiops_executor.auth.dependencies import OperatorDep
+from aiops_executor.core.disconnect import run_until_disconnected
 from aiops_executor.imports import service
 from aiops_executor.imports.schemas import KubernetesImportRequest, KubernetesImportResult
 
@@ -27,7 +30,9 @@ router = APIRouter(tags=["imports"])
         "import, or more resources than a team may have."
     ),
 )
-def import_kubernetes_topology(body: KubernetesImportRequest, _: OperatorDep) -> KubernetesImportResult:
-    # A plain function: FastAPI runs it in its thread pool, so parsing a large manifest set does not hold up
-    # the event loop (and every other request) meanwhile.
-    return service.import_kubernetes(body)
+async def import_kubernetes_topology(
+    body: KubernetesImportRequest, request: Request, _: OperatorDep
+) -> KubernetesImportResult:
+    # In the thread pool, so that parsing a large manifest set does not hold up the event loop (and every other
+    # request) meanwhile; stopped when the client goes away.
+    return await run_until_disconnected(request, partial(service.import_kubernetes, body))

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -77,6 +77,14 @@ class Defaults:
     model_provider: str = DEFAULT_PROVIDER
     model_id: str = DEFAULT_MODEL
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
+
+
+class ImportStopped(Exception):
+    """The caller's ``stopped()`` turned true (its client went away): the import ended part-way."""
+
+
+def _never() -> bool:
+    return False
 
 
 class ManifestError(ValueError):
@@ -178,9 +186,11 @@ def _port_ref(value: Any) -> int | str | None:
     return None
 
 
-def _objects(text: str, warnings: list[ImportNote]) -> list[_Object]:
+def _objects(text: str, warnings: list[ImportNote], stopped: Callable[[], bool]) -> list[_Object]:
     found: list[_Object] = []
     for number, document in _documents(text):
+        if stopped():
+            raise ImportStopped
         if document is None:
             continue  # an empty document (Helm prints them for disabled templates)
         if not isinstance(document, dict):
@@ -831,10 +841,16 @@ def _hosts_in(value: str) -> set[str]:
     return hosts
 
 
-def import_manifests(text: str, defaults: Defaults | None = None) -> ImportResult:
-    """The topology of the Kubernetes objects in ``text`` (multi-document YAML), and the warnings."""
+def import_manifests(
+    text: str, defaults: Defaults | None = None, *, stopped: Callable[[], bool] = _never
+) -> ImportResult:
+    """The topology of the Kubernetes objects in ``text`` (multi-document YAML), and the warnings. ``stopped`` is
+    consulted after each document is read, where the time goes (past that the objects are few and bounded);
+    once it is true the import raises ``ImportStopped``."""
     importer = _Importer(defaults or Defaults())
-    objects = _objects(text, importer.warnings)
+    objects = _objects(text, importer.warnings, stopped)
+    if stopped():
+        raise ImportStopped
     importer.read(objects)
     importer.check_size()
     importer.assign_ids()

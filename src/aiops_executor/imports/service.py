@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from aiops_executor.core.disconnect import ClientGone
 from aiops_executor.core.errors import ValidationFailed
-from aiops_executor.imports.kubernetes import Defaults, ManifestError, import_manifests
+from aiops_executor.imports.kubernetes import Defaults, ImportStopped, ManifestError, import_manifests
 from aiops_executor.imports.schemas import ImportNoteRead, KubernetesImportRequest, KubernetesImportResult
 
 
@@ -20,12 +23,14 @@ def manifest_refusal(exc: ManifestError) -> ValidationFailed:
     )
 
 
-def import_kubernetes(request: KubernetesImportRequest) -> KubernetesImportResult:
+def import_kubernetes(request: KubernetesImportRequest, stopped: Callable[[], bool]) -> KubernetesImportResult:
     defaults = Defaults(**request.defaults.model_dump())
     try:
-        result = import_manifests(request.manifests, defaults)
+        result = import_manifests(request.manifests, defaults, stopped=stopped)
     except ManifestError as exc:
         raise manifest_refusal(exc) from None
+    except ImportStopped:
+        raise ClientGone from None
     return KubernetesImportResult(
         topology=result.topology, warnings=[ImportNoteRead(**note) for note in result.warnings]
     )
