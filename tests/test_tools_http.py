@@ -89,7 +89,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _prometheus_instant(self, params: dict[str, list[str]]) -> None:
         query = params["query"][0]
-        if query == "rate(":
+        if query == "everything":
+            self._endless_answer()
+        elif query == "rate(":
             self._json(400, {"status": "error", "errorType": "bad_data", "error": "1:6: parse error: unclosed paren"})
         elif query == "scalar(1)":
             self._json(200, {"status": "success", "data": {"resultType": "scalar", "result": [1767225600, "1"]}})
@@ -97,6 +99,21 @@ class Handler(BaseHTTPRequestHandler):
             count = 50 if query == "many" else 2
             result = [{"metric": _series(i), "value": [1767225600.5, str(i % 2)]} for i in range(count)]
             self._json(200, {"status": "success", "data": {"resultType": "vector", "result": result}})
+
+    def _endless_answer(self) -> None:
+        """A valid answer of 64 MB (a selector that matches every series of a big Prometheus), streamed."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        series = json.dumps({"metric": _series(0), "value": [1767225600.5, "1"]}).encode() + b","
+        chunk = series * (65536 // len(series))
+        try:
+            self.wfile.write(b'{"status": "success", "data": {"resultType": "vector", "result": [')
+            for _ in range(64 * 1024 * 1024 // len(chunk)):
+                self.wfile.write(chunk)
+            self.wfile.write(series[:-1] + b"]}}")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client stopped reading
 
     def _prometheus_range(self, params: dict[str, list[str]]) -> None:
         start, end, step = (float(params[name][0]) for name in ("start", "end", "step"))
@@ -349,6 +366,10 @@ async def test_prometheus_errors_are_structured(server: LocalServer) -> None:
 
     not_prometheus = await invoke("prometheus_query", {}, prometheus_url=server.base + "/elsewhere")
     assert not_prometheus.output["error_code"] == "PROMETHEUS_BAD_RESPONSE"
+
+    too_large = await invoke("prometheus_query", {"query": "everything"}, prometheus_url=server.base)
+    assert too_large.output["error_code"] == "PROMETHEUS_ANSWER_TOO_LARGE"
+    assert "ask for fewer series" in too_large.output["error_message"]
 
     unreachable = await invoke("prometheus_query", {}, prometheus_url=f"http://127.0.0.1:{closed_port()}")
     assert unreachable.output["error_code"] == "PROMETHEUS_UNREACHABLE"

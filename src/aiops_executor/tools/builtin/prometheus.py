@@ -15,6 +15,7 @@ value of the series is graded against them (no series: ok). Prometheus being unr
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from datetime import UTC, datetime
@@ -44,6 +45,9 @@ _UP_QUERY = re.compile(r"^\s*up\s*(\{[^}]*\})?\s*$")
 PROMETHEUS_UNREACHABLE = "PROMETHEUS_UNREACHABLE"
 PROMETHEUS_QUERY_ERROR = "PROMETHEUS_QUERY_ERROR"
 PROMETHEUS_BAD_RESPONSE = "PROMETHEUS_BAD_RESPONSE"
+PROMETHEUS_ANSWER_TOO_LARGE = "PROMETHEUS_ANSWER_TOO_LARGE"
+# Read no further than this: parsed, 8 MB of JSON is some 60 MB of objects, and the report keeps a few series.
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
 DEFAULT_QUERY = "up"
 TARGET_POINTS_PER_SERIES = 60
 MAX_PROMETHEUS_ERROR_CHARS = 300
@@ -207,13 +211,14 @@ async def _fetch(
 ) -> tuple[Any, dict[str, Any]]:
     """Prometheus' answer (the whole body, and its ``data``); its failures as ``ToolError``s."""
     try:
-        response = await client.get(base_url.rstrip("/") + path, params=params)
+        async with client.stream("GET", base_url.rstrip("/") + path, params=params) as response:
+            content = await _bounded_body(response, query)
     except EgressDenied as exc:
         raise egress_denied(exc) from None
     except (httpx.HTTPError, EgressUnresolvable) as exc:
         raise ToolError(PROMETHEUS_UNREACHABLE, describe_exception(exc)) from None
     try:
-        body = response.json()
+        body = json.loads(content)
     except ValueError:
         raise ToolError(
             PROMETHEUS_BAD_RESPONSE, f"HTTP {response.status_code} with a body that is not JSON", {"path": path}
@@ -225,6 +230,21 @@ async def _fetch(
     if response.status_code != 200 or not isinstance(data, dict):
         raise ToolError(PROMETHEUS_BAD_RESPONSE, f"HTTP {response.status_code} without a Prometheus result")
     return body, data
+
+
+async def _bounded_body(response: httpx.Response, query: str) -> bytes:
+    """The answer's bytes, refused past ``MAX_ANSWER_BYTES`` before more of it is read."""
+    content = bytearray()
+    async for chunk in response.aiter_bytes():
+        content.extend(chunk)
+        if len(content) > MAX_ANSWER_BYTES:
+            raise ToolError(
+                PROMETHEUS_ANSWER_TOO_LARGE,
+                f"Prometheus answered more than {MAX_ANSWER_BYTES // (1024 * 1024)} MB: ask for fewer series (a "
+                "narrower selector, or an aggregation such as sum by (...)) or a coarser step",
+                {"query": query},
+            )
+    return bytes(content)
 
 
 async def _alerts_report(
