@@ -55,6 +55,12 @@ async def slow(seconds: float) -> str:
 
 
 @server.tool()
+def flood(megabytes: int) -> str:
+    """Answers with that many megabytes of text (a tool that dumps a whole log, say)."""
+    return "x" * (megabytes * 2**20)
+
+
+@server.tool()
 def secret_echo(ctx: Context) -> str:  # type: ignore[type-arg]
     """Answers with the secret it was given."""
     request = getattr(ctx.request_context, "request", None)

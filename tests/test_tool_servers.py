@@ -8,12 +8,14 @@ arguments taken from the node's attributes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -27,6 +29,7 @@ from aiops_executor.app import create_app
 from aiops_executor.core.settings import Settings
 from aiops_executor.services import ServiceContext
 from aiops_executor.tool_servers import service as tool_servers
+from aiops_executor.tool_servers.client import MAX_MESSAGE_BYTES, ServerConfig, ServerUnreachable, ToolServerPool
 from aiops_executor.tools.registry import ToolContext, default_registry
 from tests.conftest import RoleHeaders, make_settings
 from tests.helpers import API, add_simulator, assert_error
@@ -511,3 +514,24 @@ async def test_a_switched_off_server_makes_its_tools_fail_as_tool_errors(
     assert off.output["error_code"] == "TOOL_SERVER_UNAVAILABLE" and "switched off" in off.output["error_message"]
     gone = await registry.invoke("gone.echo", {}, ToolContext())
     assert "no tool server named 'gone'" in gone.output["error_message"]
+
+
+async def test_a_message_over_the_limit_is_not_read_and_the_next_call_reconnects(tmp_path: Path) -> None:
+    megabytes = MAX_MESSAGE_BYTES // 2**20
+    config = ServerConfig(
+        id=uuid.uuid4(),
+        name="tools",
+        transport="streamable_http",
+        url="",
+        headers={"X-Test-Token": TOKEN},
+    )
+    pool = ToolServerPool()
+    try:
+        with http_server(tmp_path) as server:
+            config = dataclasses.replace(config, url=f"http://127.0.0.1:{server.port}/mcp")
+            with pytest.raises(ServerUnreachable, match=f"the server sent a message larger than {megabytes} MB"):
+                await pool.call(config, "flood", {"megabytes": megabytes + 4}, timeout=60)
+            answer = await pool.call(config, "echo", {"text": "after"}, timeout=60)
+            assert answer.content[0].text == "echo: after"  # type: ignore[union-attr]
+    finally:
+        await pool.close()

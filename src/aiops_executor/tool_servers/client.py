@@ -41,6 +41,8 @@ IDLE_PING_SECONDS = 5.0
 PING_TIMEOUT_SECONDS = 3.0
 MAX_TOOL_PAGES = 100
 MAX_MESSAGE_CHARS = 500
+# The largest JSON-RPC message read from a streamable-HTTP server (a tool's answer, a list of tools).
+MAX_MESSAGE_BYTES = 16 * 2**20
 
 
 class ServerUnreachable(Exception):
@@ -120,18 +122,35 @@ def _is_mcp_error(exc: BaseException) -> bool:
     return errors is not None and isinstance(exc, errors.McpError)
 
 
+def _unfinished_message_bytes(pending: int, tail: bytes, chunk: bytes) -> int:
+    """Bytes since the last end of an SSE event (a blank line) once ``chunk`` is read; a JSON body has none, so
+    all of it counts. ``tail`` is the end of the previous chunk, where a blank line may have begun."""
+    data = tail + chunk
+    end = max((i + len(blank) for blank in (b"\n\n", b"\r\n\r\n") if (i := data.rfind(blank)) >= 0), default=-1)
+    if end > len(tail):  # an event ended in this chunk
+        return len(data) - end
+    return pending + len(chunk)
+
+
 class _WatchedStream(httpx.AsyncByteStream):
-    def __init__(self, inner: Any, on_broken: Callable[[], None]) -> None:
+    def __init__(self, inner: Any, on_broken: Callable[[str | None], None]) -> None:
         self._inner = inner
         self._on_broken = on_broken
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        pending, tail = 0, b""
         try:
             async for chunk in self._inner:
+                pending = _unfinished_message_bytes(pending, tail, chunk)
+                tail = chunk[-3:]
+                if pending > MAX_MESSAGE_BYTES:
+                    # Read no further: a message is held whole in memory (and parsed) before anyone sees it.
+                    self._on_broken(f"the server sent a message larger than {MAX_MESSAGE_BYTES // 2**20} MB")
+                    raise httpx.ReadError("message too large")
                 yield chunk
         except httpx.TransportError as exc:
             if not isinstance(exc, httpx.TimeoutException):
-                self._on_broken()
+                self._on_broken(None)
             raise
 
     async def aclose(self) -> None:
@@ -142,7 +161,7 @@ class _WatchedTransport(httpx.AsyncBaseTransport):
     """Reports a connection that broke (refused, reset, a response stream cut off) at once. The MCP SDK leaves
     a request whose response stream was cut off waiting until its read timeout; the pool fails it instead."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, on_broken: Callable[[], None]) -> None:
+    def __init__(self, inner: httpx.AsyncBaseTransport, on_broken: Callable[[str | None], None]) -> None:
         self._inner = inner
         self._on_broken = on_broken
 
@@ -151,7 +170,7 @@ class _WatchedTransport(httpx.AsyncBaseTransport):
             response = await self._inner.handle_async_request(request)
         except httpx.TransportError as exc:
             if not isinstance(exc, httpx.TimeoutException):
-                self._on_broken()
+                self._on_broken(None)
             raise
         response.stream = _WatchedStream(response.stream, self._on_broken)
         return response
@@ -160,7 +179,7 @@ class _WatchedTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-def _http_client_factory(policy: egress.EgressPolicy | None, url: str, on_broken: Callable[[], None]) -> Any:
+def _http_client_factory(policy: egress.EgressPolicy | None, url: str, on_broken: Callable[[str | None], None]) -> Any:
     """httpx clients for the MCP SDK whose every request (redirects too) is checked against the egress policy
     and sent to the checked address; headers with credentials go to the server's own origin only."""
     origin = egress.credential_origin_of(url)
@@ -180,7 +199,7 @@ def _http_client_factory(policy: egress.EgressPolicy | None, url: str, on_broken
     return factory
 
 
-def _ignore() -> None:
+def _ignore(_reason: str | None = None) -> None:
     return None
 
 
@@ -189,7 +208,7 @@ def connection_of(
     *,
     policy: egress.EgressPolicy | None,
     timeout: float,
-    on_broken: Callable[[], None] = _ignore,
+    on_broken: Callable[[str | None], None] = _ignore,
 ) -> Connection:
     """The langchain-mcp-adapters connection for ``config``."""
     if config.transport == "stdio":
@@ -227,9 +246,12 @@ class McpConnection:
         self._owner: asyncio.Task[None] | None = None
         self.last_used = time.monotonic()
         self.broken = False
+        # What broke the connection, when the transport knows better than "it broke".
+        self._broken_reason: str | None = None
 
-    def _mark_broken(self) -> None:
+    def _mark_broken(self, reason: str | None = None) -> None:
         self.broken = True
+        self._broken_reason = self._broken_reason or reason
         self._broke.set()
 
     @property
@@ -315,7 +337,7 @@ class McpConnection:
             with contextlib.suppress(BaseException):
                 await request
             self.broken = True
-            raise ServerUnreachable(f"the connection to the server broke during {what}")
+            raise ServerUnreachable(self._broken_reason or f"the connection to the server broke during {what}")
         self.last_used = time.monotonic()
         from mcp.shared.exceptions import McpError  # loaded by the session already
 
