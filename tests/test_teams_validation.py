@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -366,17 +365,15 @@ def test_every_problem_is_reported_at_once() -> None:
     assert [ref["type"] for ref in report.missing_references] == ["tool", "provider", "node", "model"]
 
 
-def test_the_largest_team_validates_quickly() -> None:
-    """100 nodes x 20 agents (each with a tool), depth 10: well under 50 ms."""
+def largest_team() -> TeamSpec:
+    """100 nodes x 20 agents (each with a tool), depth 10: the largest team a topology may describe."""
     nodes = [node(f"n{i}", *[agent(f"a{j}", tools=["http_check"]) for j in range(20)]) for i in range(100)]
     # Ten waves of ten nodes; each node depends on one node of the previous wave.
     edges = [edge(f"n{i}", f"n{i - 10}") for i in range(10, 100)]
-    team = spec(nodes, edges)
-    report = check(team)
+    return spec(nodes, edges)
+
+
+def test_the_largest_team_validates() -> None:
+    """Its speed (target: under 50 ms) is measured by bench/validation.py."""
+    report = check(largest_team())
     assert report.valid, report.errors
-    best = float("inf")
-    for _ in range(5):
-        started = time.perf_counter()
-        validate_team(team, CATALOG, TOOLS)
-        best = min(best, time.perf_counter() - started)
-    assert best < 0.05, f"validation took {best * 1000:.1f} ms"
