@@ -30,6 +30,7 @@ from aiops_executor.core.settings import Settings
 from aiops_executor.services import ServiceContext
 from aiops_executor.tool_servers import service as tool_servers
 from aiops_executor.tool_servers.client import MAX_MESSAGE_BYTES, ServerConfig, ServerUnreachable, ToolServerPool
+from aiops_executor.tool_servers.stdio import split_lines
 from aiops_executor.tools.registry import ToolContext, default_registry
 from tests.conftest import RoleHeaders, make_settings
 from tests.helpers import API, add_simulator, assert_error
@@ -535,3 +536,50 @@ async def test_a_message_over_the_limit_is_not_read_and_the_next_call_reconnects
             assert answer.content[0].text == "echo: after"  # type: ignore[union-attr]
     finally:
         await pool.close()
+
+
+def stdio_config(**env: str) -> ServerConfig:
+    body = stdio_body(env=env)
+    return ServerConfig(
+        id=uuid.uuid4(),
+        name="tools",
+        transport="stdio",
+        command=body["command"],
+        args=tuple(body["args"]),
+        env=body["env"],
+    )
+
+
+async def test_a_stdio_message_over_the_limit_is_not_read_and_the_next_call_restarts_the_server() -> None:
+    megabytes = MAX_MESSAGE_BYTES // 2**20
+    pool = ToolServerPool(connect_timeout=60)
+    try:
+        config = stdio_config()
+        first = await pool.connection(config)
+        with pytest.raises(ServerUnreachable, match=f"the server sent a message larger than {megabytes} MB"):
+            await pool.call(config, "flood", {"megabytes": megabytes + 4}, timeout=60)
+        answer = await pool.call(config, "echo", {"text": "after"}, timeout=60)
+        assert answer.content[0].text == "echo: after"  # type: ignore[union-attr]
+        assert await pool.connection(config) is not first
+    finally:
+        await pool.close()
+
+
+async def test_a_stdio_server_gets_its_environment_literally_never_the_services_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AIOPS_TEST_CANARY", "the-services-own-secret")
+    pool = ToolServerPool(connect_timeout=60)
+    try:
+        config = stdio_config(MCP_TEST_TOKEN="${AIOPS_TEST_CANARY}")
+        answer = await pool.call(config, "secret_echo", {}, timeout=60)
+        assert answer.content[0].text == "env token ${AIOPS_TEST_CANARY}"  # type: ignore[union-attr]
+    finally:
+        await pool.close()
+
+
+def test_stdio_lines_are_split_across_chunks_and_the_unfinished_rest_is_kept() -> None:
+    buffer = bytearray()
+    assert split_lines(buffer, b'{"a"') == [] and buffer == b'{"a"'
+    assert split_lines(buffer, b':1}\n{"b":2}\n{"c"') == [b'{"a":1}', b'{"b":2}'] and buffer == b'{"c"'
+    assert split_lines(buffer, b"\n") == [b'{"c"'] and buffer == b""

@@ -41,7 +41,7 @@ IDLE_PING_SECONDS = 5.0
 PING_TIMEOUT_SECONDS = 3.0
 MAX_TOOL_PAGES = 100
 MAX_MESSAGE_CHARS = 500
-# The largest JSON-RPC message read from a streamable-HTTP server (a tool's answer, a list of tools).
+# The largest JSON-RPC message read from a server (a tool's answer, a list of tools), over either transport.
 MAX_MESSAGE_BYTES = 16 * 2**20
 
 
@@ -210,17 +210,8 @@ def connection_of(
     timeout: float,
     on_broken: Callable[[str | None], None] = _ignore,
 ) -> Connection:
-    """The langchain-mcp-adapters connection for ``config``."""
-    if config.transport == "stdio":
-        if not config.command:
-            raise ServerUnreachable("the server has no command")
-        return {
-            "transport": "stdio",
-            "command": config.command,
-            "args": list(config.args),
-            # Merged over the SDK's minimal default environment: the service's own variables never reach it.
-            "env": dict(config.env),
-        }
+    """The langchain-mcp-adapters connection for ``config``'s streamable-HTTP server (stdio has its own transport,
+    ``tool_servers/stdio.py``)."""
     if not config.url:
         raise ServerUnreachable("the server has no url")
     return {
@@ -230,6 +221,33 @@ def connection_of(
         "timeout": timedelta(seconds=timeout),
         "httpx_client_factory": _http_client_factory(policy, config.url, on_broken),
     }
+
+
+@contextlib.asynccontextmanager
+async def _session_of(
+    config: ServerConfig,
+    *,
+    policy: egress.EgressPolicy | None,
+    connect_timeout: float,
+    on_broken: Callable[[str | None], None],
+) -> AsyncIterator[ClientSession]:
+    # The SDK and its adapters are imported on first use: see the imports.
+    if config.transport == "stdio":
+        from aiops_executor.tool_servers.stdio import stdio_session
+
+        if not config.command:
+            raise ServerUnreachable("the server has no command")
+        stdio = stdio_session(
+            config.command, config.args, config.env, max_message_bytes=MAX_MESSAGE_BYTES, on_too_large=on_broken
+        )
+        async with stdio as session:
+            yield session
+        return
+    from langchain_mcp_adapters.sessions import create_session
+
+    connection = connection_of(config, policy=policy, timeout=connect_timeout, on_broken=on_broken)
+    async with create_session(connection) as session:
+        yield session
 
 
 class McpConnection:
@@ -260,12 +278,9 @@ class McpConnection:
 
     async def open(self) -> None:
         """Starts the server (stdio) or the session (HTTP) and completes the MCP handshake."""
-        connection = connection_of(
-            self.config, policy=self._policy, timeout=self._connect_timeout, on_broken=self._mark_broken
-        )
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
-        self._owner = asyncio.create_task(self._own(connection), name=f"mcp-{self.config.name}")
+        self._owner = asyncio.create_task(self._own(), name=f"mcp-{self.config.name}")
         try:
             async with asyncio.timeout(self._connect_timeout):
                 await asyncio.shield(self._ready)
@@ -278,12 +293,13 @@ class McpConnection:
             await self.close()
             raise
 
-    async def _own(self, connection: Connection) -> None:
-        from langchain_mcp_adapters.sessions import create_session  # on first use: see the imports
-
+    async def _own(self) -> None:
         assert self._ready is not None
+        session_of = _session_of(
+            self.config, policy=self._policy, connect_timeout=self._connect_timeout, on_broken=self._mark_broken
+        )
         try:
-            async with create_session(connection) as session:
+            async with session_of as session:
                 await session.initialize()
                 self._session = session
                 self._ready.set_result(None)
