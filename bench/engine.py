@@ -4,6 +4,7 @@
     .venv/bin/python bench/engine.py --profile  # also cProfile the 100-node run and print the top functions
     .venv/bin/python bench/engine.py --only b   # just one of the measurements (a, b, c, d)
     .venv/bin/python bench/engine.py --checkpointers sqlite   # memory, sqlite, postgres (comma-separated)
+    .venv/bin/python bench/engine.py --json figures.json      # the figures as JSON too
 
 Every run is checkpointed, as in the service (``sync`` durability): (a), (b) and (d) run once per checkpointer
 (memory; SQLite in a temp dir; PostgreSQL in a temporary database created through ``--postgres-url``).
@@ -42,7 +43,8 @@ import time
 import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import asyncpg
@@ -613,7 +615,9 @@ def machine() -> str:
     return f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, {cores} cores"
 
 
-async def main(profile: bool, only: str, checkpointers: list[str], postgres_url: str) -> int:
+async def main(
+    profile: bool, only: str, checkpointers: list[str], postgres_url: str, json_path: Path | None = None
+) -> int:
     rows: list[Row] = []
     started = time.perf_counter()
     for kind in checkpointers:
@@ -639,6 +643,9 @@ async def main(profile: bool, only: str, checkpointers: list[str], postgres_url:
     console = Console(width=max(Console().width, 150))
     console.print(table)
     console.print(f"{machine()}; benchmark took {time.perf_counter() - started:.1f} s")
+    if json_path is not None:
+        document = {"machine": machine(), "rows": [asdict(row) for row in rows]}
+        json_path.write_text(json.dumps(document, indent=2))  # noqa: ASYNC240 - once, after the measurements
     return 0 if all(row.ok is not False for row in rows) else 1
 
 
@@ -654,6 +661,7 @@ if __name__ == "__main__":
         default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
         help="a server where a temporary database may be created",
     )
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to this file")
     arguments = parser.parse_args()
     kinds = [k.strip() for k in arguments.checkpointers.split(",") if k.strip()]
-    sys.exit(asyncio.run(main(arguments.profile, arguments.only, kinds, arguments.postgres_url)))
+    sys.exit(asyncio.run(main(arguments.profile, arguments.only, kinds, arguments.postgres_url, arguments.json)))

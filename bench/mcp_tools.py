@@ -1,6 +1,6 @@
 """MCP tool-call overhead: a tool of an MCP server against a built-in tool, through the same registry path.
 
-    .venv/bin/python bench/mcp_tools.py [--calls 300]
+    .venv/bin/python bench/mcp_tools.py [--calls 300] [--json FILE]
 
 Each call goes through ``ToolRegistry.invoke`` (argument checks, timeout, output limit, redaction), as an
 agent's calls do. The built-in tool is ``tcp_check`` against a closed loopback port (one refused connect: the
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import socket
 import statistics
 import subprocess
@@ -58,15 +59,20 @@ async def timed(invoke: Any, calls: int) -> list[float]:
     return durations
 
 
+FIGURES: dict[str, dict[str, float]] = {}
+
+
 def line(label: str, durations: list[float]) -> str:
     ordered = sorted(durations)
     p95 = ordered[int(len(ordered) * 0.95) - 1]
+    FIGURES[label] = {"median_ms": statistics.median(ordered), "p95_ms": p95, "mean_ms": statistics.mean(ordered)}
     return f"| {label} | {statistics.median(ordered):.2f} | {p95:.2f} | {statistics.mean(ordered):.2f} |"
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to this file")
     options = parser.parse_args()
     context = ToolContext(node_id="n", attributes={})
     builtin = default_registry()
@@ -105,6 +111,7 @@ async def main() -> None:
             first = await registry.invoke(spec.name, {"text": "hi"}, context)
             assert first.status == "success", first.output
             connect_ms = (time.perf_counter() - started) * 1000
+            FIGURES[f"MCP over {label}: first call of a process"] = {"ms": connect_ms}
             durations = await timed(
                 lambda registry=registry, name=spec.name: registry.invoke(name, {"text": "hi"}, context), options.calls
             )
@@ -118,6 +125,8 @@ async def main() -> None:
     print(f"{options.calls} sequential calls each; milliseconds per call\n")
     print("| tool call | median | p95 | mean |\n|---|---|---|---|")
     print("\n".join(rows))
+    if options.json is not None:
+        options.json.write_text(json.dumps(FIGURES, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Resume benchmark: kill -9 a real ``aiops-executor serve`` mid-run, start it again, time the way back.
 
     .venv/bin/python bench/resume.py                    # SQLite (embedded default) and PostgreSQL
-    .venv/bin/python bench/resume.py --backends sqlite --nodes 100
+    .venv/bin/python bench/resume.py --backends sqlite --nodes 100 --json figures.json
 
 A team of ``--nodes`` independent node teams (2 agents each, global strategy ``parallel``; half of them on
 the simulator at ``--latency-ms`` per call, half at six times that) runs until the fast half has finished;
@@ -79,8 +79,8 @@ async def follow(
     with contextlib.suppress(httpx.TransportError):
         async with aconnect_sse(client, "GET", f"{API}/executions/{execution_id}/stream", headers=headers) as source:
             async for message in source.aiter_sse():
-                if message.event == "heartbeat" or not message.data:
-                    continue
+                if message.event in ("heartbeat", "agent_token", "agent_tokens_discarded") or not message.data:
+                    continue  # heartbeats and token deltas (live only) are not part of the event log
                 seen.append((int(message.id), message.event, json.loads(message.data)))
                 if first_new is not None:
                     first_new.set()
@@ -178,8 +178,9 @@ async def main(args: argparse.Namespace) -> int:
     ):
         table.add_column(column)
     failed = False
+    measured = {}
     for backend in args.backends.split(","):
-        figures = await measure(backend, args)
+        figures = measured[backend] = await measure(backend, args)
         failed |= figures["status"] != "success" or figures["rerun"] != 0 or not figures["gap_free"]
         table.add_row(
             backend,
@@ -193,6 +194,8 @@ async def main(args: argparse.Namespace) -> int:
             str(figures["gap_free"]),
         )
     console.print(table)
+    if args.json is not None:
+        args.json.write_text(json.dumps(measured, indent=2, default=str))
     return 1 if failed else 0
 
 
@@ -202,4 +205,5 @@ if __name__ == "__main__":
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--latency-ms", type=float, default=500.0)
     parser.add_argument("--postgres-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to this file")
     sys.exit(asyncio.run(main(parser.parse_args())))

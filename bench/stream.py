@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/stream.py                       # embedded default (SQLite in a temp dir)
     .venv/bin/python bench/stream.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
+    .venv/bin/python bench/stream.py --json figures.json   # the figures as JSON too
 
 The service runs in a **subprocess** (``aiops-executor serve``, one uvicorn worker, default settings apart
 from those printed), so the client's CPU is not charged to the server's event loop; both share the machine
@@ -66,6 +67,7 @@ API = "/api/v1"
 ADMIN_USERNAME = "bench-admin"
 ADMIN_PASSWORD = "bench-password-" + uuid.uuid4().hex[:8]
 TERMINAL = {"execution_complete", "execution_error", "execution_cancelled"}
+LIVE = {"agent_token", "agent_tokens_discarded"}  # token deltas: live only, never stored
 TASK = {"input": {"task": "Why is checkout slow?", "context": {"ticket": "BENCH-1"}}}
 SUPPORTED = {"supported": True, "score": 3}
 
@@ -389,10 +391,15 @@ def analyse(runs: list[Run]) -> Analysis:
                 if kind == "heartbeat":
                     result.heartbeats += 1
                     continue
-                if str(payload.get("seq")) != sse_id:
-                    result.violations.append(f"{who}: id {sse_id!r} but payload seq {payload.get('seq')!r}")
-                seqs.append(int(sse_id))
-                last_kind = kind
+                if kind in LIVE:
+                    # Live only: no id line (httpx-sse repeats the last id) and no seq in the payload.
+                    if "seq" in payload:
+                        result.violations.append(f"{who}: a live {kind} carries seq {payload['seq']!r}")
+                else:
+                    if str(payload.get("seq")) != sse_id:
+                        result.violations.append(f"{who}: id {sse_id!r} but payload seq {payload.get('seq')!r}")
+                    seqs.append(int(sse_id))
+                    last_kind = kind
                 result.kinds[kind] += 1
                 emitted = to_epoch(payload["timestamp"])
                 latency = (received_at - emitted) * 1000
@@ -433,6 +440,11 @@ def write_csv(path: Path, runs: list[Run]) -> None:
                     emitted = to_epoch(json.loads(data)["timestamp"])
                     row = [subscriber.index, run.execution_id, sse_id, kind, emitted, received_at, subscriber.sent_at]
                     writer.writerow(row)
+
+
+def known(value: float) -> float | None:
+    """JSON has no NaN: a figure with nothing to measure is null."""
+    return None if math.isnan(value) else value
 
 
 def fmt(value: float) -> str:
@@ -542,7 +554,8 @@ async def measure(args: argparse.Namespace, server: Server, backend: str) -> int
         ("subscribers", f"{args.subscribers} ({args.subscribers / args.executions:g} per execution)"),
         ("simulator latency", f"{args.latency_ms:g} ms per model call"),
         ("starts", f"spread over {args.ramp_seconds:g} s" if args.ramp_seconds else "all at once"),
-        ("events produced", f"{produced:,} ({produced / max(1, args.executions):.0f} per execution)"),
+        ("events stored", f"{produced:,} ({produced / max(1, args.executions):.0f} per execution)"),
+        ("live deltas delivered", f"{sum(result.kinds[kind] for kind in LIVE):,} (agent_token: never stored)"),
         ("events delivered", f"{len(result.latencies):,} (+ {result.heartbeats} heartbeats, {result.pings} pings)"),
         ("wall time", f"{wall:.1f} s (first start to last event received)"),
         ("throughput", f"{len(result.latencies) / wall:,.0f} events/s delivered, {produced / wall:,.0f} produced"),
@@ -552,6 +565,40 @@ async def measure(args: argparse.Namespace, server: Server, backend: str) -> int
     ):
         summary.add_row(name, value)
     console.print(summary)
+
+    if args.json is not None:
+        figures = {
+            "backend": backend,
+            "executions": args.executions,
+            "subscribers": args.subscribers,
+            "latency_ms_per_model_call": args.latency_ms,
+            "nodes": args.nodes,
+            "stored_events": produced,
+            "stored_events_per_execution": produced / max(1, args.executions),
+            "delivered": len(result.latencies),
+            "live_deltas_delivered": sum(result.kinds[kind] for kind in LIVE),
+            "latency_ms": {
+                name: {
+                    "count": len(values),
+                    "p50": known(percentile(values, 0.5)),
+                    "p99": known(percentile(values, 0.99)),
+                }
+                for name, values in (
+                    ("all", result.latencies),
+                    ("before_get", result.before),
+                    ("while_attaching", result.attaching),
+                    ("after_attach", result.live),
+                    ("terminal", result.terminal),
+                    ("attach", result.attach),
+                )
+            },
+            "wall_seconds": wall,
+            "server_cpu_seconds": server_cpu,
+            "client_cpu_seconds": client_cpu,
+            "load_average": [load_before, load_after],
+            "violations": len(result.violations),
+        }
+        args.json.write_text(json.dumps(figures, indent=2))
 
     if result.violations:
         console.print(f"\n[bold red]VIOLATIONS ({len(result.violations)}):[/bold red]")
@@ -593,6 +640,7 @@ def main() -> None:
         "--csv", type=Path, metavar="FILE", help="also write every delivery: subscriber, seq, event, emitted, received"
     )
     parser.add_argument("--timeout", type=float, default=300, help="give up on the measurement after this (s)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to this file")
     args = parser.parse_args()
     sys.exit(asyncio.run(bench(args)))
 

@@ -25,6 +25,7 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
+from aiops_executor.engine.events import LIVE_EVENTS
 from tests.conftest import PG_HOST, PG_PORT, PG_USER
 from tests.processes import base_env, pg
 
@@ -187,7 +188,7 @@ async def _follow(client: httpx.AsyncClient, path: str, seen: list[Event], last_
     with suppress(httpx.TransportError):
         async with aconnect_sse(client, "GET", path, headers=headers) as source:
             async for message in source.aiter_sse():
-                if message.event != "heartbeat" and message.data:
+                if message.event != "heartbeat" and message.event not in LIVE_EVENTS and message.data:
                     seen.append((int(message.id), message.event, json.loads(message.data)))
 
 
@@ -274,7 +275,7 @@ async def test_sigterm_suspends_runs_and_the_next_process_resumes_them(service: 
                     async for message in source.aiter_sse():
                         if message.retry is not None:
                             retry_hints.append(message.retry)
-                        if message.event != "heartbeat" and message.data:
+                        if message.event != "heartbeat" and message.event not in LIVE_EVENTS and message.data:
                             before.append((int(message.id), message.event, json.loads(message.data)))
 
         follower = asyncio.create_task(follow_with_retry())

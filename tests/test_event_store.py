@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sse_starlette import ServerSentEvent
 
 from aiops_executor.app import create_app
 from aiops_executor.core.db import Database, utcnow
@@ -57,8 +58,8 @@ class Run:
     def key(self) -> str:
         return str(self.execution_id)
 
-    def event(self, seq: int, kind: EventType = EventType.agent_token) -> ExecutionEvent:
-        data = {"status": "success"} if kind is EventType.execution_complete else {"delta": f"t{seq}"}
+    def event(self, seq: int, kind: EventType = EventType.agent_message) -> ExecutionEvent:
+        data = {"status": "success"} if kind is EventType.execution_complete else {"message": f"t{seq}"}
         return ExecutionEvent(kind, str(self.execution_id), str(self.team_id), seq, utcnow(), data=data)
 
 
@@ -91,6 +92,17 @@ async def seed_run(sessionmaker: Callable[[], AsyncSession], status: str = "runn
             )
         )
     return Run(execution_id, team_id)
+
+
+def sse_fields(message: ServerSentEvent | bytes) -> dict[str, str]:
+    """The fields of one SSE message as the stream sends it (stored and live events come encoded already)."""
+    raw = message if isinstance(message, bytes) else message.encode()
+    fields = {}
+    for line in raw.decode().splitlines():
+        name, _, value = line.partition(": ")
+        if name:
+            fields[name] = value
+    return fields
 
 
 async def stored_seqs(db: Database, run: Run) -> list[int]:
@@ -329,8 +341,9 @@ async def test_streams_attaching_at_any_moment_get_every_event_once(db: Database
     async def follow(after: int) -> list[int]:
         seqs = []
         async for message in execution_stream(context, broadcaster, execution, after):
-            assert message.id is not None and message.event != EventType.heartbeat.value
-            seqs.append(int(message.id))
+            fields = sse_fields(message)
+            assert "id" in fields and fields["event"] != EventType.heartbeat.value
+            seqs.append(int(fields["id"]))
         return seqs
 
     followers: list[tuple[int, asyncio.Task[list[int]]]] = []
@@ -475,7 +488,8 @@ async def test_a_stream_fills_what_never_came_live_from_the_store(db: Database, 
     execution: Any = SimpleNamespace(id=run.execution_id, team_id=run.team_id)
 
     async def follow() -> list[int]:
-        return [int(m.id) async for m in execution_stream(context, broadcaster, execution, 0) if m.id is not None]
+        messages = [sse_fields(m) async for m in execution_stream(context, broadcaster, execution, 0)]
+        return [int(m["id"]) for m in messages if "id" in m]
 
     await recorder.add(run.event(1))
     await recorder.add(run.event(2))

@@ -188,13 +188,14 @@ async def test_a_stream_cut_mid_way_starts_again_on_the_next_endpoint(
     assert discarded.agent_id == "second" and discarded.node_id == "db"
     assert discarded.data["discarded_tokens"] >= 1 and discarded.data["endpoint"] == "first"
     assert "upstream model crashed" in discarded.data["reason"]
-    before = [e for e in events if e.type == EventType.agent_token and e.seq < discarded.seq]
-    assert len(before) == discarded.data["discarded_tokens"]
+    at = events.index(discarded)
+    assert [e for e in events[:at] if e.type == EventType.agent_token], "the first endpoint's deltas were shown"
     [message] = [e for e in events if e.type == EventType.agent_message]
     streamed_after = "".join(
-        e.data["delta"] for e in events if e.type == EventType.agent_token and discarded.seq < e.seq < message.seq
+        e.data["delta"] for e in events[at : events.index(message)] if e.type == EventType.agent_token
     )
-    assert message.data["message"] == streamed_after, "the answer is the second endpoint's, not a splice"
+    # Deltas still held when the message came are dropped (the message has them): what was shown is its start.
+    assert message.data["message"].startswith(streamed_after), "the answer is the second endpoint's, not a splice"
     context.model_runtime.state.reset()
 
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from aiops_executor.app import OPENAPI_TAGS
 from aiops_executor.core.openapi import api_routes
-from aiops_executor.engine.events import EventType
+from aiops_executor.engine.events import LIVE_EVENTS, EventType
 from aiops_executor.executions.schemas import STREAM_EVENTS
 from tests.helpers import API, created
 
@@ -170,7 +170,9 @@ def test_the_streams_document_every_event_payload(app: FastAPI) -> None:
             schema_name = ref["$ref"].rsplit("/", 1)[-1]
             assert schema_name == STREAM_EVENTS[name].__name__
             properties = schemas[schema_name]["properties"]
-            assert {"execution_id", "team_id", "seq", "timestamp"} <= set(properties), name
+            assert {"execution_id", "team_id", "timestamp"} <= set(properties), name
+            # Token deltas are live only: no seq (contract: SSE events).
+            assert ("seq" in properties) is (EventType(name) not in LIVE_EVENTS), name
         assert len(media["x-sse-payload"]["oneOf"]) == len(STREAM_EVENTS)
     # Nested models of the payloads (a node result, usage) are schemas of their own, not inlined $defs.
     assert schemas["NodeCompleteEvent"]["properties"]["result"] == {"$ref": "#/components/schemas/NodeOutput"}

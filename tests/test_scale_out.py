@@ -24,6 +24,7 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
+from aiops_executor.engine.events import LIVE_EVENTS
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, TEST_MASTER_KEY
 from tests.processes import (
     API,
@@ -107,7 +108,7 @@ async def _follow(client: httpx.AsyncClient, execution_id: str, seen: list[Event
     with suppress(httpx.TransportError):
         async with aconnect_sse(client, "GET", f"{API}/executions/{execution_id}/stream") as source:
             async for message in source.aiter_sse():
-                if message.event != "heartbeat" and message.data:
+                if message.event != "heartbeat" and message.event not in LIVE_EVENTS and message.data:
                     seen.append((int(message.id), message.event, json.loads(message.data)))
 
 

@@ -373,7 +373,7 @@ def test_create_run_reload_mid_run_and_read_the_history(page: Page, console: Con
     for _, event in rows:
         shown[event] = shown.get(event, 0) + 1
     assert shown == stored
-    assert stored.get("agent_token", 0) > 0  # the simulator streams its tokens: the page received them too
+    assert "agent_token" not in stored  # token deltas are live only: never stored, never a timeline row
     expect(page.get_by_test_id("tool-call").first).to_contain_text("tcp_check")
     expect(page.get_by_test_id("agent-message").first).not_to_be_empty()
     expect(page.get_by_test_id("structured-output")).to_contain_text("overall_status")

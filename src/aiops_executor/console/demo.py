@@ -80,7 +80,7 @@ def event_from_payload(kind: str, payload: dict[str, Any]) -> ExecutionEvent:
         type=EventType(kind),
         execution_id=payload["execution_id"],
         team_id=payload["team_id"],
-        seq=int(payload["seq"]),
+        seq=int(payload.get("seq") or 0),  # token deltas have none: they are live only
         timestamp=datetime.fromisoformat(payload["timestamp"].replace("Z", "+00:00")),
         node_id=payload.get("node_id"),
         agent_id=payload.get("agent_id"),

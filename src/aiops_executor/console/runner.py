@@ -92,7 +92,10 @@ class JsonLinesSink:
         if self.closed:
             return
         line = json.dumps(
-            {"event": event.type.value, "id": event.seq, "data": event.payload()}, ensure_ascii=False, default=str
+            # Token deltas are live only: no id, like their SSE messages.
+            {"event": event.type.value, "id": None if event.is_live else event.seq, "data": event.payload()},
+            ensure_ascii=False,
+            default=str,
         )
         try:
             sys.stdout.write(line + "\n")

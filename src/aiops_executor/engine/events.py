@@ -2,7 +2,9 @@
 
 Ids follow the contract: node-level events carry ``node_id``; supervisor events carry ``supervisor_id``
 (``global_supervisor`` or ``<node_id>.supervisor``); agent and tool events carry ``agent_id``.
-``seq`` and ``timestamp`` are stamped in the order events leave the run, so ``seq`` is gap-free.
+``seq`` and ``timestamp`` are stamped in the order events leave the run, so ``seq`` is gap-free over the stored
+events. Live events (``agent_token``, ``agent_tokens_discarded``) are never stored: they take no ``seq`` of their
+own and carry, in ``seq``, the one of the stored event they follow, so that a stream can tell where they belong.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class EventType(StrEnum):
 
 
 TERMINAL_EVENTS = frozenset({EventType.execution_complete, EventType.execution_error, EventType.execution_cancelled})
+# Shown while they happen, never stored or replayed: the complete ``agent_message`` has what they built.
+LIVE_EVENTS = frozenset({EventType.agent_token, EventType.agent_tokens_discarded})
 
 
 @dataclass(frozen=True)
@@ -58,14 +62,17 @@ class ExecutionEvent:
     def is_terminal(self) -> bool:
         return self.type in TERMINAL_EVENTS
 
+    @property
+    def is_live(self) -> bool:
+        """Never stored: ``seq`` is the stored event's it follows, and the payload has none."""
+        return self.type in LIVE_EVENTS
+
     def payload(self) -> dict[str, Any]:
         """The JSON object of the SSE ``data:`` line: the common fields, the ids present, then the extras."""
-        body: dict[str, Any] = {
-            "execution_id": self.execution_id,
-            "team_id": self.team_id,
-            "seq": self.seq,
-            "timestamp": format_timestamp(self.timestamp),
-        }
+        body: dict[str, Any] = {"execution_id": self.execution_id, "team_id": self.team_id}
+        if not self.is_live:
+            body["seq"] = self.seq
+        body["timestamp"] = format_timestamp(self.timestamp)
         for key in ("node_id", "agent_id", "supervisor_id"):
             value = getattr(self, key)
             if value is not None:

@@ -26,7 +26,7 @@ from langgraph.types import Command, StateSnapshot, StreamMode
 
 from aiops_executor.core.telemetry import Telemetry, default_telemetry
 from aiops_executor.engine.approvals import PendingApproval, pending_from
-from aiops_executor.engine.events import EventType, ExecutionEvent, PendingEvent, format_timestamp
+from aiops_executor.engine.events import LIVE_EVENTS, EventType, ExecutionEvent, PendingEvent, format_timestamp
 from aiops_executor.engine.evidence import node_verdict, with_seqs
 from aiops_executor.engine.models import DISCARDED_TOKENS_KEY, ModelSource, Usage
 from aiops_executor.engine.results import AgentResult, NodeResult, NodeStatus, RunOutcome, RunStatus
@@ -39,6 +39,7 @@ from aiops_executor.engine.team import (
     TeamRun,
     error_message,
 )
+from aiops_executor.engine.tokens import DEFAULT_INTERVAL_SECONDS, TokenCoalescer
 
 EXECUTION_TIMEOUT = "EXECUTION_TIMEOUT"
 EXECUTION_FAILED = "EXECUTION_FAILED"
@@ -101,6 +102,7 @@ class ExecutionRun:
         checkpointer: BaseCheckpointSaver[Any] | None = None,
         resume: Resume | None = None,
         stream_tokens: bool = True,
+        token_interval: float = DEFAULT_INTERVAL_SECONDS,
         telemetry: Telemetry | None = None,
     ) -> None:
         self.team = team
@@ -133,6 +135,7 @@ class ExecutionRun:
         self._seq = resume.after_seq if resume else 0
         # call id -> seq of its tool_call event, so that evidence can point at it.
         self._call_seqs: dict[str, int] = dict(resume.tool_call_seqs) if resume else {}
+        self._tokens = TokenCoalescer(token_interval)
         self._task: asyncio.Task[_End] | None = None
         self._cancel_requested = False
         self._stopping = False
@@ -159,7 +162,8 @@ class ExecutionRun:
     # -- the stream ------------------------------------------------------------------------------
 
     def _stamp(self, event: PendingEvent) -> ExecutionEvent:
-        self._seq += 1
+        if event.type not in LIVE_EVENTS:  # a live event keeps the seq of the stored event it follows
+            self._seq += 1
         data = event.data
         if event.type is EventType.tool_call and isinstance(data.get("call_id"), str):
             self._call_seqs[data["call_id"]] = self._seq
@@ -210,10 +214,19 @@ class ExecutionRun:
             self._task.cancel()
         try:
             while True:
-                item = await queue.get()
+                item = await self._next(queue)
                 if isinstance(item, _End):
                     break
-                yield self._stamp(item)
+                if item is None:
+                    pass  # held deltas fell due
+                elif item.type is EventType.agent_token:
+                    item = self._tokens.add(item)
+                elif item.type in (EventType.agent_message, EventType.agent_tokens_discarded):
+                    self._tokens.drop(item.node_id, item.agent_id)
+                for due in self._tokens.due():
+                    yield self._stamp(due)
+                if item is not None:
+                    yield self._stamp(item)
         finally:
             if not self._task.done():
                 self._task.cancel()
@@ -247,6 +260,17 @@ class ExecutionRun:
             None if usage.cost is None else float(usage.cost),
         )
         yield self._stamp(self._terminal_event(self.outcome))
+
+    async def _next(self, queue: asyncio.Queue[PendingEvent | _End]) -> PendingEvent | _End | None:
+        """The graph's next event; None when held token deltas fell due first."""
+        wait = self._tokens.wait_seconds()
+        if wait is None:
+            return await queue.get()
+        try:
+            async with asyncio.timeout(wait):
+                return await queue.get()
+        except TimeoutError:
+            return None
 
     async def _drive(self, queue: asyncio.Queue[PendingEvent | _End]) -> _End:
         modes: list[StreamMode] = ["custom"]

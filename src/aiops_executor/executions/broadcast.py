@@ -11,7 +11,9 @@ ends every subscription as *interrupted*, which tells the stream to ask its clie
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections import deque
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
@@ -21,11 +23,16 @@ from aiops_executor.engine.events import TERMINAL_EVENTS
 
 @dataclass(frozen=True)
 class StreamEvent:
-    """An event as clients see it: the SSE ``id`` (seq), ``event`` (type) and ``data`` (payload)."""
+    """An event as clients see it: the SSE ``id`` (seq), ``event`` (type) and ``data`` (payload).
+
+    A ``live`` event (a token delta) is never stored and has no SSE id: its ``seq`` is the stored event's it
+    follows, which tells a stream whether it belongs after what the stream has sent.
+    """
 
     seq: int
     type: str
     payload: dict[str, Any]
+    live: bool = False
 
     @property
     def is_terminal(self) -> bool:
@@ -35,6 +42,68 @@ class StreamEvent:
     def data_json(self) -> str:
         """The ``data:`` line's JSON, encoded once however many subscribers receive the event."""
         return json.dumps(self.payload, default=str)
+
+    @cached_property
+    def sse(self) -> bytes:
+        """The whole SSE message, encoded once however many subscribers receive the event."""
+        head = f"event: {self.type}\r\n" if self.live else f"id: {self.seq}\r\nevent: {self.type}\r\n"
+        # JSON has no raw line break, so the data is one line.
+        return f"{head}data: {self.data_json}\r\n\r\n".encode()
+
+
+# How many events a subscriber may have waiting; one that falls further behind is cut off and re-attaches.
+MAX_PENDING_EVENTS = 1000
+
+
+class Mailbox:
+    """A subscriber's waiting events, bounded: a slow subscriber costs bounded memory and never slows others."""
+
+    def __init__(self, limit: int = MAX_PENDING_EVENTS) -> None:
+        self.limit = limit
+        self._events: deque[StreamEvent] = deque()
+        self._wake = asyncio.Event()
+        self.finished = False  # no event will be added; those waiting are still taken
+        self.interrupted = False
+        self.overflowed = False
+
+    def put(self, event: StreamEvent) -> None:
+        if self.interrupted or self.finished:
+            return
+        if len(self._events) >= self.limit:
+            self.overflowed = True
+            self.interrupt()
+            return
+        self._events.append(event)
+        self._wake.set()
+
+    def finish(self) -> None:
+        self.finished = True
+        self._wake.set()
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+        self._events.clear()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Ends a waiting ``next`` without an event (its source changed)."""
+        self._wake.set()
+
+    @property
+    def drained(self) -> bool:
+        return self.finished and not self._events
+
+    async def next(self, wait_seconds: float) -> StreamEvent | None:
+        """The next event; None after ``wait_seconds`` without one, or at once when interrupted or finished
+        meanwhile (a finished mailbox with nothing left still waits, for an interruption)."""
+        if not self._events and not self.interrupted:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_seconds):
+                    await self._wake.wait()
+        if self.interrupted or not self._events:
+            return None
+        return self._events.popleft()
 
 
 class Subscription(Protocol):
@@ -50,7 +119,8 @@ class Subscription(Protocol):
 
     @property
     def interrupted(self) -> bool:
-        """Ended because the process is stopping (or ``interrupt`` was called): the client should re-attach."""
+        """Ended because the process is stopping, the subscriber fell too far behind, or ``interrupt`` was
+        called: the client should re-attach."""
 
     def interrupt(self) -> None:
         """Ends this subscription as interrupted; a waiting ``next`` returns at once."""
@@ -80,49 +150,25 @@ class Broadcaster(Protocol):
         """Delivers what is still queued and releases connections."""
 
 
-@dataclass(frozen=True)
-class _Signal:
-    name: str
-
-
-_FINISHED = _Signal("finished")
-_INTERRUPTED = _Signal("interrupted")
-
-
 @dataclass(eq=False)
 class _LocalSubscription:
     owner: LocalBroadcaster
     channel: _Channel | None
-    queue: asyncio.Queue[StreamEvent | _Signal] = field(default_factory=asyncio.Queue)
-    _ended: bool = False
-    _interrupted: bool = False
+    mailbox: Mailbox
 
     async def next(self, wait_seconds: float) -> StreamEvent | None:
-        if self._interrupted:
-            return None
-        try:
-            item = await asyncio.wait_for(self.queue.get(), wait_seconds)
-        except TimeoutError:
-            return None
-        if item is _FINISHED:
-            self._ended = True
-            return None
-        if isinstance(item, _Signal):  # interrupted
-            return None
-        return item
+        return await self.mailbox.next(wait_seconds)
 
     @property
     def closed(self) -> bool:
-        return self._ended or self._interrupted
+        return self.mailbox.drained or self.mailbox.interrupted
 
     @property
     def interrupted(self) -> bool:
-        return self._interrupted
+        return self.mailbox.interrupted
 
     def interrupt(self) -> None:
-        if not self._interrupted:
-            self._interrupted = True
-            self.queue.put_nowait(_INTERRUPTED)
+        self.mailbox.interrupt()
 
     def close(self) -> None:
         if self.channel is not None:
@@ -139,7 +185,8 @@ class _Channel:
 class LocalBroadcaster:
     """In-process fan-out: one channel per execution running here, any number of subscribers."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_pending: int = MAX_PENDING_EVENTS) -> None:
+        self.max_pending = max_pending
         self._channels: dict[str, _Channel] = {}
         # Subscriptions with no channel (they follow the store); kept so that ``shutdown`` reaches them.
         self._detached: set[_LocalSubscription] = set()
@@ -153,14 +200,14 @@ class LocalBroadcaster:
         if channel is None:
             return  # nobody can be listening live: subscribers without a channel follow the store
         for subscriber in channel.subscribers:
-            subscriber.queue.put_nowait(event)
+            subscriber.mailbox.put(event)
 
     def finish(self, execution_id: str) -> None:
         channel = self._channels.pop(execution_id, None)
         if channel is None:
             return
         for subscriber in channel.subscribers:
-            subscriber.queue.put_nowait(_FINISHED)
+            subscriber.mailbox.finish()
             subscriber.channel = None
             self._detached.add(subscriber)
 
@@ -168,12 +215,13 @@ class LocalBroadcaster:
         channel = None if self._stopping else self._channels.get(execution_id)
         if channel is None:
             # Nothing runs under this id here: the store holds everything there is.
-            subscription = _LocalSubscription(self, None, _ended=True)
+            subscription = _LocalSubscription(self, None, Mailbox(self.max_pending))
+            subscription.mailbox.finish()
             self._detached.add(subscription)
             if self._stopping:
                 subscription.interrupt()
             return subscription
-        subscription = _LocalSubscription(self, channel)
+        subscription = _LocalSubscription(self, channel, Mailbox(self.max_pending))
         channel.subscribers.add(subscription)
         return subscription
 

@@ -1,10 +1,12 @@
 """Live events across processes: one Redis Stream per execution, whose entry ids are the events' ``seq``.
 
 A worker publishes each event once it is committed (``store.EventRecorder``), as entry ``<seq>-0`` of
-``aiops:execution:<id>:events``; every API process reads the streams its SSE clients follow, one reader per
-execution per process, and fans the events out to its subscribers. Because entry ids are ``seq``, a reader
-starts exactly after a client's ``Last-Event-ID``, a run resumed on another worker continues the same stream,
-and a re-published event (after a crash) is refused by Redis as a duplicate.
+``aiops:execution:<id>:events``, and each live event (a token delta, never stored) as ``<seq>-<n>``, ``seq``
+being the stored event's it follows, so that the stream keeps the run's order. Every API process reads the
+streams its SSE clients follow, one reader per execution per process, and fans the events out to its
+subscribers. Because entry ids are ``seq``, a reader starts exactly after a client's ``Last-Event-ID`` (live
+events after that event included), a run resumed on another worker continues the same stream, and a
+re-published event (after a crash) is refused by Redis as a duplicate.
 
 Redis is a fast path, never the record: the store is. A subscriber that sees a ``seq`` jump (an event whose
 publication a crash cut off, a trimmed stream) fills the gap from the store (``sse``); while Redis cannot be
@@ -24,7 +26,7 @@ from typing import Any, cast
 import redis.asyncio as redis
 import structlog
 
-from aiops_executor.executions.broadcast import StreamEvent
+from aiops_executor.executions.broadcast import MAX_PENDING_EVENTS, Mailbox, StreamEvent
 
 logger = structlog.get_logger(__name__)
 
@@ -49,38 +51,30 @@ def stream_key(execution_id: str) -> str:
 
 
 def _decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> StreamEvent:
-    seq = int((entry_id.decode() if isinstance(entry_id, bytes) else entry_id).split("-", 1)[0])
-    return StreamEvent(seq, fields[b"type"].decode(), json.loads(fields[b"data"]))
+    seq, _, part = (entry_id.decode() if isinstance(entry_id, bytes) else entry_id).partition("-")
+    return StreamEvent(int(seq), fields[b"type"].decode(), json.loads(fields[b"data"]), live=part not in ("", "0"))
 
 
 @dataclass(eq=False)
 class _RedisSubscription:
     owner: RedisBroadcaster
     key: str
-    queue: asyncio.Queue[StreamEvent | None] = field(default_factory=asyncio.Queue)
-    _interrupted: bool = False
+    mailbox: Mailbox
     _closed: bool = False
 
     async def next(self, wait_seconds: float) -> StreamEvent | None:
-        if self._interrupted:
-            return None
-        try:
-            return await asyncio.wait_for(self.queue.get(), wait_seconds)
-        except TimeoutError:
-            return None
+        return await self.mailbox.next(wait_seconds)
 
     @property
     def closed(self) -> bool:
-        return self._closed or self._interrupted or not self.owner.readable(self.key)
+        return self._closed or self.mailbox.interrupted or not self.owner.readable(self.key)
 
     @property
     def interrupted(self) -> bool:
-        return self._interrupted
+        return self.mailbox.interrupted
 
     def interrupt(self) -> None:
-        if not self._interrupted:
-            self._interrupted = True
-            self.queue.put_nowait(None)
+        self.mailbox.interrupt()
 
     def close(self) -> None:
         if not self._closed:
@@ -98,14 +92,17 @@ class _Reader:
 class RedisBroadcaster:
     """``Broadcaster`` over Redis Streams, shared by every process of a deployment."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, max_pending: int = MAX_PENDING_EVENTS) -> None:
+        self.max_pending = max_pending
         self.redis = redis.Redis.from_url(
             url, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS, socket_timeout=SOCKET_TIMEOUT_SECONDS
         )
         self._dropping = False
-        self._outbox: asyncio.Queue[tuple[str, StreamEvent]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[str, str, StreamEvent]] = asyncio.Queue()
         self._publisher: asyncio.Task[None] | None = None
         self._readers: dict[str, _Reader] = {}
+        # Per run publishing here: the stored seq its latest live event followed, and that event's number.
+        self._live_ids: dict[str, tuple[int, int]] = {}
         self._stopping = False
 
     # -- publishing ----------------------------------------------------------------------------------
@@ -120,23 +117,31 @@ class RedisBroadcaster:
             self._dropping = True
             return
         self._dropping = False
-        self._outbox.put_nowait((execution_id, event))
+        if event.live:
+            seq, number = self._live_ids.get(execution_id, (event.seq, 0))
+            number = number + 1 if seq == event.seq else 1
+            self._live_ids[execution_id] = (event.seq, number)
+            entry_id = f"{event.seq}-{number}"
+        else:
+            entry_id = f"{event.seq}-0"
+        self._outbox.put_nowait((execution_id, entry_id, event))
         if self._publisher is None or self._publisher.done():
             self._publisher = asyncio.create_task(self._publish_queued(), name="redis-publisher")
 
     def finish(self, execution_id: str) -> None:
         """Nothing to end: subscribers stop at the terminal event, and a suspended run goes on elsewhere."""
+        self._live_ids.pop(execution_id, None)
 
     async def _publish_queued(self) -> None:
         while not self._outbox.empty():
             batch = [self._outbox.get_nowait() for _ in range(min(PUBLISH_BATCH, self._outbox.qsize()))]
             pipe = self.redis.pipeline(transaction=False)
-            for execution_id, event in batch:
+            for execution_id, entry_id, event in batch:
                 key = stream_key(execution_id)
                 pipe.xadd(
                     key,
                     {"type": event.type, "data": event.data_json},
-                    id=f"{event.seq}-0",
+                    id=entry_id,
                     maxlen=MAX_ENTRIES,
                     approximate=True,
                 )
@@ -154,7 +159,7 @@ class RedisBroadcaster:
     # -- subscribing ---------------------------------------------------------------------------------
 
     def subscribe(self, execution_id: str, after: int = 0) -> _RedisSubscription:
-        subscription = _RedisSubscription(self, execution_id)
+        subscription = _RedisSubscription(self, execution_id, Mailbox(self.max_pending))
         if self._stopping:
             subscription.interrupt()
             return subscription
@@ -194,7 +199,7 @@ class RedisBroadcaster:
                     logger.warning("cannot read live events from Redis; streams follow the store", error=str(exc))
                     reader.healthy = False
                     for subscriber in reader.subscribers:
-                        subscriber.queue.put_nowait(None)  # wakes the stream: it now follows the store
+                        subscriber.mailbox.wake()  # the stream now follows the store
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
             reader.healthy = True
@@ -207,7 +212,7 @@ class RedisBroadcaster:
                         logger.warning("skipped a malformed event in Redis", error=str(exc))
                         continue
                     for subscriber in reader.subscribers:
-                        subscriber.queue.put_nowait(event)
+                        subscriber.mailbox.put(event)
 
     def subscriber_count(self) -> int:
         return sum(len(reader.subscribers) for reader in self._readers.values())

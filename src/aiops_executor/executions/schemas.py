@@ -184,11 +184,16 @@ class PurgeResult(BaseModel):
 # engine and the repository; tests/test_openapi.py checks streamed events against these models field by field.
 
 
-class EventBase(BaseModel):
+class LiveEventBase(BaseModel):
+    """Live only: no SSE id and no seq; never stored, never replayed."""
+
     execution_id: uuid.UUID
     team_id: uuid.UUID
-    seq: int = Field(description="per-execution, gap-free, increasing; also the SSE id (heartbeats: the last seq)")
     timestamp: datetime
+
+
+class EventBase(LiveEventBase):
+    seq: int = Field(description="per-execution, gap-free, increasing; also the SSE id (heartbeats: the last seq)")
 
 
 class NodeEventBase(EventBase):
@@ -243,12 +248,21 @@ class AgentMessageEvent(AgentEventBase):
     error: str | None = None
 
 
-class AgentTokenEvent(AgentEventBase):
+class AgentTokenEvent(LiveEventBase):
+    """Coalesced token deltas of an agent's model call (at most one per agent per 100 ms); live only."""
+
+    node_id: str
+    agent_id: str
     delta: str
 
 
-class AgentTokensDiscardedEvent(AgentEventBase):
-    discarded_tokens: int = Field(description="how many of this agent's latest agent_token events to drop")
+class AgentTokensDiscardedEvent(LiveEventBase):
+    """The agent's model call starts again (on another endpoint): the text its deltas built since the call
+    began is void. Live only."""
+
+    node_id: str
+    agent_id: str
+    discarded_tokens: int = Field(description="how many token deltas the failed attempt had streamed")
     endpoint: str | None
     reason: str
 

@@ -7,6 +7,9 @@ No repetition: ``seq`` increases along both sources and anything at or below the
 No gap: a live event beyond the next ``seq`` sends the stream back to the store, which holds everything
 committed (a live source may miss an event: Redis, when a crash cut its publication off).
 
+Token deltas (``StreamEvent.live``) exist only on the live path: one is sent when it follows the last event sent
+(its ``seq`` is that event's), dropped otherwise; a client that re-attaches gets the complete ``agent_message``.
+
 With no live channel here (the run finished, runs in another process, or has not resumed yet) the stream
 follows the store until the terminal event. When the process stops (``Broadcaster.shutdown``, or uvicorn's
 shutdown as seen by sse-starlette) the stream ends with a ``retry:`` hint so that clients re-attach.
@@ -38,8 +41,9 @@ RECONNECT_MS = 1000
 SHUTDOWN_GRACE_SECONDS = 5.0
 
 
-def sse_message(event: StreamEvent) -> ServerSentEvent:
-    return ServerSentEvent(event.data_json, event=event.type, id=str(event.seq))
+def sse_message(event: StreamEvent) -> bytes:
+    """The message, encoded once per event whatever the number of streams sending it."""
+    return event.sse
 
 
 def restarting_message() -> ServerSentEvent:
@@ -99,7 +103,7 @@ async def execution_stream(
     after: int,
     *,
     stopping: anyio.Event | None = None,
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[ServerSentEvent | bytes]:
     """The stream's messages. ``stopping``, when set, ends it like ``Broadcaster.shutdown`` does."""
     settings = context.settings
     sessionmaker = context.database.sessionmaker
@@ -150,7 +154,16 @@ async def execution_stream(
             if subscription.closed:
                 wait = min(wait, STORE_POLL_SECONDS)  # polling the store; an interruption ends the wait
             live = await subscription.next(wait)
-            if live is None or live.seq <= last:
+            if live is None:
+                continue
+            if live.live:
+                if live.seq == last:  # it follows what this stream sent; otherwise it is stale or early
+                    yield sse_message(live)
+                    last_event = last_sent = loop.time()
+                elif live.seq > last:
+                    read_store = True  # stored events came before it that this stream has not sent
+                continue
+            if live.seq <= last:
                 continue
             if live.seq > last + 1:
                 # Events in between never came live (a publication cut off by a crash, a trimmed Redis stream):

@@ -5,6 +5,9 @@ background flusher, which waits a short group-commit window, writes everything q
 (rows and ``executions.last_seq``) and then publishes those events, in ``seq`` order. A failed write keeps
 its events for the next attempt; nothing unstored is ever published, so a crash cannot take back an event a
 client has seen. The run's last events are written in the same transaction as its final state.
+
+Live events (token deltas) are never written: one is published at once when nothing stored waits before it,
+otherwise right after the stored events it follows, so that subscribers see every event in the run's order.
 """
 
 from __future__ import annotations
@@ -43,17 +46,19 @@ class EventStoreUnavailable(RuntimeError):
 
 
 def stream_event(event: ExecutionEvent) -> StreamEvent:
-    return StreamEvent(event.seq, event.type.value, event.payload())
+    return StreamEvent(event.seq, event.type.value, event.payload(), live=event.is_live)
 
 
 @dataclass(frozen=True)
 class _Queued:
-    row: dict[str, Any]
+    row: dict[str, Any] | None  # None: a live event, published in its turn and never written
     event: StreamEvent
 
 
 def _queued(execution_id: uuid.UUID, event: ExecutionEvent) -> _Queued:
     streamed = stream_event(event)
+    if event.is_live:
+        return _Queued(None, streamed)
     row = {
         "execution_id": execution_id,
         "seq": event.seq,
@@ -102,6 +107,7 @@ class EventRecorder:
         self.owner = owner  # the worker running the attempt: its writes stop once another one took over
         self._key = str(execution_id)
         self._queue: list[_Queued] = []
+        self._stored_queued = 0  # how many of ``_queue`` are stored events (the rest are live)
         # A terminal event waits for ``close``: it is stored with the run's final state and announced last.
         self._terminal: _Queued | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -124,15 +130,22 @@ class EventRecorder:
         if self._error is not None:
             raise EventStoreUnavailable("events cannot be stored") from self._error
         queued = _queued(self.execution_id, event)
+        if event.is_live:
+            if self._queue:
+                self._queue.append(queued)  # after the stored events it follows
+            else:
+                self.broadcaster.publish(self._key, queued.event)
+            return
         if event.is_terminal:
             self._terminal = queued
             return
         self._queue.append(queued)
+        self._stored_queued += 1
         self._start()
         self._wake.set()
-        if len(self._queue) >= self.batch_size:
+        if self._stored_queued >= self.batch_size:
             self._urgent.set()
-            while len(self._queue) >= self.batch_size:
+            while self._stored_queued >= self.batch_size:
                 await self._wait_for_progress()
 
     async def flush(self) -> None:
@@ -240,6 +253,10 @@ class EventRecorder:
     def _commit_done(self, count: int) -> None:
         batch = self._queue[:count]
         del self._queue[:count]
+        # Live events queued behind the batch have nothing stored before them any more: they go out with it.
+        while self._queue and self._queue[0].row is None:
+            batch.append(self._queue.pop(0))
+        self._stored_queued = sum(1 for queued in self._queue if queued.row is not None)
         self._failing_since = None
         self._attempts = 0
         self._uncertain = False
@@ -252,7 +269,7 @@ class EventRecorder:
     async def _write(self, batch: list[_Queued], final: FinalWrite | None) -> None:
         """One transaction: the rows not yet stored, ``executions.last_seq`` and the final state."""
         async with self.sessionmaker() as session, session.begin():
-            rows = [q.row for q in batch]
+            rows = [q.row for q in batch if q.row is not None]
             if rows and self._uncertain:
                 # The previous attempt failed, perhaps after its commit went through: skip what is stored.
                 stored = await stored_last_seq(session, self.execution_id)
@@ -296,6 +313,7 @@ class EventRecorder:
                         ) from exc
                     await asyncio.sleep(self._next_delay())
             self._queue.clear()
+            self._stored_queued = 0
             self._terminal = None
             self._failing_since = None
             self._closed = True

@@ -5,6 +5,7 @@
 import { API, ApiError, authHeaders, signOut } from './api.js';
 
 const TERMINAL = new Set(['execution_complete', 'execution_error', 'execution_cancelled']);
+const LIVE = new Set(['agent_token', 'agent_tokens_discarded']);
 const RECONNECT_MS = 1000;
 
 // Yields {id, event, data} for each message of an SSE body (the WHATWG rules: fields, blank line ends a message,
@@ -64,6 +65,13 @@ export async function followExecution(
       onConnection('open');
       for await (const message of messages(response.body)) {
         if (message.event === 'heartbeat') continue;
+        if (message.id === null && LIVE.has(message.event)) {
+          // Token deltas carry no id: shown as they come, never counted in Last-Event-ID.
+          let delta = null;
+          try { delta = JSON.parse(message.data); } catch { delta = null; }
+          if (delta) onEvent(message.event, delta);
+          continue;
+        }
         const seq = Number(message.id);
         if (!Number.isInteger(seq) || seq <= last) continue;
         last = seq;

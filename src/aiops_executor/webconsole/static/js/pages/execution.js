@@ -25,7 +25,6 @@ function summaryOf(type, data) {
     case 'global_supervisor_message': case 'node_supervisor_message': case 'agent_message': return short(data.message);
     case 'global_supervisor_decision': return `${short(data.decision, 80)} → ${(data.next_nodes || []).join(', ')}`;
     case 'node_supervisor_decision': return `${short(data.decision, 80)} → ${(data.next_agents || []).join(', ')}`;
-    case 'agent_token': return short(data.delta, 60);
     case 'tool_call': return `${data.tool} ${data.status} in ${fmtDuration(data.duration_ms)}`;
     case 'node_complete': return data.status;
     case 'execution_complete': case 'execution_cancelled': return `${data.status || ''} ${data.duration_ms !== undefined ? fmtDuration(data.duration_ms) : ''}`;
@@ -226,6 +225,15 @@ export async function renderExecution(main, [executionId], signal) {
   }
 
   function onEvent(type, data) {
+    // Token deltas are live only (no seq): they build the agent's message in its panel, never a timeline row.
+    if (type === 'agent_token' || type === 'agent_tokens_discarded') {
+      const view = data.node_id ? node(data.node_id) : null;
+      if (!view) return;
+      view.setStatus('running');
+      const tokens = view.agent(data.agent_id).tokens;
+      tokens.textContent = type === 'agent_token' ? tokens.textContent + text(data.delta) : '';
+      return;
+    }
     timelineBody.append(h('tr', { testid: 'timeline-event', dataset: { seq: String(data.seq), event: type } },
       h('td', {}, String(data.seq)), h('td', {}, fmtTime(data.timestamp)), h('td', {}, type),
       h('td', {}, [data.node_id, data.agent_id].filter(Boolean).join(' / ')), h('td', {}, summaryOf(type, data))));
@@ -248,12 +256,6 @@ export async function renderExecution(main, [executionId], signal) {
         break;
       case 'node_supervisor_decision':
         view.supervisor.append(feedItem('supervisor decision', `${text(data.decision)} → ${(data.next_agents || []).join(', ')}`));
-        break;
-      case 'agent_token':
-        view.agent(data.agent_id).tokens.textContent += text(data.delta);
-        break;
-      case 'agent_tokens_discarded':
-        view.agent(data.agent_id).tokens.textContent = '';
         break;
       case 'agent_message': {
         const agent = view.agent(data.agent_id);
