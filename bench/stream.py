@@ -112,7 +112,6 @@ async def start_server(
         AIOPS_DATA_DIR=str(data_dir),
         AIOPS_ADMIN_USERNAME=ADMIN_USERNAME,
         AIOPS_ADMIN_PASSWORD=ADMIN_PASSWORD,
-        AIOPS_SEED_SIMULATOR="false",
         AIOPS_LOG_FORMAT="json",
         **SERVER_SETTINGS,
         AIOPS_MAX_CONCURRENT_EXECUTIONS=str(max_concurrent),

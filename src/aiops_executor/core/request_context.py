@@ -19,6 +19,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aiops_executor.core.logging import log_context
+
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -58,7 +60,7 @@ def from_origin(carried: Mapping[str, str] | None) -> Iterator[None]:
         if request_id is None:
             yield
         else:
-            with structlog.contextvars.bound_contextvars(request_id=request_id):
+            with log_context(request_id=request_id):
                 yield
     finally:
         if token is not None:

@@ -202,7 +202,7 @@ class ExecutionRun:
     async def events(self) -> AsyncIterator[ExecutionEvent]:
         started_at = self.request.started_at or datetime.now(UTC)
         yield self._stamp(self._first_event(started_at))
-        queue: asyncio.Queue[PendingEvent | _End] = asyncio.Queue()
+        queue: asyncio.Queue[PendingEvent | _End | None] = asyncio.Queue()
         span = self.telemetry.start_execution(self.request.execution_id, self.request.team_id)
         self._task = asyncio.create_task(
             self._drive(queue), name=f"execution-{self.request.execution_id}", context=self.telemetry.run_context(span)
@@ -217,12 +217,7 @@ class ExecutionRun:
                 item = await self._next(queue)
                 if isinstance(item, _End):
                     break
-                if item is None:
-                    pass  # held deltas fell due
-                elif item.type is EventType.agent_token:
-                    item = self._tokens.add(item)
-                elif item.type in (EventType.agent_message, EventType.agent_tokens_discarded):
-                    self._tokens.drop(item.node_id, item.agent_id)
+                # Deltas held back by the coalescer (see ``_drive``) go out once due, before what came after them.
                 for due in self._tokens.due():
                     yield self._stamp(due)
                 if item is not None:
@@ -261,8 +256,8 @@ class ExecutionRun:
         )
         yield self._stamp(self._terminal_event(self.outcome))
 
-    async def _next(self, queue: asyncio.Queue[PendingEvent | _End]) -> PendingEvent | _End | None:
-        """The graph's next event; None when held token deltas fell due first."""
+    async def _next(self, queue: asyncio.Queue[PendingEvent | _End | None]) -> PendingEvent | _End | None:
+        """The graph's next event; None when held token deltas may have fallen due first."""
         wait = self._tokens.wait_seconds()
         if wait is None:
             return await queue.get()
@@ -272,7 +267,7 @@ class ExecutionRun:
         except TimeoutError:
             return None
 
-    async def _drive(self, queue: asyncio.Queue[PendingEvent | _End]) -> _End:
+    async def _drive(self, queue: asyncio.Queue[PendingEvent | _End | None]) -> _End:
         modes: list[StreamMode] = ["custom"]
         if self.settings.stream_tokens:
             modes.append("messages")
@@ -293,17 +288,32 @@ class ExecutionRun:
                     graph_input, self.config, stream_mode=modes, subgraphs=True, durability="sync"
                 ):
                     if mode == "custom" and isinstance(chunk, PendingEvent):
+                        if chunk.type is EventType.agent_message:
+                            self._tokens.drop(chunk.node_id, chunk.agent_id)  # the message has their text
                         queue.put_nowait(chunk)
                     elif mode == "messages":
-                        token = _token_event(chunk)
-                        if token is not None:
-                            queue.put_nowait(token)
+                        self._on_token(_token_event(chunk), queue)
         except TimeoutError:
             return _End("timeout")
         waiting = await self._waiting()
         if waiting:
             return _End("awaiting", waiting=waiting)
         return _End("done")
+
+    def _on_token(self, token: PendingEvent | None, queue: asyncio.Queue[PendingEvent | _End | None]) -> None:
+        """Coalesces deltas where they arrive: most never cross the queue (a model streams dozens a second)."""
+        if token is None:
+            return
+        if token.type is EventType.agent_tokens_discarded:
+            self._tokens.drop(token.node_id, token.agent_id)
+        elif token.type is EventType.agent_token:
+            holding = self._tokens.holding
+            token = self._tokens.add(token)
+            if token is None:
+                if not holding:
+                    queue.put_nowait(None)  # wakes the consumer, which now waits for the held deltas to fall due
+                return
+        queue.put_nowait(token)
 
     async def _waiting(self) -> list[PendingApproval]:
         """The tool calls the graph stopped to wait for (its pending approval interrupts)."""

@@ -44,6 +44,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send, interrupt
 from pydantic import BaseModel, Field, create_model
 
+from aiops_executor.core.logging import log_context
 from aiops_executor.core.metrics import tool_outcome
 from aiops_executor.core.private_apis.graphs import CONFIG_KEY_DURABILITY
 from aiops_executor.core.telemetry import ModelReference, Telemetry, default_telemetry
@@ -591,7 +592,7 @@ class CompiledTeam:
         metadata = {NODE_ID_KEY: node.node_id, AGENT_ID_KEY: spec.agent_id}
         # Log lines of the agent's model and tool calls carry its ids (LangGraph copies the context).
         with (
-            structlog.contextvars.bound_contextvars(node_id=node.node_id, agent_id=spec.agent_id),
+            log_context(node_id=node.node_id, agent_id=spec.agent_id),
             run.telemetry.agent(
                 node.node_id, spec.agent_id, spec.agent_name, ModelReference(spec.model_provider, spec.model_id)
             ) as step,
@@ -868,7 +869,7 @@ class CompiledTeam:
         # Each decision and each agent turn is one step of the subgraph.
         steps = 2 * (len(self.nodes[node_id].agents) + run.settings.max_iterations) + 10
         with (
-            structlog.contextvars.bound_contextvars(node_id=node_id),
+            log_context(node_id=node_id),
             run.telemetry.node_team(node_id) as step,
             metering() as meter,
         ):

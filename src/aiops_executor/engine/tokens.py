@@ -51,6 +51,10 @@ class TokenCoalescer:
         self._held[key] = _Held(event.node_id, event.agent_id, last + self.interval, [delta])
         return None
 
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
     def drop(self, node_id: str | None, agent_id: str | None) -> None:
         """Forgets what the agent's deltas held (its message is complete, or its model attempt was void)."""
         self._held.pop((node_id, agent_id), None)

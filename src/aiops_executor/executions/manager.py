@@ -29,6 +29,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.audit import service as audit
+from aiops_executor.core.logging import log_context
 from aiops_executor.engine import CompiledTeam, ExecutionEvent, ExecutionRun, Resume, RunOutcome, RunRequest, RunStatus
 from aiops_executor.engine.run import EXECUTION_FAILED, terminal_event
 from aiops_executor.engine.team import error_message
@@ -356,7 +357,7 @@ class ExecutionManager:
     async def _run(self, active: ActiveRun, take_over: bool) -> None:
         execution_id = active.execution_id
         # Every log line of the run (engine, tools, model calls) carries its id; unbound on the way out.
-        with structlog.contextvars.bound_contextvars(execution_id=str(execution_id)):
+        with log_context(execution_id=str(execution_id)):
             holding_slot = False
             try:
                 try:
@@ -392,7 +393,7 @@ class ExecutionManager:
                         lost=started.lost,
                         waited_seconds=(datetime.now(UTC) - created).total_seconds() if created else None,
                     )
-                    with structlog.contextvars.bound_contextvars(team_id=str(started.execution.team_id)):
+                    with log_context(team_id=str(started.execution.team_id)):
                         active.finished = await self._drive(active, started)
                     active.suspended = not active.finished and not active.awaiting
             except Exception:

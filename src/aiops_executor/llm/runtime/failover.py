@@ -26,6 +26,7 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import add_ai_message_chunks
 from langchain_core.messages.utils import message_chunk_to_message
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
@@ -324,19 +325,21 @@ async def _stream_to_result(
 ) -> ChatResult:
     """One streamed answer from ``client``: each delta goes to the callbacks as it arrives, the answer is
     returned whole once the stream has ended (a stream that breaks raises, having counted what it streamed)."""
-    merged: AIMessageChunk | None = None
+    # Merged once at the end: adding each chunk to the running sum copies the whole answer every time.
+    chunks: list[AIMessageChunk] = []
     info: dict[str, Any] = {}  # what the chunks say about the answer (why it stopped, which model answered)
     async for chunk in client_astream(client, messages, stop, kwargs):
         if not isinstance(chunk.message, AIMessageChunk):
             continue
         info.update(chunk.generation_info or {})
-        merged = chunk.message if merged is None else merged + chunk.message
+        chunks.append(chunk.message)
         delta = chunk.message.content
         if run_manager is not None and delta:
             await run_manager.on_llm_new_token(delta if isinstance(delta, str) else chunk.message.text, chunk=chunk)
             tokens.count += 1
-    if merged is None:
+    if not chunks:
         raise EmptyStreamError("the provider's stream ended without an answer")
+    merged = chunks[0] if len(chunks) == 1 else add_ai_message_chunks(chunks[0], *chunks[1:])
     generation = ChatGeneration(message=message_chunk_to_message(merged), generation_info=info or None)
     return ChatResult(generations=[generation])
 
