@@ -13,6 +13,7 @@ import pytest
 from aiops_executor.core.db import Database
 from aiops_executor.engine.events import EventType, ExecutionEvent, PendingEvent
 from aiops_executor.engine.tokens import TokenCoalescer
+from aiops_executor.executions import broadcast_redis
 from aiops_executor.executions.broadcast import LocalBroadcaster, StreamEvent
 from aiops_executor.executions.broadcast_redis import RedisBroadcaster, stream_key
 from aiops_executor.executions.sse import RECONNECT_MS, execution_stream
@@ -186,3 +187,31 @@ async def test_deltas_go_through_redis_after_the_event_they_follow() -> None:
         await publisher.close()
         await reader.close()
         await asyncio.sleep(0)
+
+
+async def test_one_redis_reader_follows_every_run_of_a_process_and_takes_new_ones_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A blocking read longer than the wait below: a stream added mid-read must cut it short, not wait it out.
+    monkeypatch.setattr(broadcast_redis, "READ_BLOCK_MS", 9_000)
+    runs = [Run(uuid.uuid4(), uuid.uuid4()) for _ in range(3)]
+    publisher, reader = RedisBroadcaster(REDIS_URL), RedisBroadcaster(REDIS_URL)
+    try:
+        first = reader.subscribe(runs[0].key)
+        publisher.publish(runs[0].key, StreamEvent(1, "agent_message", runs[0].event(1).payload()))
+        assert (await first.next(5)) is not None
+        task = reader._reader
+        later = [reader.subscribe(run.key) for run in runs[1:]]  # while the reader blocks on the first stream
+        for run in runs[1:]:
+            publisher.publish(run.key, StreamEvent(1, "agent_message", run.event(1).payload()))
+        for subscription in later:
+            event = await subscription.next(5)
+            assert event is not None and event.seq == 1
+        assert reader._reader is task and not task.done()  # one reader for all of them
+        assert reader.subscriber_count() == 3
+        for subscription in (first, *later):
+            subscription.close()
+    finally:
+        await publisher.redis.delete(*(stream_key(run.key) for run in runs))
+        await publisher.close()
+        await reader.close()

@@ -3,9 +3,10 @@
 A worker publishes each event once it is committed (``store.EventRecorder``), as entry ``<seq>-0`` of
 ``aiops:execution:<id>:events``, and each live event (a token delta, never stored) as ``<seq>-<n>``, ``seq``
 being the stored event's it follows, so that the stream keeps the run's order. Every API process reads the
-streams its SSE clients follow, one reader per execution per process, and fans the events out to its
-subscribers. Because entry ids are ``seq``, a reader starts exactly after a client's ``Last-Event-ID`` (live
-events after that event included), a run resumed on another worker continues the same stream, and a
+streams its SSE clients follow with one reader -- a single blocking XREAD over all of them, cut short by an
+entry on a wake stream of the process's own when a stream is added -- and fans each event out to its
+subscribers. Because entry ids are ``seq``, a stream is read from exactly after a client's ``Last-Event-ID``
+(live events after that event included), a run resumed on another worker continues the same stream, and a
 re-published event (after a crash) is refused by Redis as a duplicate.
 
 Redis is a fast path, never the record: the store is. A subscriber that sees a ``seq`` jump (an event whose
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -46,8 +48,11 @@ CONNECT_TIMEOUT_SECONDS = 2.0
 SOCKET_TIMEOUT_SECONDS = READ_BLOCK_MS / 1000 + 5.0
 
 
+KEY_SUFFIX = ":events"
+
+
 def stream_key(execution_id: str) -> str:
-    return f"{KEY_PREFIX}{execution_id}:events"
+    return f"{KEY_PREFIX}{execution_id}{KEY_SUFFIX}"
 
 
 def _decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> StreamEvent:
@@ -83,10 +88,11 @@ class _RedisSubscription:
 
 
 @dataclass(eq=False)
-class _Reader:
-    task: asyncio.Task[None] | None = None
+class _Followed:
+    """A stream this process reads: where the reader is in it, and who receives its entries."""
+
+    position: Any  # the last entry id read
     subscribers: set[_RedisSubscription] = field(default_factory=set)
-    healthy: bool = True
 
 
 class RedisBroadcaster:
@@ -100,7 +106,12 @@ class RedisBroadcaster:
         self._dropping = False
         self._outbox: asyncio.Queue[tuple[str, str, StreamEvent]] = asyncio.Queue()
         self._publisher: asyncio.Task[None] | None = None
-        self._readers: dict[str, _Reader] = {}
+        self._followed: dict[str, _Followed] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._waking: set[asyncio.Task[None]] = set()
+        self._healthy = True
+        # A stream of this process only: an entry on it ends the reader's blocking read (a stream to add).
+        self._wake_key = f"aiops:sse-reader:{uuid.uuid4().hex}:wake"
         # Per run publishing here: the stored seq its latest live event followed, and that event's number.
         self._live_ids: dict[str, tuple[int, int]] = {}
         self._stopping = False
@@ -163,76 +174,104 @@ class RedisBroadcaster:
         if self._stopping:
             subscription.interrupt()
             return subscription
-        reader = self._readers.get(execution_id)
-        if reader is None:
-            reader = self._readers[execution_id] = _Reader()
-            reader.task = asyncio.create_task(self._read(execution_id, reader, after), name="redis-reader")
-        reader.subscribers.add(subscription)
+        followed = self._followed.get(execution_id)
+        if followed is None:
+            followed = self._followed[execution_id] = _Followed(f"{after}-0")
+            self._start_reading()
+        followed.subscribers.add(subscription)
         return subscription
 
     def readable(self, execution_id: str) -> bool:
-        reader = self._readers.get(execution_id)
-        return reader is not None and reader.healthy
+        return self._healthy and execution_id in self._followed
 
     def _unsubscribe(self, subscription: _RedisSubscription) -> None:
-        reader = self._readers.get(subscription.key)
-        if reader is None:
+        followed = self._followed.get(subscription.key)
+        if followed is None:
             return
-        reader.subscribers.discard(subscription)
-        if not reader.subscribers:
-            del self._readers[subscription.key]
-            if reader.task is not None:
-                reader.task.cancel()
+        followed.subscribers.discard(subscription)
+        if not followed.subscribers:
+            del self._followed[subscription.key]  # the reader leaves its stream out from its next read on
 
-    async def _read(self, execution_id: str, reader: _Reader, after: int) -> None:
-        """Reads the run's stream from ``after`` and hands every entry to this process's subscribers."""
-        key = stream_key(execution_id)
-        position: Any = f"{after}-0"
-        while True:
+    def _start_reading(self) -> None:
+        """Has the reader include a newly followed stream: started when there is none, woken otherwise (its
+        blocking read is cut short by an entry on this process's wake stream)."""
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read(), name="redis-reader")
+            return
+        waking = asyncio.create_task(self._wake_reader())
+        self._waking.add(waking)
+        waking.add_done_callback(self._waking.discard)
+
+    async def _wake_reader(self) -> None:
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xadd(self._wake_key, {"wake": "1"}, maxlen=10, approximate=True)
+            pipe.expire(self._wake_key, IDLE_TTL_SECONDS)
+            await pipe.execute()
+        except (redis.RedisError, OSError) as exc:  # the reader comes round within one blocking read anyway
+            logger.warning("could not wake the Redis reader", error=str(exc))
+
+    async def _read(self) -> None:
+        """One reader for every stream this process's SSE clients follow (a single blocking read over all of
+        them), handing each entry to their subscribers; it ends when nothing is followed."""
+        wake_position: Any = "0-0"
+        while self._followed:
+            streams: dict[Any, Any] = {stream_key(key): f.position for key, f in self._followed.items()}
+            streams[self._wake_key] = wake_position
             try:
                 response = cast(
                     "list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None",
-                    await self.redis.xread({key: position}, count=READ_COUNT, block=READ_BLOCK_MS),
+                    await self.redis.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS),
                 )
             except (redis.RedisError, OSError) as exc:
-                if reader.healthy:
+                if self._healthy:
                     logger.warning("cannot read live events from Redis; streams follow the store", error=str(exc))
-                    reader.healthy = False
-                    for subscriber in reader.subscribers:
-                        subscriber.mailbox.wake()  # the stream now follows the store
+                    self._healthy = False
+                    for followed in self._followed.values():
+                        for subscriber in followed.subscribers:
+                            subscriber.mailbox.wake()  # the stream now follows the store
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
-            reader.healthy = True
-            for _key, entries in response or ():
+            self._healthy = True
+            for key, entries in response or ():
+                name = key.decode() if isinstance(key, bytes) else key
+                if name == self._wake_key:
+                    wake_position = entries[-1][0] if entries else wake_position
+                    continue
+                reading = self._followed.get(name[len(KEY_PREFIX) : -len(KEY_SUFFIX)])
+                if reading is None:
+                    continue  # no longer followed here
                 for entry_id, fields in entries:
-                    position = entry_id
+                    reading.position = entry_id
                     try:
                         event = _decode(entry_id, fields)
                     except (KeyError, ValueError) as exc:
                         logger.warning("skipped a malformed event in Redis", error=str(exc))
                         continue
-                    for subscriber in reader.subscribers:
+                    for subscriber in reading.subscribers:
                         subscriber.mailbox.put(event)
 
     def subscriber_count(self) -> int:
-        return sum(len(reader.subscribers) for reader in self._readers.values())
+        return sum(len(followed.subscribers) for followed in self._followed.values())
 
     # -- stopping ------------------------------------------------------------------------------------
 
     def shutdown(self) -> None:
         self._stopping = True
-        for reader in list(self._readers.values()):
-            for subscriber in list(reader.subscribers):
+        for followed in list(self._followed.values()):
+            for subscriber in list(followed.subscribers):
                 subscriber.interrupt()
 
     async def close(self) -> None:
-        """Publishes what is queued, stops the readers and closes the connections."""
+        """Publishes what is queued, stops the reader and closes the connections."""
         if self._publisher is not None:
             with contextlib.suppress(Exception):
                 await self._publisher
-        readers = [r.task for r in self._readers.values() if r.task is not None]
-        for task in readers:
+        tasks = [task for task in (self._reader, *self._waking) if task is not None]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-        self._readers.clear()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._followed.clear()
+        with contextlib.suppress(redis.RedisError, OSError):
+            await self.redis.delete(self._wake_key)
         await self.redis.aclose()

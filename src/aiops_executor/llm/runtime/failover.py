@@ -11,6 +11,7 @@ team of hundreds of agents cannot flood a provider. ``RuntimeState`` keeps both 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -52,6 +53,8 @@ from aiops_executor.llm.runtime.errors import Failure, FailureKind, NoUsableRout
 
 logger = structlog.get_logger(__name__)
 
+# How often a streamed answer's deltas are handed to the token listeners (joined); the first goes at once.
+HANDOVER_SECONDS = 0.05
 TOOLS_KWARG = "_aiops_tools"
 TOOL_CHOICE_KWARG = "_aiops_tool_choice"
 RESPONSE_SCHEMA_KWARG = "_aiops_response_schema"
@@ -325,9 +328,17 @@ async def _stream_to_result(
 ) -> ChatResult:
     """One streamed answer from ``client``: each delta goes to the callbacks as it arrives, the answer is
     returned whole once the stream has ended (a stream that breaks raises, having counted what it streamed)."""
-    # Merged once at the end: adding each chunk to the running sum copies the whole answer every time.
     chunks: list[AIMessageChunk] = []
     info: dict[str, Any] = {}  # what the chunks say about the answer (why it stopped, which model answered)
+    held: list[str] = []  # deltas not yet handed to the listeners
+    handed_at = -math.inf
+
+    async def hand_over(listeners: AsyncCallbackManagerForLLMRun) -> None:
+        text = "".join(held)
+        held.clear()
+        await listeners.on_llm_new_token(text, chunk=ChatGenerationChunk(message=AIMessageChunk(content=text)))
+        tokens.count += 1
+
     async for chunk in client_astream(client, messages, stop, kwargs):
         if not isinstance(chunk.message, AIMessageChunk):
             continue
@@ -335,13 +346,25 @@ async def _stream_to_result(
         chunks.append(chunk.message)
         delta = chunk.message.content
         if run_manager is not None and delta:
-            await run_manager.on_llm_new_token(delta if isinstance(delta, str) else chunk.message.text, chunk=chunk)
-            tokens.count += 1
+            held.append(delta if isinstance(delta, str) else chunk.message.text)
+            # Deltas go to the listeners at most every HANDOVER_SECONDS (the first at once): each hand-over
+            # costs every listener a call, and a model streams dozens of deltas a second.
+            now = time.monotonic()
+            if now - handed_at >= HANDOVER_SECONDS:
+                await hand_over(run_manager)
+                handed_at = now
     if not chunks:
         raise EmptyStreamError("the provider's stream ended without an answer")
-    merged = chunks[0] if len(chunks) == 1 else add_ai_message_chunks(chunks[0], *chunks[1:])
+    if held and run_manager is not None:
+        await hand_over(run_manager)
+    merged = _merged(chunks)
     generation = ChatGeneration(message=message_chunk_to_message(merged), generation_info=info or None)
     return ChatResult(generations=[generation])
+
+
+def _merged(chunks: list[AIMessageChunk]) -> AIMessageChunk:
+    """The whole answer, merged once: adding each chunk to a running sum copies the answer every time."""
+    return chunks[0] if len(chunks) == 1 else add_ai_message_chunks(chunks[0], *chunks[1:])
 
 
 class EmptyStreamError(Exception):
@@ -679,7 +702,7 @@ class FailoverChatModel(BaseChatModel):
                 self.telemetry.failover(self.binding.model)
             started = time.perf_counter()
             emitted = False
-            merged: AIMessageChunk | None = None
+            chunks: list[AIMessageChunk] = []
             info: dict[str, Any] = {}
             attempt = self._attempt(route)
             # The span is current only while the stream is read: a generator cannot hold a context across yields.
@@ -696,11 +719,11 @@ class FailoverChatModel(BaseChatModel):
                         emitted = True
                         info.update(chunk.generation_info or {})
                         if isinstance(chunk.message, AIMessageChunk):
-                            merged = chunk.message if merged is None else merged + chunk.message
+                            chunks.append(chunk.message)
                         if run_manager and isinstance(chunk.message.content, str) and chunk.message.content:
                             await run_manager.on_llm_new_token(chunk.message.content, chunk=chunk)
                         yield chunk
-                if merged is None:  # a stream that ended without an answer is a failed attempt, not a success
+                if not chunks:  # a stream that ended without an answer is a failed attempt, not a success
                     raise EmptyStreamError("the provider's stream ended without an answer")
             except (asyncio.CancelledError, GeneratorExit):
                 # The caller stopped reading (or the run was cancelled): the attempt did not complete.
@@ -716,7 +739,7 @@ class FailoverChatModel(BaseChatModel):
                 failures.append((route, failure))
                 self.state.failovers += 1
                 continue
-            cost = await self._record(route, "success", started, merged, attempt, info=info)
+            cost = await self._record(route, "success", started, _merged(chunks), attempt, info=info)
             yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=self._metadata(route, cost)))
             return
         raise self._exhausted(failures)
