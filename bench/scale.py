@@ -23,7 +23,7 @@ The workload is the offline simulator at a fixed latency per model call; teams a
   (polled every 20 ms).
 
 Prints a table (``--json FILE`` also writes the figures); exits 1 when a run fails, a stream loses or repeats an
-event, or a target is missed (latency p99 <= 100 ms; takeover within ``AIOPS_WORKER_LEASE_SECONDS`` + 5 s;
+event, or a target is missed (latency p99 <= 500 ms; takeover within ``AIOPS_WORKER_LEASE_SECONDS`` + 5 s;
 every cancel within 2 s).
 """
 
@@ -70,7 +70,7 @@ from stream import (
 
 console = Console(highlight=False, width=120)
 TERMINAL_STATUSES = {"success", "failed", "timeout", "cancelled"}
-LATENCY_P99_TARGET_MS = 100.0
+LATENCY_P99_TARGET_MS = 500.0  # issue 26: 100 runs x 500 subscribers, 2 API processes + 2 workers
 CANCEL_TARGET_SECONDS = 2.0
 
 
