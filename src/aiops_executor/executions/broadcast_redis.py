@@ -110,6 +110,7 @@ class RedisBroadcaster:
         self._reader: asyncio.Task[None] | None = None
         self._waking: set[asyncio.Task[None]] = set()
         self._healthy = True
+        self._woken = False
         # A stream of this process only: an entry on it ends the reader's blocking read (a stream to add).
         self._wake_key = f"aiops:sse-reader:{uuid.uuid4().hex}:wake"
         # Per run publishing here: the stored seq its latest live event followed, and that event's number.
@@ -203,6 +204,7 @@ class RedisBroadcaster:
         waking.add_done_callback(self._waking.discard)
 
     async def _wake_reader(self) -> None:
+        self._woken = True
         try:
             pipe = self.redis.pipeline(transaction=False)
             pipe.xadd(self._wake_key, {"wake": "1"}, maxlen=10, approximate=True)
@@ -272,6 +274,8 @@ class RedisBroadcaster:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._followed.clear()
-        with contextlib.suppress(redis.RedisError, OSError):
-            await self.redis.delete(self._wake_key)
+        if self._woken:  # the wake stream exists (it would expire anyway); a Redis that does not answer waits 1 s
+            with contextlib.suppress(redis.RedisError, OSError, TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self.redis.delete(self._wake_key)
         await self.redis.aclose()

@@ -22,6 +22,7 @@ import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from procrastinate.job_context import AbortReason
@@ -36,6 +37,7 @@ from aiops_executor.engine.team import error_message
 from aiops_executor.executions import repository
 from aiops_executor.executions.broadcast import Broadcaster, LocalBroadcaster
 from aiops_executor.executions.checkpoints import Checkpoints
+from aiops_executor.executions.compiled_teams import CompiledTeams, snapshot_key
 from aiops_executor.executions.models import Execution, ExecutionEventRow
 from aiops_executor.executions.queue import AbortReasonSource, QueueWorker, RunQueue
 from aiops_executor.executions.schemas import UNFINISHED, ExecutionStatus
@@ -44,7 +46,7 @@ from aiops_executor.llm.runtime.model_source import RuntimeModelSource
 from aiops_executor.services import ServiceContext
 from aiops_executor.teams.topology import TeamSpec
 from aiops_executor.tool_servers import service as tool_servers
-from aiops_executor.tools.registry import ToolRegistry, default_registry, tool_settings
+from aiops_executor.tools.registry import default_registry, tool_settings
 
 logger = structlog.get_logger(__name__)
 
@@ -96,6 +98,7 @@ class ExecutionManager:
         self.settings = context.settings
         self.broadcaster: Broadcaster = broadcaster or self._default_broadcaster()
         self.checkpoints = Checkpoints(self.settings.resolved_database_url)
+        self._compiled = CompiledTeams()
         self.worker_id = repository.this_worker()
         self.queue = (
             RunQueue(
@@ -407,13 +410,22 @@ class ExecutionManager:
             if active.finished:
                 await self._forget_checkpoints(execution_id)
 
-    async def _tools_for(self, spec: TeamSpec) -> ToolRegistry:
-        """The built-in tools plus the MCP servers' tools the team's agents name, for one run."""
+    async def _compiled_team(self, snapshot: dict[str, Any]) -> CompiledTeam:
+        """A run's team with its tools; compiled once per snapshot when all are built in (``compiled_teams``)."""
+        key = snapshot_key(snapshot)
+        team = self._compiled.get(key)
+        if team is not None:
+            return team
+        spec = TeamSpec.model_validate(snapshot)
         names = {tool for node in spec.topology.nodes for agent in node.agents for tool in agent.tools}
         specs = await tool_servers.run_tool_specs(
             self.context.database.sessionmaker, self.context, self.context.tool_servers, names
         )
-        return default_registry().extended(specs) if specs else default_registry()
+        tools = default_registry().extended(specs) if specs else default_registry()
+        team = CompiledTeam(spec, tools, tool_settings(self.settings))
+        if not specs:
+            self._compiled.keep(key, team)
+        return team
 
     async def _execution_run(self, started: repository.Started) -> ExecutionRun:
         execution = started.execution
@@ -439,10 +451,8 @@ class ExecutionManager:
             if started.resumed
             else None
         )
-        spec = TeamSpec.model_validate(execution.team_snapshot)
-        team = CompiledTeam(spec, await self._tools_for(spec), tool_settings(self.settings))
         return ExecutionRun(
-            team,
+            await self._compiled_team(execution.team_snapshot),
             request,
             RuntimeModelSource(self.context.model_runtime),
             checkpointer=self.checkpoints.saver,
