@@ -54,19 +54,15 @@ from stream import (
     ADMIN_USERNAME,
     API,
     TASK,
-    Run,
-    Subscriber,
-    analyse,
     create_database,
     drop_database,
     expect,
-    fmt,
     free_port,
-    percentile,
     set_up,
     start_and_watch,
     verify_store,
 )
+from stream_report import Run, Subscriber, analyse, fmt, percentile
 
 console = Console(highlight=False, width=120)
 TERMINAL_STATUSES = {"success", "failed", "timeout", "cancelled"}
