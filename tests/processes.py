@@ -27,6 +27,9 @@ CAPABLE = {"supported": True, "score": 3}
 Event = tuple[int, str, dict[str, Any]]
 
 
+PORT_ATTEMPTS = 3
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -81,21 +84,38 @@ class Process:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     async def start(self, ready_path: str | None = "/health") -> None:
+        for _ in range(PORT_ATTEMPTS):
+            if await self._start(ready_path):
+                return
+            # Another test's process took the port between free_port() and this bind: take another one.
+            self._move_to(free_port())
+        raise AssertionError(f"{self.name} found no free port in {PORT_ATTEMPTS} attempts: {self.log()[-3000:]}")
+
+    def _move_to(self, port: int) -> None:
+        at = self.args.index("--port")
+        self.args[at + 1] = str(port)
+        self.port = port
+
+    async def _start(self, ready_path: str | None) -> bool:
+        """Starts the process; False when its port was taken meanwhile (it exits saying so)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
+        logged = self.log_path.stat().st_size
         # Popen returns at once (the process runs on its own); only waiting on it would block the loop.
         self.process = subprocess.Popen(  # noqa: S603, ASYNC220
             [str(EXECUTABLE), *self.args], env=self.env, stdout=log, stderr=log
         )
         if ready_path is None or self.port is None:
-            return
+            return True
         async with httpx.AsyncClient(base_url=self.url) as client:
             for _ in range(600):
                 if self.process.poll() is not None:
+                    if "already in use" in self.log()[logged:] and "--port" in self.args:
+                        return False
                     raise AssertionError(f"{self.name} exited: {self.log()[-3000:]}")
                 with suppress(httpx.TransportError):
                     if (await client.get(ready_path)).status_code == 200:
-                        return
+                        return True
                 await asyncio.sleep(0.05)
         raise AssertionError(f"{self.name} did not start: {self.log()[-3000:]}")
 
