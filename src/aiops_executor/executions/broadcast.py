@@ -64,14 +64,12 @@ class Mailbox:
         self._wake = asyncio.Event()
         self.finished = False  # no event will be added; those waiting are still taken
         self.interrupted = False
-        self.overflowed = False
 
     def put(self, event: StreamEvent) -> None:
         if self.interrupted or self.finished:
             return
         if len(self._events) >= self.limit:
-            self.overflowed = True
-            self.interrupt()
+            self.interrupt()  # the stream ends with the re-attach hint; its client comes back with Last-Event-ID
             return
         self._events.append(event)
         self._wake.set()
