@@ -94,6 +94,17 @@ async def seed_run(sessionmaker: Callable[[], AsyncSession], status: str = "runn
     return Run(execution_id, team_id)
 
 
+def stream_of(
+    db: Database, broadcaster: Broadcaster, run: Run, after: int = 0
+) -> AsyncIterator[ServerSentEvent | bytes]:
+    """The SSE stream of ``run``'s events after ``after``, as ``GET /executions/{id}/stream`` sends it."""
+    context: Any = SimpleNamespace(
+        settings=SimpleNamespace(sse_heartbeat_seconds=30.0, sse_idle_close_seconds=30.0), database=db
+    )
+    execution: Any = SimpleNamespace(id=run.execution_id, team_id=run.team_id)
+    return execution_stream(context, broadcaster, execution, after)
+
+
 def sse_fields(message: ServerSentEvent | bytes) -> dict[str, str]:
     """The fields of one SSE message as the stream sends it (stored and live events come encoded already)."""
     raw = message if isinstance(message, bytes) else message.encode()
@@ -331,16 +342,12 @@ async def test_streams_attaching_at_any_moment_get_every_event_once(db: Database
     run = await seed_run(db.sessionmaker)
     broadcaster.open(run.key)
     recorder = EventRecorder(db.sessionmaker, broadcaster, run.execution_id, flush_interval=0.002, batch_size=20)
-    context: Any = SimpleNamespace(
-        settings=SimpleNamespace(sse_heartbeat_seconds=30.0, sse_idle_close_seconds=30.0), database=db
-    )
-    execution: Any = SimpleNamespace(id=run.execution_id, team_id=run.team_id)
     total = 150
     rng = random.Random(7)
 
     async def follow(after: int) -> list[int]:
         seqs = []
-        async for message in execution_stream(context, broadcaster, execution, after):
+        async for message in stream_of(db, broadcaster, run, after):
             fields = sse_fields(message)
             assert "id" in fields and fields["event"] != EventType.heartbeat.value
             seqs.append(int(fields["id"]))
@@ -482,13 +489,9 @@ async def test_a_stream_fills_what_never_came_live_from_the_store(db: Database, 
     run = await seed_run(db.sessionmaker)
     broadcaster.open(run.key)
     recorder = EventRecorder(db.sessionmaker, broadcaster, run.execution_id, flush_interval=0.001, batch_size=20)
-    context: Any = SimpleNamespace(
-        settings=SimpleNamespace(sse_heartbeat_seconds=30.0, sse_idle_close_seconds=30.0), database=db
-    )
-    execution: Any = SimpleNamespace(id=run.execution_id, team_id=run.team_id)
 
     async def follow() -> list[int]:
-        messages = [sse_fields(m) async for m in execution_stream(context, broadcaster, execution, 0)]
+        messages = [sse_fields(m) async for m in stream_of(db, broadcaster, run)]
         return [int(m["id"]) for m in messages if "id" in m]
 
     await recorder.add(run.event(1))

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
@@ -16,9 +14,19 @@ from aiops_executor.engine.tokens import TokenCoalescer
 from aiops_executor.executions import broadcast_redis
 from aiops_executor.executions.broadcast import LocalBroadcaster, StreamEvent
 from aiops_executor.executions.broadcast_redis import RedisBroadcaster, stream_key
-from aiops_executor.executions.sse import RECONNECT_MS, execution_stream
+from aiops_executor.executions.sse import RECONNECT_MS
 from aiops_executor.executions.store import EventRecorder
-from tests.test_event_store import REDIS_URL, Run, db, drain, finish_as, seed_run, sse_fields, stored_seqs
+from tests.test_event_store import (
+    REDIS_URL,
+    Run,
+    db,
+    drain,
+    finish_as,
+    seed_run,
+    sse_fields,
+    stored_seqs,
+    stream_of,
+)
 
 __all__ = ["db"]  # the fixture, used by name
 
@@ -101,14 +109,10 @@ async def test_a_stream_sends_a_delta_after_the_event_it_follows_and_drops_a_sta
     broadcaster = LocalBroadcaster()
     broadcaster.open(run.key)
     recorder = EventRecorder(db.sessionmaker, broadcaster, run.execution_id, flush_interval=0.001, batch_size=20)
-    context: Any = SimpleNamespace(
-        settings=SimpleNamespace(sse_heartbeat_seconds=30.0, sse_idle_close_seconds=30.0), database=db
-    )
-    execution: Any = SimpleNamespace(id=run.execution_id, team_id=run.team_id)
     for seq in (1, 2):
         await recorder.add(run.event(seq))
     await recorder.flush()
-    stream = execution_stream(context, broadcaster, execution, 0)
+    stream = stream_of(db, broadcaster, run)
     sent = [sse_fields(await anext(stream)), sse_fields(await anext(stream))]  # 1 and 2, from the store
     await recorder.add(live(run, 1, "stale"))  # follows event 1, but 2 was sent since: out of place
     await recorder.add(live(run, 2, "fresh"))
@@ -130,13 +134,9 @@ async def test_a_subscriber_that_falls_too_far_behind_is_cut_off_and_told_to_re_
     broadcaster.open(run.key)
     fast = broadcaster.subscribe(run.key)
     recorder = EventRecorder(db.sessionmaker, broadcaster, run.execution_id, flush_interval=0.001, batch_size=50)
-    context: Any = SimpleNamespace(
-        settings=SimpleNamespace(sse_heartbeat_seconds=30.0, sse_idle_close_seconds=30.0), database=db
-    )
-    execution: Any = SimpleNamespace(id=run.execution_id, team_id=run.team_id)
     await recorder.add(run.event(1))
     await recorder.flush()
-    slow = execution_stream(context, broadcaster, execution, 0)
+    slow = stream_of(db, broadcaster, run)
     assert sse_fields(await anext(slow))["id"] == "1"
     received = [event.seq for event in await drain(fast)]
     for seq in range(2, 12):  # the slow client reads nothing meanwhile
