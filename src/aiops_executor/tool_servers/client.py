@@ -43,6 +43,7 @@ MAX_TOOL_PAGES = 100
 MAX_MESSAGE_CHARS = 500
 # The largest JSON-RPC message read from a server (a tool's answer, a list of tools), over either transport.
 MAX_MESSAGE_BYTES = 16 * 2**20
+TOO_LARGE = f"the server sent a message larger than {MAX_MESSAGE_BYTES // 2**20} MB"
 
 
 class ServerUnreachable(Exception):
@@ -145,7 +146,7 @@ class _WatchedStream(httpx.AsyncByteStream):
                 tail = chunk[-3:]
                 if pending > MAX_MESSAGE_BYTES:
                     # Read no further: a message is held whole in memory (and parsed) before anyone sees it.
-                    self._on_broken(f"the server sent a message larger than {MAX_MESSAGE_BYTES // 2**20} MB")
+                    self._on_broken(TOO_LARGE)
                     raise httpx.ReadError("message too large")
                 yield chunk
         except httpx.TransportError as exc:
@@ -238,7 +239,11 @@ async def _session_of(
         if not config.command:
             raise ServerUnreachable("the server has no command")
         stdio = stdio_session(
-            config.command, config.args, config.env, max_message_bytes=MAX_MESSAGE_BYTES, on_too_large=on_broken
+            config.command,
+            config.args,
+            config.env,
+            max_message_bytes=MAX_MESSAGE_BYTES,
+            on_too_large=lambda: on_broken(TOO_LARGE),
         )
         async with stdio as session:
             yield session

@@ -2,7 +2,7 @@
 
 The MCP SDK's stdio client keeps whatever a server writes without a newline in one growing string: a server that
 dumps a 5 GB log as one answer (or never ends a line) would take the service's memory with it. This transport
-reads the server's output in chunks, refuses a message larger than ``max_message_bytes`` (reporting why, and
+reads the server's output in chunks, refuses a message larger than ``max_message_bytes`` (calling ``on_too_large``, and
 closing the pipe so the server stops writing) and otherwise speaks the protocol as the SDK does: one JSON-RPC
 message per line, stdin closed first on shutdown, then the process group terminated if it lingers.
 
@@ -53,7 +53,7 @@ async def _read_messages(
     process: Process,
     sink: MemoryObjectSendStream[SessionMessage | Exception],
     max_message_bytes: int,
-    on_too_large: Callable[[str], None],
+    on_too_large: Callable[[], None],
 ) -> None:
     assert process.stdout is not None
     buffer = bytearray()
@@ -62,7 +62,7 @@ async def _read_messages(
             while True:
                 lines = split_lines(buffer, await process.stdout.receive(_CHUNK_BYTES))
                 if len(buffer) > max_message_bytes or any(len(line) > max_message_bytes for line in lines):
-                    on_too_large(f"the server sent a message larger than {max_message_bytes // 2**20} MB")
+                    on_too_large()
                     # Closing our end of the pipe makes the server's next write fail, so it stops writing.
                     await process.stdout.aclose()
                     return
@@ -100,7 +100,7 @@ async def stdio_session(
     env: Mapping[str, str],
     *,
     max_message_bytes: int,
-    on_too_large: Callable[[str], None],
+    on_too_large: Callable[[], None],
 ) -> AsyncIterator[ClientSession]:
     """A session (not yet initialised) with a server started as ``command args``; the process ends with it."""
     incoming_sink, incoming = anyio.create_memory_object_stream[SessionMessage | Exception](0)
