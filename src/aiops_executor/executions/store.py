@@ -275,7 +275,9 @@ class EventRecorder:
                 stored = await stored_last_seq(session, self.execution_id)
                 rows = [row for row in rows if row["seq"] > stored]
             if rows:
-                await session.execute(insert(ExecutionEventRow), rows)
+                # Core, not the ORM's bulk insert: that one splits a batch by which columns are null (one
+                # statement per shape); every row here has every column, so the batch is one executemany.
+                await session.execute(insert(ExecutionEventRow.__table__), rows)
             if batch:
                 await repository.record_last_seq(session, self.execution_id, batch[-1].event.seq, self.owner)
             if final is not None:
