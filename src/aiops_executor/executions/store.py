@@ -17,10 +17,10 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import func, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.engine.events import ExecutionEvent
@@ -29,6 +29,8 @@ from aiops_executor.executions.broadcast import Broadcaster, StreamEvent
 from aiops_executor.executions.models import ExecutionEventRow
 
 logger = structlog.get_logger(__name__)
+
+EVENTS_TABLE = cast(Table, ExecutionEventRow.__table__)
 
 REPLAY_PAGE = 500
 # Pauses between attempts at a failed write (the last one repeats).
@@ -277,7 +279,7 @@ class EventRecorder:
             if rows:
                 # Core, not the ORM's bulk insert: that one splits a batch by which columns are null (one
                 # statement per shape); every row here has every column, so the batch is one executemany.
-                await session.execute(insert(ExecutionEventRow.__table__), rows)
+                await session.execute(insert(EVENTS_TABLE), rows)
             if batch:
                 await repository.record_last_seq(session, self.execution_id, batch[-1].event.seq, self.owner)
             if final is not None:
