@@ -69,7 +69,8 @@ from aiops_executor.llm.schemas import Capability
 from aiops_executor.llm.simulator import SimulatorChatModel
 from aiops_executor.teams.topology import TeamSpec
 from aiops_executor.teams.validation import ModelCatalog, ModelEntry, ProviderEntry, validate_team
-from aiops_executor.tools.registry import ToolContext, ToolRegistry, ToolSpec, default_registry
+from aiops_executor.tools.builtin import default_registry
+from aiops_executor.tools.registry import ToolContext, ToolRegistry, ToolSpec
 
 PROVIDER = "local-sim"
 MODEL = "sim-1"

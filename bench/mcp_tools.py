@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from aiops_executor.tool_servers.client import ServerConfig, ToolServerPool  # noqa: E402
 from aiops_executor.tool_servers.tools import ToolCallRecord, server_tool_spec  # noqa: E402
-from aiops_executor.tools.registry import ToolContext, default_registry  # noqa: E402
+from aiops_executor.tools.builtin import default_registry  # noqa: E402
+from aiops_executor.tools.registry import ToolContext  # noqa: E402
 
 SERVER = ROOT / "tests" / "mcp_server.py"
 ECHO = {

@@ -35,7 +35,7 @@ from rich.table import Table
 
 from aiops_executor.engine import CompiledTeam, ExecutionRun, RunRequest
 from aiops_executor.teams.topology import TeamSpec
-from aiops_executor.tools.registry import default_registry
+from aiops_executor.tools.builtin import default_registry
 
 sys.path.insert(0, str(Path(__file__).parent))
 import engine as engine_bench

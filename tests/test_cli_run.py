@@ -35,7 +35,7 @@ from aiops_executor.llm.schemas import Capability
 from aiops_executor.llm.service import SIMULATOR_MODEL, SIMULATOR_PROVIDER
 from aiops_executor.teams.topology import TeamSpec
 from aiops_executor.teams.validation import ModelCatalog, ModelEntry, ProviderEntry, validate_team
-from aiops_executor.tools.registry import default_registry
+from aiops_executor.tools.builtin import default_registry
 from tests.conftest import fast_hashing_env
 
 ROOT = Path(__file__).resolve().parents[1]

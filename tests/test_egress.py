@@ -24,12 +24,14 @@ from sqlalchemy import select
 
 from aiops_executor.audit.models import AuditLog
 from aiops_executor.core import egress
-from aiops_executor.core.egress import EgressDenied, EgressPolicy, parse_rule, policy_for
+from aiops_executor.core.egress import EgressDenied, EgressPolicy, policy_for
+from aiops_executor.core.egress_rules import EgressRuleError, parse_rule
 from aiops_executor.core.settings import Settings
 from aiops_executor.llm.adapters import adapter_for
 from aiops_executor.llm.runtime.config import DecryptedSecrets, EndpointConfig
 from aiops_executor.llm.runtime.errors import FailureKind
-from aiops_executor.tools.registry import SETTING_EGRESS_POLICY, ToolContext, default_registry
+from aiops_executor.tools.builtin import default_registry
+from aiops_executor.tools.registry import SETTING_EGRESS_POLICY, ToolContext
 from tests.conftest import make_settings
 from tests.helpers import assert_error, make_provider
 
@@ -104,7 +106,7 @@ def test_rule_parsing() -> None:
     assert parse_rule("*.Internal", "X").host_pattern == "*.internal"
     assert parse_rule("db.example.com:5432", "X").port == 5432
     for bad in ("10.0.0.1:99999", "a b", "host:port", "[::1]x"):
-        with pytest.raises(egress.EgressRuleError):
+        with pytest.raises(EgressRuleError):
             parse_rule(bad, "X")
 
 

@@ -12,7 +12,7 @@ from aiops_devtools.mock_providers import MockLLMServer
 from aiops_executor.core.context import AppContext
 from aiops_executor.engine import CompiledTeam, EventType, ExecutionRun, NodeStatus, RunRequest, RunStatus
 from aiops_executor.llm.runtime.model_source import RuntimeModelSource
-from aiops_executor.tools.registry import default_registry
+from aiops_executor.tools.builtin import default_registry
 from tests.engine_support import agent, node, team
 from tests.helpers import created, make_provider
 from tests.mock_providers import ANTHROPIC_KEY, OPENAI_KEY

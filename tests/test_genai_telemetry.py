@@ -32,7 +32,7 @@ from aiops_executor.llm.runtime.config import CredentialConfig, DecryptedSecrets
 from aiops_executor.llm.runtime.failover import FailoverChatModel, RuntimeState
 from aiops_executor.llm.runtime.model_source import RuntimeModelSource
 from aiops_executor.teams.topology import TeamSpec
-from aiops_executor.tools.registry import default_registry
+from aiops_executor.tools.builtin import default_registry
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, login
 from tests.engine_support import agent, node, team, tool_registry
 from tests.mock_providers import OPENAI_KEY

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from aiops_executor.cli import app as cli_app
 from aiops_executor.imports.kubernetes import PROBE_TOOLS, Defaults, ManifestError, _hosts_in, import_manifests
-from aiops_executor.tools.registry import default_registry
+from aiops_executor.tools.builtin import default_registry
 from tests.conftest import RoleHeaders
 from tests.helpers import API, add_simulator, assert_error
 

@@ -19,7 +19,8 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from aiops_executor.tools.registry import ToolContext, ToolOutcome, default_registry
+from aiops_executor.tools.builtin import default_registry
+from aiops_executor.tools.registry import ToolContext, ToolOutcome
 from tests.processes import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"

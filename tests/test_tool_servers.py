@@ -31,7 +31,8 @@ from aiops_executor.services import ServiceContext
 from aiops_executor.tool_servers import service as tool_servers
 from aiops_executor.tool_servers.client import MAX_MESSAGE_BYTES, ServerConfig, ServerUnreachable, ToolServerPool
 from aiops_executor.tool_servers.stdio import split_lines
-from aiops_executor.tools.registry import ToolContext, default_registry
+from aiops_executor.tools.builtin import default_registry
+from aiops_executor.tools.registry import ToolContext
 from tests.conftest import RoleHeaders, make_settings
 from tests.helpers import API, add_simulator, assert_error
 

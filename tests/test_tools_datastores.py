@@ -16,8 +16,9 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
+from aiops_executor.tools.builtin import default_registry
 from aiops_executor.tools.builtin.postgres import read_only_session
-from aiops_executor.tools.registry import ToolContext, ToolOutcome, default_registry
+from aiops_executor.tools.registry import ToolContext, ToolOutcome
 
 PG_HOST = os.environ.get("AIOPS_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("AIOPS_TEST_PG_PORT", "5432"))

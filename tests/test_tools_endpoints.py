@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from aiops_executor.tools.registry import default_registry
+from aiops_executor.tools.builtin import default_registry
 from tests.conftest import RoleHeaders
 from tests.helpers import API, assert_error
 

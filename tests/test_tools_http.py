@@ -13,7 +13,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from aiops_executor.tools.registry import SETTING_PROMETHEUS_URL, ToolContext, ToolOutcome, default_registry
+from aiops_executor.tools.builtin import default_registry
+from aiops_executor.tools.registry import SETTING_PROMETHEUS_URL, ToolContext, ToolOutcome
 
 BIG_BODY_BYTES = 1536 * 1024
 SLOW_SECONDS = 1.0

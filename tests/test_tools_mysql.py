@@ -13,7 +13,8 @@ from typing import Any
 import aiomysql
 import pytest
 
-from aiops_executor.tools.registry import SETTING_ALLOW_SUPERUSER, ToolContext, ToolOutcome, default_registry
+from aiops_executor.tools.builtin import default_registry
+from aiops_executor.tools.registry import SETTING_ALLOW_SUPERUSER, ToolContext, ToolOutcome
 from tests.processes import free_port
 
 MYSQL_HOST = os.environ.get("AIOPS_TEST_MYSQL_HOST", "127.0.0.1")

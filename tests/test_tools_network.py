@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from aiops_executor.core import egress, egress_lookup
-from aiops_executor.tools.builtin import tls
-from aiops_executor.tools.registry import SETTING_EGRESS_POLICY, ToolContext, ToolOutcome, default_registry
+from aiops_executor.tools.builtin import default_registry, tls
+from aiops_executor.tools.registry import SETTING_EGRESS_POLICY, ToolContext, ToolOutcome
 
 CERT_VALID_DAYS = 10
 

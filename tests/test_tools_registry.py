@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aiops_executor.core.egress import policy_for
 from aiops_executor.core.settings import Environment, Settings
 from aiops_executor.llm.simulator import tool_arguments
+from aiops_executor.tools.builtin import default_registry
 from aiops_executor.tools.registry import (
     DEFAULT_OUTPUT_MAX_CHARS,
     SETTING_OUTPUT_MAX_CHARS,
@@ -22,7 +23,6 @@ from aiops_executor.tools.registry import (
     ToolError,
     ToolRegistry,
     ToolSpec,
-    default_registry,
     redact,
     tool_settings,
 )

@@ -206,7 +206,8 @@ async def run_team(settings: Settings, spec: TeamSpec, options: RunOptions, *, e
     from aiops_executor.core.logging import configure_logging
     from aiops_executor.llm.runtime.model_source import RuntimeModelSource
     from aiops_executor.teams.service import check_team
-    from aiops_executor.tools.registry import default_registry, tool_settings
+    from aiops_executor.tools.builtin import default_registry
+    from aiops_executor.tools.registry import tool_settings
 
     configure_logging(settings)
     app_context = await start_context(settings)  # its failures (database down ...) are the CLI's to explain

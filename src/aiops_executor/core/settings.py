@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from aiops_executor.core.egress_rules import EgressRuleError, parse_rules
 from aiops_executor.core.files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 from aiops_executor.core.redaction import redact_text
 
@@ -163,8 +164,6 @@ class Settings(BaseSettings):
     @field_validator("egress_allow", "egress_deny")
     @classmethod
     def _check_egress_rules(cls, value: str | None, info: ValidationInfo) -> str:
-        from aiops_executor.core.egress import EgressRuleError, parse_rules
-
         variable = f"{ENV_PREFIX}{str(info.field_name).upper()}"
         try:
             parse_rules(value or "", variable)

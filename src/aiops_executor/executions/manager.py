@@ -46,7 +46,8 @@ from aiops_executor.llm.runtime.model_source import RuntimeModelSource
 from aiops_executor.services import ServiceContext
 from aiops_executor.teams.topology import TeamSpec
 from aiops_executor.tool_servers import service as tool_servers
-from aiops_executor.tools.registry import default_registry, tool_settings
+from aiops_executor.tools.builtin import default_registry
+from aiops_executor.tools.registry import tool_settings
 
 logger = structlog.get_logger(__name__)
 

@@ -48,7 +48,7 @@ from aiops_executor.teams.validation import (
     validate_team,
 )
 from aiops_executor.tool_servers import service as tool_servers
-from aiops_executor.tools.registry import default_registry
+from aiops_executor.tools.builtin import default_registry
 
 T = TypeVar("T")
 

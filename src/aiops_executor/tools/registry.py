@@ -25,6 +25,7 @@ import structlog
 from langgraph.errors import GraphBubbleUp
 from pydantic import BaseModel, ValidationError
 
+from aiops_executor.core.egress import policy_for
 from aiops_executor.tools.verdicts import Verdict, outcome_verdict
 
 if TYPE_CHECKING:
@@ -395,8 +396,6 @@ def _json_default(value: Any) -> Any:
 
 def tool_settings(settings: Settings) -> dict[str, Any]:
     """``ToolContext.settings`` for this process."""
-    from aiops_executor.core.egress import policy_for
-
     return {
         SETTING_EGRESS_POLICY: policy_for(settings),
         SETTING_ALLOW_SUPERUSER: settings.superuser_diagnostics_allowed,
@@ -404,15 +403,3 @@ def tool_settings(settings: Settings) -> dict[str, Any]:
         SETTING_TIMEOUT_SECONDS: settings.tool_timeout_seconds,
         SETTING_OUTPUT_MAX_CHARS: settings.tool_output_max_chars,
     }
-
-
-@lru_cache(maxsize=1)
-def default_registry() -> ToolRegistry:
-    """The process-wide registry holding every built-in tool."""
-    # Imported here: the built-in modules import this one for ToolSpec and ToolContext.
-    from aiops_executor.tools.builtin import BUILTIN_TOOLS
-
-    registry = ToolRegistry()
-    for spec in BUILTIN_TOOLS:
-        registry.register(spec)
-    return registry

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from aiops_executor.tools.builtin.http import HTTP_CHECK
 from aiops_executor.tools.builtin.mysql import MYSQL_DIAGNOSTICS
 from aiops_executor.tools.builtin.network import DNS_LOOKUP, TCP_CHECK
@@ -9,7 +11,7 @@ from aiops_executor.tools.builtin.postgres import POSTGRES_DIAGNOSTICS
 from aiops_executor.tools.builtin.prometheus import PROMETHEUS_QUERY
 from aiops_executor.tools.builtin.redis import REDIS_INFO
 from aiops_executor.tools.builtin.tls import TLS_CERTIFICATE
-from aiops_executor.tools.registry import ToolSpec
+from aiops_executor.tools.registry import ToolRegistry, ToolSpec
 
 BUILTIN_TOOLS: tuple[ToolSpec, ...] = (
     HTTP_CHECK,
@@ -21,3 +23,12 @@ BUILTIN_TOOLS: tuple[ToolSpec, ...] = (
     MYSQL_DIAGNOSTICS,
     REDIS_INFO,
 )
+
+
+@lru_cache(maxsize=1)
+def default_registry() -> ToolRegistry:
+    """The process-wide registry holding every built-in tool."""
+    registry = ToolRegistry()
+    for spec in BUILTIN_TOOLS:
+        registry.register(spec)
+    return registry
