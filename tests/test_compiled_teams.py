@@ -28,7 +28,7 @@ def test_the_cache_keeps_the_most_recently_used_teams_by_snapshot() -> None:
 async def test_runs_of_one_snapshot_share_its_compiled_team(
     client: httpx.AsyncClient, admin_headers: dict[str, str], context: ServiceContext
 ) -> None:
-    compiled = context.executions._compiled
+    compiled = context.executions.runner.compiled
     await add_simulator(client, admin_headers)
     # Port 9 is closed: the probe observes that (the run's verdict does not matter here, only that it ran).
     target = {"host": "127.0.0.1", "port": 9}

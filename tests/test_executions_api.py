@@ -627,7 +627,7 @@ async def test_purge_removes_old_executions_and_their_events(live: Live) -> None
             .where(Execution.id == uuid.UUID(old["execution_id"]))
             .values(completed_at=utcnow() - timedelta(days=31))
         )
-    executions, events = await live.context.executions.purge()
+    executions, events = await live.context.executions.upkeep.purge()
     assert executions == 1 and events > 0
     async with live.context.database.sessionmaker() as session:
         remaining = set(await session.scalars(select(Execution.id)))
@@ -660,7 +660,7 @@ async def test_a_finished_run_keeps_no_checkpoints_and_a_purge_removes_leftovers
             .where(Execution.id == uuid.UUID(done["execution_id"]))
             .values(completed_at=utcnow() - timedelta(days=31))
         )
-    assert (await live.context.executions.purge())[0] == 1
+    assert (await live.context.executions.upkeep.purge())[0] == 1
     assert await saver.aget_tuple(thread) is None
 
 

@@ -14,7 +14,8 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from aiops_executor.app import create_app
-from aiops_executor.executions.manager import ActiveRun, ExecutionManager
+from aiops_executor.executions.manager import ExecutionManager
+from aiops_executor.executions.runner import ActiveRun
 from aiops_executor.services import ServiceContext
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, login, make_settings
 from tests.helpers import API, add_simulator

@@ -255,7 +255,7 @@ def purge() -> None:
             await _migrate(settings)
         context = ServiceContext.build(settings)
         try:
-            return await context.executions.purge()
+            return await context.executions.upkeep.purge()
         finally:
             await context.executions.checkpoints.close()
             await context.close()

@@ -8,20 +8,17 @@ execution manager. The app and the CLI build a ``ServiceContext``; code that nee
 
 from __future__ import annotations
 
-import asyncio
 from functools import cached_property
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import Depends
 
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.deps import ContextDep
-
-if TYPE_CHECKING:
-    # Imported lazily at run time: both modules import this one.
-    from aiops_executor.executions.manager import ExecutionManager
-    from aiops_executor.llm.runtime.service import ModelRuntime
-    from aiops_executor.tool_servers.client import ToolServerPool
+from aiops_executor.core.egress import policy_for
+from aiops_executor.executions.manager import ExecutionManager
+from aiops_executor.llm.runtime.service import ModelRuntime
+from aiops_executor.tool_servers.client import ToolServerPool
 
 
 class ServiceContext(AppContext):
@@ -31,23 +28,16 @@ class ServiceContext(AppContext):
     @cached_property
     def model_runtime(self) -> ModelRuntime:
         """Turns stored LLM configuration into chat models; holds the process's failover state."""
-        from aiops_executor.llm.runtime.service import ModelRuntime
-
         return ModelRuntime(self)
 
     @cached_property
     def executions(self) -> ExecutionManager:
         """Runs executions in the background of this process."""
-        from aiops_executor.executions.manager import ExecutionManager
-
-        return ExecutionManager(self)
+        return ExecutionManager(self, self.model_runtime, self.tool_servers)
 
     @cached_property
     def tool_servers(self) -> ToolServerPool:
         """This process's connections to MCP tool servers (checked against the egress policy)."""
-        from aiops_executor.core.egress import policy_for
-        from aiops_executor.tool_servers.client import ToolServerPool
-
         return ToolServerPool(
             policy=policy_for(self.settings), connect_timeout=self.settings.tool_server_connect_timeout_seconds
         )
@@ -59,10 +49,7 @@ class ServiceContext(AppContext):
 
     async def queue_status(self) -> dict[str, int] | None:
         queue = self.executions.queue
-        if queue is None:
-            return None
-        depth, workers = await asyncio.gather(queue.depth(), queue.live_workers())
-        return {"depth": depth, "live_workers": workers}
+        return None if queue is None else await queue.status()
 
 
 def get_service_context(context: ContextDep) -> ServiceContext:

@@ -93,7 +93,7 @@ async def execute_team(
     context: ServiceContextDep,
 ) -> Response:
     manager = context.executions
-    execution = await service.start_execution(session, context, manager, team_id, body, actor=principal.actor)
+    execution = await service.start_execution(session, manager, team_id, body, actor=principal.actor)
     headers = {"Location": _location(execution.id)}
     # Streaming or waiting can last minutes: hold no database transaction meanwhile.
     await session.close()
@@ -137,9 +137,7 @@ async def submit_execution(
     context: ServiceContextDep,
     response: Response,
 ) -> ExecutionRead:
-    execution = await service.start_execution(
-        session, context, context.executions, team_id, body, actor=principal.actor
-    )
+    execution = await service.start_execution(session, context.executions, team_id, body, actor=principal.actor)
     response.headers["Location"] = _location(execution.id)
     return service.execution_read(execution)
 
@@ -326,7 +324,7 @@ async def team_structured_output(
     session: SessionDep,
     context: ServiceContextDep,
 ) -> StructuredOutputResult:
-    return await service.structured_output(session, context, team_id, body)
+    return await service.structured_output(session, context.model_runtime, team_id, body)
 
 
 @router.get(

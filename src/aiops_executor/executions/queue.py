@@ -5,7 +5,7 @@ once, so the worker holding the job owns the run — that is the lease. Workers 
 ``procrastinate_workers``); a worker that misses heartbeats for ``AIOPS_WORKER_LEASE_SECONDS`` is presumed
 dead, and ``reclaim_stalled`` puts its jobs back in the queue, where another worker resumes the runs from
 their checkpoints. The API process commits an execution, then enqueues its job; a process that dies in
-between leaves a committed ``pending`` row with no job, which ``executions.repository.orphaned`` finds and
+between leaves a committed ``pending`` row with no job, which ``RunQueue.orphaned`` finds and
 the workers' maintenance enqueues (``queueing_lock`` keeps a run from waiting twice).
 
 Cancel: a job still waiting is cancelled in the queue; a running one gets procrastinate's abort, which its
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
@@ -38,6 +39,17 @@ POOL_MAX_SIZE = 10
 HELD = (Status.TODO.value, Status.DOING.value)
 
 AbortReasonSource = Callable[[], AbortReason | None]
+
+ORPHANED = """
+    SELECT e.id FROM executions e
+    WHERE (e.status = 'running' OR (e.status = 'pending' AND e.created_at < %(pending_before)s)
+           OR (e.status = 'awaiting_approval' AND NOT EXISTS (
+                 SELECT 1 FROM execution_approvals a WHERE a.execution_id = e.id AND a.status = 'pending')))
+      AND NOT EXISTS (
+        SELECT 1 FROM procrastinate_jobs j WHERE j.lock = CAST(e.id AS TEXT) AND j.status IN ('todo', 'doing')
+      )
+    ORDER BY e.created_at
+"""
 
 
 class JobRunner(Protocol):
@@ -122,6 +134,17 @@ class RunQueue:
             lease=self.lease_seconds,
         )
         return int(row["live"])
+
+    async def status(self) -> dict[str, int]:
+        """What health and metrics report of the queue: runs waiting, live workers."""
+        depth, workers = await asyncio.gather(self.depth(), self.live_workers())
+        return {"depth": depth, "live_workers": workers}
+
+    async def orphaned(self, pending_before: datetime) -> list[uuid.UUID]:
+        """Unfinished runs with no job in the queue: a process died between committing a run and enqueueing it
+        (``pending`` rows older than ``pending_before``), or a run's job ended without its run."""
+        rows = await self.app.connector.execute_query_all_async(ORPHANED, pending_before=pending_before)
+        return [uuid.UUID(str(row["id"])) for row in rows]
 
     async def reclaim_stalled(self) -> tuple[int, int]:
         """Puts the running jobs of workers that missed their heartbeats back in the queue; returns how many

@@ -12,8 +12,10 @@
                        running --cancel_released--> cancelled (no process held it: it waited in the queue to be resumed)
 
 The engine speaks ``RunStatus``; the API speaks ``ExecutionStatus``; ``FINAL_STATUS`` is the one mapping.
-Each transition is one short transaction guarded by the status it expects, so two processes can never both
-move a row (the loser sees ``None``).
+Each transition is guarded by the status it expects, so two processes can never both move a row (the loser
+sees ``None``). One convention for transactions: every function works in the session it is given, inside the
+caller's transaction (``async with sessionmaker() as session, session.begin():``), and never commits; the
+caller keeps that transaction short.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.core.db import utcnow
 from aiops_executor.engine import RunOutcome, RunStatus
@@ -152,7 +154,7 @@ async def _earlier_events(session: AsyncSession, execution_id: uuid.UUID) -> tup
 
 
 async def start(
-    sessionmaker: async_sessionmaker[AsyncSession],
+    session: AsyncSession,
     execution_id: uuid.UUID,
     worker_id: str,
     *,
@@ -166,31 +168,30 @@ async def start(
     ``take_over``: the caller holds the run's job in the queue, which only a dead worker loses, so the
     worker named in the row is gone whatever this host can tell about it.
     """
-    async with sessionmaker() as session, session.begin():
-        execution = await session.get(Execution, execution_id, populate_existing=True, with_for_update=True)
-        if execution is None or execution.status not in UNFINISHED:
-            return None
-        if execution.status == ExecutionStatus.awaiting_approval.value:
-            return await _start_decided(session, execution, worker_id)
-        resumed = execution.status == ExecutionStatus.running.value
-        if resumed and not take_over and not worker_is_gone(execution.worker_id):
-            return None
-        # A run suspended by a shutdown (no worker) was not lost: only lost attempts count.
-        if resumed and execution.worker_id is not None and execution.attempt >= max_attempts:
-            return GaveUp(await _give_up(session, execution, max_attempts))
-        attempt = execution.attempt + 1 if resumed else 1
-        now = utcnow()
-        started_at = execution.started_at or now
-        last_seq, last_at = await _last_event(session, execution_id)
-        elapsed = _elapsed(execution, started_at, last_at) if resumed else 0.0
-        announced, call_seqs = await _earlier_events(session, execution_id) if resumed else ({}, {})
-        lost = resumed and execution.worker_id is not None  # read before this attempt names its own worker
-        execution.status = ExecutionStatus.running.value
-        execution.started_at = started_at
-        execution.attempt = attempt
-        execution.worker_id = worker_id
-        started = Started(execution, attempt, worker_id, resumed, lost, last_seq, max(0.0, elapsed), announced)
-        return replace(started, tool_call_seqs=call_seqs)
+    execution = await session.get(Execution, execution_id, populate_existing=True, with_for_update=True)
+    if execution is None or execution.status not in UNFINISHED:
+        return None
+    if execution.status == ExecutionStatus.awaiting_approval.value:
+        return await _start_decided(session, execution, worker_id)
+    resumed = execution.status == ExecutionStatus.running.value
+    if resumed and not take_over and not worker_is_gone(execution.worker_id):
+        return None
+    # A run suspended by a shutdown (no worker) was not lost: only lost attempts count.
+    if resumed and execution.worker_id is not None and execution.attempt >= max_attempts:
+        return GaveUp(await _give_up(session, execution, max_attempts))
+    attempt = execution.attempt + 1 if resumed else 1
+    now = utcnow()
+    started_at = execution.started_at or now
+    last_seq, last_at = await _last_event(session, execution_id)
+    elapsed = _elapsed(execution, started_at, last_at) if resumed else 0.0
+    announced, call_seqs = await _earlier_events(session, execution_id) if resumed else ({}, {})
+    lost = resumed and execution.worker_id is not None  # read before this attempt names its own worker
+    execution.status = ExecutionStatus.running.value
+    execution.started_at = started_at
+    execution.attempt = attempt
+    execution.worker_id = worker_id
+    started = Started(execution, attempt, worker_id, resumed, lost, last_seq, max(0.0, elapsed), announced)
+    return replace(started, tool_call_seqs=call_seqs)
 
 
 def _elapsed(execution: Execution, started_at: datetime, last_at: datetime | None) -> float:
@@ -214,10 +215,9 @@ async def _pending_approvals(session: AsyncSession, execution_id: uuid.UUID) -> 
     )
 
 
-async def decided_all(sessionmaker: async_sessionmaker[AsyncSession], execution_id: uuid.UUID) -> bool:
+async def decided_all(session: AsyncSession, execution_id: uuid.UUID) -> bool:
     """Whether no call of the run waits for a decision any more."""
-    async with sessionmaker() as session:
-        return await _pending_approvals(session, execution_id) == 0
+    return await _pending_approvals(session, execution_id) == 0
 
 
 async def _start_decided(session: AsyncSession, execution: Execution, worker_id: str) -> Started | None:
@@ -357,44 +357,30 @@ async def decide(
     return Decided(approval, event, ready=await _pending_approvals(session, execution_id) == 0)
 
 
-async def expired_approvals(
-    sessionmaker: async_sessionmaker[AsyncSession], now: datetime
-) -> list[tuple[uuid.UUID, uuid.UUID]]:
+async def expired_approvals(session: AsyncSession, now: datetime) -> list[tuple[uuid.UUID, uuid.UUID]]:
     """(execution id, approval id) of the calls that waited past their deadline, oldest first."""
-    async with sessionmaker() as session:
-        rows = await session.execute(
-            select(ExecutionApproval.execution_id, ExecutionApproval.id)
-            .where(ExecutionApproval.status == ApprovalStatus.pending.value, ExecutionApproval.expires_at <= now)
-            .order_by(ExecutionApproval.expires_at)
-        )
-        return [(row[0], row[1]) for row in rows]
+    rows = await session.execute(
+        select(ExecutionApproval.execution_id, ExecutionApproval.id)
+        .where(ExecutionApproval.status == ApprovalStatus.pending.value, ExecutionApproval.expires_at <= now)
+        .order_by(ExecutionApproval.expires_at)
+    )
+    return [(row[0], row[1]) for row in rows]
 
 
-async def cancel_awaiting(
-    sessionmaker: async_sessionmaker[AsyncSession], execution_id: uuid.UUID
-) -> StreamEvent | None:
+async def cancel_awaiting(session: AsyncSession, execution_id: uuid.UUID) -> StreamEvent | None:
     """awaiting_approval -> cancelled (no process holds it); the calls it waited for are cancelled too."""
-    async with sessionmaker() as session, session.begin():
-        execution = await session.get(Execution, execution_id, populate_existing=True, with_for_update=True)
-        if execution is None or execution.status != ExecutionStatus.awaiting_approval.value:
-            return None
-        await session.execute(
-            update(ExecutionApproval)
-            .where(
-                ExecutionApproval.execution_id == execution_id,
-                ExecutionApproval.status == ApprovalStatus.pending.value,
-            )
-            .values(status=ApprovalStatus.cancelled.value, decided_at=utcnow())
+    execution = await session.get(Execution, execution_id, populate_existing=True, with_for_update=True)
+    if execution is None or execution.status != ExecutionStatus.awaiting_approval.value:
+        return None
+    await session.execute(
+        update(ExecutionApproval)
+        .where(
+            ExecutionApproval.execution_id == execution_id,
+            ExecutionApproval.status == ApprovalStatus.pending.value,
         )
-        return await _end_unrun(
-            session,
-            execution,
-            ExecutionStatus.cancelled,
-            EventType.execution_cancelled,
-            {"status": ExecutionStatus.cancelled.value},
-            error_code=None,
-            error_message=None,
-        )
+        .values(status=ApprovalStatus.cancelled.value, decided_at=utcnow())
+    )
+    return await _cancelled(session, execution)
 
 
 def outcome_columns(outcome: RunOutcome) -> dict[str, Any]:
@@ -443,19 +429,6 @@ async def release(session: AsyncSession, execution_id: uuid.UUID, owner: str | N
     await _guarded(session, statement, execution_id, owner)
 
 
-async def give_up(
-    sessionmaker: async_sessionmaker[AsyncSession], execution_id: uuid.UUID, max_attempts: int
-) -> StreamEvent | None:
-    """A run lost ``max_attempts`` times fails with WORKER_LOST, with its terminal event after the last one."""
-    async with sessionmaker() as session, session.begin():
-        execution = await session.get(Execution, execution_id, populate_existing=True, with_for_update=True)
-        if execution is None or execution.status != ExecutionStatus.running.value:
-            return None
-        if not worker_is_gone(execution.worker_id):
-            return None
-        return await _give_up(session, execution, max_attempts)
-
-
 async def _give_up(session: AsyncSession, execution: Execution, max_attempts: int) -> StreamEvent:
     message = (
         f"the process running this execution was lost {execution.attempt} times "
@@ -472,36 +445,37 @@ async def _give_up(session: AsyncSession, execution: Execution, max_attempts: in
     )
 
 
-async def cancel_unrun(sessionmaker: async_sessionmaker[AsyncSession], execution_id: uuid.UUID) -> StreamEvent | None:
+async def cancel_unrun(session: AsyncSession, execution_id: uuid.UUID) -> StreamEvent | None:
     """pending -> cancelled, before any process started it; returns the terminal event (to publish). None when
     it is not pending any more (a process took it meanwhile: cancel the running run instead)."""
-    return await _cancel_unrun(sessionmaker, execution_id, (ExecutionStatus.pending.value,))
+    return await _cancel_unrun(session, execution_id, ExecutionStatus.pending)
 
 
-async def cancel_released(
-    sessionmaker: async_sessionmaker[AsyncSession], execution_id: uuid.UUID
-) -> StreamEvent | None:
+async def cancel_released(session: AsyncSession, execution_id: uuid.UUID) -> StreamEvent | None:
     """Cancels a ``running`` run whose job the caller has just cancelled in the queue (it waited there to be
     resumed, so no process runs it)."""
-    return await _cancel_unrun(sessionmaker, execution_id, (ExecutionStatus.running.value,))
+    return await _cancel_unrun(session, execution_id, ExecutionStatus.running)
 
 
 async def _cancel_unrun(
-    sessionmaker: async_sessionmaker[AsyncSession], execution_id: uuid.UUID, expected: tuple[str, ...]
+    session: AsyncSession, execution_id: uuid.UUID, expected: ExecutionStatus
 ) -> StreamEvent | None:
-    async with sessionmaker() as session, session.begin():
-        execution = await session.get(Execution, execution_id, populate_existing=True, with_for_update=True)
-        if execution is None or execution.status not in expected:
-            return None
-        return await _end_unrun(
-            session,
-            execution,
-            ExecutionStatus.cancelled,
-            EventType.execution_cancelled,
-            {"status": ExecutionStatus.cancelled.value},
-            error_code=None,
-            error_message=None,
-        )
+    execution = await session.get(Execution, execution_id, populate_existing=True, with_for_update=True)
+    if execution is None or execution.status != expected.value:
+        return None
+    return await _cancelled(session, execution)
+
+
+async def _cancelled(session: AsyncSession, execution: Execution) -> StreamEvent:
+    return await _end_unrun(
+        session,
+        execution,
+        ExecutionStatus.cancelled,
+        EventType.execution_cancelled,
+        {"status": ExecutionStatus.cancelled.value},
+        error_code=None,
+        error_message=None,
+    )
 
 
 async def _end_unrun(
@@ -567,32 +541,9 @@ async def _append_event(
     return StreamEvent(seq, event.value, payload)
 
 
-ORPHANED = text(
-    """
-    SELECT e.id FROM executions e
-    WHERE (e.status = 'running' OR (e.status = 'pending' AND e.created_at < :pending_before)
-           OR (e.status = 'awaiting_approval' AND NOT EXISTS (
-                 SELECT 1 FROM execution_approvals a WHERE a.execution_id = e.id AND a.status = 'pending')))
-      AND NOT EXISTS (
-        SELECT 1 FROM procrastinate_jobs j WHERE j.lock = CAST(e.id AS TEXT) AND j.status IN ('todo', 'doing')
-      )
-    ORDER BY e.created_at
-    """
-)
-
-
-async def orphaned(sessionmaker: async_sessionmaker[AsyncSession], pending_before: datetime) -> list[uuid.UUID]:
-    """Unfinished runs with no job in the queue (PostgreSQL): a process died between committing a run and
-    enqueueing it (``pending`` rows older than ``pending_before``), or a run's job ended without its run."""
-    async with sessionmaker() as session:
-        rows = await session.execute(ORPHANED, {"pending_before": pending_before})
-        return [uuid.UUID(str(row[0])) for row in rows]
-
-
-async def unfinished(sessionmaker: async_sessionmaker[AsyncSession]) -> list[Execution]:
+async def unfinished(session: AsyncSession) -> list[Execution]:
     """Executions not yet finished, oldest first (at start-up: the ones to start or resume)."""
-    async with sessionmaker() as session:
-        rows = await session.scalars(
-            select(Execution).where(Execution.status.in_(UNFINISHED)).order_by(Execution.created_at)
-        )
-        return list(rows)
+    rows = await session.scalars(
+        select(Execution).where(Execution.status.in_(UNFINISHED)).order_by(Execution.created_at)
+    )
+    return list(rows)

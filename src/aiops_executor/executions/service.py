@@ -36,7 +36,7 @@ from aiops_executor.executions.schemas import (
     StructuredOutputResult,
 )
 from aiops_executor.llm.runtime.model_source import RuntimeModelSource
-from aiops_executor.services import ServiceContext
+from aiops_executor.llm.runtime.service import ModelRuntime
 from aiops_executor.teams import service as teams_service
 from aiops_executor.teams.topology import TeamSpec
 
@@ -105,7 +105,6 @@ async def has_unfinished(session: AsyncSession, team_id: uuid.UUID) -> bool:
 
 async def start_execution(
     session: AsyncSession,
-    context: ServiceContext,
     manager: ExecutionManager,
     team_id: uuid.UUID,
     request: ExecutionRequest,
@@ -137,7 +136,7 @@ async def start_execution(
             running = await unfinished_for_trigger(session, trigger)
             if running is not None:
                 raise TriggerRunning(running)
-        if not context.settings.allow_concurrent_team_executions and await has_unfinished(session, team.id):
+        if not manager.settings.allow_concurrent_team_executions and await has_unfinished(session, team.id):
             raise ConflictError(
                 f"team {team.name!r} already has an execution running",
                 error_code="EXECUTION_RUNNING",
@@ -274,7 +273,7 @@ async def cancel_execution(
 
 
 async def structured_output(
-    session: AsyncSession, context: ServiceContext, team_id: uuid.UUID, request: StructuredOutputRequest
+    session: AsyncSession, runtime: ModelRuntime, team_id: uuid.UUID, request: StructuredOutputRequest
 ) -> StructuredOutputResult:
     """Structured output from a finished run's findings, by the team's global supervisor model."""
     try:
@@ -296,7 +295,7 @@ async def structured_output(
     supervisor = spec.topology.global_supervisor
     # Model calls take seconds and record usage in their own transactions: end this one first.
     await session.commit()
-    source = RuntimeModelSource(context.model_runtime)
+    source = RuntimeModelSource(runtime)
     model = await source.chat_model(supervisor.model_provider, supervisor.model_id, {})
     result: dict[str, Any] = execution.result or {"summary": "", "node_results": []}
     reports = [prompts.report(GLOBAL_SUPERVISOR_ID, str(result.get("summary", "")))] + [
@@ -437,5 +436,5 @@ async def decide_approval(
     )
     read = approval_read(decided.approval)
     await session.commit()
-    await manager.decided(execution_id, decided)
+    await manager.after_decision(execution_id, decided)
     return read

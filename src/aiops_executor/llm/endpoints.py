@@ -195,7 +195,7 @@ async def list_endpoints(
     provider_id: uuid.UUID, _: ViewerDep, session: SessionDep, context: ServiceContextDep, page: PageQuery
 ) -> Page[EndpointRead]:
     listed = await service.list_endpoints(session, context, provider_id, page)
-    return listed.model_copy(update={"items": await provider_calls.with_cooldowns(context, listed.items)})
+    return listed.model_copy(update={"items": await provider_calls.with_cooldowns(context.model_runtime, listed.items)})
 
 
 @router.get(
@@ -209,7 +209,9 @@ async def list_endpoints(
 async def get_endpoint(
     endpoint_id: uuid.UUID, _: ViewerDep, session: SessionDep, context: ServiceContextDep
 ) -> EndpointRead:
-    [shown] = await provider_calls.with_cooldowns(context, [await service.get_endpoint(session, context, endpoint_id)])
+    [shown] = await provider_calls.with_cooldowns(
+        context.model_runtime, [await service.get_endpoint(session, context, endpoint_id)]
+    )
     return shown
 
 
@@ -267,7 +269,7 @@ async def delete_endpoint(
 async def health_check_endpoint(
     endpoint_id: uuid.UUID, _: AdminDep, session: SessionDep, context: ServiceContextDep
 ) -> HealthCheckResult:
-    return await provider_calls.check_endpoint_health(session, context, endpoint_id)
+    return await provider_calls.check_endpoint_health(session, context.model_runtime, endpoint_id)
 
 
 # --------------------------------------------------------------------------------------------- credentials
@@ -373,7 +375,9 @@ async def delete_credential(
 async def validate_credential(
     credential_id: uuid.UUID, principal: AdminDep, session: SessionDep, context: ServiceContextDep
 ) -> CredentialValidation:
-    return await provider_calls.validate_credential(session, context, credential_id, actor=principal.actor)
+    return await provider_calls.validate_credential(
+        session, context.model_runtime, credential_id, actor=principal.actor
+    )
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -415,7 +419,7 @@ async def create_model(
 async def sync_models(
     provider_id: uuid.UUID, principal: AdminDep, session: SessionDep, context: ServiceContextDep
 ) -> ModelSyncResult:
-    return await provider_calls.sync_models(session, context, provider_id, actor=principal.actor)
+    return await provider_calls.sync_models(session, context.model_runtime, provider_id, actor=principal.actor)
 
 
 @router.get(
@@ -506,7 +510,7 @@ async def delete_model(model_id: uuid.UUID, principal: AdminDep, session: Sessio
 async def test_model(
     model_id: uuid.UUID, _: AdminDep, session: SessionDep, context: ServiceContextDep
 ) -> ModelTestResult:
-    return await provider_calls.run_model_test(session, context, model_id)
+    return await provider_calls.run_model_test(session, context.model_runtime, model_id)
 
 
 # --------------------------------------------------------------------------------------------- export / import

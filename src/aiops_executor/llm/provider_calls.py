@@ -29,9 +29,8 @@ from aiops_executor.llm.models import LLMModel, Provider, ProviderCredential, Pr
 from aiops_executor.llm.runtime.config import CredentialConfig, DecryptedSecrets
 from aiops_executor.llm.runtime.errors import HTTP_STATUS, Failure, FailureKind
 from aiops_executor.llm.runtime.failover import Route, cooldown_keys, cooling_last, endpoint_preference, penalise
-from aiops_executor.llm.runtime.service import credential_config, endpoint_config
+from aiops_executor.llm.runtime.service import ModelRuntime, credential_config, endpoint_config
 from aiops_executor.llm.schemas import EndpointRead, HealthStatus, ModelRead, ValidationStatus
-from aiops_executor.services import ServiceContext
 
 TEST_PROMPT = "Reply with the single word OK."
 TEST_MAX_TOKENS = 16
@@ -91,7 +90,7 @@ class ProbeOutcome:
 
 
 async def probe_routes(
-    context: ServiceContext,
+    runtime: ModelRuntime,
     adapter: ProviderAdapter,
     routes: list[Route],
     *,
@@ -101,7 +100,7 @@ async def probe_routes(
     """Lists the models over ``routes`` until one answers; a failure of a kind in ``keep_going`` moves on to
     the next route, any other ends the probe. ``secrets``: the opened key of each credential (None: it could
     not be opened; its routes are skipped)."""
-    state = context.model_runtime.state
+    state = runtime.state
     await state.load_cooldowns({key for route in routes for key in cooldown_keys(route)})
     outcome = ProbeOutcome()
     for route in cooling_last(routes, state):
@@ -138,14 +137,14 @@ def _configuration_problem(exc: ClientConfigurationError) -> AppError:
 
 
 def _open_all(
-    context: ServiceContext, credentials: list[ProviderCredential]
+    runtime: ModelRuntime, credentials: list[ProviderCredential]
 ) -> tuple[dict[uuid.UUID, DecryptedSecrets | None], list[ProviderCredential]]:
     """Each credential's secrets (None where undecryptable), and the credentials that could not be opened."""
     opened: dict[uuid.UUID, DecryptedSecrets | None] = {}
     undecryptable: list[ProviderCredential] = []
     for credential in credentials:
         try:
-            plain = service.open_credential(context, credential)
+            plain = service.open_credential(runtime.context, credential)
         except service.CredentialUndecryptable:
             opened[credential.id] = None
             undecryptable.append(credential)
@@ -171,14 +170,14 @@ async def _active_endpoints(session: AsyncSession, provider: Provider) -> list[P
 
 
 async def _open_usable(
-    session: AsyncSession, context: ServiceContext, provider: Provider, credentials: list[ProviderCredential]
+    session: AsyncSession, runtime: ModelRuntime, provider: Provider, credentials: list[ProviderCredential]
 ) -> dict[uuid.UUID, DecryptedSecrets | None]:
     """The usable credentials' secrets; those that cannot be decrypted are marked so (and skipped), and when
     none can be, 409 ``CREDENTIAL_UNDECRYPTABLE`` (the marks committed)."""
-    opened, undecryptable = _open_all(context, credentials)
+    opened, undecryptable = _open_all(runtime, credentials)
     _mark_undecryptable(undecryptable)
     if credentials and len(undecryptable) == len(credentials):
-        await service.commit_and_invalidate(session, context)
+        await service.commit_and_invalidate(session, runtime.context)
         raise ConflictError(
             f"no credential of provider {provider.name!r} can be decrypted with the current master keys; "
             "re-enter their keys",
@@ -191,7 +190,7 @@ async def _open_usable(
 
 
 async def check_endpoint_health(
-    session: AsyncSession, context: ServiceContext, endpoint_id: uuid.UUID
+    session: AsyncSession, runtime: ModelRuntime, endpoint_id: uuid.UUID
 ) -> HealthCheckResult:
     """One endpoint, authenticated with each usable credential in turn until one is accepted."""
     endpoint, provider = await service.get_endpoint_row(session, endpoint_id)
@@ -202,17 +201,17 @@ async def check_endpoint_health(
             f"provider {provider.name!r} has no usable credential to authenticate the health check",
             error_code="NO_USABLE_CREDENTIAL",
         )
-    opened = await _open_usable(session, context, provider, credentials)
+    opened = await _open_usable(session, runtime, provider, credentials)
     try:
         outcome = await probe_routes(
-            context, adapter, _routes([endpoint], credentials), secrets=opened, keep_going=ANY_KEY_FAILURES
+            runtime, adapter, _routes([endpoint], credentials), secrets=opened, keep_going=ANY_KEY_FAILURES
         )
     except ClientConfigurationError as exc:
         raise _configuration_problem(exc) from None
 
     details: dict[str, Any] = {"endpoint": endpoint.name}
-    threshold = context.settings.health_degraded_latency_ms
-    cooling = await endpoint_cooldown(context, endpoint.id)
+    threshold = runtime.context.settings.health_degraded_latency_ms
+    cooling = await endpoint_cooldown(runtime, endpoint.id)
     if outcome.models is not None:
         slow = outcome.latency_ms > threshold
         status = HealthStatus.degraded if slow or cooling else HealthStatus.healthy
@@ -235,7 +234,7 @@ async def check_endpoint_health(
     checked_at = utcnow()
     endpoint.health_status = status.value
     endpoint.last_health_check = checked_at
-    await service.commit_and_invalidate(session, context)
+    await service.commit_and_invalidate(session, runtime.context)
     latency = round(outcome.latency_ms, 1)
     return HealthCheckResult(status=status, latency_ms=latency, checked_at=checked_at, details=details)
 
@@ -243,10 +242,10 @@ async def check_endpoint_health(
 _COOLDOWN_KINDS = ("endpoint", "throttled")
 
 
-async def endpoint_cooldowns(context: ServiceContext, endpoint_ids: list[uuid.UUID]) -> dict[uuid.UUID, float]:
+async def endpoint_cooldowns(runtime: ModelRuntime, endpoint_ids: list[uuid.UUID]) -> dict[uuid.UUID, float]:
     """Seconds the model runtime keeps each endpoint cooled down (after 429, 503 or connection failures), read in
     one round trip; endpoints not cooling down are left out."""
-    state = context.model_runtime.state
+    state = runtime.state
     await state.load_cooldowns({(kind, endpoint_id) for endpoint_id in endpoint_ids for kind in _COOLDOWN_KINDS})
     cooling: dict[uuid.UUID, float] = {}
     for endpoint_id in endpoint_ids:
@@ -257,13 +256,13 @@ async def endpoint_cooldowns(context: ServiceContext, endpoint_ids: list[uuid.UU
     return cooling
 
 
-async def endpoint_cooldown(context: ServiceContext, endpoint_id: uuid.UUID) -> float | None:
-    return (await endpoint_cooldowns(context, [endpoint_id])).get(endpoint_id)
+async def endpoint_cooldown(runtime: ModelRuntime, endpoint_id: uuid.UUID) -> float | None:
+    return (await endpoint_cooldowns(runtime, [endpoint_id])).get(endpoint_id)
 
 
-async def with_cooldowns(context: ServiceContext, endpoints: list[EndpointRead]) -> list[EndpointRead]:
+async def with_cooldowns(runtime: ModelRuntime, endpoints: list[EndpointRead]) -> list[EndpointRead]:
     """The stored endpoints as callers see them now: ``degraded`` while the runtime keeps calls away from one."""
-    cooling = await endpoint_cooldowns(context, [e.id for e in endpoints])
+    cooling = await endpoint_cooldowns(runtime, [e.id for e in endpoints])
     shown = []
     for endpoint in endpoints:
         left = cooling.get(endpoint.id)
@@ -280,7 +279,7 @@ async def with_cooldowns(context: ServiceContext, endpoints: list[EndpointRead])
 
 
 async def validate_credential(
-    session: AsyncSession, context: ServiceContext, credential_id: uuid.UUID, *, actor: str
+    session: AsyncSession, runtime: ModelRuntime, credential_id: uuid.UUID, *, actor: str
 ) -> CredentialValidation:
     """The key against the provider's endpoints in failover order: the first endpoint that answers decides."""
     credential = await service.get_credential_row(session, credential_id)
@@ -295,7 +294,7 @@ async def validate_credential(
             error_message=f"credential {credential.alias!r} expired at {credential.expires_at.isoformat()}",
         )
     else:
-        opened, undecryptable = _open_all(context, [credential])
+        opened, undecryptable = _open_all(runtime, [credential])
         if undecryptable:
             _mark_undecryptable(undecryptable)
             result = CredentialValidation(
@@ -314,7 +313,7 @@ async def validate_credential(
                 )
             try:
                 outcome = await probe_routes(
-                    context,
+                    runtime,
                     adapter_for(provider.type),
                     _routes(endpoints, [credential]),
                     secrets=opened,
@@ -332,7 +331,7 @@ async def validate_credential(
         resource_id=credential.id,
         details={"valid": result.valid, "error_code": result.error_code},
     )
-    await service.commit_and_invalidate(session, context)
+    await service.commit_and_invalidate(session, runtime.context)
     return result
 
 
@@ -365,7 +364,7 @@ def _default_capabilities(model_type: str) -> dict[str, Any]:
     return {name: {"supported": True, "score": 3} for name in ("chat", "text_generation", "streaming")}
 
 
-async def _remote_catalogue(session: AsyncSession, context: ServiceContext, provider: Provider) -> list[RemoteModel]:
+async def _remote_catalogue(session: AsyncSession, runtime: ModelRuntime, provider: Provider) -> list[RemoteModel]:
     """The provider's model list over every route in failover order (offline providers answer themselves)."""
     adapter = adapter_for(provider.type)
     if not adapter.takes_endpoints:
@@ -376,17 +375,17 @@ async def _remote_catalogue(session: AsyncSession, context: ServiceContext, prov
     credentials = await service.usable_credentials(session, provider.id)
     if not credentials and adapter.needs_credential:
         raise ConflictError(f"provider {provider.name!r} has no usable credential", error_code="NO_USABLE_CREDENTIAL")
-    opened = await _open_usable(session, context, provider, credentials)
+    opened = await _open_usable(session, runtime, provider, credentials)
     try:
         outcome = await probe_routes(
-            context, adapter, _routes(endpoints, credentials), secrets=opened, keep_going=ANY_KEY_FAILURES
+            runtime, adapter, _routes(endpoints, credentials), secrets=opened, keep_going=ANY_KEY_FAILURES
         )
     except ClientConfigurationError as exc:
         raise _configuration_problem(exc) from None
     if outcome.models is None:
         failure = outcome.last_failure
         assert failure is not None
-        await service.commit_and_invalidate(session, context)  # keys found undecryptable stay marked
+        await service.commit_and_invalidate(session, runtime.context)  # keys found undecryptable stay marked
         raise AppError(
             f"could not read the model list of {provider.name!r}: {outcome.summary()}",
             error_code=failure.error_code,
@@ -397,10 +396,10 @@ async def _remote_catalogue(session: AsyncSession, context: ServiceContext, prov
 
 
 async def sync_models(
-    session: AsyncSession, context: ServiceContext, provider_id: uuid.UUID, *, actor: str
+    session: AsyncSession, runtime: ModelRuntime, provider_id: uuid.UUID, *, actor: str
 ) -> ModelSyncResult:
     provider = await service.get_provider_row(session, provider_id)
-    remote = await _remote_catalogue(session, context, provider)
+    remote = await _remote_catalogue(session, runtime, provider)
 
     remote_ids = {m.model_id: m for m in remote}
     stored = {m.model_id: m for m in await session.scalars(select(LLMModel).where(LLMModel.provider_id == provider.id))}
@@ -441,7 +440,7 @@ async def sync_models(
         resource_id=provider.id,
         details={"created": created, "deprecated": deprecated, "reactivated": reactivated},
     )
-    await service.commit_and_invalidate(session, context)
+    await service.commit_and_invalidate(session, runtime.context)
     rows = await session.scalars(
         select(LLMModel).where(LLMModel.provider_id == provider.id).order_by(LLMModel.model_id)
     )
@@ -458,14 +457,12 @@ async def sync_models(
 # --------------------------------------------------------------------------------------------- test
 
 
-async def run_model_test(session: AsyncSession, context: ServiceContext, model_uuid: uuid.UUID) -> ModelTestResult:
+async def run_model_test(session: AsyncSession, runtime: ModelRuntime, model_uuid: uuid.UUID) -> ModelTestResult:
     row = await service.get_model_row(session, model_uuid)
     provider = await service.get_provider_row(session, row.provider_id)
     started = time.perf_counter()
     try:
-        chat = await context.model_runtime.get_chat_model(
-            session, provider.id, row.model_id, {"max_tokens": TEST_MAX_TOKENS}
-        )
+        chat = await runtime.get_chat_model(session, provider.id, row.model_id, {"max_tokens": TEST_MAX_TOKENS})
         await session.commit()  # end the read transaction before the (slow) provider call
         reply = await chat.ainvoke([HumanMessage(TEST_PROMPT)])
     except AppError as exc:

@@ -44,4 +44,6 @@ async def receive_alertmanager_webhook(
         uuid.UUID | None, Query(description="the team to run; default: the alerts' aiops_team label")
     ] = None,
 ) -> WebhookResult:
-    return await service.handle_alertmanager(session, context, payload, team_id=team_id, actor=principal.actor)
+    return await service.handle_alertmanager(
+        session, context.executions, context.telemetry.metrics, payload, team_id=team_id, actor=principal.actor
+    )

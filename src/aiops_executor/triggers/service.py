@@ -24,9 +24,10 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.core.errors import AppError
+from aiops_executor.core.metrics import Metrics
 from aiops_executor.executions import service as executions_service
+from aiops_executor.executions.manager import ExecutionManager
 from aiops_executor.executions.schemas import ExecutionInput, ExecutionRequest
-from aiops_executor.services import ServiceContext
 from aiops_executor.teams import service as teams_service
 from aiops_executor.teams.models import Team
 from aiops_executor.triggers.schemas import (
@@ -132,7 +133,8 @@ async def _team_by_label(session: AsyncSession, firing: list[Alert], common: dic
 
 async def handle_alertmanager(
     session: AsyncSession,
-    context: ServiceContext,
+    manager: ExecutionManager,
+    metrics: Metrics,
     payload: AlertmanagerPayload,
     *,
     team_id: uuid.UUID | None,
@@ -164,8 +166,7 @@ async def handle_alertmanager(
         try:
             execution = await executions_service.start_execution(
                 session,
-                context,
-                context.executions,
+                manager,
                 team.id,
                 request,
                 actor=actor,
@@ -189,7 +190,7 @@ async def handle_alertmanager(
     except _Skip as skip:
         skipped.append(SkippedGroup(group_key=group_key, reason=skip.reason, code=skip.code))
     for outcome in ["started"] * len(started) + [skip.code for skip in skipped]:
-        context.telemetry.metrics.alert_group(outcome)
+        metrics.alert_group(outcome)
     logger.info(
         "alertmanager notification",
         group_key=group_key,
