@@ -64,11 +64,12 @@ from aiops_executor.engine.team import (
     DEFAULT_GLOBAL_SUPERVISOR_PROMPT,
     DEFAULT_NODE_SUPERVISOR_PROMPT,
 )
+from aiops_executor.engine.topology import TeamSpec
 from aiops_executor.executions.checkpoints import Checkpoints, postgres_conninfo, sqlite_checkpoint_path
+from aiops_executor.llm.catalog import ModelCatalog, ModelEntry, ProviderEntry
 from aiops_executor.llm.schemas import Capability
 from aiops_executor.llm.simulator import SimulatorChatModel
-from aiops_executor.teams.topology import TeamSpec
-from aiops_executor.teams.validation import ModelCatalog, ModelEntry, ProviderEntry, validate_team
+from aiops_executor.teams.validation import validate_team
 from aiops_executor.tools.builtin import default_registry
 from aiops_executor.tools.registry import ToolContext, ToolRegistry, ToolSpec
 

@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aiops_executor.engine import CompiledTeam, ExecutionRun, RunRequest
-from aiops_executor.teams.topology import TeamSpec
+from aiops_executor.engine.topology import TeamSpec
 from aiops_executor.tools.builtin import default_registry
 
 sys.path.insert(0, str(Path(__file__).parent))

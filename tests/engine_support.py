@@ -16,8 +16,8 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from pydantic import BaseModel, Field
 
 from aiops_executor.engine import CompiledTeam, ExecutionEvent, ExecutionRun, RunRequest, Usage
+from aiops_executor.engine.topology import TeamSpec
 from aiops_executor.llm.simulator import SimulatorChatModel
-from aiops_executor.teams.topology import TeamSpec
 from aiops_executor.tools.registry import ToolContext, ToolRegistry, ToolSpec
 
 SIM = "local-sim"

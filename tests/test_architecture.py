@@ -72,7 +72,7 @@ def _matches(name: str, prefixes: Iterable[str]) -> str | None:
     return None
 
 
-def _imports(tree: ast.AST, module: str, is_package: bool) -> Iterable[tuple[int, str, list[str]]]:
+def imports_in(tree: ast.AST, module: str, is_package: bool) -> Iterable[tuple[int, str, list[str]]]:
     """Every import statement or call, as its line, the module it names and the names it takes from it
     (``from a import b``: ``a`` and ``[a.b]``, as ``b`` may be a submodule)."""
     package = module.split(".") if is_package else module.split(".")[:-1]
@@ -100,7 +100,7 @@ def forbidden_imports(source: str, module: str, forbidden: Iterable[str], *, is_
     module under one of the ``forbidden`` prefixes, in line order."""
     prefixes = tuple(forbidden)
     found: list[tuple[int, str]] = []
-    for line, name, members in _imports(parse(source), module, is_package):
+    for line, name, members in imports_in(parse(source), module, is_package):
         # A forbidden module is reported once; otherwise each forbidden submodule taken from an allowed one.
         for candidate in [name] if _matches(name, prefixes) else members:
             prefix = _matches(candidate, prefixes)
@@ -261,7 +261,7 @@ def test_checker_applies_the_engine_rule() -> None:
     source = (
         "from fastapi import Depends\n"
         "import sqlalchemy.ext.asyncio\n"
-        "from aiops_executor.teams.topology import TeamSpec\n"
+        "from aiops_executor.engine.topology import TeamSpec\n"
         "from aiops_executor.teams import service\n"
         "from aiops_executor.executions.models import Execution\n"
     )

@@ -31,10 +31,11 @@ from aiops_executor.console.view import RunView, render_result
 from aiops_executor.core.settings import get_settings
 from aiops_executor.engine import EventType, ExecutionEvent, NodeResult, NodeStatus, RunOutcome, RunStatus, Usage
 from aiops_executor.engine.results import AgentResult
+from aiops_executor.engine.topology import TeamSpec
+from aiops_executor.llm.catalog import ModelCatalog, ModelEntry, ProviderEntry
 from aiops_executor.llm.schemas import Capability
 from aiops_executor.llm.service import SIMULATOR_MODEL, SIMULATOR_PROVIDER
-from aiops_executor.teams.topology import TeamSpec
-from aiops_executor.teams.validation import ModelCatalog, ModelEntry, ProviderEntry, validate_team
+from aiops_executor.teams.validation import validate_team
 from aiops_executor.tools.builtin import default_registry
 from tests.conftest import fast_hashing_env
 

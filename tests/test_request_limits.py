@@ -14,7 +14,7 @@ import pytest
 
 from aiops_executor.core.request_limits import MAX_JSON_DEPTH
 from aiops_executor.core.settings import Settings
-from aiops_executor.teams.topology import (
+from aiops_executor.engine.topology import (
     HARD_MAX_AGENTS_PER_NODE,
     HARD_MAX_EDGES,
     HARD_MAX_NODES,

@@ -14,9 +14,9 @@ from sqlalchemy import select
 from aiops_executor.audit.models import AuditLog
 from aiops_executor.core.context import AppContext
 from aiops_executor.executions.models import Execution
+from aiops_executor.llm.catalog import ModelCatalog
 from aiops_executor.teams import service as teams_service
 from aiops_executor.teams.models import TeamModelReference
-from aiops_executor.teams.validation import ModelCatalog
 from aiops_executor.tools.builtin import default_registry
 from tests.conftest import RoleHeaders
 from tests.helpers import assert_error, created, make_provider

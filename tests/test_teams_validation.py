@@ -7,11 +7,9 @@ from typing import Any
 
 import pytest
 
-from aiops_executor.teams.topology import TeamSpec
+from aiops_executor.engine.topology import TeamSpec
+from aiops_executor.llm.catalog import ModelCatalog, ModelEntry, ProviderEntry
 from aiops_executor.teams.validation import (
-    ModelCatalog,
-    ModelEntry,
-    ProviderEntry,
     ValidationReport,
     validate_team,
 )

@@ -413,9 +413,9 @@ def import_kubernetes(
 
     from pydantic import ValidationError
 
+    from aiops_executor.engine.topology import TeamSpec
     from aiops_executor.imports.kubernetes import Defaults, ManifestError, import_manifests
     from aiops_executor.imports.schemas import ImportDefaults
-    from aiops_executor.teams.topology import TeamSpec
 
     try:
         options = ImportDefaults.model_validate_json(defaults) if defaults is not None else ImportDefaults()

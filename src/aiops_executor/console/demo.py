@@ -30,7 +30,7 @@ from aiops_executor.console.view import RunView, render_result
 from aiops_executor.core.listening import bind_listening_socket
 from aiops_executor.core.settings import Settings
 from aiops_executor.engine import EventType, ExecutionEvent, NodeResult, RunOutcome, RunStatus, Usage
-from aiops_executor.teams.topology import TeamSpec
+from aiops_executor.engine.topology import TeamSpec
 
 API = "/api/v1"
 CHECKOUT = Path(__file__).resolve().parents[3]

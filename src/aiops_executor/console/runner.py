@@ -35,7 +35,7 @@ from aiops_executor.console.view import RunView, render_result
 from aiops_executor.core.errors import AppError
 from aiops_executor.core.settings import Settings
 from aiops_executor.engine import CompiledTeam, ExecutionEvent, ExecutionRun, RunOutcome, RunRequest, RunStatus
-from aiops_executor.teams.topology import TeamSpec
+from aiops_executor.engine.topology import TeamSpec
 
 EXIT_SUCCESS = 0
 EXIT_RUN_FAILED = 1  # the run ended failed or timed out

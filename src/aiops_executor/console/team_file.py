@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from aiops_executor.engine.structured import InvalidOutputSchema, check_schema
-from aiops_executor.teams.topology import TeamSpec
+from aiops_executor.engine.topology import TeamSpec
 from aiops_executor.teams.validation import Issue, ValidationReport
 
 

@@ -25,7 +25,7 @@ from rich.tree import Tree
 
 from aiops_executor.engine.events import EventType, ExecutionEvent
 from aiops_executor.engine.results import RunOutcome, RunStatus
-from aiops_executor.teams.topology import TeamSpec
+from aiops_executor.engine.topology import TeamSpec
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 TOKEN_TAIL_CHARS = 60

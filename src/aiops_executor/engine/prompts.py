@@ -12,7 +12,7 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
-from aiops_executor.teams.topology import AgentSpec, NodeSpec
+from aiops_executor.engine.topology import AgentSpec, NodeSpec
 from aiops_executor.tools.registry import redact_value, secrets_in
 
 MAX_UPSTREAM_CHARS = 2_000

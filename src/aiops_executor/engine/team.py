@@ -61,10 +61,10 @@ from aiops_executor.engine.evidence import (
     ranking_brief,
 )
 from aiops_executor.engine.models import ModelSource, Usage, UsageMeter, metering
+from aiops_executor.engine.ordering import OrderingGraph
 from aiops_executor.engine.results import AgentResult, NodeResult, NodeStatus
 from aiops_executor.engine.structured import ask_structured, generate_structured_output
-from aiops_executor.teams.graph import OrderingGraph
-from aiops_executor.teams.topology import AgentSpec, GlobalStrategy, ModelRef, NodeSpec, NodeStrategy, TeamSpec
+from aiops_executor.engine.topology import AgentSpec, GlobalStrategy, ModelRef, NodeSpec, NodeStrategy, TeamSpec
 from aiops_executor.tools.registry import ToolContext, ToolOutcome, ToolRegistry, redact_value, secrets_in
 from aiops_executor.tools.verdicts import Verdict, outcome_verdict
 

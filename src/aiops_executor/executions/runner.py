@@ -24,6 +24,7 @@ from aiops_executor.core.telemetry import Telemetry
 from aiops_executor.engine import CompiledTeam, ExecutionEvent, ExecutionRun, Resume, RunOutcome, RunRequest, RunStatus
 from aiops_executor.engine.run import EXECUTION_FAILED, terminal_event
 from aiops_executor.engine.team import error_message
+from aiops_executor.engine.topology import TeamSpec
 from aiops_executor.executions import repository
 from aiops_executor.executions.broadcast import Broadcaster
 from aiops_executor.executions.checkpoints import Checkpoints
@@ -31,7 +32,6 @@ from aiops_executor.executions.compiled_teams import CompiledTeams, snapshot_key
 from aiops_executor.executions.store import EventRecorder
 from aiops_executor.llm.runtime.model_source import RuntimeModelSource
 from aiops_executor.llm.runtime.service import ModelRuntime
-from aiops_executor.teams.topology import TeamSpec
 from aiops_executor.tools.builtin import default_registry
 from aiops_executor.tools.registry import ToolSpec, tool_settings
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 from aiops_executor.core.json_types import JSON_INT
 from aiops_executor.core.text import FREE_TEXT, SafeJson
-from aiops_executor.teams.topology import MAX_TIMEOUT_SECONDS
+from aiops_executor.engine.topology import MAX_TIMEOUT_SECONDS
 
 
 class ExecutionStatus(StrEnum):

@@ -19,6 +19,7 @@ from aiops_executor.engine import prompts
 from aiops_executor.engine.events import GLOBAL_SUPERVISOR_ID
 from aiops_executor.engine.structured import InvalidOutputSchema, check_schema, generate_structured_output
 from aiops_executor.engine.team import DEFAULT_GLOBAL_SUPERVISOR_PROMPT
+from aiops_executor.engine.topology import TeamSpec
 from aiops_executor.executions import repository
 from aiops_executor.executions.manager import ExecutionManager
 from aiops_executor.executions.models import Execution, ExecutionApproval, ExecutionEventRow
@@ -38,7 +39,6 @@ from aiops_executor.executions.schemas import (
 from aiops_executor.llm.runtime.model_source import RuntimeModelSource
 from aiops_executor.llm.runtime.service import ModelRuntime
 from aiops_executor.teams import service as teams_service
-from aiops_executor.teams.topology import TeamSpec
 
 RESOURCE = "execution"
 FINISHED = tuple(s.value for s in ExecutionStatus if s.value not in UNFINISHED)

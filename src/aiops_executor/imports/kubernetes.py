@@ -35,9 +35,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from aiops_executor.engine.ordering import OrderingGraph
+from aiops_executor.engine.topology import MAX_DEPTH, MAX_NODES, RelationType, Topology
 from aiops_executor.imports.yaml_bounds import YamlTooLarge, bounded_documents
-from aiops_executor.teams.graph import OrderingGraph
-from aiops_executor.teams.topology import MAX_DEPTH, MAX_NODES, RelationType, Topology
 
 # The built-in tools the agents get (``tools.builtin``; named here so that the converter needs none of their
 # client libraries, and checked against the registry by the tests).

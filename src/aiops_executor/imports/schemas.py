@@ -7,8 +7,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from aiops_executor.core.text import FREE_TEXT
+from aiops_executor.engine.topology import ShortName, Topology
 from aiops_executor.imports.kubernetes import DEFAULT_CLUSTER_DOMAIN, DEFAULT_MODEL, DEFAULT_PROVIDER
-from aiops_executor.teams.topology import ShortName, Topology
 
 ClusterDomain = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$", max_length=253)

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.audit import service as audit
+from aiops_executor.core.changes import apply_changes, flush_or_conflict
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.db import utcnow
 from aiops_executor.core.errors import ConflictError, ValidationFailed
@@ -24,13 +25,11 @@ from aiops_executor.llm.schemas import (
 )
 from aiops_executor.llm.service import (
     ENDPOINT_RULE_FIELDS,
-    apply_changes,
     check_base_url_addresses,
     check_endpoint_rules,
     check_provider_children,
     columns_of,
     commit_and_invalidate,
-    flush_or_conflict,
     limit_exceeded,
     provider_name_taken,
     require_credential_confirmation,

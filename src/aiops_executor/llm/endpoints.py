@@ -36,6 +36,7 @@ from aiops_executor.llm.schemas import (
 )
 from aiops_executor.llm.service import EndpointUpdateRequest
 from aiops_executor.services import ServiceContextDep
+from aiops_executor.teams.references import teams_using
 
 router = APIRouter(tags=["llm"])
 
@@ -158,7 +159,7 @@ async def set_provider_status(
 async def delete_provider(
     provider_id: uuid.UUID, principal: AdminDep, session: SessionDep, context: ContextDep
 ) -> Response:
-    await service.delete_provider(session, context, provider_id, actor=principal.actor)
+    await service.delete_provider(session, context, provider_id, actor=principal.actor, in_use=teams_using)
     return _no_content()
 
 
@@ -494,7 +495,7 @@ async def update_model(
     responses=errors({**MODEL_404, 409: {"MODEL_IN_USE": "a team names this model"}}),
 )
 async def delete_model(model_id: uuid.UUID, principal: AdminDep, session: SessionDep, context: ContextDep) -> Response:
-    await service.delete_model(session, context, model_id, actor=principal.actor)
+    await service.delete_model(session, context, model_id, actor=principal.actor, in_use=teams_using)
     return _no_content()
 
 

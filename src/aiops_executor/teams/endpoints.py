@@ -12,9 +12,10 @@ from aiops_executor.auth.dependencies import OperatorDep, ViewerDep
 from aiops_executor.core.deps import SessionDep
 from aiops_executor.core.openapi import errors
 from aiops_executor.core.pagination import Page, PageQuery
+from aiops_executor.engine.topology import TeamSpec
+from aiops_executor.executions import service as executions
 from aiops_executor.teams import service
 from aiops_executor.teams.schemas import TeamCreated, TeamRead, TeamStatus, TeamSummary, TeamUpdate, TeamValidation
-from aiops_executor.teams.topology import TeamSpec
 
 router = APIRouter(tags=["teams"])
 
@@ -91,7 +92,7 @@ async def update_team(team_id: uuid.UUID, data: TeamUpdate, principal: OperatorD
     responses=errors({**NOT_FOUND, 409: {"EXECUTION_RUNNING": "an execution of the team is unfinished"}}),
 )
 async def delete_team(team_id: uuid.UUID, principal: OperatorDep, session: SessionDep) -> Response:
-    await service.delete_team(session, team_id, actor=principal.actor)
+    await service.delete_team(session, team_id, actor=principal.actor, has_unfinished=executions.has_unfinished)
     return Response(status_code=NO_CONTENT)
 
 

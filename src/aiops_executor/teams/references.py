@@ -1,6 +1,5 @@
-"""Which teams use a provider or a model: what ``llm.service`` asks before deleting one.
-
-Kept apart from ``teams.service`` (which builds on ``llm.service``) so the LLM domain can import it.
+"""Which teams use a provider or a model: the answer to ``llm.catalog.InUse``, which the LLM endpoints hand
+to ``llm.service`` when it deletes one (the LLM domain imports no team module).
 """
 
 from __future__ import annotations

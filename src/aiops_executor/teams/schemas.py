@@ -1,4 +1,4 @@
-"""Request and response bodies of the teams API. The create body is ``teams.topology.TeamSpec``."""
+"""Request and response bodies of the teams API. The create body is ``engine.topology.TeamSpec``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aiops_executor.core.json_types import JSON_INT, JsonInt
 from aiops_executor.core.partial import PartialUpdate
-from aiops_executor.teams.topology import Description, ShortName, Topology
+from aiops_executor.engine.topology import Description, ShortName, Topology
 from aiops_executor.teams.validation import Issue
 
 

@@ -18,16 +18,18 @@ Conventions of this module:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.audit import service as audit
+from aiops_executor.core.changes import apply_changes, flush_or_conflict
 from aiops_executor.core.errors import AppError, ConflictError, NotFoundError
 from aiops_executor.core.pagination import Page, PageParams
-from aiops_executor.llm.models import LLMModel, Provider
-from aiops_executor.llm.service import apply_changes, flush_or_conflict
+from aiops_executor.engine.topology import TeamSpec, Topology
+from aiops_executor.llm import catalog
 from aiops_executor.teams.models import Team, TeamModelReference
 from aiops_executor.teams.schemas import (
     TeamCreated,
@@ -38,11 +40,7 @@ from aiops_executor.teams.schemas import (
     TeamValidation,
     TopologySummary,
 )
-from aiops_executor.teams.topology import TeamSpec, Topology
 from aiops_executor.teams.validation import (
-    ModelCatalog,
-    ModelEntry,
-    ProviderEntry,
     ValidationReport,
     topology_depth,
     validate_team,
@@ -102,40 +100,9 @@ async def tool_names(session: AsyncSession) -> set[str]:
     return default_registry().names() | await tool_servers.catalog_names(session)
 
 
-async def load_catalog(session: AsyncSession) -> ModelCatalog:
-    """The providers (deleted ones included, flagged) and the models of live providers, in two queries."""
-    providers = await session.execute(
-        select(Provider.id, Provider.name, Provider.type, Provider.is_active, Provider.deleted_at)
-    )
-    models = await session.execute(
-        select(
-            LLMModel.id, LLMModel.provider_id, LLMModel.model_id, LLMModel.type, LLMModel.status, LLMModel.capabilities
-        )
-        .join(Provider, Provider.id == LLMModel.provider_id)
-        .where(Provider.deleted_at.is_(None))
-    )
-    return ModelCatalog(
-        [
-            ProviderEntry(id=p.id, name=p.name, type=p.type, is_active=p.is_active, deleted=p.deleted_at is not None)
-            for p in providers
-        ],
-        [
-            ModelEntry(
-                id=m.id,
-                provider_id=m.provider_id,
-                model_id=m.model_id,
-                type=m.type,
-                status=m.status,
-                capabilities=m.capabilities or {},
-            )
-            for m in models
-        ],
-    )
-
-
 async def check_team(session: AsyncSession, spec: TeamSpec) -> ValidationReport:
     """Every problem of ``spec`` against today's LLM configuration and tool registry."""
-    return validate_team(spec, await load_catalog(session), await tool_names(session))
+    return validate_team(spec, await catalog.load(session), await tool_names(session))
 
 
 async def _validated(session: AsyncSession, spec: TeamSpec) -> ValidationReport:
@@ -146,23 +113,9 @@ async def _validated(session: AsyncSession, spec: TeamSpec) -> ValidationReport:
 
 
 async def _hold_references(session: AsyncSession, references: set[tuple[uuid.UUID, uuid.UUID]]) -> None:
-    """Share-lock the referenced providers and models until commit (PostgreSQL; SQLite serialises writers)
-    and make sure they are still there: a delete that won the race answers 409 rather than being missed."""
-    provider_ids = {provider_id for provider_id, _ in references}
-    model_ids = {model_id for _, model_id in references}
-    if not references:
-        return
-    live_providers = set(
-        await session.scalars(
-            select(Provider.id)
-            .where(Provider.id.in_(provider_ids), Provider.deleted_at.is_(None))
-            .with_for_update(read=True)
-        )
-    )
-    live_models = set(
-        await session.scalars(select(LLMModel.id).where(LLMModel.id.in_(model_ids)).with_for_update(read=True))
-    )
-    if live_providers != provider_ids or live_models != model_ids:
+    """The referenced providers and models stay until commit; a delete that won the race answers 409 rather
+    than being missed."""
+    if not await catalog.hold(session, references):
         raise ConflictError(
             "the LLM configuration changed while the team was being saved; retry", error_code="CONFLICT"
         )
@@ -341,10 +294,13 @@ async def update_team(session: AsyncSession, team_id: uuid.UUID, data: TeamUpdat
     return team_read(team)
 
 
-async def ensure_no_running_execution(session: AsyncSession, team: Team) -> None:
-    """Refuse (409 ``EXECUTION_RUNNING``) to delete a team while one of its executions is unfinished."""
-    from aiops_executor.executions.service import has_unfinished
+# Whether a team has an unfinished execution: the executions domain's answer (it builds on teams, so it is
+# handed in by the endpoint rather than imported here).
+UnfinishedRuns = Callable[[AsyncSession, uuid.UUID], Awaitable[bool]]
 
+
+async def _ensure_no_running_execution(session: AsyncSession, team: Team, has_unfinished: UnfinishedRuns) -> None:
+    """Refuse (409 ``EXECUTION_RUNNING``) to delete a team while one of its executions is unfinished."""
     if await has_unfinished(session, team.id):
         raise ConflictError(
             f"team {team.name!r} has an execution running; cancel it or wait for it to finish",
@@ -353,9 +309,9 @@ async def ensure_no_running_execution(session: AsyncSession, team: Team) -> None
         )
 
 
-async def delete_team(session: AsyncSession, team_id: uuid.UUID, *, actor: str) -> None:
+async def delete_team(session: AsyncSession, team_id: uuid.UUID, *, actor: str, has_unfinished: UnfinishedRuns) -> None:
     team = await get_team_row(session, team_id, lock=True)
-    await ensure_no_running_execution(session, team)
+    await _ensure_no_running_execution(session, team, has_unfinished)
     await session.execute(delete(TeamModelReference).where(TeamModelReference.team_id == team.id))
     await session.delete(team)
     audit.record(

@@ -24,16 +24,14 @@ Errors make a team invalid; warnings do not. Decisions where the contract is sil
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel
 
-from aiops_executor.llm.schemas import Capability, ModelStatus, ModelType
-from aiops_executor.teams.graph import OrderingGraph
-from aiops_executor.teams.topology import (
+from aiops_executor.engine.ordering import OrderingGraph
+from aiops_executor.engine.topology import (
     MAX_AGENTS_PER_NODE,
     MAX_DEPTH,
     MAX_NODES,
@@ -43,6 +41,8 @@ from aiops_executor.teams.topology import (
     NodeStrategy,
     TeamSpec,
 )
+from aiops_executor.llm.catalog import ModelCatalog, ModelEntry, ModelLookup
+from aiops_executor.llm.schemas import Capability, ModelStatus, ModelType
 
 MIN_TIMEOUT_SECONDS = 1
 
@@ -74,75 +74,6 @@ class Issue(BaseModel):
     code: str
     message: str
     path: str
-
-
-# --------------------------------------------------------------------------------------------- the catalog
-
-
-@dataclass(frozen=True)
-class ProviderEntry:
-    id: uuid.UUID
-    name: str
-    type: str
-    is_active: bool
-    deleted: bool = False
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    id: uuid.UUID  # the row id
-    provider_id: uuid.UUID
-    model_id: str  # the provider's identifier, e.g. ``gpt-4o``
-    type: str
-    status: str
-    capabilities: Mapping[str, Any] = field(default_factory=dict)
-
-    def supports(self, capability: Capability) -> bool:
-        spec = self.capabilities.get(capability.value)
-        return isinstance(spec, Mapping) and spec.get("supported") is True
-
-
-@dataclass(frozen=True)
-class ModelLookup:
-    """What a ``(model_provider, model_id)`` reference resolves to; either part may be missing."""
-
-    provider: ProviderEntry | None
-    model: ModelEntry | None
-
-
-class ModelCatalog:
-    """An immutable snapshot of the providers and models a topology may reference.
-
-    Deleted providers may be included (``deleted=True``) so that a reference to one says so; their names
-    never shadow a live provider's.
-    """
-
-    def __init__(self, providers: Iterable[ProviderEntry] = (), models: Iterable[ModelEntry] = ()) -> None:
-        self._by_id: dict[uuid.UUID, ProviderEntry] = {}
-        self._by_name: dict[str, ProviderEntry] = {}
-        for provider in providers:
-            self._by_id[provider.id] = provider
-            known = self._by_name.get(provider.name)
-            if known is None or (known.deleted and not provider.deleted):
-                self._by_name[provider.name] = provider
-        self._models: dict[tuple[uuid.UUID, str], ModelEntry] = {(m.provider_id, m.model_id): m for m in models}
-
-    def provider(self, ref: str) -> ProviderEntry | None:
-        """A provider by id (its string form) or by name; a live provider's name wins over a deleted one's."""
-        try:
-            by_id = self._by_id.get(uuid.UUID(ref))
-        except ValueError:
-            by_id = None
-        return by_id if by_id is not None else self._by_name.get(ref)
-
-    def model(self, provider_id: uuid.UUID, model_id: str) -> ModelEntry | None:
-        return self._models.get((provider_id, model_id))
-
-    def lookup(self, model_provider: str, model_id: str) -> ModelLookup:
-        provider = self.provider(model_provider)
-        if provider is None or provider.deleted:
-            return ModelLookup(provider, None)
-        return ModelLookup(provider, self.model(provider.id, model_id))
 
 
 # --------------------------------------------------------------------------------------------- the report

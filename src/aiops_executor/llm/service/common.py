@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy import Select, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.core import egress
@@ -53,16 +52,6 @@ def columns_of(data: BaseModel, *, only_set: bool, exclude: Sequence[str] = ()) 
     return {name: _column_value(value) for name, value in dumped.items() if name not in exclude}
 
 
-def apply_changes(row: object, values: Mapping[str, Any]) -> list[str]:
-    """Set the attributes that differ; returns the changed field names (never their values)."""
-    changed = []
-    for name, value in values.items():
-        if getattr(row, name) != value:
-            setattr(row, name, value)
-            changed.append(name)
-    return changed
-
-
 def field_error(field_name: str, message: str) -> dict[str, Any]:
     return {"loc": ["body", field_name], "message": message, "type": "value_error"}
 
@@ -77,15 +66,6 @@ def limit_exceeded(resource: str, limit: int, provider_id: uuid.UUID) -> Conflic
         error_code="LIMIT_EXCEEDED",
         details={"resource": resource, "limit": limit, "provider_id": str(provider_id)},
     )
-
-
-async def flush_or_conflict(session: AsyncSession, conflict: ConflictError) -> None:
-    """Flush; a unique-constraint race lost to a concurrent writer answers 409 like the pre-check does."""
-    try:
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        raise conflict from None
 
 
 async def commit_and_invalidate(session: AsyncSession, context: AppContext) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from aiops_executor.audit import service as audit
+from aiops_executor.core.changes import apply_changes, flush_or_conflict
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.crypto import DecryptionError, associated_data, mask_secret
 from aiops_executor.core.db import utcnow
@@ -28,11 +29,9 @@ from aiops_executor.llm.schemas import (
     ValidationStatus,
 )
 from aiops_executor.llm.service.common import (
-    apply_changes,
     cached,
     commit_and_invalidate,
     field_error,
-    flush_or_conflict,
     limit_exceeded,
     paginate,
     validation_failed,

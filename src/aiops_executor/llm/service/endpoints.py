@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.audit import service as audit
 from aiops_executor.core import egress
+from aiops_executor.core.changes import apply_changes, flush_or_conflict
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.errors import ConflictError, NotFoundError
 from aiops_executor.core.pagination import Page, PageParams
@@ -22,13 +23,11 @@ from aiops_executor.llm.schemas import (
 )
 from aiops_executor.llm.service.common import (
     ENDPOINT_RULE_FIELDS,
-    apply_changes,
     cached,
     check_base_url_addresses,
     check_endpoint_rules,
     columns_of,
     commit_and_invalidate,
-    flush_or_conflict,
     limit_exceeded,
     paginate,
 )

@@ -10,9 +10,11 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.audit import service as audit
+from aiops_executor.core.changes import apply_changes, flush_or_conflict
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.errors import ConflictError, NotFoundError
 from aiops_executor.core.pagination import Page, PageParams
+from aiops_executor.llm.catalog import InUse
 from aiops_executor.llm.models import LLMModel, Provider
 from aiops_executor.llm.schemas import (
     Capability,
@@ -23,15 +25,12 @@ from aiops_executor.llm.schemas import (
     ModelUpdate,
 )
 from aiops_executor.llm.service.common import (
-    apply_changes,
     cached,
     columns_of,
     commit_and_invalidate,
-    flush_or_conflict,
     paginate,
 )
 from aiops_executor.llm.service.providers import get_provider_row
-from aiops_executor.teams.references import teams_using
 
 
 def _model_id_taken(model_id: str, provider_id: uuid.UUID) -> ConflictError:
@@ -193,10 +192,12 @@ async def update_model(
     return ModelRead.model_validate(model)
 
 
-async def delete_model(session: AsyncSession, context: AppContext, model_uuid: uuid.UUID, *, actor: str) -> None:
-    """Refused (409 ``MODEL_IN_USE``) while a team uses the model."""
+async def delete_model(
+    session: AsyncSession, context: AppContext, model_uuid: uuid.UUID, *, actor: str, in_use: InUse
+) -> None:
+    """Refused (409 ``MODEL_IN_USE``) while ``in_use`` names a team that uses the model."""
     model = await get_model_row(session, model_uuid, lock=True)
-    teams = await teams_using(session, model_row_id=model.id)
+    teams = await in_use(session, model_row_id=model.id)
     if teams:
         raise ConflictError(
             f"model {model.model_id!r} is in use by team(s) {', '.join(repr(team['name']) for team in teams)}",

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.audit import service as audit
+from aiops_executor.core.changes import apply_changes, flush_or_conflict
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.db import utcnow
 from aiops_executor.core.errors import ConflictError, NotFoundError
 from aiops_executor.core.pagination import Page, PageParams
 from aiops_executor.llm.adapters import adapter_for
+from aiops_executor.llm.catalog import InUse
 from aiops_executor.llm.models import Provider, ProviderCredential, ProviderEndpoint
 from aiops_executor.llm.schemas import (
     ProviderCreate,
@@ -22,35 +23,19 @@ from aiops_executor.llm.schemas import (
 )
 from aiops_executor.llm.service.common import (
     ENDPOINT_RULE_FIELDS,
-    apply_changes,
     cached,
     check_endpoint_rules,
     columns_of,
     commit_and_invalidate,
     field_error,
-    flush_or_conflict,
     paginate,
     validation_failed,
 )
-from aiops_executor.teams.references import teams_using
-
-ProviderUsageCheck = Callable[[AsyncSession, Provider], Awaitable[str | None]]
-_provider_usage_checks: list[ProviderUsageCheck] = []
 
 
-def register_provider_usage_check(check: ProviderUsageCheck) -> None:
-    """Let another domain (teams) veto provider deletion: ``check`` returns a reason while the provider is used.
-
-    Deleting a provider for which any check returns a reason answers 409 ``PROVIDER_IN_USE``.
-    """
-    if check not in _provider_usage_checks:
-        _provider_usage_checks.append(check)
-
-
-async def _ensure_provider_unused(session: AsyncSession, provider: Provider) -> None:
-    teams = await teams_using(session, provider_id=provider.id)
+async def _ensure_provider_unused(session: AsyncSession, provider: Provider, in_use: InUse) -> None:
+    teams = await in_use(session, provider_id=provider.id)
     reasons = [f"team {team['name']!r} uses it" for team in teams]
-    reasons += [reason for check in _provider_usage_checks if (reason := await check(session, provider))]
     if reasons:
         raise ConflictError(
             f"provider {provider.name!r} is in use: {'; '.join(reasons)}",
@@ -218,11 +203,14 @@ async def set_provider_status(
     return ProviderRead.model_validate(provider)
 
 
-async def delete_provider(session: AsyncSession, context: AppContext, provider_id: uuid.UUID, *, actor: str) -> None:
+async def delete_provider(
+    session: AsyncSession, context: AppContext, provider_id: uuid.UUID, *, actor: str, in_use: InUse
+) -> None:
     """Soft delete: the row stays (history), the name becomes reusable, and the provider's credentials are
-    revoked (rows and ciphertexts destroyed) since nothing can reach them any more."""
+    revoked (rows and ciphertexts destroyed) since nothing can reach them any more. Refused (409
+    ``PROVIDER_IN_USE``) while ``in_use`` names a user of it."""
     provider = await get_provider_row(session, provider_id, lock=True)
-    await _ensure_provider_unused(session, provider)
+    await _ensure_provider_unused(session, provider, in_use)
     provider.deleted_at = utcnow()
     revoked = await session.execute(delete(ProviderCredential).where(ProviderCredential.provider_id == provider.id))
     audit.record(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from aiops_executor.teams.topology import Topology
+from aiops_executor.engine.topology import Topology
 
 
 @dataclass
