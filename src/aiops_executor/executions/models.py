@@ -10,6 +10,7 @@ from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Inte
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aiops_executor.core.db import Base, TimestampedRow, UTCDateTime, utcnow
+from aiops_executor.teams.models import Team
 
 # Kept in step with ``schemas.UNFINISHED`` (the migration that creates the index spells the same condition).
 UNFINISHED_CONDITION = "status IN ('pending', 'running', 'awaiting_approval') AND trigger_key IS NOT NULL"
@@ -32,7 +33,7 @@ class Execution(TimestampedRow, Base):
         ),
     )
 
-    team_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("teams.id", ondelete="CASCADE"), nullable=False)
+    team_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey(Team.id, ondelete="CASCADE"), nullable=False)
     status: Mapped[str] = mapped_column(String(32), nullable=False, default="pending")
     input: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     timeout_seconds: Mapped[int] = mapped_column(Integer, nullable=False)
