@@ -59,7 +59,7 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 
 from aiops_executor.engine import CompiledTeam, ExecutionRun, RunRequest, Usage, prompts
-from aiops_executor.engine.team import (
+from aiops_executor.engine.prompts import (
     DEFAULT_AGENT_PROMPT,
     DEFAULT_GLOBAL_SUPERVISOR_PROMPT,
     DEFAULT_NODE_SUPERVISOR_PROMPT,
@@ -492,7 +492,7 @@ async def bench_agent_build(rows: list[Row]) -> None:
     node = spec.topology.nodes[0]
     start = time.perf_counter()
     for agent in node.agents:
-        tools = [team.tool(name) for name in agent.tools]
+        tools = [team.agent_tools.tool(name) for name in agent.tools]
         create_agent(CountingSimulator(model_id=MODEL), tools, system_prompt=agent.system_prompt, name=agent.agent_id)
     per_agent = (time.perf_counter() - start) * 1000 / len(node.agents)
     rows.append(

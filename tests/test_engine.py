@@ -13,7 +13,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from aiops_executor.engine import CompiledTeam, ExecutionRun, NodeStatus, RunRequest, RunStatus
 from aiops_executor.engine.events import TERMINAL_EVENTS, EventType, ExecutionEvent
-from aiops_executor.engine.team import error_text
+from aiops_executor.engine.failures import error_text
 from aiops_executor.llm.runtime.errors import Failure, FailureKind, ProviderCallError
 from tests.engine_support import (
     BROKEN,

@@ -90,3 +90,9 @@ NameText = Annotated[str, NAME_TEXT]
 FreeText = Annotated[str, FREE_TEXT]
 # Not in the OpenAPI document: JSON Schema cannot say "no NUL at any depth" without a recursive $ref.
 SafeJson = Annotated[dict[str, Any], AfterValidator(_nul_free_json)]
+
+
+def shorten(text: str | None, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, ending in "..." when cut; "" for None."""
+    value = text or ""
+    return value if len(value) <= limit else value[: max(limit - 3, 0)] + "..."

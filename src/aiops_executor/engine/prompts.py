@@ -15,6 +15,10 @@ from typing import Any
 from aiops_executor.engine.topology import AgentSpec, NodeSpec
 from aiops_executor.tools.registry import redact_value, secrets_in
 
+DEFAULT_AGENT_PROMPT = "You are an SRE agent investigating one resource. Use your tools, then report what you found."
+DEFAULT_NODE_SUPERVISOR_PROMPT = "You supervise the agents investigating one resource and report their findings."
+DEFAULT_GLOBAL_SUPERVISOR_PROMPT = "You coordinate the teams investigating a system and summarise their findings."
+
 MAX_UPSTREAM_CHARS = 2_000
 TEMPLATE_FIELDS = ("task", "context", "node_id", "node_name", "node_type", "attributes", "upstream")
 

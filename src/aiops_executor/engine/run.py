@@ -25,21 +25,17 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command, StateSnapshot, StreamMode
 
 from aiops_executor.core.telemetry import Telemetry, default_telemetry
+from aiops_executor.core.text import shorten
 from aiops_executor.engine.approvals import PendingApproval, pending_from
 from aiops_executor.engine.events import LIVE_EVENTS, EventType, ExecutionEvent, PendingEvent, format_timestamp
 from aiops_executor.engine.evidence import node_verdict, with_seqs
+from aiops_executor.engine.failures import error_message
 from aiops_executor.engine.models import DISCARDED_TOKENS_KEY, ModelSource, Usage
 from aiops_executor.engine.results import AgentResult, NodeResult, NodeStatus, RunOutcome, RunStatus
-from aiops_executor.engine.team import (
-    AGENT_ID_KEY,
-    NODE_ID_KEY,
-    RUN_KEY,
-    CompiledTeam,
-    RunSettings,
-    TeamRun,
-    error_message,
-)
+from aiops_executor.engine.state import RUN_KEY, RunSettings, TeamRun
+from aiops_executor.engine.team import CompiledTeam
 from aiops_executor.engine.tokens import DEFAULT_INTERVAL_SECONDS, TokenCoalescer
+from aiops_executor.engine.tool_calls import AGENT_ID_KEY, NODE_ID_KEY
 
 EXECUTION_TIMEOUT = "EXECUTION_TIMEOUT"
 EXECUTION_FAILED = "EXECUTION_FAILED"
@@ -407,8 +403,8 @@ class ExecutionRun:
             outcome.status = RunStatus.failed
             outcome.error_code = EXECUTION_FAILED
             # When every node team had failed, that is the news, whatever broke afterwards.
-            outcome.error_message = _node_teams_failed(nodes) or _bounded(
-                f"the global supervisor failed: {message or 'unexpected error'}"
+            outcome.error_message = _node_teams_failed(nodes) or shorten(
+                f"the global supervisor failed: {message or 'unexpected error'}", MAX_ERROR_MESSAGE
             )
             return outcome
         if snapshot.next:
@@ -422,7 +418,7 @@ class ExecutionRun:
         if failure:
             outcome.status = RunStatus.failed
             outcome.error_code = EXECUTION_FAILED
-            outcome.error_message = _bounded(str(failure))
+            outcome.error_message = shorten(str(failure), MAX_ERROR_MESSAGE)
             return outcome
         structured = values.get("structured")
         if structured is not None:
@@ -458,10 +454,6 @@ def terminal_event(outcome: RunOutcome, *, structured: bool) -> PendingEvent:
     return PendingEvent(EventType.execution_error, data=data)
 
 
-def _bounded(message: str) -> str:
-    return message if len(message) <= MAX_ERROR_MESSAGE else message[: MAX_ERROR_MESSAGE - 3] + "..."
-
-
 def _node_teams_failed(nodes: list[NodeResult]) -> str | None:
     """Why the run failed when none of its node teams succeeded: each node team and its reason (None when one
     succeeded, or some did not finish)."""
@@ -469,7 +461,7 @@ def _node_teams_failed(nodes: list[NodeResult]) -> str | None:
         return None
     every = all(n.status is NodeStatus.failed for n in nodes)
     message = "every node team failed: " if every else "no node team succeeded: "
-    reasons = [f"{n.node_id}: {_short(n.error or n.output or n.status.value)}" for n in nodes]
+    reasons = [f"{n.node_id}: {shorten(n.error or n.output or n.status.value, MAX_NODE_REASON)}" for n in nodes]
     message += reasons[0]
     for index, reason in enumerate(reasons[1:], start=1):
         more = f"; and {len(reasons) - index} more"
@@ -477,10 +469,6 @@ def _node_teams_failed(nodes: list[NodeResult]) -> str | None:
             return message + more
         message += "; " + reason
     return message
-
-
-def _short(text: str, limit: int = MAX_NODE_REASON) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _checkpointed_results(snapshot: StateSnapshot) -> dict[str, dict[str, Any]]:

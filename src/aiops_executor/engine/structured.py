@@ -33,6 +33,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langgraph.errors import GraphBubbleUp
 from pydantic import BaseModel, ValidationError
 
+from aiops_executor.core.text import shorten
+
 MAX_ATTEMPTS = 3
 JSON_SCHEMA = "json_schema"
 TOOL_CALLING = "tool_calling"
@@ -269,10 +271,6 @@ def _plain(message: BaseMessage | None) -> str:
     return "".join(b if isinstance(b, str) else str(b.get("text", "")) for b in content if b is not None)
 
 
-def _short(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _coerce(schema: dict[str, Any] | type[BaseModel], value: Any) -> tuple[Any, str]:
     """A parsed object as the caller wants it (a pydantic schema validates it), or None and why."""
     if value is None or not isinstance(schema, type):
@@ -282,13 +280,13 @@ def _coerce(schema: dict[str, Any] | type[BaseModel], value: Any) -> tuple[Any, 
     try:
         return schema.model_validate(value), ""
     except ValidationError:
-        return None, f"its answer is not one of the choices offered: {_short(json.dumps(value, default=str))}"
+        return None, f"its answer is not one of the choices offered: {shorten(json.dumps(value, default=str), 200)}"
 
 
 def _missing(raw: BaseMessage | None) -> str:
     said = _plain(raw).strip()
     if said:
-        return f'it answered in plain words, not with the structured answer asked for: "{_short(said)}"'
+        return f'it answered in plain words, not with the structured answer asked for: "{shorten(said, 200)}"'
     return "it gave an empty answer"
 
 

@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from aiops_executor.core.settings import Settings
 from aiops_executor.core.telemetry import Telemetry
 from aiops_executor.engine import CompiledTeam, ExecutionEvent, ExecutionRun, Resume, RunOutcome, RunRequest, RunStatus
+from aiops_executor.engine.failures import error_message
 from aiops_executor.engine.run import EXECUTION_FAILED, terminal_event
-from aiops_executor.engine.team import error_message
 from aiops_executor.engine.topology import TeamSpec
 from aiops_executor.executions import repository
 from aiops_executor.executions.broadcast import Broadcaster

@@ -18,7 +18,6 @@ from aiops_executor.core.pagination import Page, PageParams
 from aiops_executor.engine import prompts
 from aiops_executor.engine.events import GLOBAL_SUPERVISOR_ID
 from aiops_executor.engine.structured import InvalidOutputSchema, check_schema, generate_structured_output
-from aiops_executor.engine.team import DEFAULT_GLOBAL_SUPERVISOR_PROMPT
 from aiops_executor.engine.topology import TeamSpec
 from aiops_executor.executions import repository
 from aiops_executor.executions.manager import ExecutionManager
@@ -305,7 +304,7 @@ async def structured_output(
     outcome = await generate_structured_output(
         model,
         request.output_schema,
-        supervisor.system_prompt or DEFAULT_GLOBAL_SUPERVISOR_PROMPT,
+        supervisor.system_prompt or prompts.DEFAULT_GLOBAL_SUPERVISOR_PROMPT,
         prompts.global_supervisor_brief(
             execution.input.get("task", ""), execution.input.get("context", {}), spec.topology.nodes
         ),

@@ -26,6 +26,7 @@ import httpx
 import structlog
 
 from aiops_executor.core import egress
+from aiops_executor.core.text import shorten
 
 # The MCP SDK is imported when a process first talks to a tool server: importing it costs every process some
 # 0.2 s of CPU at start-up (the CLI, each API process, each worker), and most never use a tool server.
@@ -84,11 +85,6 @@ class ServerConfig:
         return {value for value in (*self.env.values(), *self.headers.values()) if len(value) >= 4}
 
 
-def _short(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def describe_failure(exc: BaseException) -> str:
     """One line naming what broke, from the exception and what caused it (no class names, no traceback)."""
     if isinstance(exc, BaseExceptionGroup):
@@ -110,7 +106,7 @@ def describe_failure(exc: BaseException) -> str:
         return f"the server said: {exc.error.message}"  # type: ignore[attr-defined]
     text = str(exc).strip()
     if text:
-        return _short(text)
+        return shorten(" ".join(text.split()), MAX_MESSAGE_CHARS)
     cause = exc.__cause__ or exc.__context__
     if cause is not None and cause is not exc:
         return describe_failure(cause)

@@ -26,6 +26,7 @@ from langgraph.errors import GraphBubbleUp
 from pydantic import BaseModel, ValidationError
 
 from aiops_executor.core.egress import policy_for
+from aiops_executor.core.text import shorten
 from aiops_executor.tools.verdicts import Verdict, outcome_verdict
 
 if TYPE_CHECKING:
@@ -326,11 +327,7 @@ def describe_exception(exc: BaseException, secrets: set[str] | None = None) -> s
     """``Type: message``, one line, bounded, with credentials removed -- never a traceback."""
     text = " ".join(str(exc).split())
     message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return truncate_text(redact(message, secrets or set()), MAX_ERROR_MESSAGE_CHARS)
-
-
-def truncate_text(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: max(limit - 3, 0)] + "..."
+    return shorten(redact(message, secrets or set()), MAX_ERROR_MESSAGE_CHARS)
 
 
 def redact(text: str, secrets: set[str] | frozenset[str] = frozenset()) -> str:

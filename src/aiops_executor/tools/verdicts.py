@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from aiops_executor.core.text import shorten
+
 THRESHOLDS_ATTRIBUTE = "thresholds"
 
 MAX_SIGNALS = 8
@@ -142,5 +144,4 @@ def outcome_verdict(status: str, output: Mapping[str, Any], *, builtin: bool) ->
 
 
 def _bounded(signal: str) -> str:
-    text = " ".join(signal.split())
-    return text if len(text) <= MAX_SIGNAL_CHARS else text[: MAX_SIGNAL_CHARS - 3] + "..."
+    return shorten(" ".join(signal.split()), MAX_SIGNAL_CHARS)

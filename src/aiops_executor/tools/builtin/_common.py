@@ -130,10 +130,6 @@ async def best_round_trip_ms(ask: Callable[[], Awaitable[Any]]) -> float:
     return min(samples)
 
 
-def truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: max(limit - 3, 0)] + "..."
-
-
 def as_float(value: Any) -> float | None:
     """``value`` as a finite float, else None (JSON has no NaN or infinity)."""
     try:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from aiops_executor import __version__
 from aiops_executor.core.egress import EgressDenied, EgressUnresolvable
+from aiops_executor.core.text import shorten
 from aiops_executor.tools.builtin._common import (
     egress_denied,
     egress_http_transport,
@@ -26,7 +27,6 @@ from aiops_executor.tools.builtin._common import (
     http_url_or_none,
     missing_target,
     thresholds,
-    truncate,
 )
 from aiops_executor.tools.registry import ToolContext, ToolSpec, describe_exception
 from aiops_executor.tools.verdicts import Findings, judged
@@ -162,10 +162,10 @@ async def http_check(args: HttpCheckArgs, context: ToolContext) -> dict[str, Any
         }
     )
     if preview and _is_textual(content_type):
-        report["body_preview"] = truncate(preview.decode("utf-8", errors="replace"), BODY_PREVIEW_CHARS)
+        report["body_preview"] = shorten(preview.decode("utf-8", errors="replace"), BODY_PREVIEW_CHARS)
     where = _where(str(response.url))
     if status >= 500:
-        excerpt = f": {truncate(' '.join(report['body_preview'].split()), 80)}" if report.get("body_preview") else ""
+        excerpt = f": {shorten(' '.join(report['body_preview'].split()), 80)}" if report.get("body_preview") else ""
         findings.failed(f"HTTP {status} from {where}{excerpt}")
     elif not ok:
         findings.degraded(f"HTTP {status} from {where} (expected {_expected(args.expected_status)})")

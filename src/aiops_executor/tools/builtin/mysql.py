@@ -29,6 +29,7 @@ import aiomysql
 import pymysql
 from pydantic import BaseModel, ConfigDict, Field
 
+from aiops_executor.core.text import shorten
 from aiops_executor.tools.builtin._common import (
     DIAGNOSTICS_SUPERUSER_REFUSED,
     SuperuserRefused,
@@ -37,7 +38,6 @@ from aiops_executor.tools.builtin._common import (
     elapsed_ms,
     secret_target,
     thresholds,
-    truncate,
 )
 from aiops_executor.tools.builtin.mysql_verdicts import (
     CANNOT_CONNECT,
@@ -141,7 +141,7 @@ async def _long_running(cursor: Any, args: MysqlDiagnosticsArgs) -> dict[str, An
         args.max_rows,
     )
     for row in rows:
-        row["query"] = truncate(row["query"] or "", args.query_chars)
+        row["query"] = shorten(row["query"] or "", args.query_chars)
     return {"long_running_queries": rows}
 
 

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
+from aiops_executor.core.text import shorten
 from aiops_executor.tools.builtin._common import (
     DIAGNOSTICS_SUPERUSER_REFUSED,
     SuperuserRefused,
@@ -41,7 +42,6 @@ from aiops_executor.tools.builtin._common import (
     elapsed_ms,
     secret_target,
     thresholds,
-    truncate,
 )
 from aiops_executor.tools.builtin.postgres_verdicts import judge_failure, judge_report
 from aiops_executor.tools.registry import (
@@ -228,7 +228,7 @@ async def _long_running(connection: asyncpg.Connection, args: PostgresDiagnostic
                 "state": row["state"],
                 "duration_seconds": round(row["seconds"], 2),
                 "wait_event": _wait_event(row["wait_event_type"], row["wait_event"]),
-                "query": truncate(row["query"] or "", args.query_chars),
+                "query": shorten(row["query"] or "", args.query_chars),
             }
             for row in rows
         ]
@@ -257,7 +257,7 @@ async def _long_transactions(connection: asyncpg.Connection, args: PostgresDiagn
                 "user": row["usename"],
                 "state": row["state"],
                 "transaction_seconds": round(row["seconds"], 2),
-                "query": truncate(row["query"] or "", args.query_chars),
+                "query": shorten(row["query"] or "", args.query_chars),
             }
             for row in rows
         ]
@@ -296,7 +296,7 @@ async def _lock_waits(connection: asyncpg.Connection, args: PostgresDiagnosticsA
                 "blocked_by": list(row["blocked_by"]),
                 "waiting_seconds": round(row["seconds"] or 0.0, 2),
                 "wait_event": _wait_event(row["wait_event_type"], row["wait_event"]),
-                "query": truncate(row["query"] or "", args.query_chars),
+                "query": shorten(row["query"] or "", args.query_chars),
             }
             for row in rows
         ],
@@ -306,7 +306,7 @@ async def _lock_waits(connection: asyncpg.Connection, args: PostgresDiagnosticsA
                 "user": row["usename"],
                 "state": row["state"],
                 "transaction_seconds": round(row["xact_seconds"], 2) if row["xact_seconds"] is not None else None,
-                "query": truncate(row["query"] or "", args.query_chars),
+                "query": shorten(row["query"] or "", args.query_chars),
             }
             for row in blockers
         ],

@@ -28,6 +28,7 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from aiops_executor.core.text import shorten
 from aiops_executor.tools.builtin._common import (
     as_float,
     egress_address,
@@ -35,7 +36,6 @@ from aiops_executor.tools.builtin._common import (
     elapsed_ms,
     secret_target,
     thresholds,
-    truncate,
 )
 from aiops_executor.tools.registry import (
     EGRESS_DENIED,
@@ -141,7 +141,7 @@ def _slowlog_entry(entry: dict[str, Any], command_chars: int) -> dict[str, Any]:
         "id": entry.get("id"),
         "started_at": datetime.fromtimestamp(started, UTC).isoformat() if isinstance(started, int) else None,
         "duration_us": entry.get("duration"),
-        "command": truncate(str(command), command_chars),
+        "command": shorten(str(command), command_chars),
         "client_address": entry.get("client_address"),
     }
 
