@@ -30,8 +30,9 @@ from aiops_executor.engine import CompiledTeam, ExecutionRun, RunRequest, RunSta
 from aiops_executor.engine.topology import TeamSpec
 from aiops_executor.executions import queue
 from aiops_executor.llm.runtime.config import CredentialConfig, DecryptedSecrets, ModelBinding
-from aiops_executor.llm.runtime.failover import FailoverChatModel, RuntimeState
+from aiops_executor.llm.runtime.failover import FailoverChatModel
 from aiops_executor.llm.runtime.model_source import RuntimeModelSource
+from aiops_executor.llm.runtime.state import RuntimeState
 from aiops_executor.tools.builtin import default_registry
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, login
 from tests.engine_support import agent, node, team, tool_registry

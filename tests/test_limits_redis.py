@@ -25,9 +25,11 @@ from aiops_executor.core.rate_limit_redis import RedisLoginThrottle, RedisRateLi
 from aiops_executor.core.redis_link import RedisLink, RedisUnavailable
 from aiops_executor.llm.runtime import failover
 from aiops_executor.llm.runtime.config import ModelBinding
-from aiops_executor.llm.runtime.failover import Route, RuntimeState, plan_routes
+from aiops_executor.llm.runtime.routes import Route, route_key
+from aiops_executor.llm.runtime.routing import plan_routes
 from aiops_executor.llm.runtime.service import ModelRuntime
 from aiops_executor.llm.runtime.shared_state import SharedRuntimeState, SharedSemaphores
+from aiops_executor.llm.runtime.state import RuntimeState
 from tests.conftest import ADMIN_USERNAME, make_settings
 from tests.helpers import API
 from tests.mock_providers import OPENAI_KEY, OPENAI_KEY_2
@@ -287,7 +289,7 @@ async def test_a_429_seen_by_one_process_sends_the_other_to_the_next_key(
 
     await one.model.ainvoke("hi")
     assert one.outcomes() == ["rate_limited", "success"]
-    throttled = failover.route_key(binding.endpoints[0].id, first.id)  # this key on this endpoint
+    throttled = route_key(binding.endpoints[0].id, first.id)  # this key on this endpoint
     assert 43_000 < await pttl(f"aiops:cooldown:{namespace}route:{throttled}") <= 45_000  # Retry-After
     await other.model.ainvoke("hi")
     assert other.outcomes() == ["success"]

@@ -14,10 +14,12 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from aiops_devtools.mock_providers import MockLLMServer
-from aiops_executor.llm.runtime import failover
+from aiops_executor.llm.runtime import failover, routing
+from aiops_executor.llm.runtime.calls import CallRecord
 from aiops_executor.llm.runtime.config import CredentialConfig, DecryptedSecrets, ModelBinding
 from aiops_executor.llm.runtime.errors import NoUsableRouteError, ProviderCallError
-from aiops_executor.llm.runtime.failover import CallRecord, FailoverChatModel, RuntimeState
+from aiops_executor.llm.runtime.failover import FailoverChatModel
+from aiops_executor.llm.runtime.state import RuntimeState, credential_fingerprint
 from tests.mock_providers import OPENAI_KEY, OPENAI_KEY_2, OPENAI_MODELS
 from tests.test_runtime_clients import endpoint, model
 
@@ -288,13 +290,13 @@ async def test_an_exhausted_credential_stays_out_until_its_configuration_changes
 
     spent = credential("spent", quota_limit=1)
     state = RuntimeState()
-    state.exhaust(spent.id, failover.credential_fingerprint(spent))  # as the runtime does when the quota is reached
+    state.exhaust(spent.id, credential_fingerprint(spent))  # as the runtime does when the quota is reached
     ep = endpoint(openai_mock.client_base_url)
     binding = ModelBinding(model("openai", "gpt-4o-mini"), (ep,), (spent,))
     with pytest.raises(NoUsableRouteError):
-        failover.plan_routes(binding, state)
+        routing.plan_routes(binding, state)
     raised = replace(spent, quota_limit=5, quota_used=1)
     rekeyed = replace(spent, api_key_encrypted="cipher-of-a-re-entered-key")
     for fixed in (raised, rekeyed):
-        routes = failover.plan_routes(ModelBinding(binding.model, (ep,), (fixed,)), state)
+        routes = routing.plan_routes(ModelBinding(binding.model, (ep,), (fixed,)), state)
         assert [r.credential for r in routes] == [fixed]

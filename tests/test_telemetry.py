@@ -32,7 +32,8 @@ from aiops_executor.core.settings import Settings
 from aiops_executor.core.telemetry import Telemetry
 from aiops_executor.engine import CompiledTeam, ExecutionRun, RunRequest, RunStatus, Usage
 from aiops_executor.llm.runtime.config import CredentialConfig, DecryptedSecrets, ModelBinding
-from aiops_executor.llm.runtime.failover import FailoverChatModel, RuntimeState
+from aiops_executor.llm.runtime.failover import FailoverChatModel
+from aiops_executor.llm.runtime.state import RuntimeState
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, login, make_settings
 from tests.engine_support import BROKEN, agent, node, team, tool_registry
 from tests.mock_providers import OPENAI_KEY

@@ -28,7 +28,8 @@ from aiops_executor.llm.adapters.base import ClientConfigurationError, RemoteMod
 from aiops_executor.llm.models import LLMModel, Provider, ProviderCredential, ProviderEndpoint
 from aiops_executor.llm.runtime.config import CredentialConfig, DecryptedSecrets
 from aiops_executor.llm.runtime.errors import HTTP_STATUS, Failure, FailureKind
-from aiops_executor.llm.runtime.failover import Route, cooldown_keys, cooling_last, endpoint_preference, penalise
+from aiops_executor.llm.runtime.routes import Route, cooldown_keys
+from aiops_executor.llm.runtime.routing import cooling_last, endpoint_preference, penalise
 from aiops_executor.llm.runtime.service import ModelRuntime, credential_config, endpoint_config
 from aiops_executor.llm.schemas import EndpointRead, HealthStatus, ModelRead, ValidationStatus
 

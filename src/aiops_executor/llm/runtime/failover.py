@@ -15,12 +15,11 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, nullcontext
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from contextlib import nullcontext
+from dataclasses import dataclass
 from decimal import Decimal
 from operator import itemgetter
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -42,6 +41,7 @@ from aiops_executor.core.telemetry import ChatAttempt, Telemetry
 from aiops_executor.engine.models import DISCARDED_TOKENS_KEY
 from aiops_executor.llm.adapters import adapter_for
 from aiops_executor.llm.adapters.base import JSON_SCHEMA
+from aiops_executor.llm.runtime.calls import CallRecord, CallSink, cost_of
 from aiops_executor.llm.runtime.config import (
     CredentialConfig,
     DecryptedSecrets,
@@ -49,7 +49,12 @@ from aiops_executor.llm.runtime.config import (
     ModelBinding,
     ModelConfig,
 )
-from aiops_executor.llm.runtime.errors import Failure, FailureKind, NoUsableRouteError, ProviderCallError
+from aiops_executor.llm.runtime.errors import Failure, FailureKind, ProviderCallError
+from aiops_executor.llm.runtime.routes import Route
+from aiops_executor.llm.runtime.routing import penalise, plan_routes, rejected_earlier
+from aiops_executor.llm.runtime.state import RuntimeState, credential_fingerprint
+
+SecretOpener = Callable[[CredentialConfig], Awaitable[DecryptedSecrets]]
 
 logger = structlog.get_logger(__name__)
 
@@ -60,257 +65,13 @@ TOOL_CHOICE_KWARG = "_aiops_tool_choice"
 RESPONSE_SCHEMA_KWARG = "_aiops_response_schema"
 
 
-@dataclass(frozen=True)
-class Route:
-    endpoint: EndpointConfig | None
-    credential: CredentialConfig | None
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "endpoint": self.endpoint.name if self.endpoint else None,
-            "credential_alias": self.credential.alias if self.credential else None,
-        }
-
-    def where(self) -> str:
-        """The route in a user's words: ``endpoint 'primary' with key 'main'``."""
-        where = f"endpoint {self.endpoint.name!r}" if self.endpoint else "the provider"
-        return f"{where} with key {self.credential.alias!r}" if self.credential else where
-
-    def attempt(self, failure: Failure) -> dict[str, Any]:
-        """A failed attempt on this route, as error details list it."""
-        return {
-            **self.describe(),
-            "error_code": failure.error_code,
-            "error_message": failure.message,
-            "status": failure.status,
-        }
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    """One attempt at a provider, for usage, quota and metrics."""
-
-    model: ModelConfig
-    endpoint_id: uuid.UUID | None
-    credential_id: uuid.UUID | None
-    outcome: str  # "success" or a FailureKind value
-    latency_ms: float
-    # None: the provider did not report the count, or the model has no price (unknown, not free).
-    input_tokens: int | None = 0
-    output_tokens: int | None = 0
-    cost: Decimal | None = Decimal(0)
-
-
-CallSink = Callable[[CallRecord], Awaitable[None]]
-SecretOpener = Callable[[CredentialConfig], Awaitable[DecryptedSecrets]]
-
-
-def cost_of(model: ModelConfig, input_tokens: int | None, output_tokens: int | None) -> Decimal | None:
-    """Prices are per 1K tokens; unknown (None) when a count or a price is unknown."""
-    if input_tokens is None or output_tokens is None or model.input_price is None or model.output_price is None:
-        return None
-    return model.input_price * input_tokens / 1000 + model.output_price * output_tokens / 1000
-
-
-CredentialFingerprint = tuple[str, str | None, str | None, int | None]
-
-
-def credential_fingerprint(credential: CredentialConfig) -> CredentialFingerprint:
-    """The parts of a credential whose change (a key re-entered, a new quota limit) can make it usable again."""
-    return (
-        credential.api_key_encrypted,
-        credential.secret_key_encrypted,
-        credential.access_token_encrypted,
-        credential.quota_limit,
-    )
-
-
-@dataclass
-class RuntimeState:
-    """Process-wide failover memory: cool-downs and in-flight limits, shared by every model instance.
-
-    Kept in this process; ``SharedRuntimeState`` overrides the async methods to share them across processes.
-    """
-
-    cooldown_seconds: float = 30.0
-    max_concurrency_per_endpoint: int = 16
-    _cooling: dict[tuple[str, uuid.UUID], float] = field(default_factory=dict)
-    _semaphores: dict[uuid.UUID, asyncio.Semaphore] = field(default_factory=dict)
-    # Credentials that reached their quota or could not be decrypted since their configuration was loaded,
-    # with the fingerprint they had then: re-entered keys or a new quota limit make a credential usable again.
-    exhausted: dict[uuid.UUID, CredentialFingerprint] = field(default_factory=dict)
-    failovers: int = 0
-    # The structured-output strategy that last worked for each model (by model row id), tried first next time.
-    structured_output_strategy: dict[uuid.UUID, str] = field(default_factory=dict)
-
-    def exhaust(self, credential_id: uuid.UUID, fingerprint: CredentialFingerprint) -> None:
-        self.exhausted[credential_id] = fingerprint
-
-    def is_exhausted(self, credential: CredentialConfig) -> bool:
-        return self.exhausted.get(credential.id) == credential_fingerprint(credential)
-
-    def cool_down(self, kind: str, key: uuid.UUID, seconds: float | None = None) -> None:
-        self._cooling[(kind, key)] = time.monotonic() + (seconds if seconds is not None else self.cooldown_seconds)
-
-    def cooling_until(self, route: Route) -> float:
-        now = time.monotonic()
-        until = max((self._cooling.get(key, 0.0) for key in cooldown_keys(route)), default=0.0)
-        return until if until > now else 0.0
-
-    def cooldown_left(self, kind: str, key: uuid.UUID) -> float | None:
-        """Seconds left of a cool-down (None: none), as far as this process knows (see ``load_cooldowns``)."""
-        left = self._cooling.get((kind, key), 0.0) - time.monotonic()
-        return left if left > 0 else None
-
-    async def load_cooling(self, binding: ModelBinding) -> None:
-        """Brings in the cool-downs other processes set on the binding's routes."""
-        routes = plan_candidates(binding)
-        await self.load_cooldowns({key for route in routes for key in cooldown_keys(route)})
-
-    async def load_cooldowns(self, keys: set[tuple[str, uuid.UUID]]) -> None:
-        """Brings in the cool-downs other processes set on these keys; nothing to do in memory."""
-
-    async def share_cool_down(self, kind: str, key: uuid.UUID, seconds: float | None = None) -> None:
-        """``cool_down``, and for a shared state the same in every process."""
-        self.cool_down(kind, key, seconds)
-
-    @asynccontextmanager
-    async def slot(self, endpoint: EndpointConfig | None) -> AsyncIterator[None]:
-        """Holds one of the endpoint's concurrent-call slots while the call runs (no limit without one)."""
-        semaphore = self.semaphore(endpoint)
-        if semaphore is None:
-            yield
-            return
-        async with semaphore:
-            yield
-
-    def semaphore(self, endpoint: EndpointConfig | None) -> asyncio.Semaphore | None:
-        if endpoint is None:
-            return None
-        semaphore = self._semaphores.get(endpoint.id)
-        if semaphore is None:
-            semaphore = asyncio.Semaphore(self.max_concurrency_per_endpoint)
-            self._semaphores[endpoint.id] = semaphore
-        return semaphore
-
-    def reset(self) -> None:
-        self._cooling.clear()
+MAX_ATTEMPTS_SHOWN = 4
 
 
 def build_client(
     model: ModelConfig, endpoint: EndpointConfig | None, secrets: DecryptedSecrets | None, params: dict[str, Any]
 ) -> BaseChatModel:
     return adapter_for(model.provider_type).build_client(model, endpoint, secrets, params)
-
-
-def route_key(endpoint_id: uuid.UUID, credential_id: uuid.UUID) -> uuid.UUID:
-    """One endpoint used with one key: what a 429 throttles (the same key may be free elsewhere, another key here)."""
-    return uuid.uuid5(endpoint_id, str(credential_id))
-
-
-def cooldown_keys(route: Route) -> list[tuple[str, uuid.UUID]]:
-    keys: list[tuple[str, uuid.UUID]] = []
-    if route.endpoint:
-        keys.append(("endpoint", route.endpoint.id))
-    if route.credential:
-        keys.append(("credential", route.credential.id))
-    if route.endpoint and route.credential:
-        keys.append(("route", route_key(route.endpoint.id, route.credential.id)))
-    return keys
-
-
-def plan_candidates(binding: ModelBinding) -> list[Route]:
-    """Every endpoint with every credential, unordered and unfiltered (for reading their cool-downs)."""
-    options: list[CredentialConfig | None] = list(binding.credentials) or [None]
-    return [Route(endpoint, credential) for endpoint in binding.endpoints for credential in options]
-
-
-def credential_usable(credential: CredentialConfig, now: datetime | None = None) -> bool:
-    now = now or datetime.now(UTC)
-    if credential.expires_at is not None and credential.expires_at <= now:
-        return False
-    return credential.quota_limit is None or credential.quota_used < credential.quota_limit
-
-
-def plan_routes(binding: ModelBinding, state: RuntimeState, now: datetime | None = None) -> list[Route]:
-    """Every route in preference order: routes not cooling down first, each group by health and priority."""
-    adapter = adapter_for(binding.model.provider_type)
-    if not adapter.takes_endpoints:
-        return [Route(None, None)]
-    endpoints = sorted(binding.endpoints, key=endpoint_preference)
-    credentials = [c for c in binding.credentials if credential_usable(c, now) and not state.is_exhausted(c)]
-    if adapter.needs_credential and not credentials:
-        raise NoUsableRouteError(
-            f"provider {binding.model.provider_name!r} has no usable credential (active, unexpired, within quota)",
-            details={"provider": binding.model.provider_name},
-        )
-    options: list[CredentialConfig | None] = list(credentials) if credentials else [None]
-    routes = [Route(endpoint, credential) for endpoint in endpoints for credential in options]
-    if not routes:
-        raise NoUsableRouteError(
-            f"provider {binding.model.provider_name!r} has no active endpoint",
-            details={"provider": binding.model.provider_name},
-        )
-    return cooling_last(routes, state)
-
-
-class RankedEndpoint(Protocol):
-    @property
-    def health_status(self) -> str: ...
-    @property
-    def priority(self) -> int: ...
-    @property
-    def is_default(self) -> bool: ...
-
-
-def endpoint_preference(endpoint: RankedEndpoint) -> tuple[bool, int, bool]:
-    """Failover order: endpoints not known to be down first, then by priority, the default first among equals."""
-    return (endpoint.health_status == "unhealthy", endpoint.priority, not endpoint.is_default)
-
-
-def cooling_last(routes: list[Route], state: RuntimeState) -> list[Route]:
-    """The routes in their order, those cooling down moved to the end (soonest free first)."""
-    ready = [r for r in routes if not state.cooling_until(r)]
-    cooling = sorted((r for r in routes if state.cooling_until(r)), key=state.cooling_until)
-    return ready + cooling
-
-
-# A 500, or an error inside a stream that had begun, is often about the request (llama.cpp answers a request
-# form it does not support with a 500): the call fails over, but the endpoint is not cooled down for it.
-REQUEST_SPECIFIC_STATUSES = frozenset({500, None})
-
-
-async def penalise(state: RuntimeState, route: Route, failure: Failure) -> None:
-    """Cools down what failed, so the next calls try other routes first: a dead or overloaded endpoint (502,
-    503, 504 and their Retry-After), a refused key, an endpoint throttling one key (429 and its Retry-After).
-    A rejected request says nothing about the route."""
-    if route.endpoint and (
-        failure.kind is FailureKind.unreachable
-        or (failure.kind is FailureKind.server and failure.status not in REQUEST_SPECIFIC_STATUSES)
-    ):
-        await state.share_cool_down("endpoint", route.endpoint.id, failure.retry_after)
-    elif failure.kind is FailureKind.credential and route.credential:
-        await state.share_cool_down("credential", route.credential.id)
-    elif failure.kind is FailureKind.rate_limited:
-        if route.endpoint and route.credential:
-            await state.share_cool_down("route", route_key(route.endpoint.id, route.credential.id), failure.retry_after)
-        elif route.endpoint:
-            await state.share_cool_down("endpoint", route.endpoint.id, failure.retry_after)
-        if route.endpoint:  # shown as degraded in the endpoint's health; routing uses the route's cool-down
-            await state.share_cool_down("throttled", route.endpoint.id, failure.retry_after)
-
-
-MAX_ATTEMPTS_SHOWN = 4
-
-
-def _rejected_earlier(route: Route, failures: list[tuple[Route, Failure]]) -> bool:
-    """A key the provider refused during this call is not offered again in a retry round."""
-    return route.credential is not None and any(
-        failed.credential is not None
-        and failed.credential.id == route.credential.id
-        and f.kind is FailureKind.credential
-        for failed, f in failures
-    )
 
 
 @dataclass
@@ -570,6 +331,24 @@ class FailoverChatModel(BaseChatModel):
             await self.on_call(record)
         return cost
 
+    async def _routes_to_try(self, failures: list[tuple[Route, Failure]]) -> AsyncIterator[tuple[Route, BaseChatModel]]:
+        """The routes one call tries, in order, each with its client; ``failures`` (appended to by the caller)
+        stops the call after a failure that does not fail over, and skips keys refused during the call."""
+        await self.state.load_cooling(self.binding)
+        for route, wait in self._attempt_plan():
+            if failures and not failures[-1][1].fails_over:
+                return
+            if rejected_earlier(route, failures):
+                continue
+            if wait:
+                await asyncio.sleep(wait)
+            client = await self._client_or_skip(route, failures)
+            if client is None:
+                continue
+            if failures and self.telemetry is not None:
+                self.telemetry.failover(self.binding.model)
+            yield route, client
+
     def _attempt_plan(self) -> Iterator[tuple[Route, float]]:
         """Routes in order; then further rounds for endpoints whose retry_count allows, after retry_interval."""
         routes = plan_routes(self.binding, self.state)
@@ -603,19 +382,7 @@ class FailoverChatModel(BaseChatModel):
     ) -> ChatResult:
         failures: list[tuple[Route, Failure]] = []
         streaming = langchain_should_stream(self, run_manager, kwargs)
-        await self.state.load_cooling(self.binding)
-        for route, wait in self._attempt_plan():
-            if failures and not failures[-1][1].fails_over:
-                break
-            if _rejected_earlier(route, failures):
-                continue
-            if wait:
-                await asyncio.sleep(wait)
-            client = await self._client_or_skip(route, failures)
-            if client is None:
-                continue
-            if failures and self.telemetry is not None:
-                self.telemetry.failover(self.binding.model)
+        async for route, client in self._routes_to_try(failures):
             started = time.perf_counter()
             tokens = _TokenCount()
             attempt = self._attempt(route)
@@ -687,19 +454,7 @@ class FailoverChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         failures: list[tuple[Route, Failure]] = []
-        await self.state.load_cooling(self.binding)
-        for route, wait in self._attempt_plan():
-            if failures and not failures[-1][1].fails_over:
-                break
-            if _rejected_earlier(route, failures):
-                continue
-            if wait:
-                await asyncio.sleep(wait)
-            client = await self._client_or_skip(route, failures)
-            if client is None:
-                continue
-            if failures and self.telemetry is not None:
-                self.telemetry.failover(self.binding.model)
+        async for route, client in self._routes_to_try(failures):
             started = time.perf_counter()
             emitted = False
             chunks: list[AIMessageChunk] = []

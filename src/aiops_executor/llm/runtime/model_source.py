@@ -12,8 +12,8 @@ from typing import Any
 from langchain_core.language_models.chat_models import BaseChatModel
 
 from aiops_executor.engine.models import Usage, report_usage
+from aiops_executor.llm.runtime.calls import CallRecord
 from aiops_executor.llm.runtime.config import ModelBinding
-from aiops_executor.llm.runtime.failover import CallRecord
 from aiops_executor.llm.runtime.service import ModelRuntime
 
 

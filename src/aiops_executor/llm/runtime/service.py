@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aiops_executor.core.context import AppContext
 from aiops_executor.llm import service as llm_service
 from aiops_executor.llm.models import LLMModel, Provider, ProviderCredential, ProviderEndpoint
+from aiops_executor.llm.runtime.calls import CallRecord, CallSink
 from aiops_executor.llm.runtime.config import (
     CredentialConfig,
     DecryptedSecrets,
@@ -22,8 +23,9 @@ from aiops_executor.llm.runtime.config import (
     ModelConfig,
     merged_params,
 )
-from aiops_executor.llm.runtime.failover import CallRecord, CallSink, FailoverChatModel, RuntimeState
+from aiops_executor.llm.runtime.failover import FailoverChatModel
 from aiops_executor.llm.runtime.shared_state import SharedRuntimeState
+from aiops_executor.llm.runtime.state import RuntimeState
 
 
 def endpoint_config(row: ProviderEndpoint) -> EndpointConfig:

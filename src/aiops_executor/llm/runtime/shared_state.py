@@ -27,7 +27,7 @@ import structlog
 
 from aiops_executor.core.redis_link import RedisLink, RedisUnavailable
 from aiops_executor.llm.runtime.config import EndpointConfig
-from aiops_executor.llm.runtime.failover import RuntimeState
+from aiops_executor.llm.runtime.state import RuntimeState
 
 logger = structlog.get_logger(__name__)
 
