@@ -25,7 +25,8 @@ from tests.test_import_abuse import (
     python_object,
 )
 
-from aiops_executor.imports.kubernetes import ManifestError, import_manifests
+from aiops_executor.imports.kubernetes import import_manifests
+from aiops_executor.imports.manifests import ManifestError
 
 SECONDS_TARGET = 2.0
 PEAK_TARGET_BYTES = 100 * 1024 * 1024

@@ -13,12 +13,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from aiops_executor.imports.kubernetes import (
-    MAX_VARIABLES_PER_WORKLOAD,
-    ImportStopped,
-    ManifestError,
-    import_manifests,
-)
+from aiops_executor.imports.kubernetes import MAX_VARIABLES_PER_WORKLOAD, import_manifests
+from aiops_executor.imports.manifests import ImportStopped, ManifestError
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, login
 from tests.helpers import API
 

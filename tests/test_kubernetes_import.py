@@ -13,7 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from aiops_executor.cli import app as cli_app
-from aiops_executor.imports.kubernetes import PROBE_TOOLS, Defaults, ManifestError, _hosts_in, import_manifests
+from aiops_executor.imports.kubernetes import PROBE_TOOLS, Defaults, import_manifests
+from aiops_executor.imports.manifests import ManifestError
+from aiops_executor.imports.resources import hosts_in
 from aiops_executor.tools.builtin import default_registry
 from tests.conftest import RoleHeaders
 from tests.helpers import API, add_simulator, assert_error
@@ -428,7 +430,7 @@ spec:
     ],
 )
 def test_hosts_in_environment_values(value: str, hosts: set[str]) -> None:
-    assert _hosts_in(value) == hosts
+    assert hosts_in(value) == hosts
 
 
 @pytest.mark.parametrize(

@@ -414,7 +414,8 @@ def import_kubernetes(
     from pydantic import ValidationError
 
     from aiops_executor.engine.topology import TeamSpec
-    from aiops_executor.imports.kubernetes import Defaults, ManifestError, import_manifests
+    from aiops_executor.imports.kubernetes import Defaults, import_manifests
+    from aiops_executor.imports.manifests import ManifestError
     from aiops_executor.imports.schemas import ImportDefaults
 
     try:

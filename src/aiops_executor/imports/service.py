@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from aiops_executor.core.disconnect import ClientGone
 from aiops_executor.core.errors import ValidationFailed
-from aiops_executor.imports.kubernetes import Defaults, ImportStopped, ManifestError, import_manifests
+from aiops_executor.imports.kubernetes import Defaults, import_manifests
+from aiops_executor.imports.manifests import ImportStopped, ManifestError
 from aiops_executor.imports.schemas import ImportNoteRead, KubernetesImportRequest, KubernetesImportResult
 
 
