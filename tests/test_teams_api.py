@@ -14,8 +14,8 @@ from sqlalchemy import select
 from aiops_executor.audit.models import AuditLog
 from aiops_executor.core.context import AppContext
 from aiops_executor.executions.models import Execution
+from aiops_executor.llm import catalog
 from aiops_executor.llm.catalog import ModelCatalog
-from aiops_executor.teams import service as teams_service
 from aiops_executor.teams.models import TeamModelReference
 from aiops_executor.tools.builtin import default_registry
 from tests.conftest import RoleHeaders
@@ -469,13 +469,13 @@ async def test_a_reference_deleted_while_saving_is_a_conflict(
 ) -> None:
     """Validation saw the provider, but it was deleted before the save took its locks: 409, nothing stored."""
     async with context.database.sessionmaker() as session:
-        stale = await teams_service.load_catalog(session)
+        stale = await catalog.load(session)
     assert (await client.delete(f"{API}/providers/{sim['provider_id']}", headers=admin_headers)).status_code == 204
 
     async def stale_catalog(_session: Any) -> ModelCatalog:
         return stale
 
-    monkeypatch.setattr(teams_service, "load_catalog", stale_catalog)
+    monkeypatch.setattr(catalog, "load", stale_catalog)
     assert_error(await client.post(f"{API}/teams", json=team_body(), headers=admin_headers), 409, "CONFLICT")
     assert (await client.get(f"{API}/teams", headers=admin_headers)).json()["total"] == 0
 

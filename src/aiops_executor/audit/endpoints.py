@@ -38,8 +38,7 @@ async def list_audit_logs(
 ) -> Page[AuditLogRead]:
     rows, total = await service.list_entries(
         session,
-        offset=page.offset,
-        limit=page.size,
+        page,
         resource_type=resource_type,
         resource_id=resource_id,
         action=action,

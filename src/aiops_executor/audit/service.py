@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.audit.models import AuditLog
+from aiops_executor.core.pagination import PageParams, paginate
 from aiops_executor.core.request_context import current_request_id
 
 
@@ -35,9 +36,8 @@ def record(
 
 async def list_entries(
     session: AsyncSession,
+    page: PageParams,
     *,
-    offset: int,
-    limit: int,
     resource_type: str | None = None,
     resource_id: str | None = None,
     action: str | None = None,
@@ -52,12 +52,5 @@ async def list_entries(
         conditions.append(AuditLog.action == action)
     if actor:
         conditions.append(AuditLog.actor == actor)
-    total = await session.scalar(select(func.count()).select_from(AuditLog).where(*conditions)) or 0
-    rows = await session.scalars(
-        select(AuditLog)
-        .where(*conditions)
-        .order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
-        .offset(offset)
-        .limit(limit)
-    )
-    return list(rows), total
+    stmt = select(AuditLog).where(*conditions).order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
+    return await paginate(session, stmt, page)

@@ -72,7 +72,7 @@ async def create_user(data: UserCreate, principal: AdminDep, session: SessionDep
     description="Users, a page at a time (never their password hashes).",
 )
 async def list_users(_: AdminDep, session: SessionDep, page: PageQuery) -> Page[UserRead]:
-    rows, total = await service.list_users(session, offset=page.offset, limit=page.size)
+    rows, total = await service.list_users(session, page)
     return Page[UserRead].build([UserRead.model_validate(r) for r in rows], total, page)
 
 
@@ -125,7 +125,7 @@ async def create_api_key(data: ApiKeyCreate, principal: AdminDep, session: Sessi
     description="API keys (name, role, when last used, whether revoked), a page at a time; never the keys.",
 )
 async def list_api_keys(_: AdminDep, session: SessionDep, page: PageQuery) -> Page[ApiKeyRead]:
-    rows, total = await service.list_api_keys(session, offset=page.offset, limit=page.size)
+    rows, total = await service.list_api_keys(session, page)
     return Page[ApiKeyRead].build([ApiKeyRead.model_validate(r) for r in rows], total, page)
 
 

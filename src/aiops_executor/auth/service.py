@@ -27,6 +27,7 @@ from aiops_executor.auth.security import (
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.db import utcnow
 from aiops_executor.core.errors import ConflictError, NotFoundError, UnauthorizedError
+from aiops_executor.core.pagination import PageParams, paginate
 from aiops_executor.core.settings import Settings, write_private_file
 
 logger = structlog.get_logger(__name__)
@@ -89,10 +90,8 @@ async def create_user(session: AsyncSession, data: UserCreate, *, actor: str, co
     return user
 
 
-async def list_users(session: AsyncSession, *, offset: int, limit: int) -> tuple[list[User], int]:
-    total = await session.scalar(select(func.count()).select_from(User)) or 0
-    rows = await session.scalars(select(User).order_by(User.created_at, User.id).offset(offset).limit(limit))
-    return list(rows), total
+async def list_users(session: AsyncSession, page: PageParams) -> tuple[list[User], int]:
+    return await paginate(session, select(User).order_by(User.created_at, User.id), page)
 
 
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
@@ -194,13 +193,9 @@ async def create_api_key(session: AsyncSession, data: ApiKeyCreate, principal: P
     return ApiKeyCreated(id=row.id, name=row.name, role=Role(row.role), key=key, created_at=row.created_at)
 
 
-async def list_api_keys(session: AsyncSession, *, offset: int, limit: int) -> tuple[list[ApiKey], int]:
+async def list_api_keys(session: AsyncSession, page: PageParams) -> tuple[list[ApiKey], int]:
     live = ApiKey.revoked_at.is_(None)
-    total = await session.scalar(select(func.count()).select_from(ApiKey).where(live)) or 0
-    rows = await session.scalars(
-        select(ApiKey).where(live).order_by(ApiKey.created_at, ApiKey.id).offset(offset).limit(limit)
-    )
-    return list(rows), total
+    return await paginate(session, select(ApiKey).where(live).order_by(ApiKey.created_at, ApiKey.id), page)
 
 
 async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID, *, actor: str) -> None:

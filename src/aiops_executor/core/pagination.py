@@ -8,6 +8,8 @@ from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Query
 from pydantic import BaseModel
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 T = TypeVar("T")
 # Far beyond any real listing; keeps the offset within a 64-bit SQL integer (a larger page would overflow it).
@@ -50,3 +52,10 @@ def _page_params(
 
 
 PageQuery = Annotated[PageParams, Depends(_page_params)]
+
+
+async def paginate(session: AsyncSession, stmt: Select[T], page: PageParams) -> tuple[list[T], int]:
+    """One page of ``stmt``'s rows (in its order) and how many rows it has in all."""
+    total = await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+    rows = await session.scalars(stmt.offset(page.offset).limit(page.size))
+    return list(rows), total

@@ -7,14 +7,14 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.audit import service as audit
 from aiops_executor.core.db import serialize_transaction
 from aiops_executor.core.errors import AppError, ConflictError, NotFoundError, ValidationFailed
-from aiops_executor.core.pagination import Page, PageParams
+from aiops_executor.core.pagination import Page, PageParams, paginate
 from aiops_executor.engine import prompts
 from aiops_executor.engine.events import GLOBAL_SUPERVISOR_ID
 from aiops_executor.engine.structured import InvalidOutputSchema, check_schema, generate_structured_output
@@ -185,14 +185,8 @@ async def _page_of_executions(
     session: AsyncSession, conditions: list[ColumnElement[bool]], page: PageParams
 ) -> Page[ExecutionRead]:
     """Executions matching ``conditions``, newest first, a page at a time."""
-    total = await session.scalar(select(func.count()).select_from(Execution).where(*conditions)) or 0
-    rows = await session.scalars(
-        select(Execution)
-        .where(*conditions)
-        .order_by(Execution.created_at.desc(), Execution.id)
-        .offset(page.offset)
-        .limit(page.size)
-    )
+    stmt = select(Execution).where(*conditions).order_by(Execution.created_at.desc(), Execution.id)
+    rows, total = await paginate(session, stmt, page)
     return Page[ExecutionRead].build([execution_read(r) for r in rows], total, page)
 
 
@@ -231,13 +225,8 @@ async def list_executions(
 async def list_events(session: AsyncSession, execution_id: uuid.UUID, after: int, page: PageParams) -> Page[EventRead]:
     await get_execution_row(session, execution_id)
     conditions = [ExecutionEventRow.execution_id == execution_id, ExecutionEventRow.seq > after]
-    total = await session.scalar(select(func.count()).select_from(ExecutionEventRow).where(*conditions)) or 0
-    rows = await session.scalars(
-        select(ExecutionEventRow)
-        .where(*conditions)
-        .order_by(ExecutionEventRow.seq)
-        .offset(page.offset)
-        .limit(page.size)
+    rows, total = await paginate(
+        session, select(ExecutionEventRow).where(*conditions).order_by(ExecutionEventRow.seq), page
     )
     return Page[EventRead].build([EventRead(seq=r.seq, event=r.type, data=r.payload) for r in rows], total, page)
 
@@ -382,14 +371,8 @@ def approval_read(row: ExecutionApproval) -> ApprovalRead:
 async def list_approvals(session: AsyncSession, execution_id: uuid.UUID, page: PageParams) -> Page[ApprovalRead]:
     await get_execution_row(session, execution_id)
     condition = ExecutionApproval.execution_id == execution_id
-    total = await session.scalar(select(func.count()).select_from(ExecutionApproval).where(condition)) or 0
-    rows = await session.scalars(
-        select(ExecutionApproval)
-        .where(condition)
-        .order_by(ExecutionApproval.created_at, ExecutionApproval.id)
-        .offset(page.offset)
-        .limit(page.size)
-    )
+    stmt = select(ExecutionApproval).where(condition).order_by(ExecutionApproval.created_at, ExecutionApproval.id)
+    rows, total = await paginate(session, stmt, page)
     return Page[ApprovalRead].build([approval_read(r) for r in rows], total, page)
 
 

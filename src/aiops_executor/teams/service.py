@@ -21,13 +21,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.audit import service as audit
 from aiops_executor.core.changes import apply_changes, flush_or_conflict
 from aiops_executor.core.errors import AppError, ConflictError, NotFoundError
-from aiops_executor.core.pagination import Page, PageParams
+from aiops_executor.core.pagination import Page, PageParams, paginate
 from aiops_executor.engine.topology import TeamSpec, Topology
 from aiops_executor.llm import catalog
 from aiops_executor.teams.models import Team, TeamModelReference
@@ -87,12 +87,6 @@ async def _ensure_team_name_free(session: AsyncSession, name: str, *, exclude: u
         stmt = stmt.where(Team.id != exclude)
     if await session.scalar(stmt.limit(1)) is not None:
         raise team_name_taken(name)
-
-
-async def _paginate(session: AsyncSession, stmt: Select[T], page: PageParams) -> tuple[list[T], int]:
-    total = await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
-    rows = await session.scalars(stmt.offset(page.offset).limit(page.size))
-    return list(rows), total
 
 
 async def tool_names(session: AsyncSession) -> set[str]:
@@ -221,7 +215,7 @@ async def list_teams(session: AsyncSession, page: PageParams, *, status: TeamSta
     stmt = select(Team)
     if status is not None:
         stmt = stmt.where(Team.status == status.value)
-    rows, total = await _paginate(session, stmt.order_by(Team.name, Team.id), page)
+    rows, total = await paginate(session, stmt.order_by(Team.name, Team.id), page)
     return Page[TeamSummary].build([TeamSummary(**_team_fields(row)) for row in rows], total, page)
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aiops_executor.audit import service as audit
@@ -34,7 +34,7 @@ from aiops_executor.core.context import AppContext
 from aiops_executor.core.crypto import DecryptionError, associated_data, mask_secret
 from aiops_executor.core.db import utcnow
 from aiops_executor.core.errors import AppError, ConflictError, NotFoundError, ValidationFailed
-from aiops_executor.core.pagination import Page, PageParams
+from aiops_executor.core.pagination import Page, PageParams, paginate
 from aiops_executor.core.settings import Settings
 from aiops_executor.tool_servers.client import ServerConfig, ServerRefused, ServerUnreachable, ToolServerPool
 from aiops_executor.tool_servers.models import ToolServer
@@ -198,10 +198,7 @@ async def list_servers(
         conditions.append(ToolServer.transport == transport.value)
     if is_active is not None:
         conditions.append(ToolServer.is_active == is_active)
-    total = await session.scalar(select(func.count()).select_from(ToolServer).where(*conditions)) or 0
-    rows = await session.scalars(
-        select(ToolServer).where(*conditions).order_by(ToolServer.name).offset(page.offset).limit(page.size)
-    )
+    rows, total = await paginate(session, select(ToolServer).where(*conditions).order_by(ToolServer.name), page)
     return Page[ToolServerRead].build([to_read(r) for r in rows], total, page)
 
 

@@ -15,7 +15,6 @@ from aiops_executor.llm.service.common import (
     commit_and_invalidate,
     field_error,
     limit_exceeded,
-    paginate,
     validation_failed,
 )
 from aiops_executor.llm.service.credentials import (
@@ -131,7 +130,6 @@ __all__ = [
     "models_by_capability",
     "open_credential",
     "ordered_endpoints",
-    "paginate",
     "present_credential",
     "provider_name_taken",
     "require_credential_confirmation",

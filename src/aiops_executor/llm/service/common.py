@@ -14,13 +14,11 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aiops_executor.core import egress
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.errors import ConflictError, ValidationFailed
-from aiops_executor.core.pagination import PageParams
 from aiops_executor.llm.adapters import adapter_for
 
 if TYPE_CHECKING:
@@ -71,12 +69,6 @@ def limit_exceeded(resource: str, limit: int, provider_id: uuid.UUID) -> Conflic
 async def commit_and_invalidate(session: AsyncSession, context: AppContext) -> None:
     await session.commit()
     context.config_cache.invalidate()
-
-
-async def paginate(session: AsyncSession, stmt: Select[T], page: PageParams) -> tuple[list[T], int]:
-    total = await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
-    rows = await session.scalars(stmt.offset(page.offset).limit(page.size))
-    return list(rows), total
 
 
 def check_endpoint_rules(

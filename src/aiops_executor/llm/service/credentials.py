@@ -19,7 +19,7 @@ from aiops_executor.core.context import AppContext
 from aiops_executor.core.crypto import DecryptionError, associated_data, mask_secret
 from aiops_executor.core.db import utcnow
 from aiops_executor.core.errors import AppError, ConflictError, NotFoundError
-from aiops_executor.core.pagination import Page, PageParams
+from aiops_executor.core.pagination import Page, PageParams, paginate
 from aiops_executor.llm.adapters import adapter_for
 from aiops_executor.llm.models import Provider, ProviderCredential
 from aiops_executor.llm.schemas import (
@@ -33,7 +33,6 @@ from aiops_executor.llm.service.common import (
     commit_and_invalidate,
     field_error,
     limit_exceeded,
-    paginate,
     validation_failed,
 )
 from aiops_executor.llm.service.providers import get_provider_row

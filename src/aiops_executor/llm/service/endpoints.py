@@ -14,7 +14,7 @@ from aiops_executor.core import egress
 from aiops_executor.core.changes import apply_changes, flush_or_conflict
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.errors import ConflictError, NotFoundError
-from aiops_executor.core.pagination import Page, PageParams
+from aiops_executor.core.pagination import Page, PageParams, paginate
 from aiops_executor.llm.models import Provider, ProviderCredential, ProviderEndpoint
 from aiops_executor.llm.schemas import (
     EndpointCreate,
@@ -29,7 +29,6 @@ from aiops_executor.llm.service.common import (
     columns_of,
     commit_and_invalidate,
     limit_exceeded,
-    paginate,
 )
 from aiops_executor.llm.service.providers import get_provider_row
 

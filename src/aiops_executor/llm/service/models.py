@@ -13,7 +13,7 @@ from aiops_executor.audit import service as audit
 from aiops_executor.core.changes import apply_changes, flush_or_conflict
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.errors import ConflictError, NotFoundError
-from aiops_executor.core.pagination import Page, PageParams
+from aiops_executor.core.pagination import Page, PageParams, paginate
 from aiops_executor.llm.catalog import InUse
 from aiops_executor.llm.models import LLMModel, Provider
 from aiops_executor.llm.schemas import (
@@ -28,7 +28,6 @@ from aiops_executor.llm.service.common import (
     cached,
     columns_of,
     commit_and_invalidate,
-    paginate,
 )
 from aiops_executor.llm.service.providers import get_provider_row
 

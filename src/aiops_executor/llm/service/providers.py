@@ -12,7 +12,7 @@ from aiops_executor.core.changes import apply_changes, flush_or_conflict
 from aiops_executor.core.context import AppContext
 from aiops_executor.core.db import utcnow
 from aiops_executor.core.errors import ConflictError, NotFoundError
-from aiops_executor.core.pagination import Page, PageParams
+from aiops_executor.core.pagination import Page, PageParams, paginate
 from aiops_executor.llm.adapters import adapter_for
 from aiops_executor.llm.catalog import InUse
 from aiops_executor.llm.models import Provider, ProviderCredential, ProviderEndpoint
@@ -28,7 +28,6 @@ from aiops_executor.llm.service.common import (
     columns_of,
     commit_and_invalidate,
     field_error,
-    paginate,
     validation_failed,
 )
 
