@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -42,17 +43,32 @@ async def make_provider(
 CAPABLE = {"supported": True, "score": 3}
 
 
-async def add_simulator(client: httpx.AsyncClient, headers: dict[str, str], *, latency_ms: float | None = None) -> None:
-    """Registers the offline provider ``local-sim`` with its model ``sim-1`` (chat, tools, structured output)."""
-    provider = await created(client, headers, "/providers", {"name": "local-sim", "type": "simulator"})
-    model: dict[str, Any] = {
-        "model_id": "sim-1",
-        "name": "Simulator",
-        "capabilities": {"chat": CAPABLE, "function_calling": CAPABLE, "structured_output": CAPABLE},
-    }
-    if latency_ms is not None:
-        model["default_params"] = {"latency_ms": latency_ms}
-    await created(client, headers, f"/providers/{provider['id']}/models", model)
+async def add_simulator(
+    client: httpx.AsyncClient,
+    headers: dict[str, str] | None = None,
+    *,
+    latency_ms: float | None = None,
+    name: str = "local-sim",
+    models: Mapping[str, float | None] | None = None,
+    priced: bool = False,
+) -> dict[str, Any]:
+    """Registers the offline provider ``name`` (``local-sim``) with its models (chat, tools, structured output):
+    ``models`` maps each model id to its latency per call; by default one model, ``sim-1``, at ``latency_ms``.
+    ``priced``: $0.5 / $1.5 per 1K tokens, so runs have a cost. Returns the provider."""
+    headers = headers or {}
+    provider = await created(client, headers, "/providers", {"name": name, "type": "simulator"})
+    for model_id, latency in (models or {"sim-1": latency_ms}).items():
+        model: dict[str, Any] = {
+            "model_id": model_id,
+            "name": model_id,
+            "capabilities": {"chat": CAPABLE, "function_calling": CAPABLE, "structured_output": CAPABLE},
+        }
+        if latency is not None:
+            model["default_params"] = {"latency_ms": latency}
+        if priced:
+            model.update(input_price="0.5", output_price="1.5")
+        await created(client, headers, f"/providers/{provider['id']}/models", model)
+    return provider
 
 
 async def damage_credential(context: AppContext, damaged_id: str, donor_id: str) -> None:

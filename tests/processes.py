@@ -20,10 +20,9 @@ import asyncpg
 import httpx
 
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, fast_hashing_env
+from tests.helpers import API
 
-API = "/api/v1"
 EXECUTABLE = Path(sys.executable).with_name("aiops-executor")
-CAPABLE = {"supported": True, "score": 3}
 Event = tuple[int, str, dict[str, Any]]
 
 
@@ -139,21 +138,6 @@ class Process:
 
 
 # --- a small workload: the simulator provider, a team of probing nodes, runs ----------------------------
-
-
-async def add_simulator_models(client: httpx.AsyncClient, latency_ms: int) -> None:
-    provider = await client.post(f"{API}/providers", json={"name": "scale-sim", "type": "simulator"})
-    assert provider.status_code == 201, provider.text
-    model = await client.post(
-        f"{API}/providers/{provider.json()['id']}/models",
-        json={
-            "model_id": "sim",
-            "name": "sim",
-            "default_params": {"latency_ms": latency_ms},
-            "capabilities": {"chat": CAPABLE, "function_calling": CAPABLE, "structured_output": CAPABLE},
-        },
-    )
-    assert model.status_code == 201, model.text
 
 
 def team_body(nodes: int) -> dict[str, Any]:

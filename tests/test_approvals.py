@@ -240,7 +240,7 @@ async def test_a_run_started_through_one_api_is_decided_through_another_after_it
     """Real processes on PostgreSQL + Redis: the run starts through API process A and pauses; the worker that ran
     it is killed while it waits (it holds no run then); the decision goes through API process B; a new worker
     resumes the run from its checkpoint."""
-    from tests.processes import Process, add_simulator_models, event_log, pg, run_cli, start_run
+    from tests.processes import Process, event_log, pg, run_cli, start_run
     from tests.test_scale_out import ADMIN, Cluster, _cluster_env
 
     name = f"aiops_approval_{tmp_path.name[-8:].replace('-', '_')}"
@@ -255,7 +255,7 @@ async def test_a_run_started_through_one_api_is_decided_through_another_after_it
         await cluster.start()
         api_a, api_b = cluster.apis
         async with api_a.client(ADMIN) as a, api_b.client(ADMIN) as b:
-            await add_simulator_models(a, latency_ms=0)
+            await add_simulator(a, name="scale-sim", models={"sim": 0})
             ref = {"model_provider": "scale-sim", "model_id": "sim"}
             body = team_body(
                 "fixers", ["tcp_check"], {"host": "127.0.0.1", "port": 9}, approval_required_tools=["tcp_check"]

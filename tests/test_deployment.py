@@ -35,11 +35,11 @@ from typer.main import get_command
 
 from aiops_executor.cli import app as cli_app
 from tests.conftest import PG_HOST, PG_PORT, PG_USER
+from tests.helpers import add_simulator
 from tests.processes import (
     API,
     EXECUTABLE,
     Process,
-    add_simulator_models,
     base_env,
     event_log,
     free_port,
@@ -380,7 +380,7 @@ async def test_the_compose_services_run_as_local_processes(tmp_path: Path) -> No
         shared = environment("api-1")
         admin = {"username": shared["AIOPS_ADMIN_USERNAME"], "password": shared["AIOPS_ADMIN_PASSWORD"]}
         async with apis[0].client(admin) as first, apis[1].client(admin) as second:
-            await add_simulator_models(first, latency_ms=20)
+            await add_simulator(first, name="scale-sim", models={"sim": 20})
             team_id = await make_team(first, nodes=2)
             execution_id = await start_run(first, team_id)
             done = await wait_until(

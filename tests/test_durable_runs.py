@@ -27,12 +27,11 @@ from httpx_sse import aconnect_sse
 
 from aiops_executor.engine.events import LIVE_EVENTS
 from tests.conftest import PG_HOST, PG_PORT, PG_USER
+from tests.helpers import API, add_simulator
 from tests.processes import base_env, pg
 
 pytestmark = pytest.mark.long
-API = "/api/v1"
 ADMIN = {"username": "durable-admin", "password": "durable-password-1"}
-CAPABLE = {"supported": True, "score": 3}
 EXECUTABLE = Path(sys.executable).with_name("aiops-executor")
 
 
@@ -129,24 +128,6 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]
             asyncio.run(pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-async def _add_models(client: httpx.AsyncClient) -> None:
-    provider = await client.post(f"{API}/providers", json={"name": "durable-sim", "type": "simulator"})
-    assert provider.status_code == 201, provider.text
-    for model_id, latency in (("fast", 20), ("slow", 700)):
-        model = await client.post(
-            f"{API}/providers/{provider.json()['id']}/models",
-            json={
-                "model_id": model_id,
-                "name": model_id,
-                "input_price": "0.5",
-                "output_price": "1.5",
-                "default_params": {"latency_ms": latency},
-                "capabilities": {"chat": CAPABLE, "function_calling": CAPABLE, "structured_output": CAPABLE},
-            },
-        )
-        assert model.status_code == 201, model.text
-
-
 def _node(node_id: str, model: str) -> dict[str, Any]:
     ref = {"model_provider": "durable-sim", "model_id": model}
     return {
@@ -195,7 +176,7 @@ async def _follow(client: httpx.AsyncClient, path: str, seen: list[Event], last_
 async def _start_run(service: Service) -> str:
     await service.start()
     async with service.client() as client:
-        await _add_models(client)
+        await add_simulator(client, name="durable-sim", models={"fast": 20, "slow": 700}, priced=True)
         team = await client.post(f"{API}/teams", json=TEAM)
         assert team.status_code == 201, team.text
         started = await client.post(

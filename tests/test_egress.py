@@ -33,9 +33,8 @@ from aiops_executor.llm.runtime.errors import FailureKind
 from aiops_executor.tools.builtin import default_registry
 from aiops_executor.tools.registry import SETTING_EGRESS_POLICY, ToolContext
 from tests.conftest import make_settings
-from tests.helpers import assert_error, make_provider
+from tests.helpers import API, assert_error, make_provider
 
-API = "/api/v1"
 KEY = "sk-egress-test-key-0123456789"
 
 

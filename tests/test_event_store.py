@@ -31,14 +31,14 @@ from aiops_executor.engine.events import EventType, ExecutionEvent
 from aiops_executor.executions import repository
 from aiops_executor.executions.broadcast import Broadcaster, LocalBroadcaster, StreamEvent, Subscription
 from aiops_executor.executions.broadcast_redis import RedisBroadcaster
+from aiops_executor.executions.event_log import EventRecorder, EventStoreUnavailable
 from aiops_executor.executions.models import Execution, ExecutionEventRow
 from aiops_executor.executions.sse import RECONNECT_MS, execution_stream, execution_stream_response
-from aiops_executor.executions.store import EventRecorder, EventStoreUnavailable
 from aiops_executor.services import ServiceContext
 from aiops_executor.teams.models import Team
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, make_settings
+from tests.helpers import API
 
-API = "/api/v1"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 

@@ -28,10 +28,7 @@ from aiops_executor.core.db import Database, utcnow
 from aiops_executor.executions import repository
 from aiops_executor.executions.models import Execution, ExecutionEventRow
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, make_settings
-from tests.helpers import assert_error
-
-API = "/api/v1"
-SUPPORTED = {"supported": True, "score": 3}
+from tests.helpers import API, add_simulator, assert_error
 
 
 @dataclass
@@ -82,23 +79,6 @@ async def _rows(database_url: str) -> AsyncIterator[AsyncSession]:
 async def live(database_url: str, tmp_path: Path) -> AsyncIterator[Live]:
     async with _serve(database_url, tmp_path / "data", sse_heartbeat_seconds=0.05) as server:
         yield server
-
-
-async def add_simulator(client: httpx.AsyncClient, latency_ms: float = 0) -> None:
-    provider = await client.post(f"{API}/providers", json={"name": "local-sim", "type": "simulator"})
-    assert provider.status_code == 201, provider.text
-    model = await client.post(
-        f"{API}/providers/{provider.json()['id']}/models",
-        json={
-            "model_id": "sim-1",
-            "name": "Simulator",
-            "input_price": "0.5",
-            "output_price": "1.5",
-            "default_params": {"latency_ms": latency_ms},
-            "capabilities": {"chat": SUPPORTED, "function_calling": SUPPORTED, "structured_output": SUPPORTED},
-        },
-    )
-    assert model.status_code == 201, model.text
 
 
 def team_body(name: str, nodes: int = 3, strategy: str = "hierarchical") -> dict[str, Any]:
@@ -210,7 +190,7 @@ async def stored_events(client: httpx.AsyncClient, execution_id: str) -> list[di
 
 async def test_a_streamed_run_follows_the_contract(live: Live) -> None:
     async with live.client() as client:
-        await add_simulator(client)
+        await add_simulator(client, priced=True)
         team_id = await make_team(client)
         async with aconnect_sse(client, "POST", f"{API}/teams/{team_id}/execute", json={**TASK, "stream": True}) as s:
             assert s.response.headers["content-type"].startswith("text/event-stream")
@@ -276,7 +256,7 @@ async def test_a_streamed_run_follows_the_contract(live: Live) -> None:
 
 async def test_stream_false_waits_for_the_result(live: Live) -> None:
     async with live.client() as client:
-        await add_simulator(client)
+        await add_simulator(client, priced=True)
         team_id = await make_team(client, nodes=1)
         response = await client.post(f"{API}/teams/{team_id}/execute", json={**TASK, "stream": False})
         assert response.status_code == 200, response.text
@@ -287,7 +267,7 @@ async def test_stream_false_waits_for_the_result(live: Live) -> None:
 
 async def test_background_execution_answers_202_and_can_be_re_attached_at_any_point(live: Live) -> None:
     async with live.client() as client:
-        await add_simulator(client, latency_ms=20)
+        await add_simulator(client, priced=True, latency_ms=20)
         team_id = await make_team(client, nodes=3)
         accepted = await client.post(f"{API}/teams/{team_id}/executions", json=TASK)
         assert accepted.status_code == 202, accepted.text
@@ -317,7 +297,7 @@ async def test_background_execution_answers_202_and_can_be_re_attached_at_any_po
 
 async def test_many_subscribers_and_concurrent_executions_stream_at_once(live: Live) -> None:
     async with live.client() as client:
-        await add_simulator(client, latency_ms=10)
+        await add_simulator(client, priced=True, latency_ms=10)
         team_ids = [await make_team(client, f"team-{i}", nodes=2) for i in range(10)]
 
         async def run(team_id: str) -> list:
@@ -340,7 +320,7 @@ async def test_many_subscribers_and_concurrent_executions_stream_at_once(live: L
 
 async def test_a_team_runs_once_at_a_time_and_cannot_be_deleted_meanwhile(live: Live) -> None:
     async with live.client() as client:
-        await add_simulator(client, latency_ms=300)
+        await add_simulator(client, priced=True, latency_ms=300)
         team_id = await make_team(client, nodes=1)
         first = await client.post(f"{API}/teams/{team_id}/executions", json=TASK)
         assert first.status_code == 202
@@ -353,7 +333,7 @@ async def test_a_team_runs_once_at_a_time_and_cannot_be_deleted_meanwhile(live: 
 
 async def test_only_active_teams_execute(live: Live) -> None:
     async with live.client() as client:
-        await add_simulator(client)
+        await add_simulator(client, priced=True)
         team_id = await make_team(client, nodes=1)
         assert (await client.put(f"{API}/teams/{team_id}", json={"status": "inactive"})).status_code == 200
         assert_error(await client.post(f"{API}/teams/{team_id}/executions", json=TASK), 409, "TEAM_NOT_ACTIVE")
@@ -370,7 +350,7 @@ async def test_only_active_teams_execute(live: Live) -> None:
 
 async def test_cancel_stops_the_run_within_two_seconds(live: Live) -> None:
     async with live.client() as client:
-        await add_simulator(client, latency_ms=30_000)
+        await add_simulator(client, priced=True, latency_ms=30_000)
         team_id = await make_team(client, nodes=2)
         execution_id = (await client.post(f"{API}/teams/{team_id}/executions", json=TASK)).json()["execution_id"]
         await wait_for_status(client, execution_id, "running")
@@ -402,7 +382,7 @@ async def test_a_cancel_while_the_attempt_is_being_recorded_ends_the_run_cancell
 
     monkeypatch.setattr(repository, "start", gated_start)
     async with live.client() as client:
-        await add_simulator(client, latency_ms=30_000)
+        await add_simulator(client, priced=True, latency_ms=30_000)
         team_id = await make_team(client, nodes=1)
         execution_id = (await client.post(f"{API}/teams/{team_id}/executions", json=TASK)).json()["execution_id"]
         await asyncio.wait_for(recording.wait(), 10)
@@ -417,7 +397,7 @@ async def test_a_cancel_while_the_attempt_is_being_recorded_ends_the_run_cancell
 
 async def test_timeout_answers_408_with_the_partial_result(live: Live) -> None:
     async with live.client() as client:
-        await add_simulator(client, latency_ms=150)
+        await add_simulator(client, priced=True, latency_ms=150)
         team_id = await make_team(client, nodes=3)
         body = {**TASK, "stream": False, "timeout_seconds": 1}
         error = contract_error(await client.post(f"{API}/teams/{team_id}/execute", json=body), 408, "EXECUTION_TIMEOUT")
@@ -435,7 +415,7 @@ async def test_timeout_answers_408_with_the_partial_result(live: Live) -> None:
 
 async def test_heartbeats_fill_silences_without_moving_the_event_id(live: Live) -> None:
     async with live.client() as client:
-        await add_simulator(client, latency_ms=200)
+        await add_simulator(client, priced=True, latency_ms=200)
         team_id = await make_team(client, nodes=1)
         events = await collect(client, "POST", f"{API}/teams/{team_id}/execute", json={**TASK, "stream": True})
         beats = [e for e in events if e[1] == "heartbeat"]
@@ -451,7 +431,7 @@ async def test_heartbeats_fill_silences_without_moving_the_event_id(live: Live) 
 
 async def test_structured_output_from_the_latest_execution(live: Live) -> None:
     async with live.client() as client:
-        await add_simulator(client)
+        await add_simulator(client, priced=True)
         team_id = await make_team(client, nodes=2)
         missing = await client.post(
             f"{API}/teams/{team_id}/structured-output", json={"output_schema": {"type": "object"}}
@@ -507,7 +487,7 @@ async def test_structured_output_from_the_latest_execution(live: Live) -> None:
 
 async def test_execute_with_an_output_schema_returns_structured_output(live: Live) -> None:
     async with live.client() as client:
-        await add_simulator(client)
+        await add_simulator(client, priced=True)
         team_id = await make_team(client, nodes=1)
         schema = {"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"]}
         events = await collect(client, "POST", f"{API}/teams/{team_id}/execute", json={**TASK, "output_schema": schema})
@@ -527,7 +507,7 @@ async def test_excess_executions_wait_as_pending(database_url: str, tmp_path: Pa
         ) as live,
         live.client() as client,
     ):
-        await add_simulator(client, latency_ms=200)
+        await add_simulator(client, priced=True, latency_ms=200)
         team_id = await make_team(client, nodes=1)
         first = (await client.post(f"{API}/teams/{team_id}/executions", json=TASK)).json()["execution_id"]
         second = (await client.post(f"{API}/teams/{team_id}/executions", json=TASK)).json()["execution_id"]
@@ -544,7 +524,7 @@ async def test_excess_executions_wait_as_pending(database_url: str, tmp_path: Pa
 async def test_a_queued_run_is_cancelled_before_any_worker_takes_it(database_url: str, tmp_path: Path) -> None:
     # An API process without a worker (PostgreSQL): the run waits in the job queue.
     async with _serve(database_url, tmp_path / "data", embedded_worker=False) as live, live.client() as client:
-        await add_simulator(client)
+        await add_simulator(client, priced=True)
         team_id = await make_team(client, nodes=1)
         execution_id = (await client.post(f"{API}/teams/{team_id}/executions", json=TASK)).json()["execution_id"]
         manager = live.context.executions  # type: ignore[attr-defined]
@@ -567,7 +547,7 @@ async def test_start_up_resumes_an_execution_a_crash_left_running(database_url: 
 
         live.context.executions.checkpoints.delete = died_before_cleaning_up  # type: ignore[method-assign]
         async with live.client() as client:
-            await add_simulator(client)
+            await add_simulator(client, priced=True)
             team_id = await make_team(client, nodes=1)
             done = (await client.post(f"{API}/teams/{team_id}/execute", json={**TASK, "stream": False})).json()
     # Pretend the process died after the graph's last checkpoint, before its outcome was recorded. (Changed once
@@ -594,7 +574,7 @@ async def test_start_up_resumes_an_execution_a_crash_left_running(database_url: 
 
 async def test_a_run_lost_too_many_times_fails_with_worker_lost(database_url: str, tmp_path: Path) -> None:
     async with _serve(database_url, tmp_path / "data", max_run_attempts=2) as live, live.client() as client:
-        await add_simulator(client)
+        await add_simulator(client, priced=True)
         team_id = await make_team(client, nodes=1)
         done = (await client.post(f"{API}/teams/{team_id}/execute", json={**TASK, "stream": False})).json()
     async with _rows(database_url) as session:
@@ -617,7 +597,7 @@ async def test_a_run_lost_too_many_times_fails_with_worker_lost(database_url: st
 
 async def test_purge_removes_old_executions_and_their_events(live: Live) -> None:
     async with live.client() as client:
-        await add_simulator(client)
+        await add_simulator(client, priced=True)
         team_id = await make_team(client, nodes=1)
         old = (await client.post(f"{API}/teams/{team_id}/execute", json={**TASK, "stream": False})).json()
         recent = (await client.post(f"{API}/teams/{team_id}/execute", json={**TASK, "stream": False})).json()
@@ -644,7 +624,7 @@ async def test_purge_removes_old_executions_and_their_events(live: Live) -> None
 
 async def test_a_finished_run_keeps_no_checkpoints_and_a_purge_removes_leftovers(live: Live) -> None:
     async with live.client() as client:
-        await add_simulator(client)
+        await add_simulator(client, priced=True)
         team_id = await make_team(client, nodes=2)
         done = (await client.post(f"{API}/teams/{team_id}/execute", json={**TASK, "stream": False})).json()
     assert done["status"] == "success"
@@ -667,7 +647,7 @@ async def test_a_finished_run_keeps_no_checkpoints_and_a_purge_removes_leftovers
 async def test_a_silent_stream_is_closed_and_can_be_re_attached(database_url: str, tmp_path: Path) -> None:
     settings = {"sse_heartbeat_seconds": 0.2, "sse_idle_close_seconds": 1.0}
     async with _serve(database_url, tmp_path / "data", **settings) as live, live.client() as client:
-        await add_simulator(client, latency_ms=30_000)
+        await add_simulator(client, priced=True, latency_ms=30_000)
         team_id = await make_team(client, nodes=1)
         execution_id = (await client.post(f"{API}/teams/{team_id}/executions", json=TASK)).json()["execution_id"]
         path = f"{API}/executions/{execution_id}/stream"

@@ -36,6 +36,7 @@ from aiops_executor.llm.runtime.state import RuntimeState
 from aiops_executor.tools.builtin import default_registry
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, login
 from tests.engine_support import agent, node, team, tool_registry
+from tests.helpers import API
 from tests.mock_providers import OPENAI_KEY
 from tests.test_engine_providers import cloud_team
 from tests.test_executions_api import TASK, add_simulator, make_team
@@ -44,7 +45,6 @@ from tests.test_runtime_clients import endpoint, model
 from tests.test_runtime_failover import credential
 from tests.test_telemetry import RuntimeSimulatorSource, attr, by_id, named, parent_of, traced
 
-API = "/api/v1"
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER = f"00-{CALLER_TRACE}-00f067aa0ba902b7-01"
 

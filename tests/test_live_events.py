@@ -14,8 +14,8 @@ from aiops_executor.engine.tokens import TokenCoalescer
 from aiops_executor.executions import broadcast_redis
 from aiops_executor.executions.broadcast import LocalBroadcaster, StreamEvent
 from aiops_executor.executions.broadcast_redis import RedisBroadcaster, stream_key
+from aiops_executor.executions.event_log import EventRecorder
 from aiops_executor.executions.sse import RECONNECT_MS
-from aiops_executor.executions.store import EventRecorder
 from tests.test_event_store import (
     REDIS_URL,
     Run,

@@ -11,9 +11,8 @@ from sqlalchemy import select
 
 from aiops_executor.audit.models import AuditLog
 from aiops_executor.core.context import AppContext
-from tests.helpers import assert_error
+from tests.helpers import API, assert_error
 
-API = "/api/v1"
 API_KEY = "sk-export-test-0123456789abcdef"
 
 

@@ -18,9 +18,8 @@ from aiops_executor.core.errors import AppError
 from aiops_executor.llm import service
 from aiops_executor.llm.models import ProviderCredential
 from aiops_executor.llm.schemas import CredentialRead
-from tests.helpers import assert_error, make_provider
+from tests.helpers import API, assert_error, make_provider
 
-API = "/api/v1"
 API_KEY = "sk-live-4f9a8b7c6d5e4f3a2b1c"
 SECRET_KEY = "aws-secret-Zm9vYmFyYmF6cXV4"
 ACCESS_TOKEN = "session-token-8d7c6b5a4f3e2d1c"

@@ -11,9 +11,7 @@ from sqlalchemy import select
 from aiops_executor.audit.models import AuditLog
 from aiops_executor.core.context import AppContext
 from aiops_executor.llm import service
-from tests.helpers import assert_error, make_provider
-
-API = "/api/v1"
+from tests.helpers import API, assert_error, make_provider
 
 
 async def make_endpoint(

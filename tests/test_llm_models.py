@@ -17,9 +17,7 @@ from aiops_executor.audit.models import AuditLog
 from aiops_executor.core.context import AppContext
 from aiops_executor.llm import service
 from aiops_executor.llm.models import LLMModel
-from tests.helpers import assert_error, make_provider
-
-API = "/api/v1"
+from tests.helpers import API, assert_error, make_provider
 
 
 def caps(**scores: int | None) -> dict[str, dict[str, Any]]:

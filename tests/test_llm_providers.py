@@ -19,9 +19,7 @@ from aiops_executor.auth.dependencies import RoleGuard
 from aiops_executor.core.context import AppContext
 from aiops_executor.llm import service
 from aiops_executor.llm.models import Provider, ProviderCredential
-from tests.helpers import assert_error
-
-API = "/api/v1"
+from tests.helpers import API, assert_error
 
 
 async def make_provider(

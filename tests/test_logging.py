@@ -13,7 +13,7 @@ import structlog
 from aiops_executor.core.logging import configure_logging
 from aiops_executor.core.redaction import REDACTED, is_secret_key, redact_text, redact_value
 from tests.conftest import make_settings
-from tests.helpers import API
+from tests.helpers import API, CAPABLE
 
 # Secrets recognisable by their shape, wherever they appear.
 SHAPED = {
@@ -120,15 +120,13 @@ def test_redaction_keeps_values_without_secrets() -> None:
 
 # ------------------------------------------------------------------------------------------- run context
 
-SUPPORTED = {"supported": True, "score": 3}
-
 
 async def _model(client: httpx.AsyncClient, headers: dict[str, str], name: str, provider_type: str) -> None:
     provider = await client.post(f"{API}/providers", json={"name": name, "type": provider_type}, headers=headers)
     assert provider.status_code == 201, provider.text
     model = await client.post(
         f"{API}/providers/{provider.json()['id']}/models",
-        json={"model_id": "m-1", "name": "m", "capabilities": {"chat": SUPPORTED, "function_calling": SUPPORTED}},
+        json={"model_id": "m-1", "name": "m", "capabilities": {"chat": CAPABLE, "function_calling": CAPABLE}},
         headers=headers,
     )
     assert model.status_code == 201, model.text

@@ -25,10 +25,10 @@ from aiops_executor.app import create_app
 from aiops_executor.core.metrics import Metrics
 from aiops_executor.core.settings import Settings
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, login
+from tests.helpers import API
 from tests.test_executions_api import TASK, add_simulator, make_team
 from tests.test_telemetry import traced
 
-API = "/api/v1"
 NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 # A unit (or a count of things) at the end of every histogram's and of every non-info metric's name.
 UNITS = ("_seconds", "_bytes", "_usd", "_tokens", "_ratio", "_info")

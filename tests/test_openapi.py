@@ -25,12 +25,11 @@ from aiops_executor.app import OPENAPI_TAGS
 from aiops_executor.core.openapi import api_routes
 from aiops_executor.engine.events import LIVE_EVENTS, EventType
 from aiops_executor.executions.schemas import STREAM_EVENTS
-from tests.helpers import API, created
+from tests.helpers import API, add_simulator, created
 
 METHODS = ("get", "put", "post", "delete", "patch")
 OPERATION_ID = re.compile(r"^[a-z][a-zA-Z0-9]*$")
 ERROR_REF = "#/components/schemas/ErrorResponse"
-SUPPORTED = {"supported": True, "score": 3}
 
 
 @pytest.fixture
@@ -194,19 +193,7 @@ def _check_payload(kind: str, payload: dict[str, Any]) -> list[str]:
 async def test_the_events_of_real_runs_match_their_documented_payloads(
     client: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:
-    provider = await created(client, admin_headers, "/providers", {"name": "local-sim", "type": "simulator"})
-    await created(
-        client,
-        admin_headers,
-        f"/providers/{provider['id']}/models",
-        {
-            "model_id": "sim-1",
-            "name": "Simulator",
-            "input_price": "0.5",
-            "output_price": "1.5",
-            "capabilities": {"chat": SUPPORTED, "function_calling": SUPPORTED, "structured_output": SUPPORTED},
-        },
-    )
+    await add_simulator(client, admin_headers, priced=True)
     ref = {"model_provider": "local-sim", "model_id": "sim-1"}
     node = {
         "node_id": "db",

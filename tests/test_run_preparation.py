@@ -26,7 +26,7 @@ async def test_a_run_whose_preparation_fails_ends_failed_with_the_reason(
     async def unprepared(started: Any) -> Any:
         raise RuntimeError("the tool server registry did not answer")
 
-    monkeypatch.setattr(context.executions, "_execution_run", unprepared)
+    monkeypatch.setattr(context.executions.runner, "_execution_run", unprepared)
     started = await client.post(
         f"{API}/teams/{team.json()['team_id']}/executions", json={"input": {"task": "check"}}, headers=admin_headers
     )

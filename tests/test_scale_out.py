@@ -26,11 +26,11 @@ from httpx_sse import aconnect_sse
 
 from aiops_executor.engine.events import LIVE_EVENTS
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, TEST_MASTER_KEY
+from tests.helpers import add_simulator
 from tests.processes import (
     API,
     Event,
     Process,
-    add_simulator_models,
     base_env,
     event_log,
     free_port,
@@ -139,7 +139,7 @@ async def test_two_apis_two_workers_cancel_anywhere_and_survive_a_worker_kill(da
         api_a, api_b = cluster.apis
         async with api_a.client(ADMIN) as a, api_b.client(ADMIN) as b:
             # Slow enough that the runs outlast the two cancels and the kill, even on an idle machine.
-            await add_simulator_models(a, latency_ms=1500)
+            await add_simulator(a, name="scale-sim", models={"sim": 1500})
             team_id = await make_team(a, nodes=3)
             ids = [await start_run(a if i % 2 else b, team_id) for i in range(54)]
             rows = await wait_until(a, ids, lambda r: all(x["status"] == "running" for x in r.values()), 60)
@@ -208,7 +208,7 @@ async def test_sigterm_drains_then_hands_runs_back_to_another_worker(database: s
         await cluster.start()
         api = cluster.apis[0]
         async with api.client(ADMIN) as client:
-            await add_simulator_models(client, latency_ms=700)
+            await add_simulator(client, name="scale-sim", models={"sim": 700})
             team_id = await make_team(client, nodes=2)
             ids = [await start_run(client, team_id) for _ in range(6)]
             rows = await wait_until(client, ids, lambda r: all(x["status"] == "running" for x in r.values()), 60)

@@ -19,11 +19,9 @@ from aiops_executor.llm.catalog import ModelCatalog
 from aiops_executor.teams.models import TeamModelReference
 from aiops_executor.tools.builtin import default_registry
 from tests.conftest import RoleHeaders
-from tests.helpers import assert_error, created, make_provider
+from tests.helpers import API, CAPABLE, assert_error, created, make_provider
 
-API = "/api/v1"
-SUPPORTED = {"supported": True, "score": 3}
-SIM_CAPS = {"chat": SUPPORTED, "function_calling": SUPPORTED, "structured_output": SUPPORTED}
+SIM_CAPS = {"chat": CAPABLE, "function_calling": CAPABLE, "structured_output": CAPABLE}
 
 
 @pytest.fixture
@@ -160,7 +158,7 @@ async def test_the_provider_may_be_named_by_id(
 async def test_invalid_topology_reports_every_problem(
     client: httpx.AsyncClient, admin_headers: dict[str, str], sim: dict[str, str], tool: str
 ) -> None:
-    await make_model(client, admin_headers, sim["provider_id"], "plain-1", capabilities={"chat": SUPPORTED})
+    await make_model(client, admin_headers, sim["provider_id"], "plain-1", capabilities={"chat": CAPABLE})
     body = team_body(tool=tool)
     topology = body["topology"]
     body["timeout_seconds"] = 0

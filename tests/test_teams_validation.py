@@ -13,24 +13,24 @@ from aiops_executor.teams.validation import (
     ValidationReport,
     validate_team,
 )
+from tests.helpers import CAPABLE
 
 SIM = uuid.uuid4()
 OFF = uuid.uuid4()
 GONE = uuid.uuid4()
 GONE_TWIN = uuid.uuid4()
-SUPPORTED = {"supported": True, "score": 3}
-FULL_CAPS = {"chat": SUPPORTED, "function_calling": SUPPORTED, "structured_output": SUPPORTED}
+FULL_CAPS = {"chat": CAPABLE, "function_calling": CAPABLE, "structured_output": CAPABLE}
 TOOLS = {"http_check", "dns_lookup"}
 
 MODELS = {
     "sim-1": ModelEntry(uuid.uuid4(), SIM, "sim-1", "chat", "available", FULL_CAPS),
-    "plain-1": ModelEntry(uuid.uuid4(), SIM, "plain-1", "chat", "available", {"chat": SUPPORTED}),
+    "plain-1": ModelEntry(uuid.uuid4(), SIM, "plain-1", "chat", "available", {"chat": CAPABLE}),
     "unsupported-1": ModelEntry(
         uuid.uuid4(), SIM, "unsupported-1", "chat", "available", {"function_calling": {"supported": False, "score": 1}}
     ),
     "old-1": ModelEntry(uuid.uuid4(), SIM, "old-1", "chat", "deprecated", FULL_CAPS),
     "maint-1": ModelEntry(uuid.uuid4(), SIM, "maint-1", "chat", "maintenance", FULL_CAPS),
-    "embed-1": ModelEntry(uuid.uuid4(), SIM, "embed-1", "embedding", "available", {"embedding": SUPPORTED}),
+    "embed-1": ModelEntry(uuid.uuid4(), SIM, "embed-1", "embedding", "available", {"embedding": CAPABLE}),
 }
 CATALOG = ModelCatalog(
     [

@@ -36,12 +36,11 @@ from aiops_executor.llm.runtime.failover import FailoverChatModel
 from aiops_executor.llm.runtime.state import RuntimeState
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, login, make_settings
 from tests.engine_support import BROKEN, agent, node, team, tool_registry
+from tests.helpers import API
 from tests.mock_providers import OPENAI_KEY
 from tests.test_executions_api import TASK, add_simulator, make_team
 from tests.test_runtime_clients import endpoint, model
 from tests.test_runtime_failover import DEAD_URL, credential
-
-API = "/api/v1"
 
 
 @pytest.fixture

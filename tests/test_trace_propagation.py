@@ -22,7 +22,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, TEST_MASTER_KEY
-from tests.processes import API, Process, add_simulator_models, base_env, free_port, make_team, pg, run_cli, wait_until
+from tests.helpers import add_simulator
+from tests.processes import API, Process, base_env, free_port, make_team, pg, run_cli, wait_until
 from tests.test_telemetry import _CollectorServer, collector  # noqa: F401 - the receiver fixture
 
 pytestmark = [pytest.mark.postgres, pytest.mark.long]
@@ -120,7 +121,7 @@ async def test_a_callers_trace_continues_through_the_api_and_the_job_into_a_work
     try:
         await asyncio.gather(api.start(), worker.start(ready_path=None))
         async with api.client(ADMIN) as client:
-            await add_simulator_models(client, latency_ms=0)
+            await add_simulator(client, name="scale-sim", models={"sim": 0})
             team_id = await make_team(client, nodes=1)
             started = await client.post(
                 f"{API}/teams/{team_id}/executions",

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from aiops_executor.webconsole.endpoints import FILES, STATIC_DIR
-from tests.helpers import API, assert_error
-from tests.processes import add_simulator_models, team_body
+from tests.helpers import API, add_simulator, assert_error
+from tests.processes import team_body
 
 ROOT = Path(__file__).resolve().parents[1]
 OWN_SOURCES = sorted(
@@ -132,7 +132,7 @@ async def test_executions_of_every_team_filtered_by_team_status_and_time(
     client: httpx.AsyncClient, admin_headers: dict[str, str], role_headers
 ) -> None:  # type: ignore[no-untyped-def]
     client.headers.update(admin_headers)
-    await add_simulator_models(client, latency_ms=0)
+    await add_simulator(client, name="scale-sim", models={"sim": 0})
     teams = []
     for _ in range(2):
         created = await client.post(f"{API}/teams", json=team_body(1))

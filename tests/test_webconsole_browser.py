@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers import CAPABLE
 from tests.processes import API, EXECUTABLE, base_env, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +29,6 @@ OUTPUT = ROOT / ".test-output" / "webconsole"
 CHROMIUM = Path(os.environ.get("AIOPS_TEST_CHROMIUM", "/usr/bin/chromium"))
 ADMIN = {"username": "admin", "password": "console-admin-" + uuid.uuid4().hex[:12]}
 VIEWER = {"username": "watcher", "password": "console-viewer-" + uuid.uuid4().hex[:12]}
-CAPABLE = {"supported": True, "score": 3}
 # Every model call of the "slow" model takes this long: a run lasts some seconds, long enough to reload mid-run.
 SLOW_MS = 700
 
@@ -269,6 +269,9 @@ def test_first_load_is_light_and_quick_and_the_providers_are_listed(page: Page, 
     expect(page.get_by_test_id("session-user")).to_contain_text(ADMIN["username"])
     page.get_by_test_id("nav-llm").click()
     expect(page.locator('[data-testid="provider-row"][data-provider-name="local-sim"]')).to_be_visible()
+    # The provider types come from the API's own document: the console keeps no list of them.
+    types = console.api.get("/openapi.json").json()["components"]["schemas"]["ProviderType"]["enum"]
+    expect(page.get_by_test_id("provider-type").locator("option")).to_have_text(types)
     page.locator('[data-testid="provider-row"][data-provider-name="ui-sim"] a').click()
     slow = page.locator('[data-testid="model-row"][data-model-id="slow"]')
     expect(slow.get_by_test_id("model-capabilities")).to_contain_text("function_calling 3/5")

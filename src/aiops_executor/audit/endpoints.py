@@ -8,8 +8,8 @@ from pydantic import StringConstraints
 from aiops_executor.audit import service
 from aiops_executor.audit.schemas import AuditLogRead
 from aiops_executor.auth.dependencies import AdminDep
-from aiops_executor.core.deps import SessionDep
-from aiops_executor.core.pagination import Page, PageQuery
+from aiops_executor.core.deps import PageQuery, SessionDep
+from aiops_executor.core.pagination import Page
 from aiops_executor.core.text import NAME_TEXT
 
 # A filter is compared with stored names and ids: what no stored value can contain (a NUL, which PostgreSQL

@@ -19,10 +19,10 @@ from aiops_executor.auth.schemas import (
     UserRead,
 )
 from aiops_executor.auth.security import HashCost
-from aiops_executor.core.deps import ContextDep, SessionDep
+from aiops_executor.core.deps import ContextDep, PageQuery, SessionDep
 from aiops_executor.core.errors import NotFoundError
 from aiops_executor.core.openapi import errors
-from aiops_executor.core.pagination import Page, PageQuery
+from aiops_executor.core.pagination import Page
 
 router = APIRouter(tags=["auth"])
 logger = structlog.get_logger(__name__)

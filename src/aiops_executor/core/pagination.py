@@ -1,12 +1,12 @@
-"""The list envelope shared by every collection route."""
+"""The list envelope shared by every collection route, and one page of a query (no web framework here: services
+page their queries too; the query parameters are ``core.deps.PageQuery``)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Generic, TypeVar
+from typing import Generic, TypeVar
 
-from fastapi import Depends, Query
 from pydantic import BaseModel
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,16 +42,6 @@ class PageParams:
     @property
     def offset(self) -> int:
         return (self.page - 1) * self.size
-
-
-def _page_params(
-    page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="1-based page number")] = 1,
-    size: Annotated[int, Query(ge=1, le=100, description="items per page")] = 20,
-) -> PageParams:
-    return PageParams(page=page, size=size)
-
-
-PageQuery = Annotated[PageParams, Depends(_page_params)]
 
 
 async def paginate(session: AsyncSession, stmt: Select[T], page: PageParams) -> tuple[list[T], int]:

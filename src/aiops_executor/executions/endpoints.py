@@ -12,11 +12,11 @@ from sse_starlette import EventSourceResponse
 
 from aiops_executor.auth.dependencies import OperatorDep, ViewerDep
 from aiops_executor.auth.rate_limits import RATE_LIMITED_RESPONSE, ExecutionOperatorDep
-from aiops_executor.core.deps import SessionDep
+from aiops_executor.core.deps import PageQuery, SessionDep
 from aiops_executor.core.errors import AppError, ValidationFailed
 from aiops_executor.core.json_types import QueryDatetime
 from aiops_executor.core.openapi import errors, event_stream
-from aiops_executor.core.pagination import Page, PageQuery
+from aiops_executor.core.pagination import Page
 from aiops_executor.executions import service
 from aiops_executor.executions.schemas import (
     MAX_SEQ,

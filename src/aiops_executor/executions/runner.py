@@ -29,7 +29,7 @@ from aiops_executor.executions import repository
 from aiops_executor.executions.broadcast import Broadcaster
 from aiops_executor.executions.checkpoints import Checkpoints
 from aiops_executor.executions.compiled_teams import CompiledTeams, snapshot_key
-from aiops_executor.executions.store import EventRecorder
+from aiops_executor.executions.event_log import EventRecorder
 from aiops_executor.llm.runtime.model_source import RuntimeModelSource
 from aiops_executor.llm.runtime.service import ModelRuntime
 from aiops_executor.tools.builtin import default_registry

@@ -30,9 +30,9 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from aiops_executor.core.context import AppContext
 from aiops_executor.engine.events import EventType, format_timestamp
 from aiops_executor.executions.broadcast import Broadcaster, StreamEvent, Subscription
+from aiops_executor.executions.event_log import replay
 from aiops_executor.executions.models import Execution
 from aiops_executor.executions.schemas import UNFINISHED
-from aiops_executor.executions.store import replay
 
 STORE_POLL_SECONDS = 0.5
 # Sent when the server stops: how long clients wait before re-attaching (milliseconds).

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query, Response
 from fastapi import status as http_status
 
 from aiops_executor.auth.dependencies import AdminDep, ViewerDep
-from aiops_executor.core.deps import ContextDep, SessionDep
+from aiops_executor.core.deps import ContextDep, PageQuery, SessionDep
 from aiops_executor.core.openapi import errors
-from aiops_executor.core.pagination import Page, PageQuery
+from aiops_executor.core.pagination import Page
 from aiops_executor.llm import config_io, provider_calls, service
 from aiops_executor.llm.provider_calls import CredentialValidation, HealthCheckResult, ModelSyncResult, ModelTestResult
 from aiops_executor.llm.schemas import (

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query, Response
 from fastapi import status as http_status
 
 from aiops_executor.auth.dependencies import OperatorDep, ViewerDep
-from aiops_executor.core.deps import SessionDep
+from aiops_executor.core.deps import PageQuery, SessionDep
 from aiops_executor.core.openapi import errors
-from aiops_executor.core.pagination import Page, PageQuery
+from aiops_executor.core.pagination import Page
 from aiops_executor.engine.topology import TeamSpec
 from aiops_executor.executions import service as executions
 from aiops_executor.teams import service

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Query, Response
 from fastapi import status as http_status
 
 from aiops_executor.auth.dependencies import AdminDep, ViewerDep
-from aiops_executor.core.deps import SessionDep
+from aiops_executor.core.deps import PageQuery, SessionDep
 from aiops_executor.core.openapi import errors
-from aiops_executor.core.pagination import Page, PageQuery
+from aiops_executor.core.pagination import Page
 from aiops_executor.services import ServiceContextDep
 from aiops_executor.tool_servers import service
 from aiops_executor.tool_servers.schemas import (

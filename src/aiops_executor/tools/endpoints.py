@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from aiops_executor.auth.dependencies import ViewerDep
-from aiops_executor.core.deps import ContextDep, SessionDep
-from aiops_executor.core.pagination import Page, PageQuery
+from aiops_executor.core.deps import ContextDep, PageQuery, SessionDep
+from aiops_executor.core.pagination import Page
 from aiops_executor.tool_servers import service as tool_servers
 from aiops_executor.tools.builtin import default_registry
 from aiops_executor.tools.registry import ToolRegistry

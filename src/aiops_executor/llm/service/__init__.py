@@ -1,4 +1,5 @@
-"""LLM configuration rules and storage, one module per resource: providers, endpoints (access points),
+"""LLM configuration rules and storage, one module per resource: providers, provider endpoints (access points:
+``provider_endpoints``, not to be confused with the HTTP routes in ``llm.endpoints``),
 credentials (access keys), models; ``common`` holds what they share and ``seed`` the offline default.
 
 The names below are the package's interface for routers and other domains."""
@@ -37,7 +38,18 @@ from aiops_executor.llm.service.credentials import (
     update_credential,
     usable_credentials,
 )
-from aiops_executor.llm.service.endpoints import (
+from aiops_executor.llm.service.models import (
+    create_model,
+    delete_model,
+    get_model,
+    get_model_row,
+    list_models,
+    models_by_capability,
+    resolve_model,
+    supports,
+    update_model,
+)
+from aiops_executor.llm.service.provider_endpoints import (
     CONFIRM_FLAG,
     EndpointUpdateRequest,
     count_endpoints,
@@ -50,17 +62,6 @@ from aiops_executor.llm.service.endpoints import (
     require_credential_confirmation,
     unset_other_defaults,
     update_endpoint,
-)
-from aiops_executor.llm.service.models import (
-    create_model,
-    delete_model,
-    get_model,
-    get_model_row,
-    list_models,
-    models_by_capability,
-    resolve_model,
-    supports,
-    update_model,
 )
 from aiops_executor.llm.service.providers import (
     check_provider_children,

@@ -119,4 +119,23 @@ export async function listAll(path, query = {}) {
   }
 }
 
+// The provider types the service knows, as its OpenAPI document lists them (read once): the console keeps no
+// list of its own, so a new adapter shows up here without a change to the console.
+let providerTypesRead = null;
+export function providerTypes() {
+  if (providerTypesRead === null) {
+    providerTypesRead = fetch(new URL('/openapi.json', window.location.origin), { headers: { Accept: 'application/json' } })
+      .then(async (response) => {
+        if (!response.ok) throw new ApiError(response.status, await readBody(response));
+        const document = await response.json();
+        return document.components.schemas.ProviderType.enum;
+      })
+      .catch((error) => {
+        providerTypesRead = null; // asked again next time
+        throw error;
+      });
+  }
+  return providerTypesRead;
+}
+
 export { API };

@@ -1,12 +1,9 @@
-import { api, can, listAll } from '../api.js';
+import { api, can, listAll, providerTypes } from '../api.js';
 import { act, fill, fmtTime, h, notify, statusBadge } from '../dom.js';
 
-export const PROVIDER_TYPES = ['openai', 'azure_openai', 'anthropic', 'aws_bedrock', 'aliyun_dashscope', 'baidu_qianfan',
-  'ollama', 'vllm', 'openai_compatible', 'simulator'];
-
-function createForm() {
+function createForm(types) {
   const name = h('input', { required: true, maxlength: 100, testid: 'provider-name' });
-  const type = h('select', { testid: 'provider-type' }, PROVIDER_TYPES.map((t) => h('option', { value: t }, t)));
+  const type = h('select', { testid: 'provider-type' }, types.map((t) => h('option', { value: t }, t)));
   const description = h('input', { testid: 'provider-description' });
   const submit = h('button', { type: 'submit', testid: 'provider-create' }, 'Add provider');
   return h('form', {
@@ -23,11 +20,11 @@ function createForm() {
 }
 
 export async function renderProviders(main) {
-  const providers = await listAll('/providers');
+  const [providers, types] = await Promise.all([listAll('/providers'), can.administer() ? providerTypes() : []]);
   fill(main,
     h('h1', {}, 'LLM configuration'),
     h('p', { class: 'muted' }, 'Providers, their endpoints (with health), credentials (masked) and models.'),
-    can.administer() ? createForm() : null,
+    can.administer() ? createForm(types) : null,
     h('table', {},
       h('thead', {}, h('tr', {}, ['Name', 'Type', 'Active', 'Description', 'Created'].map((t) => h('th', { scope: 'col' }, t)))),
       h('tbody', {}, providers.map((p) => h('tr', { testid: 'provider-row', dataset: { providerName: p.name } },
