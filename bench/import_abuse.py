@@ -3,7 +3,7 @@
     .venv/bin/python bench/import_abuse.py [--json FILE]
 
 Targets (issue 25): each manifest refused in under 2 s, with a peak below 100 MB (tracemalloc, the importer's own
-allocations). Exits 1 when a target is missed. The manifests are the ones tests/test_import_abuse.py refuses.
+allocations). Exits 1 when a target is missed. The manifests are the ones tests/imports/test_import_abuse.py refuses.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
     .venv/bin/python bench/validation.py [--json FILE]
 
 Target: the best of 5 validations under 50 ms (``POST /teams`` and ``PUT /teams/{id}`` validate every body).
-Exits 1 when it is missed. The team is the one tests/test_teams_validation.py checks for correctness.
+Exits 1 when it is missed. The team is the one tests/teams/test_teams_validation.py checks for correctness.
 """
 
 from __future__ import annotations

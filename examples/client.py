@@ -9,7 +9,7 @@ Generate the client once (it is a package named ``aiops_client``), then run this
 It signs in, registers an offline ``simulator`` provider with one model, creates a team of one node that checks
 the service's own ``/health`` over HTTP, runs it (waiting for the result) and prints what the run found.
 Each call is a typed function of the generated package; an error answer is its ``ErrorResponse`` model.
-tests/test_generated_client.py generates the client from a live server and runs this script against it.
+tests/cli/test_client_examples.py generates the client from a live server and runs this script against it.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ ADMIN_PASSWORD = "admin-password-1"
 
 BACKENDS = ["sqlite", "postgresql"]
 # Argon2 at its lowest cost: at the default cost, hashing and checking passwords took most of every test's
-# sign-in. Production refuses these values (tests/test_settings.py).
+# sign-in. Production refuses these values (tests/core/test_settings.py).
 FAST_PASSWORD_HASHING = {"password_hash_time_cost": 1, "password_hash_memory_kib": 64}
 
 
@@ -71,7 +71,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def _no_outside_name_lookups(monkeypatch: pytest.MonkeyPatch) -> None:
     """The egress policy resolves every name it checks; in tests only ``localhost`` resolves, so that no test
     sends a DNS query off this machine (endpoints named ``api.example.com`` just do not resolve). Tests that need
-    names stub them themselves (tests/test_egress.py)."""
+    names stub them themselves (tests/core/test_egress.py)."""
     from aiops_executor.core import egress
 
     def lookup(host: str) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,6 +12,8 @@ import httpx
 from aiops_executor.core.context import AppContext
 
 API = "/api/v1"
+# The checkout: examples, deploy files, the console's sources.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 ERROR_KEYS = {"error_code", "error_message", "details", "request_id"}
 
 

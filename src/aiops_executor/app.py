@@ -51,7 +51,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     triggers_router,
     imports_router,
 )
-# One tag per domain; a router's ``tags=[...]`` must name one of these (tests/test_openapi.py checks it).
+# One tag per domain; a router's ``tags=[...]`` must name one of these (tests/service/test_openapi.py checks it).
 OPENAPI_TAGS: list[dict[str, str]] = [
     {"name": "auth", "description": "Sign-in, users and API keys. Roles: admin > operator > viewer."},
     {"name": "llm", "description": "LLM providers with their endpoints, credentials and models; export/import."},

@@ -4,7 +4,7 @@ Every ``Metrics`` has its own registry (not prometheus-client's global one), so 
 for itself. Labels carry only bounded values: route templates, methods, statuses, outcomes, tool names and the
 configured provider, endpoint, model and team names -- never an execution, team, node or agent id.
 
-Conventions (Prometheus's, checked by tests/test_metrics_format.py): the unit is in the name (``_seconds``,
+Conventions (Prometheus's, checked by tests/service/test_metrics_format.py): the unit is in the name (``_seconds``,
 ``_usd``, ``_tokens``), counters end in ``_total``, no ``_created`` series (they double every counter's series
 for a value nobody graphs). The process (CPU, memory, file descriptors), Python platform and garbage-collector
 collectors come with every registry. Latency histograms carry the trace id of the observed span as an exemplar

@@ -115,7 +115,7 @@ def documented_error(status: int, codes: Codes | None = None, description: str |
 def errors(codes_by_status: Mapping[int, Codes] | Iterable[int]) -> Responses:
     """``responses=`` for a route's own failures, e.g. ``errors({404: "TEAM_NOT_FOUND", 409: ["CONFLICT"]})``,
     or with what each code means: ``{409: {"TEAM_NAME_EXISTS": "another team has this name"}}``. A bare status
-    (``errors([404])``) gets only its family's generic description and no codes, which tests/test_openapi.py
+    (``errors([404])``) gets only its family's generic description and no codes, which tests/service/test_openapi.py
     refuses: a client must learn from the document which codes it can get."""
     if isinstance(codes_by_status, Mapping):
         return {status: documented_error(status, codes) for status, codes in codes_by_status.items()}

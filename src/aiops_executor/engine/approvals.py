@@ -1,6 +1,6 @@
 """Approvals: a tool call that needs a person's decision pauses the run with a LangGraph interrupt.
 
-How a pause and its resume work (LangGraph 1.x semantics, checked by tests/test_approvals.py):
+How a pause and its resume work (LangGraph 1.x semantics, checked by tests/executions/test_approvals.py):
 
 - The tool's wrapper (``CompiledTeam.tool``) calls ``interrupt(request)`` before the call. The interrupt
   bubbles up through the agent graph, the node team's turn and the node team (``GraphBubbleUp`` is never

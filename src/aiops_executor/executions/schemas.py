@@ -181,7 +181,7 @@ class PurgeResult(BaseModel):
 
 # --------------------------------------------------------------------------------------------- stream events
 # The ``data`` of each SSE event (contract: SSE events), for the OpenAPI document. Payloads are built by the
-# engine and the repository; tests/test_openapi.py checks streamed events against these models field by field.
+# engine and the repository; tests/service/test_openapi.py checks streamed events against these models field by field.
 
 
 class LiveEventBase(BaseModel):

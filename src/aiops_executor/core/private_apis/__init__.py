@@ -1,7 +1,7 @@
 """Every private interface of LangGraph and LangChain the service relies on, each with the reason, in one package.
 
 None of them is documented, so an upgrade may change any of them without notice: pyproject.toml bounds the
-packages below their next major version, and tests/test_private_apis.py fails when one of these changes shape
+packages below their next major version, and tests/core/test_private_apis.py fails when one of these changes shape
 (a name, a signature, a table's columns, how the saver issues its writes). Code elsewhere reaches them only
 through this package; the two overrides of private hooks (items 2 and 4) say so where they are written.
 
