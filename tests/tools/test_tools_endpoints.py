@@ -12,7 +12,8 @@ from tests.helpers import API, assert_error
 
 @pytest.fixture
 def backend() -> str:
-    # The built-in tools need no table, and tests/tool_servers/test_tool_servers.py lists servers' tools on both backends.
+    # The built-in tools need no table; tests/tool_servers/test_tool_servers.py lists servers' tools on both
+    # backends.
     return "sqlite"
 
 

@@ -1,21 +1,12 @@
-"""What went wrong, in the user's terms: bounded error texts for failed model calls, agents and node teams, and
-the one rule for LangGraph's control flow, which is never a failure."""
+"""What went wrong, in the user's terms: bounded error texts for failed model calls, agents and node teams."""
 
 from __future__ import annotations
 
 from langchain_core.messages import BaseMessage
-from langgraph.errors import GraphBubbleUp
 
 from aiops_executor.core.text import shorten
 
 MAX_ERROR_CHARS = 1000
-
-
-def pass_control_flow(exc: BaseException) -> None:
-    """Re-raises LangGraph's control-flow exceptions (an interrupt for an approval, a parent command): they
-    must reach the graph. Called first in every ``except Exception`` around a model call or an agent."""
-    if isinstance(exc, GraphBubbleUp):
-        raise exc
 
 
 def message_text(message: BaseMessage) -> str:

@@ -23,6 +23,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send
 
+from aiops_executor.core.control_flow import pass_control_flow
 from aiops_executor.core.logging import log_context
 from aiops_executor.core.text import shorten
 from aiops_executor.engine import prompts
@@ -35,7 +36,7 @@ from aiops_executor.engine.evidence import (
     rank_suspects,
     ranking_brief,
 )
-from aiops_executor.engine.failures import call_failed, call_failure, error_text, message_text, pass_control_flow
+from aiops_executor.engine.failures import call_failed, call_failure, error_text, message_text
 from aiops_executor.engine.models import Usage, UsageMeter, metering
 from aiops_executor.engine.ordering import OrderingGraph
 from aiops_executor.engine.results import AgentResult, NodeResult, NodeStatus

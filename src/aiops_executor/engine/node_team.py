@@ -20,6 +20,7 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from aiops_executor.core.control_flow import pass_control_flow
 from aiops_executor.core.logging import log_context
 from aiops_executor.core.private_apis.graphs import CONFIG_KEY_DURABILITY
 from aiops_executor.core.telemetry import ModelReference
@@ -31,7 +32,6 @@ from aiops_executor.engine.failures import (
     call_failed,
     error_text,
     message_text,
-    pass_control_flow,
 )
 from aiops_executor.engine.models import Usage, metering
 from aiops_executor.engine.results import AgentResult

@@ -18,7 +18,6 @@ A provider that is down, throttling or refusing the key fails the call at once: 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Sequence
@@ -30,9 +29,9 @@ from jsonschema import exceptions as jsonschema_exceptions
 from jsonschema import validators
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from langgraph.errors import GraphBubbleUp
 from pydantic import BaseModel, ValidationError
 
+from aiops_executor.core.control_flow import pass_control_flow
 from aiops_executor.core.text import shorten
 
 MAX_ATTEMPTS = 3
@@ -332,9 +331,8 @@ async def ask_structured(
     for strategy in strategies_of(model):
         try:
             attempt = await _ask_with(model, strategy, schema, messages)
-        except (GraphBubbleUp, asyncio.CancelledError):
-            raise
         except Exception as exc:
+            pass_control_flow(exc)
             if not _another_strategy_may_help(exc):
                 raise
             failure = exc

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import structlog
-from langgraph.errors import GraphBubbleUp
 from pydantic import BaseModel, ValidationError
 
+from aiops_executor.core.control_flow import pass_control_flow
 from aiops_executor.core.egress import policy_for
 from aiops_executor.core.text import shorten
 from aiops_executor.tools.verdicts import Verdict, outcome_verdict
@@ -270,9 +270,8 @@ class ToolRegistry:
         except ToolError as exc:
             output = error_output(exc.error_code, redact(exc.message, secrets), **exc.details)
             return _finish("error", output, started, context, secrets, builtin=builtin)
-        except GraphBubbleUp:
-            raise  # LangGraph's control flow (an interrupt waiting for a person), not a failure of the tool
         except Exception as exc:
+            pass_control_flow(exc)  # an interrupt waiting for a person is not a failure of the tool
             message = describe_exception(exc, secrets)
             logger.warning("tool failed", tool=name, node_id=context.node_id, error=message)
             return _finish("error", error_output(TOOL_FAILED, message), started, context, secrets, builtin=builtin)
