@@ -8,6 +8,7 @@ execution manager. The app and the CLI build a ``ServiceContext``; code that nee
 
 from __future__ import annotations
 
+import functools
 from functools import cached_property
 from typing import Annotated
 
@@ -18,6 +19,7 @@ from aiops_executor.core.deps import ContextDep
 from aiops_executor.core.egress import policy_for
 from aiops_executor.executions.manager import ExecutionManager
 from aiops_executor.llm.runtime.service import ModelRuntime
+from aiops_executor.tool_servers import service as tool_server_service
 from aiops_executor.tool_servers.client import ToolServerPool
 
 
@@ -33,7 +35,15 @@ class ServiceContext(AppContext):
     @cached_property
     def executions(self) -> ExecutionManager:
         """Runs executions in the background of this process."""
-        return ExecutionManager(self, self.model_runtime, self.tool_servers)
+        return ExecutionManager(
+            settings=self.settings,
+            sessionmaker=self.database.sessionmaker,
+            telemetry=self.telemetry,
+            model_runtime=self.model_runtime,
+            server_tools=functools.partial(
+                tool_server_service.run_tool_specs, self.database.sessionmaker, self, self.tool_servers
+            ),
+        )
 
     @cached_property
     def tool_servers(self) -> ToolServerPool:

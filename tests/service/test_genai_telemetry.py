@@ -37,8 +37,8 @@ from aiops_executor.tools.builtin import default_registry
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, login
 from tests.engine.test_engine_providers import cloud_team
 from tests.engine_support import agent, node, team, tool_registry
-from tests.executions.test_executions_api import TASK, add_simulator, make_team
-from tests.helpers import API
+from tests.executions.test_executions_api import TASK, make_team
+from tests.helpers import API, add_simulator
 from tests.llm.test_honest_providers import add_model, other_host, provider_with
 from tests.llm.test_runtime_clients import endpoint, model
 from tests.llm.test_runtime_failover import credential
@@ -193,7 +193,7 @@ async def test_a_request_trace_continues_into_the_run_it_starts(settings: Settin
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as client:
             client.headers.update(await login(client, ADMIN_USERNAME, ADMIN_PASSWORD))
-            await add_simulator(client)
+            await add_simulator(client, priced=True)
             team_id = await make_team(client, nodes=1)
             run = await client.post(
                 f"{API}/teams/{team_id}/execute", json={**TASK, "stream": False}, headers={"traceparent": CALLER}

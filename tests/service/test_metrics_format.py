@@ -25,8 +25,8 @@ from aiops_executor.app import create_app
 from aiops_executor.core.metrics import Metrics
 from aiops_executor.core.settings import Settings
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, login
-from tests.executions.test_executions_api import TASK, add_simulator, make_team
-from tests.helpers import API
+from tests.executions.test_executions_api import TASK, make_team
+from tests.helpers import API, add_simulator
 from tests.service.test_telemetry import traced
 
 NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
@@ -56,7 +56,7 @@ async def http(settings: Settings, exporter: InMemorySpanExporter) -> AsyncItera
 
 async def _some_traffic(http: httpx.AsyncClient) -> None:
     http.headers.update(await login(http, ADMIN_USERNAME, ADMIN_PASSWORD))
-    await add_simulator(http)
+    await add_simulator(http, priced=True)
     team_id = await make_team(http, nodes=1)
     run = await http.post(f"{API}/teams/{team_id}/execute", json={**TASK, "stream": False})
     assert run.status_code == 200 and run.json()["status"] == "success", run.text

@@ -36,8 +36,8 @@ from aiops_executor.llm.runtime.failover import FailoverChatModel
 from aiops_executor.llm.runtime.state import RuntimeState
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME, login, make_settings
 from tests.engine_support import BROKEN, agent, node, team, tool_registry
-from tests.executions.test_executions_api import TASK, add_simulator, make_team
-from tests.helpers import API
+from tests.executions.test_executions_api import TASK, make_team
+from tests.helpers import API, add_simulator
 from tests.llm.test_runtime_clients import endpoint, model
 from tests.llm.test_runtime_failover import DEAD_URL, credential
 from tests.mock_providers import OPENAI_KEY
@@ -387,7 +387,7 @@ async def test_a_run_over_http_is_counted_and_traced_and_the_gauges_follow_it(
         url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             client.headers.update(await login(client, ADMIN_USERNAME, ADMIN_PASSWORD))
-            await add_simulator(client, latency_ms=50)
+            await add_simulator(client, priced=True, latency_ms=50)
             team_id = await make_team(client, nodes=2)
 
             async def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -20,26 +20,25 @@ worker and are resumed from their checkpoints. Status transitions are the reposi
 from __future__ import annotations
 
 import asyncio
-import functools
 import uuid
 from datetime import UTC, datetime
 
 import structlog
 from procrastinate.job_context import AbortReason
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from aiops_executor.core.context import AppContext
 from aiops_executor.core.logging import log_context
+from aiops_executor.core.settings import Settings
+from aiops_executor.core.telemetry import Telemetry
 from aiops_executor.executions import repository
 from aiops_executor.executions.broadcast import Broadcaster, LocalBroadcaster
 from aiops_executor.executions.checkpoints import Checkpoints
 from aiops_executor.executions.models import Execution
 from aiops_executor.executions.queue import AbortReasonSource, QueueWorker, RunQueue
-from aiops_executor.executions.runner import ActiveRun, AttemptRunner
+from aiops_executor.executions.runner import ActiveRun, AttemptRunner, ServerTools
 from aiops_executor.executions.schemas import UNFINISHED, ExecutionStatus
 from aiops_executor.executions.upkeep import Upkeep
 from aiops_executor.llm.runtime.service import ModelRuntime
-from aiops_executor.tool_servers import service as tool_servers
-from aiops_executor.tool_servers.client import ToolServerPool
 
 logger = structlog.get_logger(__name__)
 
@@ -50,14 +49,17 @@ WAIT_POLL_SECONDS = 0.25
 class ExecutionManager:
     def __init__(
         self,
-        context: AppContext,
+        *,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        telemetry: Telemetry,
         model_runtime: ModelRuntime,
-        tool_server_pool: ToolServerPool,
+        server_tools: ServerTools,
         broadcaster: Broadcaster | None = None,
     ) -> None:
-        self.settings = settings = context.settings
-        self.sessionmaker = context.database.sessionmaker
-        self.metrics = context.telemetry.metrics
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+        self.metrics = telemetry.metrics
         self.broadcaster: Broadcaster = broadcaster or self._default_broadcaster()
         self.checkpoints = Checkpoints(settings.resolved_database_url)
         self.worker_id = repository.this_worker()
@@ -75,9 +77,9 @@ class ExecutionManager:
             broadcaster=self.broadcaster,
             checkpoints=self.checkpoints,
             settings=settings,
-            telemetry=context.telemetry,
+            telemetry=telemetry,
             model_runtime=model_runtime,
-            server_tools=functools.partial(tool_servers.run_tool_specs, self.sessionmaker, context, tool_server_pool),
+            server_tools=server_tools,
         )
         self.upkeep = Upkeep(
             sessionmaker=self.sessionmaker,
