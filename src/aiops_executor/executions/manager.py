@@ -10,8 +10,8 @@ through the queue's abort.
 
 The manager admits, submits, cancels and waits for runs, and holds the ones this process runs (a slot each);
 running one attempt is ``executions.runner``'s, and recovery, queue upkeep, approval deadlines and the
-retention purge are ``executions.upkeep``'s. A client that
-disconnects changes nothing; ``cancel`` stops a run within moments. Stopping the process (SIGTERM) suspends
+retention purge are ``executions.upkeep``'s. A client that disconnects changes nothing; ``cancel`` stops a
+run within moments. Stopping the process (SIGTERM) suspends
 runs rather than ending them (after ``worker_drain_seconds`` with a queue): they stay ``running`` with no
 worker and are resumed from their checkpoints. Status transitions are the repository's
 (``executions.repository``).
