@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -23,6 +24,7 @@ import pytest
 
 from tests.helpers import CAPABLE, REPO_ROOT
 from tests.processes import API, EXECUTABLE, base_env, free_port
+from tests.tool_servers.test_tool_servers import TOKEN, http_server
 
 ROOT = REPO_ROOT
 OUTPUT = ROOT / ".test-output" / "webconsole"
@@ -689,3 +691,52 @@ def test_a_team_is_made_from_kubernetes_manifests(page: Page, console: Console) 
     expect(page.get_by_test_id("team-graph")).to_have_attribute("data-nodes", "2")
     page.get_by_test_id("team-submit").click()
     expect(page.get_by_test_id("team-title")).to_have_text(name)
+
+
+def test_a_tool_server_is_registered_and_its_tools_are_listed(page: Page, console: Console, tmp_path: Path) -> None:
+    with http_server(tmp_path) as server:
+        page.goto(f"{console.url}/console/")
+        sign_in(page, ADMIN)
+        page.get_by_test_id("nav-tool-servers").click()
+        expect(page).to_have_title(re.compile(r"^Tool servers"))
+        form = page.get_by_test_id("tool-server-form")
+        form.get_by_test_id("tool-server-name").fill("ui-tools")
+        form.get_by_test_id("tool-server-transport").select_option("streamable_http")
+        form.get_by_test_id("tool-server-url").fill(f"http://127.0.0.1:{server.port}/mcp")
+        form.get_by_test_id("tool-server-headers-add").click()
+        form.get_by_test_id("tool-server-headers-name").fill("X-Test-Token")
+        secret = form.get_by_test_id("tool-server-headers-value")
+        expect(secret).to_have_attribute("type", "password")  # typed masked
+        secret.fill(TOKEN)
+        form.get_by_test_id("tool-server-save").click()
+
+        # Registered, then its tools are listed at once.
+        expect(page.get_by_test_id("tool-server-title")).to_have_text("ui-tools")
+        expect(page.locator('[data-testid="tool-server-tool"][data-tool="echo"]')).to_contain_text("ui-tools.echo")
+        expect(page.get_by_test_id("tool-server-health")).to_have_text("healthy")
+        expect(page).to_have_title(re.compile(r"^ui-tools"))
+        stored = console.api.get(f"{API}/tool-servers").json()["items"]
+        assert [s["headers"] for s in stored if s["name"] == "ui-tools"] != [] and TOKEN not in json.dumps(stored)
+
+        # The whole row opens the server: a click beside the link, or Enter on the row.
+        page.get_by_test_id("nav-tool-servers").click()
+        row = page.locator('[data-testid="tool-server-row"][data-name="ui-tools"]')
+        expect(row.get_by_test_id("tool-server-health")).to_have_text("healthy")
+        row.locator("td").nth(2).click()
+        expect(page.get_by_test_id("tool-server-title")).to_have_text("ui-tools")
+        page.go_back()
+        row.focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_test_id("tool-server-title")).to_have_text("ui-tools")
+
+        # A refresh that cannot reach the server says why, and the page keeps the reason.
+        server.kill()
+        page.get_by_test_id("tool-server-refresh").click()
+        expect(page.get_by_test_id("notice")).to_contain_text("TOOL_SERVER_UNREACHABLE")
+        expect(page.get_by_test_id("tool-server-error")).to_be_visible()
+        expect(page.get_by_test_id("tool-server-health")).to_have_text("unhealthy")
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_test_id("tool-server-delete").click()
+        expect(page.get_by_test_id("notice")).to_contain_text("tool server ui-tools deleted")
+        expect(page.locator('[data-testid="tool-server-row"][data-name="ui-tools"]')).to_have_count(0)

@@ -2,7 +2,7 @@
 // A page is a function (main, params, signal) that fills `main`; `signal` aborts when the user leaves it.
 
 import { currentUser, onSignedOut, resumeSession, signedIn, signOut } from './api.js';
-import { errorText, fill, notify } from './dom.js';
+import { clearNoticeForNewPage, errorText, fill, notify } from './dom.js';
 import { renderLogin } from './pages/login.js';
 
 const routes = [
@@ -13,6 +13,8 @@ const routes = [
   [/^#\/executions(?:\?.*)?$/, () => import('./pages/history.js').then((m) => m.renderHistory)],
   [/^#\/llm\/([0-9a-f-]{36})$/, () => import('./pages/provider.js').then((m) => m.renderProvider)],
   [/^#\/llm$/, () => import('./pages/llm.js').then((m) => m.renderProviders)],
+  [/^#\/tool-servers\/([0-9a-f-]{36})(?:\?(refresh))?$/, () => import('./pages/tool_servers.js').then((m) => m.renderToolServer)],
+  [/^#\/tool-servers$/, () => import('./pages/tool_servers.js').then((m) => m.renderToolServers)],
 ];
 
 const main = document.getElementById('main');
@@ -36,17 +38,22 @@ async function route() {
   }
   showChrome(true);
   const hash = window.location.hash || '#/teams';
+  let section = null;
   for (const link of document.querySelectorAll('#nav a')) {
     const current = hash.startsWith(link.getAttribute('href'));
-    if (current) link.setAttribute('aria-current', 'page');
-    else link.removeAttribute('aria-current');
+    if (current) {
+      link.setAttribute('aria-current', 'page');
+      section = link.textContent;
+    } else link.removeAttribute('aria-current');
   }
+  // The title names the page: its section until the page names itself more precisely.
+  document.title = section ? `${section} — aiops-agent-executor` : 'aiops-agent-executor';
   for (const [pattern, load] of routes) {
     const match = pattern.exec(hash);
     if (!match) continue;
     const render = await load();
     if (signal.aborted) return;
-    notify('');
+    clearNoticeForNewPage();
     // Each visit gets its own element: a page still finishing after the user has moved on fills a detached
     // element, never the page that replaced it.
     const view = document.createElement('div');

@@ -58,6 +58,22 @@ export function fmtCost(value) {
   return Number.isFinite(number) ? `$${number.toFixed(6)}` : String(value);
 }
 
+// A table row that is a link as a whole, where it highlights: a click anywhere on it, or Enter when it has the
+// focus (Tab reaches it), opens ``href``; links and buttons inside keep their own action.
+export function linkRow(href, attrs, ...cells) {
+  const open = (event) => {
+    if (event.target.closest('a, button, input, select, textarea')) return;
+    window.location.hash = href;
+  };
+  return h('tr', {
+    ...attrs,
+    class: 'clickable',
+    tabindex: 0,
+    onclick: open,
+    onkeydown: (event) => { if (event.key === 'Enter') open(event); },
+  }, ...cells);
+}
+
 export function statusBadge(status, attrs = {}) {
   return h('span', { class: `status ${status}`, ...attrs }, status);
 }
@@ -74,10 +90,19 @@ export function button(text, onclick, attrs = {}) {
   return h('button', { type: 'button', onclick, ...attrs }, text);
 }
 
-// Shows an error (or a confirmation) at the top of the page, where a screen reader announces it.
-export function notify(message, kind = 'info') {
+// Shows an error (or a confirmation) at the top of the page, where a screen reader announces it. A page change
+// clears it, except a message given with ``{ across: true }`` just before the change (e.g. "deleted", then the
+// list): it stays for the page the user is sent to.
+let keepAcross = false;
+export function notify(message, kind = 'info', { across = false } = {}) {
+  keepAcross = across;
   const box = document.getElementById('notice');
   fill(box, message ? h('div', { class: `notice ${kind}`, testid: 'notice' }, message) : null);
+}
+
+export function clearNoticeForNewPage() {
+  if (keepAcross) keepAcross = false;
+  else notify('');
 }
 
 export function errorText(error) {

@@ -1,5 +1,5 @@
 import { api, listAll } from '../api.js';
-import { button, fill, fmtCost, fmtDuration, fmtNumber, fmtTime, h, statusBadge } from '../dom.js';
+import { button, fill, fmtCost, fmtDuration, fmtNumber, fmtTime, h, linkRow, statusBadge } from '../dom.js';
 
 const STATUSES = ['pending', 'running', 'awaiting_approval', 'success', 'failed', 'timeout', 'cancelled'];
 const SIZE = 20;
@@ -34,7 +34,7 @@ export async function renderHistory(main) {
         page, size: SIZE,
       },
     });
-    fill(body, result.items.map((run) => h('tr', { testid: 'execution-row', dataset: { executionId: run.execution_id, status: run.status } },
+    fill(body, result.items.map((run) => linkRow(`#/executions/${run.execution_id}`, { testid: 'execution-row', dataset: { executionId: run.execution_id, status: run.status } },
       h('td', {}, h('a', { href: `#/executions/${run.execution_id}` }, fmtTime(run.started_at || run.created_at))),
       h('td', {}, names.get(run.team_id) || h('span', { class: 'muted' }, 'deleted team')),
       h('td', {}, statusBadge(run.status)),

@@ -1,5 +1,5 @@
 import { api, can, listAll, providerTypes } from '../api.js';
-import { act, fill, fmtTime, h, notify, statusBadge } from '../dom.js';
+import { act, fill, fmtTime, h, linkRow, notify, statusBadge } from '../dom.js';
 
 function createForm(types) {
   const name = h('input', { required: true, maxlength: 100, testid: 'provider-name' });
@@ -12,7 +12,7 @@ function createForm(types) {
       event.preventDefault();
       act(submit, async () => {
         const created = await api('POST', '/providers', { name: name.value, type: type.value, description: description.value || null });
-        notify(`provider ${created.name} added`);
+        notify(`provider ${created.name} added`, 'info', { across: true });
         window.location.hash = `#/llm/${created.id}`;
       });
     },
@@ -27,7 +27,7 @@ export async function renderProviders(main) {
     can.administer() ? createForm(types) : null,
     h('table', {},
       h('thead', {}, h('tr', {}, ['Name', 'Type', 'Active', 'Description', 'Created'].map((t) => h('th', { scope: 'col' }, t)))),
-      h('tbody', {}, providers.map((p) => h('tr', { testid: 'provider-row', dataset: { providerName: p.name } },
+      h('tbody', {}, providers.map((p) => linkRow(`#/llm/${p.id}`, { testid: 'provider-row', dataset: { providerName: p.name } },
         h('td', {}, h('a', { href: `#/llm/${p.id}` }, p.name)),
         h('td', {}, p.type),
         h('td', {}, statusBadge(p.is_active ? 'active' : 'inactive')),

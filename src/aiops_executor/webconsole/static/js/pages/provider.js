@@ -213,7 +213,7 @@ export async function renderProvider(main, [providerId], signal) {
   const remove = button('Delete provider', () => act(remove, async () => {
     if (!window.confirm(`Delete provider ${provider.name}?`)) return;
     await api('DELETE', `/providers/${provider.id}`);
-    notify(`provider ${provider.name} deleted`);
+    notify(`provider ${provider.name} deleted`, 'info', { across: true });
     window.location.hash = '#/llm';
   }), { class: 'danger', testid: 'provider-delete' });
   const sections = await Promise.all([

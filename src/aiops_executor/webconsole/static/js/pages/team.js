@@ -73,7 +73,7 @@ export async function renderTeam(main, [teamId], signal) {
   const remove = button('Delete team', () => act(remove, async () => {
     if (!window.confirm(`Delete team ${team.team_name}?`)) return;
     await api('DELETE', `/teams/${teamId}`);
-    notify(`team ${team.team_name} deleted`);
+    notify(`team ${team.team_name} deleted`, 'info', { across: true });
     window.location.hash = '#/teams';
   }), { class: 'danger', testid: 'team-delete' });
 

@@ -1,5 +1,5 @@
 import { api, can, listAll } from '../api.js';
-import { act, button, fill, fmtTime, h, notify, statusBadge } from '../dom.js';
+import { act, button, fill, fmtTime, h, linkRow, notify, statusBadge } from '../dom.js';
 import { renderOutline } from '../outline.js';
 import { parseDocument, problemsOf } from '../topology.js';
 
@@ -14,7 +14,7 @@ export async function renderTeams(main) {
       ? h('p', { class: 'muted' }, 'No team yet.')
       : h('table', {},
         h('thead', {}, h('tr', {}, ['Name', 'Status', 'Nodes', 'Agents', 'Edges', 'Depth', 'Updated'].map((t) => h('th', { scope: 'col' }, t)))),
-        h('tbody', {}, teams.map((team) => h('tr', { class: 'clickable', testid: 'team-row', dataset: { teamName: team.team_name } },
+        h('tbody', {}, teams.map((team) => linkRow(`#/teams/${team.team_id}`, { testid: 'team-row', dataset: { teamName: team.team_name } },
           h('td', {}, h('a', { href: `#/teams/${team.team_id}` }, team.team_name)),
           h('td', {}, statusBadge(team.status)),
           h('td', {}, team.topology_summary.node_count),
@@ -162,7 +162,7 @@ export async function renderNewTeam(main, _params, signal) {
     submitLabel: 'Create team',
     submit: async (document) => {
       const created = await api('POST', '/teams', document);
-      notify(`team created (${created.topology_summary.node_count} nodes)`);
+      notify(`team created (${created.topology_summary.node_count} nodes)`, 'info', { across: true });
       window.location.hash = `#/teams/${created.team_id}`;
     },
   });
