@@ -602,10 +602,8 @@ def test_the_pages_helpers_parse_streams_and_place_problems(page: Page, console:
     assert result["yamlError"].startswith("not valid YAML: line 1") and result["jsonValue"] == {"team_name": "x"}
 
 
-def test_a_tool_call_waiting_for_approval_is_approved_from_the_page(page: Page, console: Console) -> None:
-    paths = console.api.get("/openapi.json").json()["paths"]
-    if f"{API}/executions/{{execution_id}}/approvals" not in paths:
-        pytest.skip("this service has no approvals API (GET /executions/{id}/approvals)")
+def approval_team(console: Console) -> str:
+    """A team of one node whose one agent's ``tcp_check`` waits for a person's approval; returns its id."""
     ref = {"model_provider": "ui-sim", "model_id": "slow"}
     created = console.api.post(
         f"{API}/teams",
@@ -636,7 +634,12 @@ def test_a_tool_call_waiting_for_approval_is_approved_from_the_page(page: Page, 
         },
     )
     assert created.status_code == 201, created.text
-    page.goto(f"{console.url}/console/#/teams/{created.json()['team_id']}")
+    return str(created.json()["team_id"])
+
+
+def test_a_tool_call_waiting_for_approval_is_approved_from_the_page(page: Page, console: Console) -> None:
+    team_id = approval_team(console)
+    page.goto(f"{console.url}/console/#/teams/{team_id}")
     sign_in(page, ADMIN)
     page.get_by_test_id("execute-task").fill("May I probe it?")
     page.get_by_test_id("execute-submit").click()
@@ -740,3 +743,42 @@ def test_a_tool_server_is_registered_and_its_tools_are_listed(page: Page, consol
         page.get_by_test_id("tool-server-delete").click()
         expect(page.get_by_test_id("notice")).to_contain_text("tool server ui-tools deleted")
         expect(page.locator('[data-testid="tool-server-row"][data-name="ui-tools"]')).to_have_count(0)
+
+
+def test_two_runs_waiting_for_approvals_are_decided_from_the_inbox(page: Page, console: Console) -> None:
+    ids = []
+    for i in range(2):
+        started = console.api.post(
+            f"{API}/teams/{approval_team(console)}/executions", json={"input": {"task": f"inbox {i}"}}
+        )
+        assert started.status_code == 202, started.text
+        ids.append(started.json()["execution_id"])
+    deadline = time.monotonic() + 60
+    while {console.api.get(f"{API}/executions/{i}").json()["status"] for i in ids} != {"awaiting_approval"}:
+        assert time.monotonic() < deadline, "the runs did not stop for their approvals"
+        time.sleep(0.2)
+
+    page.goto(f"{console.url}/console/#/approvals")
+    sign_in(page, ADMIN)
+    expect(page).to_have_title(re.compile(r"^Approvals"))
+    expect(page.get_by_test_id("approvals-count")).to_have_text("2")
+    expect(page.get_by_test_id("approval-row")).to_have_count(2)
+    first = page.locator(f'[data-testid="approval-row"][data-execution-id="{ids[0]}"]')
+    second = page.locator(f'[data-testid="approval-row"][data-execution-id="{ids[1]}"]')
+    expect(first).to_contain_text("tcp_check")
+    expect(first).to_contain_text("only / probe")
+    first.get_by_test_id("approval-approve").click()
+    expect(page.get_by_test_id("approvals-count")).to_have_text("1")
+    second.get_by_test_id("approval-comment").fill("not during the incident")
+    second.get_by_test_id("approval-reject").click()
+    expect(page.get_by_test_id("approvals-empty")).to_be_visible()
+    expect(page.get_by_test_id("approvals-count")).to_be_hidden()
+    decided = page.locator(f'[data-testid="approval-decided-row"][data-execution-id="{ids[1]}"]')
+    expect(decided).to_contain_text(f"rejected by user:{ADMIN['username']}")
+    expect(decided).to_contain_text("not during the incident")
+
+    # Both runs go on: neither waits for anyone any more.
+    deadline = time.monotonic() + 60
+    while "awaiting_approval" in {console.api.get(f"{API}/executions/{i}").json()["status"] for i in ids}:
+        assert time.monotonic() < deadline, "a decided run did not resume"
+        time.sleep(0.2)

@@ -15,6 +15,7 @@ const routes = [
   [/^#\/llm$/, () => import('./pages/llm.js').then((m) => m.renderProviders)],
   [/^#\/tool-servers\/([0-9a-f-]{36})(?:\?(refresh))?$/, () => import('./pages/tool_servers.js').then((m) => m.renderToolServer)],
   [/^#\/tool-servers$/, () => import('./pages/tool_servers.js').then((m) => m.renderToolServers)],
+  [/^#\/approvals$/, () => import('./pages/approvals.js').then((m) => m.renderApprovals)],
 ];
 
 const main = document.getElementById('main');
@@ -37,13 +38,15 @@ async function route() {
     return;
   }
   showChrome(true);
+  // The count of calls waiting for a person, in the navigation, on every page.
+  import('./pages/approvals.js').then((m) => m.watchPendingApprovals());
   const hash = window.location.hash || '#/teams';
   let section = null;
   for (const link of document.querySelectorAll('#nav a')) {
     const current = hash.startsWith(link.getAttribute('href'));
     if (current) {
       link.setAttribute('aria-current', 'page');
-      section = link.textContent;
+      section = link.firstChild.textContent.trim();
     } else link.removeAttribute('aria-current');
   }
   // The title names the page: its section until the page names itself more precisely.
@@ -70,6 +73,7 @@ async function route() {
 }
 
 onSignedOut((reason) => {
+  import('./pages/approvals.js').then((m) => m.stopWatchingApprovals());
   if (reason) notify(reason, 'error');
   route();
 });

@@ -1,0 +1,110 @@
+// Every tool call that waits for a person, across the runs the user may see, newest first: the run, node, agent,
+// tool and its input, with approve and reject (and a comment) for operators. Below them, the calls decided in
+// those runs, with who decided and when. The navigation's badge (``watchPendingApprovals``) keeps the count of
+// waiting calls up to date on every page.
+
+import { api, can, listAll } from '../api.js';
+import { act, button, fill, fmtTime, h, json, notify } from '../dom.js';
+
+// How often the navigation's count is read again (a decision made here updates it at once).
+const BADGE_INTERVAL_MS = 10_000;
+
+// The runs that wait for approvals and their approvals, newest request first.
+async function waitingApprovals() {
+  const runs = await listAll('/executions', { status: 'awaiting_approval' });
+  const lists = await Promise.all(runs.map((run) => listAll(`/executions/${run.execution_id}/approvals`)));
+  const approvals = lists.flat();
+  approvals.sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0));
+  return { runs: new Map(runs.map((run) => [run.execution_id, run])), approvals };
+}
+
+let badgeTimer = null;
+export async function refreshPendingCount() {
+  const badge = document.getElementById('approvals-count');
+  if (!badge) return;
+  try {
+    const { approvals } = await waitingApprovals();
+    const pending = approvals.filter((a) => a.status === 'pending').length;
+    badge.textContent = String(pending);
+    badge.hidden = pending === 0;
+  } catch {
+    // The count is a convenience: a failed read leaves the last one (the page itself says what failed).
+  }
+}
+
+export function watchPendingApprovals() {
+  if (badgeTimer !== null) return;
+  refreshPendingCount();
+  badgeTimer = window.setInterval(refreshPendingCount, BADGE_INTERVAL_MS);
+}
+
+export function stopWatchingApprovals() {
+  if (badgeTimer !== null) window.clearInterval(badgeTimer);
+  badgeTimer = null;
+}
+
+function approvalRow(item, run, onDecided) {
+  const comment = h('input', {
+    'aria-label': `Comment on ${item.tool} (handed to the agent with a rejection)`, placeholder: 'comment (optional)', testid: 'approval-comment',
+  });
+  const decide = (decision, el) => act(el, async () => {
+    const body = { decision };
+    if (comment.value.trim()) body.comment = comment.value.trim();
+    const decided = await api('POST', `/executions/${item.execution_id}/approvals/${item.approval_id}`, body);
+    notify(`${decided.tool}: ${decided.status}`);
+    await onDecided();
+  });
+  const approve = button('Approve', () => decide('approve', approve), { testid: 'approval-approve' });
+  const reject = button('Reject', () => decide('reject', reject), { class: 'danger', testid: 'approval-reject' });
+  const pending = item.status === 'pending';
+  return h('tr', { testid: pending ? 'approval-row' : 'approval-decided-row', dataset: { executionId: item.execution_id, approvalId: item.approval_id } },
+    h('td', {}, fmtTime(item.created_at)),
+    h('td', {}, h('a', { href: `#/executions/${item.execution_id}` }, run ? String(run.input?.task || '').slice(0, 60) || item.execution_id : item.execution_id)),
+    h('td', {}, [item.node_id, item.agent_id].filter(Boolean).join(' / ')),
+    h('td', {}, h('code', {}, item.tool)),
+    h('td', {}, json(item.input || {})),
+    pending
+      ? h('td', {}, can.operate() ? h('div', { class: 'row' }, comment, approve, reject) : h('span', { class: 'muted' }, 'waiting'),
+        h('div', { class: 'muted' }, `rejected automatically if undecided by ${fmtTime(item.expires_at)}`))
+      : h('td', {}, h('span', { class: `status ${item.status === 'approved' ? 'success' : 'failed'}` }, item.status),
+        ` by ${item.decided_by || 'unknown'} at ${fmtTime(item.decided_at)}${item.comment ? `: ${item.comment}` : ''}`));
+}
+
+function approvalsTable(rows) {
+  return h('table', {},
+    h('thead', {}, h('tr', {}, ['Asked', 'Run', 'Node / agent', 'Tool', 'Input', ''].map((t) => h('th', { scope: 'col' }, t)))),
+    h('tbody', {}, rows));
+}
+
+// Decided calls of the newest runs (a run that resumed has left the waiting list, its decisions with it).
+const RECENT_RUNS = 20;
+async function recentlyDecided(waiting) {
+  const recent = (await api('GET', '/executions', undefined, { query: { size: RECENT_RUNS } })).items;
+  const lists = await Promise.all(recent.filter((run) => !waiting.has(run.execution_id))
+    .map((run) => listAll(`/executions/${run.execution_id}/approvals`)));
+  return { runs: new Map(recent.map((run) => [run.execution_id, run])), approvals: lists.flat() };
+}
+
+export async function renderApprovals(main) {
+  document.title = 'Approvals — aiops-agent-executor';
+  const draw = async () => {
+    const { runs: waiting, approvals } = await waitingApprovals();
+    const recent = await recentlyDecided(waiting);
+    const runs = new Map([...recent.runs, ...waiting]);
+    const pending = approvals.filter((a) => a.status === 'pending');
+    const decided = [...approvals, ...recent.approvals].filter((a) => a.status !== 'pending' && a.status !== 'cancelled');
+    decided.sort((a, b) => ((a.decided_at || '') < (b.decided_at || '') ? 1 : -1));
+    fill(main,
+      h('h1', {}, 'Approvals'),
+      h('p', { class: 'muted' }, 'Tool calls that wait for a person, in every run you may see. A run resumes once all of its calls are decided.'),
+      pending.length
+        ? approvalsTable(pending.map((a) => approvalRow(a, runs.get(a.execution_id), redraw)))
+        : h('p', { class: 'muted', testid: 'approvals-empty' }, 'Nothing waits for a decision.'),
+      decided.length ? [h('h2', {}, 'Decided recently'), approvalsTable(decided.map((a) => approvalRow(a, runs.get(a.execution_id), redraw)))] : null);
+  };
+  const redraw = async () => {
+    await draw();
+    await refreshPendingCount();
+  };
+  await draw();
+}
