@@ -100,3 +100,24 @@ async def test_every_llm_configuration_change_is_audited_and_filterable(
 
     for role in ("viewer", "operator"):
         assert_error(await client.get(f"{API}/audit-logs", headers=await role_headers(role)), 403, "FORBIDDEN")
+
+
+async def test_entries_are_filtered_by_time(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
+    for name in ("early", "late"):
+        created = await client.post(f"{API}/providers", json={"name": name, "type": "simulator"}, headers=admin_headers)
+        assert created.status_code == 201, created.text
+    entries = (
+        await client.get(f"{API}/audit-logs", params={"resource_type": "provider"}, headers=admin_headers)
+    ).json()
+    late, early = entries["items"][0], entries["items"][1]  # newest first
+    assert (early["details"]["name"], late["details"]["name"]) == ("early", "late")
+
+    def names(page: dict[str, Any]) -> list[str]:
+        return [e["details"]["name"] for e in page["items"]]
+
+    since_late = {"resource_type": "provider", "created_after": late["created_at"]}
+    assert names((await client.get(f"{API}/audit-logs", params=since_late, headers=admin_headers)).json()) == ["late"]
+    before_late = {"resource_type": "provider", "created_before": late["created_at"]}
+    assert names((await client.get(f"{API}/audit-logs", params=before_late, headers=admin_headers)).json()) == ["early"]
+    bad = await client.get(f"{API}/audit-logs", params={"created_after": "yesterday"}, headers=admin_headers)
+    assert_error(bad, 422, "VALIDATION_ERROR")

@@ -127,6 +127,60 @@ async def test_last_admin_cannot_be_deleted(client: httpx.AsyncClient, admin_hea
     assert response.json()["error_code"] == "LAST_ADMIN"
 
 
+async def test_a_users_role_changes_and_a_disabled_user_is_shut_out_at_once(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    created = await client.post(
+        "/api/v1/users",
+        json={"username": "ops-2", "password": "long-password", "role": "viewer"},
+        headers=admin_headers,
+    )
+    user = created.json()
+    headers = await login(client, "ops-2", "long-password")
+    assert (await client.post("/api/v1/teams", json={}, headers=headers)).status_code == 403  # a viewer
+
+    promoted = await client.patch(f"/api/v1/users/{user['id']}", json={"role": "operator"}, headers=admin_headers)
+    assert promoted.status_code == 200, promoted.text
+    assert (promoted.json()["role"], promoted.json()["is_active"]) == ("operator", True)
+    # The same token now carries the new role: roles are read per request.
+    assert (await client.post("/api/v1/teams", json={}, headers=headers)).status_code == 422
+
+    disabled = await client.patch(f"/api/v1/users/{user['id']}", json={"is_active": False}, headers=admin_headers)
+    assert disabled.json()["is_active"] is False
+    assert (await client.get("/api/v1/users/me", headers=headers)).status_code == 401  # its token stops at once
+    refused = await client.post("/api/v1/auth/token", data={"username": "ops-2", "password": "long-password"})
+    assert refused.status_code == 401
+    assert (
+        await client.patch(f"/api/v1/users/{user['id']}", json={"is_active": None}, headers=admin_headers)
+    ).status_code == 422
+
+    entries = (await client.get("/api/v1/audit-logs", params={"resource_id": user["id"]}, headers=admin_headers)).json()
+    changes = [e["details"] for e in entries["items"] if e["action"] == "update"]
+    assert {"username": "ops-2", "is_active": False} in changes and {"username": "ops-2", "role": "operator"} in changes
+
+
+async def test_the_last_active_admin_keeps_the_role(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
+    me = (await client.get("/api/v1/users/me", headers=admin_headers)).json()
+    for change in ({"role": "operator"}, {"is_active": False}):
+        response = await client.patch(f"/api/v1/users/{me['id']}", json=change, headers=admin_headers)
+        assert (response.status_code, response.json()["error_code"]) == (409, "LAST_ADMIN")
+    second = await client.post(
+        "/api/v1/users",
+        json={"username": "admin-2", "password": "long-password", "role": "admin"},
+        headers=admin_headers,
+    )
+    other = second.json()
+    # A disabled admin is no admin: the one left active still keeps the role.
+    assert (
+        await client.patch(f"/api/v1/users/{other['id']}", json={"is_active": False}, headers=admin_headers)
+    ).status_code == 200
+    response = await client.patch(f"/api/v1/users/{me['id']}", json={"role": "viewer"}, headers=admin_headers)
+    assert response.status_code == 409
+    assert (await client.delete(f"/api/v1/users/{me['id']}", headers=admin_headers)).status_code == 409
+    missing = await client.patch(f"/api/v1/users/{uuid.uuid4()}", json={"role": "viewer"}, headers=admin_headers)
+    assert (missing.status_code, missing.json()["error_code"]) == (404, "USER_NOT_FOUND")
+
+
 async def test_api_key_is_shown_once_works_and_revocation_is_immediate(
     client: httpx.AsyncClient, admin_headers: dict[str, str], context: AppContext
 ) -> None:

@@ -782,3 +782,49 @@ def test_two_runs_waiting_for_approvals_are_decided_from_the_inbox(page: Page, c
     while "awaiting_approval" in {console.api.get(f"{API}/executions/{i}").json()["status"] for i in ids}:
         assert time.monotonic() < deadline, "a decided run did not resume"
         time.sleep(0.2)
+
+
+def test_users_api_keys_and_the_audit_log_are_administered_from_the_page(page: Page, console: Console) -> None:
+    page.goto(f"{console.url}/console/")
+    sign_in(page, ADMIN)
+    page.get_by_test_id("nav-admin").click()
+    expect(page).to_have_title(re.compile(r"^Administration"))
+
+    page.get_by_test_id("user-username").fill("ui-newcomer")
+    page.get_by_test_id("user-password").fill("a-long-password")
+    page.get_by_test_id("user-create").click()
+    row = page.locator('[data-testid="user-row"][data-username="ui-newcomer"]')
+    expect(row.get_by_test_id("user-role")).to_have_value("viewer")
+    row.get_by_test_id("user-role").select_option("operator")
+    expect(page.get_by_test_id("notice")).to_contain_text("ui-newcomer is now operator")
+    page.get_by_test_id("audit-resource").fill("user")
+    page.get_by_test_id("audit-action").fill("update")
+    page.get_by_test_id("audit-action").press("Enter")
+    change = page.locator('[data-testid="audit-row"][data-action="update"]').first
+    expect(change).to_contain_text("ui-newcomer")
+    expect(change).to_contain_text("operator")
+    row.get_by_test_id("user-toggle").click()
+    expect(row.get_by_test_id("user-status")).to_have_text("inactive")
+    refused = console.api.post(f"{API}/auth/token", data={"username": "ui-newcomer", "password": "a-long-password"})
+    assert refused.status_code == 401
+
+    # The last admin cannot be demoted: refused in the API's words, and the menu shows the stored role.
+    me = page.locator(f'[data-testid="user-row"][data-username="{ADMIN["username"]}"]')
+    me.get_by_test_id("user-role").select_option("viewer")
+    expect(page.get_by_test_id("notice")).to_contain_text("LAST_ADMIN")
+    expect(me.get_by_test_id("user-role")).to_have_value("admin")
+
+    # An API key: shown once, it works at once; revoked, it stops at once.
+    page.get_by_test_id("api-key-name").fill("alertmanager")
+    page.get_by_test_id("api-key-create").click()
+    key = page.get_by_test_id("api-key-value").inner_text()
+    expect(page.locator('[data-testid="api-key-row"][data-name="alertmanager"]')).to_be_visible()
+    with httpx.Client(base_url=console.url) as machine:
+        bearer = {"Authorization": f"Bearer {key}"}
+        assert machine.get(f"{API}/teams", headers=bearer).status_code == 200
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.locator('[data-testid="api-key-row"][data-name="alertmanager"]').get_by_test_id("api-key-revoke").click()
+        expect(page.locator('[data-testid="api-key-row"][data-name="alertmanager"]')).to_have_count(0)
+        assert machine.get(f"{API}/teams", headers=bearer).status_code == 401
+    listed = console.api.get(f"{API}/api-keys").json()["items"]
+    assert key not in json.dumps(listed)

@@ -3,6 +3,7 @@ so a change and its audit record land together or not at all."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -42,6 +43,8 @@ async def list_entries(
     resource_id: str | None = None,
     action: str | None = None,
     actor: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
 ) -> tuple[list[AuditLog], int]:
     conditions = []
     if resource_type:
@@ -52,5 +55,9 @@ async def list_entries(
         conditions.append(AuditLog.action == action)
     if actor:
         conditions.append(AuditLog.actor == actor)
+    if created_after is not None:
+        conditions.append(AuditLog.created_at >= created_after)
+    if created_before is not None:
+        conditions.append(AuditLog.created_at < created_before)
     stmt = select(AuditLog).where(*conditions).order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
     return await paginate(session, stmt, page)

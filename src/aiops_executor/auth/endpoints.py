@@ -17,6 +17,7 @@ from aiops_executor.auth.schemas import (
     TokenResponse,
     UserCreate,
     UserRead,
+    UserUpdate,
 )
 from aiops_executor.auth.security import HashCost
 from aiops_executor.core.deps import ContextDep, PageQuery, SessionDep
@@ -88,6 +89,19 @@ async def read_me(principal: ViewerDep, session: SessionDep) -> UserRead:
     if principal.kind != "user":
         raise NotFoundError("user", principal.id)
     return UserRead.model_validate(await service.get_user(session, principal.id))
+
+
+@router.patch(
+    "/users/{user_id:uuid}",
+    response_model=UserRead,
+    operation_id="updateUser",
+    summary="Change a user's role, or disable them",
+    description="Sets `role` and/or `is_active`. A disabled user cannot sign in and their tokens stop working at "
+    "once. The last active admin can be neither demoted nor disabled.",
+    responses=errors({404: "USER_NOT_FOUND", 409: {"LAST_ADMIN": "the last active admin keeps the role"}}),
+)
+async def update_user(user_id: uuid.UUID, data: UserUpdate, principal: AdminDep, session: SessionDep) -> UserRead:
+    return UserRead.model_validate(await service.update_user(session, user_id, data, actor=principal.actor))
 
 
 # ``:uuid``: ``/users/me`` is not a user id, so ``DELETE /users/me`` is 405 rather than a UUID parse error.

@@ -4,9 +4,10 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from aiops_executor.auth.models import Role
+from aiops_executor.core.partial import PartialUpdate
 from aiops_executor.core.text import NameText
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.@-]{1,100}$"
@@ -33,6 +34,13 @@ class UserCreate(BaseModel):
     username: str = Field(pattern=USERNAME_PATTERN)
     password: str = Field(min_length=8, max_length=256)
     role: Role
+
+
+class UserUpdate(PartialUpdate):
+    """A user's role, or whether they may sign in (a disabled user's tokens stop working at once)."""
+
+    role: Role | None = None
+    is_active: StrictBool | None = None
 
 
 class UserRead(BaseModel):

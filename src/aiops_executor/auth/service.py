@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aiops_executor.audit import service as audit
 from aiops_executor.auth.models import ApiKey, Role, User
 from aiops_executor.auth.principal import Principal
-from aiops_executor.auth.schemas import ApiKeyCreate, ApiKeyCreated, TokenResponse, UserCreate
+from aiops_executor.auth.schemas import ApiKeyCreate, ApiKeyCreated, TokenResponse, UserCreate, UserUpdate
 from aiops_executor.auth.security import (
     HashCost,
     generate_api_key,
@@ -24,8 +24,9 @@ from aiops_executor.auth.security import (
     issue_access_token,
     verify_password,
 )
+from aiops_executor.core.changes import apply_changes
 from aiops_executor.core.context import AppContext
-from aiops_executor.core.db import utcnow
+from aiops_executor.core.db import serialize_transaction, utcnow
 from aiops_executor.core.errors import ConflictError, NotFoundError, UnauthorizedError
 from aiops_executor.core.pagination import PageParams, paginate
 from aiops_executor.core.settings import Settings, write_private_file
@@ -101,12 +102,43 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
     return user
 
 
+async def _ensure_another_admin(session: AsyncSession, user: User, what: str) -> None:
+    """409 ``LAST_ADMIN`` when ``user`` is the last active admin: nobody could administer the service after."""
+    if user.role != Role.admin.value or not user.is_active:
+        return
+    await serialize_transaction(session, "users:admins")
+    admins = await session.scalar(
+        select(func.count()).select_from(User).where(User.role == Role.admin.value, User.is_active.is_(True))
+    )
+    if (admins or 0) <= 1:
+        raise ConflictError(f"the last admin cannot be {what}", error_code="LAST_ADMIN")
+
+
+async def update_user(session: AsyncSession, user_id: uuid.UUID, data: UserUpdate, *, actor: str) -> User:
+    """Changes a user's role or disables (enables) them; the last active admin keeps both."""
+    user = await get_user(session, user_id)
+    values = data.model_dump(exclude_unset=True, mode="json")
+    if values.get("role", user.role) != Role.admin.value:
+        await _ensure_another_admin(session, user, "given another role")
+    if values.get("is_active") is False:
+        await _ensure_another_admin(session, user, "disabled")
+    changed = apply_changes(user, values)
+    if changed:
+        audit.record(
+            session,
+            actor=actor,
+            action="update",
+            resource_type="user",
+            resource_id=user.id,
+            details={"username": user.username, **{name: values[name] for name in changed}},
+        )
+    await session.commit()
+    return user
+
+
 async def delete_user(session: AsyncSession, user_id: uuid.UUID, *, actor: str) -> None:
     user = await get_user(session, user_id)
-    if user.role == Role.admin.value:
-        admins = await session.scalar(select(func.count()).select_from(User).where(User.role == Role.admin.value))
-        if (admins or 0) <= 1:
-            raise ConflictError("the last admin cannot be deleted", error_code="LAST_ADMIN")
+    await _ensure_another_admin(session, user, "deleted")
     await session.delete(user)
     audit.record(
         session,

@@ -16,6 +16,7 @@ const routes = [
   [/^#\/tool-servers\/([0-9a-f-]{36})(?:\?(refresh))?$/, () => import('./pages/tool_servers.js').then((m) => m.renderToolServer)],
   [/^#\/tool-servers$/, () => import('./pages/tool_servers.js').then((m) => m.renderToolServers)],
   [/^#\/approvals$/, () => import('./pages/approvals.js').then((m) => m.renderApprovals)],
+  [/^#\/admin$/, () => import('./pages/admin.js').then((m) => m.renderAdmin)],
 ];
 
 const main = document.getElementById('main');
@@ -26,6 +27,7 @@ function showChrome(visible) {
   document.getElementById('session').hidden = !visible;
   const user = currentUser();
   document.getElementById('session-user').textContent = user ? `${user.username} (${user.role})` : '';
+  document.querySelector('[data-testid="nav-admin"]').hidden = !(user && user.role === 'admin');
 }
 
 async function route() {
