@@ -721,6 +721,14 @@ def test_a_tool_server_is_registered_and_its_tools_are_listed(page: Page, consol
         stored = console.api.get(f"{API}/tool-servers").json()["items"]
         assert [s["headers"] for s in stored if s["name"] == "ui-tools"] != [] and TOKEN not in json.dumps(stored)
 
+        # Editing keeps the stored secrets when none is typed again.
+        edit = page.get_by_test_id("tool-server-form")
+        edit.locator('input[name="approval_required"]').check()
+        edit.get_by_test_id("tool-server-save").click()
+        expect(page.get_by_test_id("notice")).to_contain_text("tool server ui-tools saved")
+        saved = next(s for s in console.api.get(f"{API}/tool-servers").json()["items"] if s["name"] == "ui-tools")
+        assert saved["approval_required"] is True and list(saved["headers"]) == ["X-Test-Token"]
+
         # The whole row opens the server: a click beside the link, or Enter on the row.
         page.get_by_test_id("nav-tool-servers").click()
         row = page.locator('[data-testid="tool-server-row"][data-name="ui-tools"]')

@@ -31,17 +31,18 @@ function secretPairs(testid, nameLabel, existing = {}) {
   const el = h('fieldset', { testid },
     h('legend', {}, testid === 'tool-server-env' ? 'Environment (secret values)' : 'Headers (secret values)'),
     rows, button(`Add ${nameLabel.toLowerCase()}`, () => add(), { class: 'secondary', testid: `${testid}-add` }));
-  // The pairs as the API takes them; null when a kept row has no new value (its stored value cannot be resent).
+  // The pairs as the API takes them. Untouched (the stored names, no value typed): undefined, the stored values
+  // stay. A row without a value among changed ones: null (a stored value cannot be read back to resend it).
+  const stored = Object.keys(existing);
   el.values = () => {
-    const values = {};
-    for (const row of rows.querySelectorAll('[data-testid$="-pair"]')) {
-      const name = row.querySelector('input').value.trim();
-      const value = row.querySelector('input[type=password]').value;
-      if (!name) continue;
-      if (!value) return null;
-      values[name] = value;
-    }
-    return values;
+    const pairs = [...rows.querySelectorAll('[data-testid$="-pair"]')]
+      .map((row) => [row.querySelector('input').value.trim(), row.querySelector('input[type=password]').value])
+      .filter(([name]) => name);
+    const untouched = pairs.every(([, value]) => !value)
+      && pairs.length === stored.length && pairs.every(([name], i) => name === stored[i]);
+    if (untouched) return undefined;
+    if (pairs.some(([, value]) => !value)) return null;
+    return Object.fromEntries(pairs);
   };
   return el;
 }
@@ -79,12 +80,12 @@ function serverBody(form, fields, { creating }) {
     body.args = form.args.value.split('\n').map((a) => a.trim()).filter(Boolean);
     const env = fields.env.values();
     if (env === null) throw new Error('give every environment variable its value again, or remove it');
-    if (creating || Object.keys(env).length) body.env = env;
+    if (env !== undefined) body.env = env;
   } else {
     body.url = form.url.value || null;
     const headers = fields.headers.values();
     if (headers === null) throw new Error('give every header its value again, or remove it');
-    if (creating || Object.keys(headers).length) body.headers = headers;
+    if (headers !== undefined) body.headers = headers;
   }
   return body;
 }
