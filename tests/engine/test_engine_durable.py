@@ -185,6 +185,22 @@ async def test_resuming_a_run_that_had_finished_its_graph_only_concludes_it(
     assert resumed.outcome is not None and resumed.outcome.summary.startswith("[simulator]")
 
 
+async def test_an_attempt_after_one_that_stored_nothing_starts_the_run(
+    checkpointer: BaseCheckpointSaver[Any],
+) -> None:
+    """The process died between taking the run and storing its first event: no client saw it start, so the next
+    attempt's first event is ``execution_start`` (seq 1), not a resume of nothing."""
+    spec = team([node("db")])
+    calls: Counter[str] = Counter()
+    resumed = _attempt(
+        spec, "exec-unstored", checkpointer, calls, resume=Resume(attempt=2, worker_id="host:1", after_seq=0)
+    )
+    events = [e async for e in resumed.events()]
+    assert (events[0].type, events[0].seq) == (EventType.execution_start, 1)
+    assert [e.type for e in events].count(EventType.execution_resumed) == 0
+    assert events[-1].type == EventType.execution_complete and calls["db"] == 1
+
+
 @pytest.mark.parametrize("checkpointer", ["memory"], indirect=True)
 async def test_dataflow_starts_a_dependent_as_soon_as_its_dependencies_finish(
     checkpointer: BaseCheckpointSaver[Any],

@@ -830,6 +830,20 @@ def test_users_api_keys_and_the_audit_log_are_administered_from_the_page(page: P
     with httpx.Client(base_url=console.url) as machine:
         bearer = {"Authorization": f"Bearer {key}"}
         assert machine.get(f"{API}/teams", headers=bearer).status_code == 200
+        # Alertmanager with that key starts a run; the run's page shows the alert that started it.
+        team = api_team(console, "slow")
+        alert = json.loads((ROOT / "examples" / "alertmanager" / "checkout-latency-firing.json").read_text())
+        webhook = f"{API}/webhooks/alertmanager"
+        started = machine.post(webhook, params={"team_id": team["team_id"]}, json=alert, headers=bearer)
+        assert started.status_code == 202, started.text
+        [run] = started.json()["executions"]
+        page.goto(f"{console.url}/console/#/executions/{run['execution_id']}")
+        panel = page.get_by_test_id("run-alert")
+        expect(panel.get_by_test_id("run-alert-group")).to_have_text(alert["groupKey"])
+        expect(panel).to_contain_text("CheckoutHighLatency")
+        expect(page.get_by_test_id("run-result")).to_be_visible()
+        console.api.post(f"{API}/executions/{run['execution_id']}/cancel")
+        page.get_by_test_id("nav-admin").click()
         page.once("dialog", lambda dialog: dialog.accept())
         page.locator('[data-testid="api-key-row"][data-name="alertmanager"]').get_by_test_id("api-key-revoke").click()
         expect(page.locator('[data-testid="api-key-row"][data-name="alertmanager"]')).to_have_count(0)

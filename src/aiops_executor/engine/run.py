@@ -181,7 +181,9 @@ class ExecutionRun:
         )
 
     def _first_event(self, started_at: datetime) -> PendingEvent:
-        if self.resume is None:
+        # An attempt that stored nothing (its process died between taking the run and its first event) left no
+        # ``execution_start``: the run starts here, as far as any client can tell.
+        if self.resume is None or self.resume.after_seq == 0:
             return PendingEvent(
                 EventType.execution_start,
                 data={"input": self.request.input, "started_at": format_timestamp(started_at)},

@@ -95,6 +95,27 @@ class NodeView {
   }
 }
 
+// The Alertmanager notification that started a run (its ``input.context``): status, group key, labels and
+// annotations, each alert with a link to where it came from.
+function alertPanel(context) {
+  if (!context || context.source !== 'alertmanager') return null;
+  const pairs = (map) => h('ul', { class: 'pairs' }, Object.entries(map || {}).map(([k, v]) => h('li', {}, h('code', {}, k), ' = ', String(v))));
+  const link = (url, label) => (typeof url === 'string' && /^https?:\/\//.test(url)
+    ? h('a', { href: url, rel: 'noreferrer noopener', target: '_blank' }, label) : null);
+  return h('section', { class: 'panel', testid: 'run-alert' },
+    h('h2', {}, 'Alert ', statusBadge(context.status === 'firing' ? 'failed' : 'success', { testid: 'run-alert-status' }), ' ', String(context.status || '')),
+    h('p', {}, h('strong', {}, 'Group: '), h('code', { testid: 'run-alert-group' }, String(context.group_key || '')), ' ',
+      link(context.external_url, 'Alertmanager')),
+    h('div', { class: 'cols' },
+      h('div', {}, h('h3', {}, 'Labels'), pairs(context.labels)),
+      h('div', {}, h('h3', {}, 'Annotations'), pairs(context.annotations))),
+    (context.alerts || []).length
+      ? h('details', {}, h('summary', {}, `${context.alerts.length} alert(s)`),
+        h('ul', {}, context.alerts.map((a) => h('li', {}, `${a.status} since ${fmtTime(a.starts_at)} `,
+          h('code', {}, Object.entries(a.labels || {}).map(([k, v]) => `${k}=${v}`).join(' ')), ' ', link(a.generator_url, 'source')))))
+      : null);
+}
+
 export async function renderExecution(main, [executionId], signal) {
   let execution = await api('GET', `/executions/${executionId}`);
   let team = null;
@@ -215,9 +236,22 @@ export async function renderExecution(main, [executionId], signal) {
       h('td', {}, String(s.rank)), h('td', {}, s.node_id),
       h('td', {}, h('span', { class: `status ${s.verdict}` }, s.verdict)),
       h('td', {}, h('ul', {}, (s.reasons || []).map((reason) => h('li', {}, reason)))),
-      h('td', {}, (s.evidence_seqs || []).map((seq) => `#${seq}`).join(', '))));
+      h('td', {}, (s.evidence_seqs || []).map((seq) => [
+        h('a', { href: `#/executions/${executionId}`, testid: 'suspect-evidence', onclick: (event) => { event.preventDefault(); showEvent(seq); } }, `#${seq}`), ' ',
+      ]))));
     return h('div', {}, h('h3', {}, 'Suspects'),
       h('table', {}, h('thead', {}, h('tr', {}, ['Rank', 'Node', 'Verdict', 'Reasons', 'Evidence'].map((t) => h('th', { scope: 'col' }, t)))), h('tbody', {}, rows)));
+  }
+
+  // Opens the timeline at one event (a suspect's evidence is the seq of its tool call).
+  function showEvent(seq) {
+    const timelineBox = main.querySelector('[data-testid="run-timeline"]');
+    const row = timelineBody.querySelector(`[data-seq="${CSS.escape(String(seq))}"]`);
+    if (!timelineBox || !row) return;
+    timelineBox.open = true;
+    for (const other of timelineBody.querySelectorAll('.highlight')) other.classList.remove('highlight');
+    row.classList.add('highlight');
+    row.scrollIntoView({ block: 'center' });
   }
 
   function feedItem(label, body, attrs = {}) {
@@ -299,6 +333,13 @@ export async function renderExecution(main, [executionId], signal) {
   setRunStatus(execution.status);
   showMeta();
 
+  // Every stored event in order; collapsed once the run has finished (the result and the node teams say it).
+  const timeline = h('details', { testid: 'run-timeline', open: UNFINISHED.has(execution.status) },
+    h('summary', {}, h('h2', { class: 'inline' }, 'Event timeline (', eventCount, ' events)')),
+    h('table', { class: 'timeline' },
+      h('thead', {}, h('tr', {}, ['Seq', 'Time', 'Event', 'Node / agent', 'Details'].map((t) => h('th', { scope: 'col' }, t)))),
+      timelineBody));
+
   fill(main,
     h('div', { class: 'row' },
       h('h1', { class: 'grow' }, 'Execution ', h('code', {}, executionId.slice(0, 8)),
@@ -306,17 +347,16 @@ export async function renderExecution(main, [executionId], signal) {
       runStatus, streamState, cancel),
     meta,
     h('p', {}, h('strong', {}, 'Task: '), text(execution.input && execution.input.task)),
+    alertPanel(execution.input && execution.input.context),
+    // The result first: what the run found, then how it went.
+    h('section', { testid: 'run-result' }, h('h2', {}, 'Result'), resultBox),
     h('div', { class: 'cols' },
       h('div', {}, graphBox, h('div', { class: 'legend', 'aria-hidden': 'true' },
         ['pending', 'running', 'success', 'failed', 'skipped', 'timeout', 'cancelled'].map((s) => statusBadge(s))), nodeList),
       h('div', {}, h('h2', {}, 'Usage'), usage, h('h2', {}, 'Global supervisor'), globalFeed)),
     approvalsSection,
-    h('h2', {}, 'Result'), resultBox,
     h('h2', {}, 'Node teams'), nodePanels,
-    h('h2', {}, 'Event timeline (', eventCount, ' events)'),
-    h('table', { class: 'timeline' },
-      h('thead', {}, h('tr', {}, ['Seq', 'Time', 'Event', 'Node / agent', 'Details'].map((t) => h('th', { scope: 'col' }, t)))),
-      timelineBody));
+    timeline);
 
   try {
     for (const item of await listAll(`/executions/${executionId}/approvals`)) approval(item);
