@@ -38,8 +38,9 @@ from aiops_executor.engine.topology import TeamSpec
 from aiops_executor.tools.builtin import default_registry
 
 sys.path.insert(0, str(Path(__file__).parent))
-import engine as engine_bench
 from stream import team_body
+
+import engine as engine_bench
 
 TASK = "Is the service healthy?"
 
@@ -71,6 +72,12 @@ def engine_runs(spec: TeamSpec, runs: int, latency_ms: float, stream_tokens: boo
         assert run.outcome is not None
         return run.outcome.status.value
 
+    return at_once(one, runs)
+
+
+def at_once(one: Callable[[], Awaitable[str]], runs: int) -> Callable[[], Awaitable[str]]:
+    """``runs`` of ``one`` at once; their status, or every status seen, comma-separated."""
+
     async def all_runs() -> str:
         statuses = set(await asyncio.gather(*(one() for _ in range(runs))))
         return statuses.pop() if len(statuses) == 1 else ",".join(sorted(statuses))
@@ -86,13 +93,7 @@ def plain_runs(spec: TeamSpec, runs: int, latency_ms: float) -> Callable[[], Awa
     # The plain loop builds its models and tools from these module names: the stream team's tools are real ones.
     engine_bench.CountingSimulator = AtLatency  # type: ignore[misc]
     engine_bench.bench_registry = default_registry
-    one = engine_bench.plain_loop(spec)
-
-    async def all_runs() -> str:
-        statuses = set(await asyncio.gather(*(one() for _ in range(runs))))
-        return statuses.pop() if len(statuses) == 1 else ",".join(sorted(statuses))
-
-    return all_runs
+    return at_once(engine_bench.plain_loop(spec), runs)
 
 
 async def measure(name: str, work: Callable[[], Awaitable[str]]) -> dict[str, Any]:

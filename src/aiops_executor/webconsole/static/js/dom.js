@@ -74,6 +74,20 @@ export function linkRow(href, attrs, ...cells) {
   }, ...cells);
 }
 
+// A table with a header row of ``headers`` and the given body rows.
+export function table(headers, rows) {
+  return h('table', {},
+    h('thead', {}, h('tr', {}, headers.map((t) => h('th', { scope: 'col' }, t)))),
+    h('tbody', {}, rows));
+}
+
+// A ``datetime-local`` input's value as the API takes it (UTC, ISO 8601); undefined when empty or not a date.
+export function instant(value) {
+  if (!value) return undefined;
+  const date = new Date(value);
+  return Number.isNaN(date.getTime()) ? undefined : date.toISOString();
+}
+
 export function statusBadge(status, attrs = {}) {
   return h('span', { class: `status ${status}`, ...attrs }, status);
 }

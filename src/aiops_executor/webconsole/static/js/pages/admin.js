@@ -3,19 +3,13 @@
 // a time. Refusals (the last admin, a taken name) come in the API's words.
 
 import { api, currentUser, listAll } from '../api.js';
-import { act, button, fill, fmtTime, h, json, notify, statusBadge } from '../dom.js';
+import { act, button, fill, fmtTime, h, instant, json, notify, statusBadge, table } from '../dom.js';
 
 const ROLES = ['viewer', 'operator', 'admin'];
 const AUDIT_PAGE = 25;
 
 function roleSelect(attrs, selected) {
   return h('select', attrs, ROLES.map((r) => h('option', { value: r, selected: r === selected }, r)));
-}
-
-function table(headers, rows) {
-  return h('table', {},
-    h('thead', {}, h('tr', {}, headers.map((t) => h('th', { scope: 'col' }, t)))),
-    h('tbody', {}, rows));
 }
 
 async function usersSection(reload) {
@@ -100,10 +94,6 @@ async function keysSection(reload) {
     h('p', { class: 'muted' }, 'For machines (Alertmanager, CI): sent as Authorization: Bearer <key>.'),
     keys.length ? table(['Name', 'Role', 'Key', 'Created', ''], rows) : h('p', { class: 'muted' }, 'No API key.'),
     create, shown);
-}
-
-function instant(value) {
-  return value ? new Date(value).toISOString() : undefined;
 }
 
 function auditSection() {

@@ -4,7 +4,7 @@
 // waiting calls up to date on every page.
 
 import { api, can, listAll } from '../api.js';
-import { act, button, fill, fmtTime, h, json, notify } from '../dom.js';
+import { act, button, fill, fmtTime, h, json, notify, table } from '../dom.js';
 
 // How often the navigation's count is read again (a decision made here updates it at once).
 const BADGE_INTERVAL_MS = 10_000;
@@ -71,9 +71,7 @@ function approvalRow(item, run, onDecided) {
 }
 
 function approvalsTable(rows) {
-  return h('table', {},
-    h('thead', {}, h('tr', {}, ['Asked', 'Run', 'Node / agent', 'Tool', 'Input', ''].map((t) => h('th', { scope: 'col' }, t)))),
-    h('tbody', {}, rows));
+  return table(['Asked', 'Run', 'Node / agent', 'Tool', 'Input', ''], rows);
 }
 
 // Decided calls of the newest runs (a run that resumed has left the waiting list, its decisions with it).

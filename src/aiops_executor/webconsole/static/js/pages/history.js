@@ -1,15 +1,10 @@
 import { api, listAll } from '../api.js';
-import { button, fill, fmtCost, fmtDuration, fmtNumber, fmtTime, h, linkRow, statusBadge } from '../dom.js';
+import { button, fill, fmtCost, fmtDuration, fmtNumber, fmtTime, h, instant, linkRow, statusBadge } from '../dom.js';
 
 const STATUSES = ['pending', 'running', 'awaiting_approval', 'success', 'failed', 'timeout', 'cancelled'];
 const SIZE = 20;
 
 // A datetime-local value (the browser's time zone) as an ISO instant for the API.
-function instant(value) {
-  if (!value) return undefined;
-  const date = new Date(value);
-  return Number.isNaN(date.getTime()) ? undefined : date.toISOString();
-}
 
 export async function renderHistory(main) {
   const teams = await listAll('/teams');

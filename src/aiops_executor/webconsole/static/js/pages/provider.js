@@ -3,7 +3,7 @@
 // never shown again: the API answers with a masked form only.
 
 import { api, can, listAll } from '../api.js';
-import { act, button, fill, fmtTime, h, notify, statusBadge } from '../dom.js';
+import { act, button, fill, fmtTime, h, instant, notify, statusBadge, table } from '../dom.js';
 
 const CAPABILITIES = ['text_generation', 'chat', 'code_generation', 'function_calling', 'vision', 'embedding',
   'structured_output', 'streaming'];
@@ -17,15 +17,6 @@ function numberOrUndefined(value) {
   return value === '' ? undefined : Number(value);
 }
 
-function instant(value) {
-  return value ? new Date(value).toISOString() : undefined;
-}
-
-function table(headers, rows) {
-  return h('table', {},
-    h('thead', {}, h('tr', {}, headers.map((t) => h('th', { scope: 'col' }, t)))),
-    h('tbody', {}, rows));
-}
 
 function form(testid, fields, submitText, onSubmit) {
   const submit = h('button', { type: 'submit' }, submitText);
