@@ -1,181 +1,39 @@
 """The web console in a real browser: Playwright for Python driving Debian's Chromium (``/usr/bin/chromium``;
-``./dev`` installs it with apt-get) against a real ``aiops-executor serve`` on a free loopback port.
-
-Screenshots go to ``.test-output/webconsole/``; the page-weight and speed figures the README reports are
-written to ``.test-output/webconsole/figures.json``.
-"""
+``./dev`` installs it with apt-get) against a real ``aiops-executor serve`` on a free loopback port (the fixtures
+are in conftest.py, the shared helpers in console.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Page, expect
 
-from tests.helpers import CAPABLE, REPO_ROOT
-from tests.processes import API, EXECUTABLE, base_env, free_port
+from tests.helpers import REPO_ROOT
+from tests.processes import API
 from tests.tool_servers.test_tool_servers import TOKEN, http_server
+from tests.webconsole.console import (
+    ADMIN,
+    MOCK_KEY,
+    OUTPUT,
+    VIEWER,
+    Console,
+    api_team,
+    approval_team,
+    figures,
+    hundred_node_team,
+    sign_in,
+)
 
 ROOT = REPO_ROOT
-OUTPUT = ROOT / ".test-output" / "webconsole"
-CHROMIUM = Path(os.environ.get("AIOPS_TEST_CHROMIUM", "/usr/bin/chromium"))
-ADMIN = {"username": "admin", "password": "console-admin-" + uuid.uuid4().hex[:12]}
-VIEWER = {"username": "watcher", "password": "console-viewer-" + uuid.uuid4().hex[:12]}
-# Every model call of the "slow" model takes this long: a run lasts some seconds, long enough to reload mid-run.
-SLOW_MS = 700
 
-# One worker runs them all, sharing the module's server and browser.
+# One worker runs them all, sharing the session's server and browser.
 pytestmark = [pytest.mark.timeout(180), pytest.mark.long, pytest.mark.xdist_group("browser")]
-
-try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
-except ImportError:  # pragma: no cover - the dev dependency is missing
-    sync_playwright = None  # type: ignore[assignment]
-
-
-MOCK_KEY = "console-mock-key-" + uuid.uuid4().hex[:8]
-
-
-@dataclass
-class Console:
-    url: str
-    api: httpx.Client
-    log: Path
-
-
-def _wait_until_up(process: subprocess.Popen[bytes], url: str, log: Path, **headers: str) -> None:
-    with httpx.Client() as client:
-        for _ in range(600):
-            assert process.poll() is None, log.read_text()[-3000:]
-            try:
-                if client.get(url, headers=headers).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-    raise AssertionError(f"{url} did not come up: {log.read_text()[-3000:]}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _figures(**values: Any) -> None:
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    path = OUTPUT / "figures.json"
-    figures = json.loads(path.read_text()) if path.exists() else {}
-    figures.update(values)
-    path.write_text(json.dumps(figures, indent=2) + "\n")
-
-
-@pytest.fixture(scope="module")
-def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
-    data_dir = tmp_path_factory.mktemp("console") / "data"
-    port = free_port()
-    env = base_env(
-        data_dir=str(data_dir),
-        env="dev",
-        admin_username=ADMIN["username"],
-        admin_password=ADMIN["password"],
-        rate_limit_auth_per_minute="0",
-        login_max_failures="0",
-        login_max_failures_per_ip="0",
-    )
-    log = data_dir.parent / "serve.log"
-    mock_port = free_port()
-    with log.open("ab") as out:
-        # An OpenAI-protocol provider on loopback: health checks, key validation and model sync really call it.
-        mock = subprocess.Popen(  # noqa: S603 - our own console script
-            [str(EXECUTABLE), "mock-llm", "--port", str(mock_port), "--key", MOCK_KEY], env=env, stdout=out, stderr=out
-        )
-        process = subprocess.Popen(  # noqa: S603 - our own console script
-            [str(EXECUTABLE), "serve", "--port", str(port)], env=env, stdout=out, stderr=out
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(process, f"{url}/health", log)
-        _wait_until_up(mock, f"http://127.0.0.1:{mock_port}/v1/models", log, Authorization=f"Bearer {MOCK_KEY}")
-        with httpx.Client(base_url=url, timeout=30) as client:
-            token = client.post(f"{API}/auth/token", data=ADMIN).json()["access_token"]
-            client.headers["Authorization"] = f"Bearer {token}"
-            assert client.post(f"{API}/users", json={**VIEWER, "role": "viewer"}).status_code == 201
-            openai = client.post(f"{API}/providers", json={"name": "ui-openai", "type": "openai"}).json()
-            endpoint = client.post(
-                f"{API}/providers/{openai['id']}/endpoints",
-                json={"name": "local-mock", "base_url": f"http://127.0.0.1:{mock_port}/v1", "is_default": True},
-            )
-            assert endpoint.status_code == 201, endpoint.text
-            provider = client.post(f"{API}/providers", json={"name": "ui-sim", "type": "simulator"}).json()
-            for model_id, latency in (("slow", SLOW_MS), ("slower", 2500)):
-                created = client.post(
-                    f"{API}/providers/{provider['id']}/models",
-                    json={
-                        "model_id": model_id,
-                        "name": model_id,
-                        "input_price": 0.5,
-                        "output_price": 1.5,
-                        "default_params": {"latency_ms": latency},
-                        "capabilities": {"chat": CAPABLE, "function_calling": CAPABLE, "structured_output": CAPABLE},
-                    },
-                )
-                assert created.status_code == 201, created.text
-            yield Console(url, client, log)
-    finally:
-        _stop(process)
-        _stop(mock)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if sync_playwright is None:
-        pytest.fail("playwright is not installed: run ./dev (it installs the dev dependencies)")
-    if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
-        pytest.fail(
-            f"the browser tests need Chromium at {CHROMIUM}: install it with 'apt-get install -y chromium' "
-            "(./dev does so when apt-get is available), or set AIOPS_TEST_CHROMIUM to its path"
-        )
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, timezone_id="Europe/Berlin")
-    tab = context.new_page()
-    violations: list[str] = []
-    errors: list[str] = []
-    tab.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
-    tab.on("pageerror", lambda e: errors.append(str(e)))
-    yield tab
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    tab.screenshot(path=str(OUTPUT / f"{request.node.name}.png"))
-    context.close()
-    assert not violations, violations
-    assert not errors, errors
-
-
-def sign_in(page: Page, who: dict[str, str]) -> None:
-    page.get_by_test_id("login-username").fill(who["username"])
-    page.get_by_test_id("login-password").fill(who["password"])
-    page.get_by_test_id("login-submit").click()
-    expect(page.get_by_test_id("session-user")).to_contain_text(who["username"])
 
 
 def team_yaml(name: str, model: str) -> str:
@@ -320,7 +178,7 @@ def test_first_load_is_light_and_quick_and_the_providers_are_listed(page: Page, 
     page.get_by_test_id("model-sync").click()
     expect(page.get_by_test_id("notice")).to_contain_text("models synced")
     expect(page.get_by_test_id("model-row").first).to_be_visible()
-    _figures(
+    figures(
         first_load_bytes=first_load,
         first_load_requests=first_requests,
         sign_in_form_interactive_s=round(interactive_s, 3),
@@ -367,17 +225,21 @@ def test_create_run_reload_mid_run_and_read_the_history(page: Page, console: Con
             "data-status", "success"
         )
     events = console.api.get(f"{API}/executions/{execution_id}/events", params={"size": 100}).json()
-    rows = page.get_by_test_id("timeline-event").evaluate_all("rows => rows.map(r => [r.dataset.seq, r.dataset.event])")
-    assert [int(seq) for seq, _ in rows] == list(range(1, events["total"] + 1))  # every event, once, in order
-    stored: dict[str, int] = {}
+    # Every stored event once, in the group of the node team and agent it belongs to.
+    rows = page.get_by_test_id("timeline-event").evaluate_all(
+        """rows => rows.map(r => [Number(r.dataset.seq), r.dataset.event,
+             r.closest('[data-testid=node-panel]')?.dataset.nodeId ?? null,
+             r.closest('[data-testid=agent-panel]')?.dataset.agentId ?? null])"""
+    )
+    stored = []
     for after in range(0, events["total"], 100):
         batch = console.api.get(f"{API}/executions/{execution_id}/events", params={"after": after, "size": 100}).json()
-        for item in batch["items"]:
-            stored[item["event"]] = stored.get(item["event"], 0) + 1
-    shown: dict[str, int] = {}
-    for _, event in rows:
-        shown[event] = shown.get(event, 0) + 1
-    assert shown == stored
+        stored += [[e["seq"], e["event"], e["data"].get("node_id"), e["data"].get("agent_id")] for e in batch["items"]]
+    assert len(stored) == events["total"]
+    assert sorted(rows) == stored
+    grouped = {(node_id, agent_id) for _, _, node_id, agent_id in rows}
+    assert {(n, "probe") for n in ("gateway", "api", "db", "cache")} | {(None, None)} <= grouped
+    assert any(event == "node_supervisor_decision" and agent is None for _, event, _, agent in rows)
     assert "agent_token" not in stored  # token deltas are live only: never stored, never a timeline row
     expect(page.get_by_test_id("tool-call").first).to_contain_text("tcp_check")
     expect(page.get_by_test_id("agent-message").first).not_to_be_empty()
@@ -414,33 +276,16 @@ def test_create_run_reload_mid_run_and_read_the_history(page: Page, console: Con
     expect(page.get_by_test_id("run-status")).to_have_text("success")
     expect(page.get_by_test_id("timeline-event")).to_have_count(events["total"])
     expect(page.get_by_test_id("result-summary")).not_to_be_empty()
-
-
-def api_team(console: Console, model: str) -> dict[str, Any]:
-    """A one-node team made through the API (for the scenarios that are not about creating one)."""
-    ref = {"model_provider": "ui-sim", "model_id": model}
-    created = console.api.post(
-        f"{API}/teams",
-        json={
-            "team_name": f"single-{uuid.uuid4().hex[:6]}",
-            "topology": {
-                "nodes": [
-                    {
-                        "node_id": "only",
-                        "node_name": "Only",
-                        "node_type": "service",
-                        "attributes": {"host": "127.0.0.1", "port": 9},
-                        "agents": [{"agent_id": "probe", "agent_name": "Prober", **ref, "tools": ["tcp_check"]}],
-                        "supervisor_config": {**ref, "coordination_strategy": "round_robin"},
-                    }
-                ],
-                "edges": [],
-                "global_supervisor": {**ref, "coordination_strategy": "parallel"},
-            },
-        },
+    # A finished run opens with its timeline and every node team's group closed; a suspect's evidence opens the
+    # groups around its tool call.
+    assert page.get_by_test_id("run-timeline").evaluate("d => d.open") is False
+    assert page.get_by_test_id("node-panel").evaluate_all("ds => ds.filter(d => d.open).length") == 0
+    evidence = next(seq for suspect in result["suspects"] for seq in suspect["evidence_seqs"])
+    page.get_by_test_id("suspect-evidence").get_by_text(f"#{evidence}", exact=True).first.click()
+    expect(page.locator(f'[data-testid="timeline-event"][data-seq="{evidence}"]')).to_be_visible()
+    expect(page.locator(f'[data-testid="timeline-event"][data-seq="{evidence}"]')).to_have_attribute(
+        "data-event", "tool_call"
     )
-    assert created.status_code == 201, created.text
-    return dict(console.api.get(f"{API}/teams/{created.json()['team_id']}").json())
 
 
 def test_a_run_can_be_cancelled(page: Page, console: Console) -> None:
@@ -494,37 +339,13 @@ def test_a_viewer_sees_no_edit_buttons_and_the_api_refuses_anyway(page: Page, co
 
 
 def test_a_hundred_node_topology_draws_and_stays_responsive(page: Page, console: Console) -> None:
-    ref = {"model_provider": "ui-sim", "model_id": "slow"}
-    nodes = [
-        {
-            "node_id": f"n{i}",
-            "node_name": f"Node {i}",
-            "node_type": ["service", "database", "cache", "gateway"][i % 4],
-            "agents": [{"agent_id": "a", "agent_name": "A", **ref}],
-            "supervisor_config": ref,
-        }
-        for i in range(100)
-    ]
-    # Ten chains of ten: depth 10 (the limit), every node connected.
-    edges = [
-        {"source_node_id": f"n{i}", "target_node_id": f"n{i - 10}", "relation_type": "depends_on"}
-        for i in range(10, 100)
-    ]
-    edges += [{"source_node_id": "n0", "target_node_id": f"n{i}", "relation_type": "monitors"} for i in range(1, 10)]
-    created = console.api.post(
-        f"{API}/teams",
-        json={
-            "team_name": f"big-{uuid.uuid4().hex[:6]}",
-            "topology": {"nodes": nodes, "edges": edges, "global_supervisor": ref},
-        },
-    )
-    assert created.status_code == 201, created.text
+    team_id = hundred_node_team(console, "slow")
     sizes: list[int] = []
     page.on("requestfinished", lambda r: sizes.append(r.sizes()["responseBodySize"] + r.sizes()["responseHeadersSize"]))
     page.goto(f"{console.url}/console/")
     sign_in(page, ADMIN)
     started = time.monotonic()
-    page.goto(f"{console.url}/console/#/teams/{created.json()['team_id']}")
+    page.goto(f"{console.url}/console/#/teams/{team_id}")
     expect(page.get_by_test_id("team-graph")).to_have_attribute("data-nodes", "100", timeout=20_000)
     drawn_s = time.monotonic() - started
     with_graph = sum(sizes)  # the whole console so far: the page, its modules, the graph libraries, the API calls
@@ -543,7 +364,7 @@ def test_a_hundred_node_topology_draws_and_stays_responsive(page: Page, console:
     page.get_by_test_id("nav-executions").click()
     expect(page.get_by_role("heading", name="Executions")).to_be_visible()
     navigate_s = time.monotonic() - started
-    _figures(
+    figures(
         team_page_with_graph_bytes=with_graph,
         hundred_nodes_drawn_s=round(drawn_s, 3),
         hundred_nodes_frame_ms=round(frame_ms, 1),
@@ -600,41 +421,6 @@ def test_the_pages_helpers_parse_streams_and_place_problems(page: Page, console:
     assert result["edge"] == ["topology.edges[2].relation_type"] and result["team"] == ["timeout_seconds"]
     assert result["loc"] == "topology.nodes[0].agents[3].tools[1]"
     assert result["yamlError"].startswith("not valid YAML: line 1") and result["jsonValue"] == {"team_name": "x"}
-
-
-def approval_team(console: Console) -> str:
-    """A team of one node whose one agent's ``tcp_check`` waits for a person's approval; returns its id."""
-    ref = {"model_provider": "ui-sim", "model_id": "slow"}
-    created = console.api.post(
-        f"{API}/teams",
-        json={
-            "team_name": f"approve-{uuid.uuid4().hex[:6]}",
-            "topology": {
-                "nodes": [
-                    {
-                        "node_id": "only",
-                        "node_name": "Only",
-                        "node_type": "service",
-                        "attributes": {"host": "127.0.0.1", "port": 9},
-                        "agents": [
-                            {
-                                "agent_id": "probe",
-                                "agent_name": "Prober",
-                                **ref,
-                                "tools": ["tcp_check"],
-                                "approval_required_tools": ["tcp_check"],
-                            }
-                        ],
-                        "supervisor_config": {**ref, "coordination_strategy": "round_robin"},
-                    }
-                ],
-                "edges": [],
-                "global_supervisor": {**ref, "coordination_strategy": "parallel"},
-            },
-        },
-    )
-    assert created.status_code == 201, created.text
-    return str(created.json()["team_id"])
 
 
 def test_a_tool_call_waiting_for_approval_is_approved_from_the_page(page: Page, console: Console) -> None:

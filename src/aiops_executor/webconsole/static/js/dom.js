@@ -74,10 +74,11 @@ export function linkRow(href, attrs, ...cells) {
   }, ...cells);
 }
 
-// A table with a header row of ``headers`` and the given body rows.
+// A table with a header row of ``headers`` and the given body rows. An empty header (the column of a row's
+// buttons) is named for screen readers only.
 export function table(headers, rows) {
   return h('table', {},
-    h('thead', {}, h('tr', {}, headers.map((t) => h('th', { scope: 'col' }, t)))),
+    h('thead', {}, h('tr', {}, headers.map((t) => h('th', { scope: 'col' }, t === '' ? h('span', { class: 'sr-only' }, 'Actions') : t)))),
     h('tbody', {}, rows));
 }
 

@@ -3,38 +3,11 @@
 // replays every stored event), so history and the live view are one page.
 
 import { api, can, listAll } from '../api.js';
-import { act, append, button, fill, fmtCost, fmtDuration, fmtNumber, fmtTime, h, json, notify, statusBadge } from '../dom.js';
+import { act, button, fill, fmtCost, fmtDuration, fmtNumber, fmtTime, h, json, notify, statusBadge, table } from '../dom.js';
 import { followExecution } from '../sse.js';
+import { short, text, Timeline } from '../timeline.js';
 
 const UNFINISHED = new Set(['pending', 'running', 'awaiting_approval']);
-const FINAL_NODE = new Set(['success', 'failed', 'skipped', 'timeout', 'cancelled']);
-
-function text(value) {
-  if (value === null || value === undefined) return '';
-  return typeof value === 'string' ? value : JSON.stringify(value, null, 2);
-}
-
-function short(value, limit = 160) {
-  const s = text(value).replace(/\s+/g, ' ');
-  return s.length > limit ? `${s.slice(0, limit - 1)}…` : s;
-}
-
-function summaryOf(type, data) {
-  switch (type) {
-    case 'execution_start': return short(data.input && data.input.task);
-    case 'global_supervisor_message': case 'node_supervisor_message': case 'agent_message': return short(data.message);
-    case 'global_supervisor_decision': return `${short(data.decision, 80)} → ${(data.next_nodes || []).join(', ')}`;
-    case 'node_supervisor_decision': return `${short(data.decision, 80)} → ${(data.next_agents || []).join(', ')}`;
-    case 'tool_call': return `${data.tool} ${data.status} in ${fmtDuration(data.duration_ms)}`;
-    case 'node_complete': return data.status;
-    case 'execution_complete': case 'execution_cancelled': return `${data.status || ''} ${data.duration_ms !== undefined ? fmtDuration(data.duration_ms) : ''}`;
-    case 'execution_error': return `${data.error_code || ''}: ${short(data.error_message)}`;
-    case 'execution_resumed': return `attempt ${data.attempt} on ${data.worker_id} after seq ${data.resumed_after_seq}`;
-    case 'approval_requested': return `${data.tool} waits for approval`;
-    case 'approval_resolved': return `${data.tool || ''} ${data.decision} by ${data.decided_by}${data.comment ? `: ${short(data.comment, 80)}` : ''}`;
-    default: return '';
-  }
-}
 
 // The run's usage so far: the node teams' usages added up; a count any of them does not know is unknown.
 function addUp(usages) {
@@ -51,48 +24,6 @@ function addUp(usages) {
 function usageLine(usage) {
   const u = usage || {};
   return `${fmtNumber(u.input_tokens)} in / ${fmtNumber(u.output_tokens)} out tokens · ${fmtCost(u.cost)}`;
-}
-
-class NodeView {
-  constructor(nodeId, name, graphRef) {
-    this.nodeId = nodeId;
-    this.graphRef = graphRef;
-    this.status = 'pending';
-    this.badge = statusBadge('pending');
-    this.item = h('li', { testid: 'node-status', dataset: { nodeId, status: 'pending' } },
-      h('span', {}, name && name !== nodeId ? `${name} (${nodeId})` : nodeId), this.badge);
-    this.usage = h('span', { class: 'muted', testid: 'node-live-usage' });
-    this.supervisor = h('div', {});
-    this.agents = new Map();
-    this.agentBox = h('div', {});
-    this.panel = h('details', { class: 'panel', open: true, testid: 'node-panel', dataset: { nodeId } },
-      h('summary', {}, h('strong', {}, nodeId), ' ', this.badge.cloneNode(true), ' ', this.usage),
-      this.supervisor, this.agentBox);
-  }
-
-  setStatus(status) {
-    // A final status is never turned back into "running" by a late event of the same node.
-    if (FINAL_NODE.has(this.status) && !FINAL_NODE.has(status)) return;
-    this.status = status;
-    this.item.dataset.status = status;
-    for (const badge of [this.badge, this.panel.querySelector('summary .status')]) {
-      badge.className = `status ${status}`;
-      badge.textContent = status;
-    }
-    const graph = this.graphRef();
-    if (graph) graph.setStatus(this.nodeId, status);
-  }
-
-  agent(agentId) {
-    if (!this.agents.has(agentId)) {
-      const tokens = h('div', { class: 'tokens', testid: 'agent-tokens', dataset: { nodeId: this.nodeId, agentId }, 'aria-live': 'off' });
-      const feed = h('div', { class: 'feed' });
-      const box = h('div', { testid: 'agent-panel', dataset: { nodeId: this.nodeId, agentId } }, h('h3', {}, `agent ${agentId}`), feed, tokens);
-      this.agentBox.append(box);
-      this.agents.set(agentId, { feed, tokens });
-    }
-    return this.agents.get(agentId);
-  }
 }
 
 // The Alertmanager notification that started a run (its ``input.context``): status, group key, labels and
@@ -125,18 +56,19 @@ export async function renderExecution(main, [executionId], signal) {
     if (error.status !== 404) throw error;
   }
   let graph = null;
-  const nodes = new Map();
   const nodeList = h('ul', { class: 'node-list', testid: 'node-list', 'aria-label': 'Node teams' });
-  const nodePanels = h('div', {});
-  const graphBox = h('div', { class: 'graph', testid: 'run-graph', role: 'img', 'aria-label': 'Topology graph coloured by node status' });
+  const timeline = new Timeline({
+    live: UNFINISHED.has(execution.status),
+    onStatus: (nodeId, status) => { if (graph) graph.setStatus(nodeId, status); },
+  });
+  const topology = team ? team.topology : { nodes: [], edges: [] };
+  // A few nodes need less room than a hundred.
+  const graphBox = h('div', { class: topology.nodes.length <= 8 ? 'graph small' : 'graph', testid: 'run-graph', role: 'img', 'aria-label': 'Topology graph coloured by node status' });
   const runStatus = h('span', { class: `status ${execution.status}`, testid: 'run-status', role: 'status' }, execution.status);
   const streamState = h('span', { class: 'muted', testid: 'stream-state' }, '');
   const meta = h('p', { class: 'muted' });
   const usage = h('p', { testid: 'usage' }, usageLine(execution.usage));
-  const globalFeed = h('div', { class: 'feed', testid: 'global-feed' });
   const resultBox = h('div', { testid: 'result' });
-  const timelineBody = h('tbody', {});
-  const eventCount = h('span', { testid: 'event-count' }, '0');
   const liveUsage = new Map();
   const approvalsBox = h('div', { testid: 'approvals' });
   const approvalsSection = h('section', { hidden: true }, h('h2', {}, 'Approvals'), approvalsBox);
@@ -182,15 +114,11 @@ export async function renderExecution(main, [executionId], signal) {
   }
 
   function node(nodeId, name) {
-    if (!nodes.has(nodeId)) {
-      const view = new NodeView(nodeId, name, () => graph);
-      nodes.set(nodeId, view);
-      nodeList.append(view.item);
-      nodePanels.append(view.panel);
-    }
-    return nodes.get(nodeId);
+    const known = timeline.nodes.has(nodeId);
+    const view = timeline.node(nodeId, name);
+    if (!known) nodeList.append(view.item);
+    return view;
   }
-  const topology = team ? team.topology : { nodes: [], edges: [] };
   for (const n of topology.nodes) node(n.node_id, n.node_name);
 
   function setRunStatus(status) {
@@ -220,9 +148,11 @@ export async function renderExecution(main, [executionId], signal) {
       run.error_message ? h('p', { class: 'error', testid: 'run-error' }, run.error_message) : null,
       run.result && run.result.summary ? h('div', {}, h('h3', {}, 'Summary'), h('pre', { testid: 'result-summary' }, text(run.result.summary))) : null,
       suspectsTable(run.result && run.result.suspects),
-      rows.length ? h('table', {}, h('thead', {}, h('tr', {}, ['Node', 'Status', 'Verdict', 'Usage', 'Output'].map((t) => h('th', { scope: 'col' }, t)))), h('tbody', {}, rows)) : null,
+      rows.length ? table(['Node', 'Status', 'Verdict', 'Usage', 'Output'], rows) : null,
       run.structured_output !== undefined && run.structured_output !== null
-        ? h('div', {}, h('h3', {}, 'Structured output'), h('pre', { testid: 'structured-output' }, JSON.stringify(run.structured_output, null, 2)))
+        // The summary above says it in words; the document the schema asked for is a click away.
+        ? h('details', {}, h('summary', {}, h('h3', { class: 'inline' }, 'Structured output')),
+          h('pre', { testid: 'structured-output' }, JSON.stringify(run.structured_output, null, 2)))
         : null);
     for (const r of (run.result && run.result.node_results) || []) node(r.node_id).setStatus(r.status);
     fill(usage, usageLine(run.usage));
@@ -237,70 +167,27 @@ export async function renderExecution(main, [executionId], signal) {
       h('td', {}, h('span', { class: `status ${s.verdict}` }, s.verdict)),
       h('td', {}, h('ul', {}, (s.reasons || []).map((reason) => h('li', {}, reason)))),
       h('td', {}, (s.evidence_seqs || []).map((seq) => [
-        h('a', { href: `#/executions/${executionId}`, testid: 'suspect-evidence', onclick: (event) => { event.preventDefault(); showEvent(seq); } }, `#${seq}`), ' ',
+        h('a', { href: `#/executions/${executionId}`, testid: 'suspect-evidence', onclick: (event) => { event.preventDefault(); timeline.show(seq); } }, `#${seq}`), ' ',
       ]))));
-    return h('div', {}, h('h3', {}, 'Suspects'),
-      h('table', {}, h('thead', {}, h('tr', {}, ['Rank', 'Node', 'Verdict', 'Reasons', 'Evidence'].map((t) => h('th', { scope: 'col' }, t)))), h('tbody', {}, rows)));
-  }
-
-  // Opens the timeline at one event (a suspect's evidence is the seq of its tool call).
-  function showEvent(seq) {
-    const timelineBox = main.querySelector('[data-testid="run-timeline"]');
-    const row = timelineBody.querySelector(`[data-seq="${CSS.escape(String(seq))}"]`);
-    if (!timelineBox || !row) return;
-    timelineBox.open = true;
-    for (const other of timelineBody.querySelectorAll('.highlight')) other.classList.remove('highlight');
-    row.classList.add('highlight');
-    row.scrollIntoView({ block: 'center' });
-  }
-
-  function feedItem(label, body, attrs = {}) {
-    return h('div', { class: 'item', ...attrs }, h('span', { class: 'muted' }, label), ' ', body);
+    return h('div', {}, h('h3', {}, 'Suspects'), table(['Rank', 'Node', 'Verdict', 'Reasons', 'Evidence'], rows));
   }
 
   function onEvent(type, data) {
-    // Token deltas are live only (no seq): they build the agent's message in its panel, never a timeline row.
+    const view = data.node_id ? node(data.node_id) : null;
+    // Token deltas are live only (no seq): they build the agent's message in its group, never a timeline row.
     if (type === 'agent_token' || type === 'agent_tokens_discarded') {
-      const view = data.node_id ? node(data.node_id) : null;
-      if (!view) return;
-      view.setStatus('running');
-      const tokens = view.agent(data.agent_id).tokens;
-      tokens.textContent = type === 'agent_token' ? tokens.textContent + text(data.delta) : '';
+      timeline.token(type, data);
       return;
     }
-    timelineBody.append(h('tr', { testid: 'timeline-event', dataset: { seq: String(data.seq), event: type } },
-      h('td', {}, String(data.seq)), h('td', {}, fmtTime(data.timestamp)), h('td', {}, type),
-      h('td', {}, [data.node_id, data.agent_id].filter(Boolean).join(' / ')), h('td', {}, summaryOf(type, data))));
-    eventCount.textContent = String(timelineBody.childElementCount);
-    const view = data.node_id ? node(data.node_id) : null;
+    timeline.add(type, data);
     if (view && type !== 'node_complete') view.setStatus('running');
     switch (type) {
       case 'execution_start':
       case 'execution_resumed':
         setRunStatus('running');
         break;
-      case 'global_supervisor_message':
-        globalFeed.append(feedItem('message', h('pre', {}, text(data.message))));
-        break;
-      case 'global_supervisor_decision':
-        globalFeed.append(feedItem('decision', `${text(data.decision)} → ${(data.next_nodes || []).join(', ')}`));
-        break;
-      case 'node_supervisor_message':
-        view.supervisor.append(feedItem('supervisor', h('pre', {}, text(data.message))));
-        break;
-      case 'node_supervisor_decision':
-        view.supervisor.append(feedItem('supervisor decision', `${text(data.decision)} → ${(data.next_agents || []).join(', ')}`));
-        break;
-      case 'agent_message': {
-        const agent = view.agent(data.agent_id);
-        agent.tokens.textContent = '';
-        agent.feed.append(feedItem('message', h('pre', { testid: 'agent-message' }, text(data.message))));
-        break;
-      }
-      case 'tool_call':
-        view.agent(data.agent_id).feed.append(h('div', { class: 'item', testid: 'tool-call', dataset: { tool: String(data.tool) } },
-          h('strong', {}, String(data.tool)), ' ', statusBadge(String(data.status)), ' ', h('span', { class: 'muted' }, fmtDuration(data.duration_ms)),
-          h('details', {}, h('summary', {}, 'input / output'), json(data.input), h('pre', {}, text(data.output)))));
+      case 'agent_message':
+        timeline.messageDone(data.node_id, data.agent_id);
         break;
       case 'node_complete':
         view.setStatus(data.status);
@@ -333,13 +220,6 @@ export async function renderExecution(main, [executionId], signal) {
   setRunStatus(execution.status);
   showMeta();
 
-  // Every stored event in order; collapsed once the run has finished (the result and the node teams say it).
-  const timeline = h('details', { testid: 'run-timeline', open: UNFINISHED.has(execution.status) },
-    h('summary', {}, h('h2', { class: 'inline' }, 'Event timeline (', eventCount, ' events)')),
-    h('table', { class: 'timeline' },
-      h('thead', {}, h('tr', {}, ['Seq', 'Time', 'Event', 'Node / agent', 'Details'].map((t) => h('th', { scope: 'col' }, t)))),
-      timelineBody));
-
   fill(main,
     h('div', { class: 'row' },
       h('h1', { class: 'grow' }, 'Execution ', h('code', {}, executionId.slice(0, 8)),
@@ -352,11 +232,11 @@ export async function renderExecution(main, [executionId], signal) {
     h('section', { testid: 'run-result' }, h('h2', {}, 'Result'), resultBox),
     h('div', { class: 'cols' },
       h('div', {}, graphBox, h('div', { class: 'legend', 'aria-hidden': 'true' },
-        ['pending', 'running', 'success', 'failed', 'skipped', 'timeout', 'cancelled'].map((s) => statusBadge(s))), nodeList),
-      h('div', {}, h('h2', {}, 'Usage'), usage, h('h2', {}, 'Global supervisor'), globalFeed)),
+        ['pending', 'running', 'success', 'failed', 'skipped', 'timeout', 'cancelled'].map((s) => statusBadge(s)))),
+      h('div', {}, h('h2', {}, 'Usage'), usage, h('h2', {}, 'Node teams'), nodeList)),
     approvalsSection,
-    h('h2', {}, 'Node teams'), nodePanels,
-    timeline);
+    // Every stored event, grouped by node team and agent; closed once the run has finished (the result says it).
+    timeline.element);
 
   try {
     for (const item of await listAll(`/executions/${executionId}/approvals`)) approval(item);
@@ -368,16 +248,10 @@ export async function renderExecution(main, [executionId], signal) {
   if (signal.aborted) return;
   graph = drawTopology(graphBox, topology, {
     // A click on a node brings up its team's messages and tool calls.
-    onSelect: (nodeId) => {
-      const view = nodes.get(nodeId);
-      if (!view) return;
-      view.panel.open = true;
-      view.panel.scrollIntoView({ block: 'start' });
-      view.panel.querySelector('summary').focus({ preventScroll: true });
-    },
+    onSelect: (nodeId) => timeline.showNode(nodeId),
   });
   signal.addEventListener('abort', () => graph.destroy());
-  for (const view of nodes.values()) graph.setStatus(view.nodeId, view.status);
+  for (const view of timeline.nodes.values()) graph.setStatus(view.nodeId, view.status);
 
   const refresh = async () => {
     execution = await api('GET', `/executions/${executionId}`);
