@@ -112,6 +112,9 @@ class SimulatorSource:
     def usage(self) -> Usage:
         return Usage()
 
+    def halt(self) -> None:
+        return None
+
 
 class ProbeArgs(BaseModel):
     url: str = Field(description="the URL to probe")

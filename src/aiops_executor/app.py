@@ -32,6 +32,7 @@ from aiops_executor.imports.endpoints import router as imports_router
 from aiops_executor.llm import service as llm_service
 from aiops_executor.llm.endpoints import router as llm_router
 from aiops_executor.services import ServiceContext
+from aiops_executor.spend.endpoints import router as spend_router
 from aiops_executor.teams.endpoints import router as teams_router
 from aiops_executor.tool_servers.endpoints import router as tool_servers_router
 from aiops_executor.tools.endpoints import router as tools_router
@@ -50,6 +51,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     audit_router,
     triggers_router,
     imports_router,
+    spend_router,
 )
 # One tag per domain; a router's ``tags=[...]`` must name one of these (tests/service/test_openapi.py checks it).
 OPENAPI_TAGS: list[dict[str, str]] = [
@@ -57,6 +59,7 @@ OPENAPI_TAGS: list[dict[str, str]] = [
     {"name": "llm", "description": "LLM providers with their endpoints, credentials and models; export/import."},
     {"name": "teams", "description": "Agent Teams built from resource topologies."},
     {"name": "executions", "description": "Runs of a team: start, stream, follow, cancel, structured output."},
+    {"name": "spend", "description": "Budgets per team, API key, provider or everything; usage reports."},
     {"name": "tools", "description": "The catalogue of diagnostic tools agents can use."},
     {"name": "tool-servers", "description": "MCP servers whose tools agents can use (admin-registered)."},
     {"name": "triggers", "description": "Webhooks that start investigations (Prometheus Alertmanager)."},

@@ -7,6 +7,7 @@ from aiops_executor.core.db import Base
 from aiops_executor.core.private_apis.savers import POSTGRES_SAVER_TABLES
 from aiops_executor.executions import models as executions_models  # noqa: F401
 from aiops_executor.llm import models as llm_models  # noqa: F401
+from aiops_executor.spend import models as spend_models  # noqa: F401
 from aiops_executor.teams import models as teams_models  # noqa: F401
 from aiops_executor.tool_servers import models as tool_servers_models  # noqa: F401
 

@@ -19,6 +19,7 @@ from aiops_executor.core.deps import ContextDep
 from aiops_executor.core.egress import policy_for
 from aiops_executor.executions.manager import ExecutionManager
 from aiops_executor.llm.runtime.service import ModelRuntime
+from aiops_executor.spend.ledger import SpendLedger
 from aiops_executor.tool_servers import service as tool_server_service
 from aiops_executor.tool_servers.client import ToolServerPool
 
@@ -29,8 +30,19 @@ class ServiceContext(AppContext):
 
     @cached_property
     def model_runtime(self) -> ModelRuntime:
-        """Turns stored LLM configuration into chat models; holds the process's failover state."""
-        return ModelRuntime(self)
+        """Turns stored LLM configuration into chat models; holds the process's failover state. Every call
+        passes the spend ledger (budgets, usage)."""
+        return ModelRuntime(self, gate=self.spend_ledger)
+
+    @cached_property
+    def spend_ledger(self) -> SpendLedger:
+        """Admits model calls against budgets and records each one for usage reports."""
+        return SpendLedger(
+            self.database.sessionmaker,
+            self.config_cache,
+            self.telemetry.metrics,
+            hold_seconds=self.settings.budget_hold_seconds,
+        )
 
     @cached_property
     def executions(self) -> ExecutionManager:
@@ -40,6 +52,7 @@ class ServiceContext(AppContext):
             sessionmaker=self.database.sessionmaker,
             telemetry=self.telemetry,
             model_runtime=self.model_runtime,
+            spend=self.spend_ledger,
             server_tools=functools.partial(
                 tool_server_service.run_tool_specs, self.database.sessionmaker, self, self.tool_servers
             ),

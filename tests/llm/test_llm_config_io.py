@@ -91,6 +91,8 @@ async def test_export_shape_and_no_secrets(client: httpx.AsyncClient, admin_head
         "priority",
         "is_default",
         "is_active",
+        "rpm",
+        "tpm",
     }
     assert openai["models"][0]["model_id"] == "gpt-4o"
     assert openai["models"][0]["input_price"] == 0.0025

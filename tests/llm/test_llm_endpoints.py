@@ -11,7 +11,11 @@ from sqlalchemy import select
 from aiops_executor.audit.models import AuditLog
 from aiops_executor.core.context import AppContext
 from aiops_executor.llm import service
+from aiops_executor.llm.runtime.breaker import Outcome
+from aiops_executor.llm.runtime.errors import Failure, FailureKind
+from aiops_executor.services import ServiceContext
 from tests.helpers import API, assert_error, make_provider
+from tests.llm.test_runtime_clients import endpoint as runtime_endpoint
 
 
 async def make_endpoint(
@@ -232,3 +236,43 @@ async def test_failover_order_for_callers(
     async with context.database.sessionmaker() as session:
         ordered = await service.ordered_endpoints(session, uuid.UUID(pid))
     assert [e.name for e in ordered] == ["z-default", "a-tie", "b-tie", "slow"]
+
+
+async def test_rate_limits_round_trip_and_the_circuit_state_is_shown(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], context: ServiceContext
+) -> None:
+    pid = await make_provider(client, admin_headers)
+    created = await make_endpoint(client, admin_headers, pid, rpm=60, tpm=90_000)
+    url = f"{API}/endpoints/{created['id']}"
+    assert (created["rpm"], created["tpm"], created["circuit_state"]) == (60, 90_000, "closed")
+    assert (await client.get(url, headers=admin_headers)).json() == created
+    plain = await make_endpoint(client, admin_headers, pid, "plain")
+    assert (plain["rpm"], plain["tpm"]) == (None, None), "no limit unless one is set"
+
+    updated = await client.put(url, json={"rpm": None, "tpm": 5000}, headers=admin_headers)
+    assert updated.status_code == 200, updated.text
+    assert (updated.json()["rpm"], updated.json()["tpm"]) == (None, 5000)
+    kept = await client.put(url, json={"priority": 7}, headers=admin_headers)
+    assert (kept.json()["rpm"], kept.json()["tpm"]) == (None, 5000), "omitted: kept"
+    for bad in ({"rpm": 0}, {"tpm": -1}, {"rpm": 1.5}, {"rpm": "60"}, {"tpm": 2**31}):
+        assert_error(await client.put(url, json=bad, headers=admin_headers), 422, "VALIDATION_ERROR")
+        body = {"name": "bad", **bad}
+        response = await client.post(f"{API}/providers/{pid}/endpoints", json=body, headers=admin_headers)
+        assert_error(response, 422, "VALIDATION_ERROR")
+
+    # The runtime's breaker for the endpoint opens (five endpoint failures in a row): reads show it, with the
+    # health, and so does the breaker's gauge.
+    state = context.model_runtime.state
+    limited = runtime_endpoint(None, id=uuid.UUID(created["id"]), name="primary")
+    for _ in range(5):
+        circuit = await state.circuit_admit(limited, "p")
+        await state.circuit_record(limited, "p", circuit, Failure(FailureKind.unreachable, "down"), Outcome.failed)
+    shown = (await client.get(url, headers=admin_headers)).json()
+    assert shown["circuit_state"] == "open" and (shown["rpm"], shown["tpm"]) == (None, 5000)
+    listed = (await client.get(f"{API}/providers/{pid}/endpoints", headers=admin_headers)).json()["items"]
+    assert {e["name"]: e["circuit_state"] for e in listed} == {"primary": "open", "plain": "closed"}
+    after_edit = await client.put(url, json={"priority": 8}, headers=admin_headers)
+    assert after_edit.json()["circuit_state"] == "open", "an update answers the endpoint as it is now"
+    metrics = (await client.get("/metrics")).text
+    assert 'aiops_model_endpoint_circuit_state{endpoint="primary",provider="p"} 2.0' in metrics
+    assert 'aiops_model_endpoint_circuit_transitions_total{endpoint="primary",provider="p",state="open"} 1.0' in metrics

@@ -115,6 +115,9 @@ class RuntimeSimulatorSource:
     def usage(self) -> Usage:
         return Usage()
 
+    def halt(self) -> None:
+        return None
+
 
 # ------------------------------------------------------------------------------------------ engine
 

@@ -74,6 +74,10 @@ def test_every_page_has_no_serious_or_critical_accessibility_violation(
     page: Page, console: Console, axe_source: str, waiting_run: str, tmp_path: Path
 ) -> None:
     team = api_team(console, "fast")
+    budget = console.api.post(
+        f"{API}/budgets", json={"scope": "team", "scope_id": team["team_id"], "limit_usd": "100", "period": "day"}
+    )
+    assert budget.status_code == 201, budget.text
     started = console.api.post(f"{API}/teams/{team['team_id']}/executions", json={"input": {"task": "Is it up?"}})
     execution_id = started.json()["execution_id"]
     wait_for_status(console, execution_id, {"success", "failed"})
@@ -104,6 +108,7 @@ def test_every_page_has_no_serious_or_critical_accessibility_violation(
             (f"#/tool-servers/{tool_server_id}", '[data-testid="tool-server-tool"]', None),
             ("#/approvals", f'[data-testid="approval-row"][data-execution-id="{waiting_run}"]', None),
             ("#/admin", '[data-testid="audit-row"]', None),
+            ("#/spend", '[data-testid="usage-bar"]', None),
         ]
         problems: dict[str, list[dict[str, Any]]] = {}
         checked = 0

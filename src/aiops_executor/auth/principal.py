@@ -19,3 +19,8 @@ class Principal:
     @property
     def actor(self) -> str:
         return f"{self.kind}:{self.name}"
+
+    @property
+    def api_key_id(self) -> uuid.UUID | None:
+        """The API key calling, if one is (its budgets apply to the runs it starts)."""
+        return self.id if self.kind == "api_key" else None

@@ -45,6 +45,9 @@ STEP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 30
 MODEL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
 TOOL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
+# A circuit breaker's states, as the values of its gauge.
+CIRCUIT_STATES = ("closed", "half_open", "open")
+
 # Tool error codes worth their own outcome; any other error counts as "error".
 TOOL_OUTCOMES = {
     "TOOL_TIMEOUT": "timeout",
@@ -190,6 +193,18 @@ class Metrics:
             ["provider", "model"],
             registry=r,
         )
+        self.circuit_state = Gauge(
+            f"{PREFIX}_model_endpoint_circuit_state",
+            "Each endpoint's circuit breaker as this process last found it: 0 closed, 1 half_open, 2 open.",
+            ["provider", "endpoint"],
+            registry=r,
+        )
+        self.circuit_transitions = Counter(
+            f"{PREFIX}_model_endpoint_circuit_transitions",
+            "Circuit breakers changing state, by the state they changed to (counted by the process that changed it).",
+            ["provider", "endpoint", "state"],
+            registry=r,
+        )
         self.tool_calls = Counter(
             f"{PREFIX}_tool_calls", "Tool calls by tool and outcome.", ["tool", "outcome"], registry=r
         )
@@ -228,6 +243,13 @@ class Metrics:
             "Alert groups of Alertmanager notifications, by outcome: started, or the skip's code (RESOLVED, "
             "TRIGGER_RUNNING, TEAM_NOT_FOUND, ...).",
             ["outcome"],
+            registry=r,
+        )
+        self.budget_events = Counter(
+            f"{PREFIX}_budget_events",
+            "Budgets crossing their soft limit (warning, once per period) and model calls refused because a budget "
+            "was spent (exceeded), by the budget's scope.",
+            ["scope", "kind"],
             registry=r,
         )
         self.sse_subscribers = Gauge(
@@ -292,6 +314,12 @@ class Metrics:
     def failover(self, provider: str, model: str) -> None:
         self.failovers.labels(provider, model).inc()
 
+    def circuit(self, provider: str, endpoint: str, state: str, *, changed: bool = False) -> None:
+        """An endpoint's circuit breaker found in ``state`` (``changed``: this process changed it to that)."""
+        self.circuit_state.labels(provider, endpoint).set(CIRCUIT_STATES.index(state))
+        if changed:
+            self.circuit_transitions.labels(provider, endpoint, state).inc()
+
     def tool_call(self, tool: str, outcome: str, seconds: float) -> None:
         self.tool_calls.labels(tool, outcome).inc()
         self.tool_duration.labels(tool, outcome).observe(seconds, trace_exemplar())
@@ -301,6 +329,9 @@ class Metrics:
             self.resumes.labels("lost" if lost else "handed_back").inc()
         elif waited_seconds is not None:
             self.queue_wait.observe(max(0.0, waited_seconds))
+
+    def budget_event(self, scope: str, kind: str) -> None:
+        self.budget_events.labels(scope, kind).inc()
 
     def reclaimed(self, runs: int, workers: int) -> None:
         self.reclaimed_runs.inc(runs)

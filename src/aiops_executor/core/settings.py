@@ -78,6 +78,20 @@ class Settings(BaseSettings):
     failover_cooldown_seconds: float = Field(default=30.0, ge=0)
     max_concurrent_calls_per_endpoint: int = Field(default=16, ge=1)
     health_degraded_latency_ms: float = Field(default=2000.0, gt=0)
+    # Endpoints' rpm/tpm limits count the calls of this window (a minute; shorter in tests). An endpoint's circuit
+    # breaker opens after this many failures in a row, or once this share of its last calls (the window, with at
+    # least that many seen) failed; 0 turns either rule off. Open, routing skips the endpoint for the cool-down
+    # (or a longer Retry-After), then lets one probe call through; its success closes the breaker.
+    endpoint_rate_limit_window_seconds: float = Field(default=60.0, gt=0, le=3600)
+    circuit_breaker_consecutive_failures: int = Field(default=5, ge=0)
+    circuit_breaker_failure_rate_percent: float = Field(default=50.0, ge=0, le=100)
+    circuit_breaker_window_calls: int = Field(default=20, ge=1, le=1000)
+    circuit_breaker_cooldown_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # Budgets: what a model call in flight holds against them is bounded by its prompt's size and its output
+    # limit (max_tokens, else the model's max_output_tokens, else this many tokens); a hold whose call never
+    # reported back (its process died) is let go after budget_hold_seconds.
+    budget_default_output_tokens: int = Field(default=4096, ge=1)
+    budget_hold_seconds: float = Field(default=900.0, gt=0)
 
     max_endpoints_per_provider: int = Field(default=10, ge=1)
     max_credentials_per_provider: int = Field(default=20, ge=1)

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from langgraph.config import get_stream_writer
+
 GLOBAL_SUPERVISOR_ID = "global_supervisor"
 
 
@@ -38,6 +40,7 @@ class EventType(StrEnum):
     execution_resumed = "execution_resumed"
     approval_requested = "approval_requested"
     approval_resolved = "approval_resolved"
+    budget_warning = "budget_warning"
     heartbeat = "heartbeat"
 
 
@@ -94,3 +97,13 @@ class PendingEvent:
     agent_id: str | None = None
     supervisor_id: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+
+
+def announce(event: PendingEvent) -> None:
+    """Sends an event of the run from inside one of its steps, where the step is not the one speaking (a model
+    call's budget crossing its soft limit); outside a run it goes nowhere."""
+    try:
+        writer = get_stream_writer()
+    except RuntimeError:  # not inside a run's graph
+        return
+    writer(event)

@@ -103,3 +103,17 @@ class ModelSource(Protocol):
     """
 
     async def chat_model(self, provider: str, model_id: str, overrides: dict[str, Any]) -> BaseChatModel: ...
+
+    def halt(self) -> RunHalt | None:
+        """Why every further model call of this run is refused (a spent budget), once one was: the run then
+        ends failed with it, its partial result kept. None while calls go through."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunHalt:
+    """A reason that ends the whole run rather than one step (``error_code`` as the contract names it)."""
+
+    error_code: str
+    message: str
+    details: dict[str, Any]

@@ -391,6 +391,14 @@ class ExecutionRun:
             supervisor_usage=supervisor_usage,
             suspects=self.team.suspects({node.node_id: node.as_dict() for node in nodes}),
         )
+        halt = self.models.halt()
+        if halt is not None and end.how in ("done", "crashed"):
+            # A spent budget refused a model call: the run could not do its work, whatever its steps made of it.
+            outcome.status = RunStatus.failed
+            outcome.error_code = halt.error_code
+            outcome.error_message = shorten(halt.message, MAX_ERROR_MESSAGE)
+            outcome.error_details = dict(halt.details)
+            return outcome
         if end.how == "timeout":
             outcome.status = RunStatus.timeout
             outcome.error_code = EXECUTION_TIMEOUT

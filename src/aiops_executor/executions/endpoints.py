@@ -93,7 +93,9 @@ async def execute_team(
     context: ServiceContextDep,
 ) -> Response:
     manager = context.executions
-    execution = await service.start_execution(session, manager, team_id, body, actor=principal.actor)
+    execution = await service.start_execution(
+        session, manager, team_id, body, actor=principal.actor, api_key_id=principal.api_key_id
+    )
     headers = {"Location": _location(execution.id)}
     # Streaming or waiting can last minutes: hold no database transaction meanwhile.
     await session.close()
@@ -137,7 +139,9 @@ async def submit_execution(
     context: ServiceContextDep,
     response: Response,
 ) -> ExecutionRead:
-    execution = await service.start_execution(session, context.executions, team_id, body, actor=principal.actor)
+    execution = await service.start_execution(
+        session, context.executions, team_id, body, actor=principal.actor, api_key_id=principal.api_key_id
+    )
     response.headers["Location"] = _location(execution.id)
     return service.execution_read(execution)
 

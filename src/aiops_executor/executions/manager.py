@@ -39,6 +39,7 @@ from aiops_executor.executions.runner import ActiveRun, AttemptRunner, ServerToo
 from aiops_executor.executions.schemas import UNFINISHED, ExecutionStatus
 from aiops_executor.executions.upkeep import Upkeep
 from aiops_executor.llm.runtime.service import ModelRuntime
+from aiops_executor.spend.ledger import SpendLedger
 
 logger = structlog.get_logger(__name__)
 
@@ -56,8 +57,11 @@ class ExecutionManager:
         model_runtime: ModelRuntime,
         server_tools: ServerTools,
         broadcaster: Broadcaster | None = None,
+        spend: SpendLedger | None = None,
     ) -> None:
         self.settings = settings
+        # Budgets a run must fit in to start (None: none are kept, e.g. a bare manager in tests).
+        self.spend = spend
         self.sessionmaker = sessionmaker
         self.metrics = telemetry.metrics
         self.broadcaster: Broadcaster = broadcaster or self._default_broadcaster()

@@ -41,6 +41,8 @@ class Execution(TimestampedRow, Base):
     # The team definition as it was when the run was requested: later edits do not change a run.
     team_snapshot: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     requested_by: Mapped[str] = mapped_column(String(200), nullable=False)
+    # The API key that started the run (its budgets apply); None when a signed-in user did.
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     duration_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)

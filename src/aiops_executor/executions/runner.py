@@ -202,7 +202,12 @@ class AttemptRunner:
         return ExecutionRun(
             await self._compiled_team(execution.team_snapshot),
             request,
-            RuntimeModelSource(self.model_runtime),
+            RuntimeModelSource(
+                self.model_runtime,
+                execution_id=execution.id,
+                team_id=execution.team_id,
+                api_key_id=execution.api_key_id,
+            ),
             checkpointer=self.checkpoints.saver,
             resume=resume,
             telemetry=self.telemetry,

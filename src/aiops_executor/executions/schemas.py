@@ -303,6 +303,15 @@ class ExecutionErrorEvent(ExecutionEndEvent):
     structured_output: Any | None = None
     errors: list[dict[str, Any]] | None = Field(default=None, description="SCHEMA_GENERATION_FAILED: what failed")
     partial_output: Any | None = Field(default=None, description="SCHEMA_GENERATION_FAILED: the last attempt")
+    budget_id: uuid.UUID | None = Field(default=None, description="BUDGET_EXCEEDED: the budget that ran out")
+    scope: str | None = Field(default=None, description="BUDGET_EXCEEDED: team, api_key, provider or global")
+    scope_id: uuid.UUID | None = None
+    period: str | None = None
+    limit_usd: float | None = None
+    limit_tokens: int | None = None
+    spent_usd: float | None = None
+    spent_tokens: int | None = None
+    resets_at: datetime | None = Field(default=None, description="BUDGET_EXCEEDED: when the budget resets")
 
 
 class ExecutionCancelledEvent(ExecutionEndEvent):
@@ -330,6 +339,14 @@ class ApprovalResolvedEvent(ApprovalEventBase):
     comment: str | None
 
 
+class BudgetWarningEvent(EventBase):
+    budget_id: uuid.UUID
+    spent_usd: float = Field(description="what the budget's period has spent, USD")
+    limit_usd: float | None = Field(description="the budget's hard limit, USD (null: it limits tokens only)")
+    spent_tokens: int
+    limit_tokens: int | None
+
+
 STREAM_EVENTS: dict[str, type[BaseModel]] = {
     "execution_start": ExecutionStartEvent,
     "execution_resumed": ExecutionResumedEvent,
@@ -347,6 +364,7 @@ STREAM_EVENTS: dict[str, type[BaseModel]] = {
     "execution_cancelled": ExecutionCancelledEvent,
     "approval_requested": ApprovalRequestedEvent,
     "approval_resolved": ApprovalResolvedEvent,
+    "budget_warning": BudgetWarningEvent,
     "heartbeat": HeartbeatEvent,
 }
 

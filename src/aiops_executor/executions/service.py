@@ -35,8 +35,10 @@ from aiops_executor.executions.schemas import (
     StructuredOutputRequest,
     StructuredOutputResult,
 )
+from aiops_executor.llm import catalog
 from aiops_executor.llm.runtime.model_source import RuntimeModelSource
 from aiops_executor.llm.runtime.service import ModelRuntime
+from aiops_executor.spend import service as spend_service
 from aiops_executor.teams import service as teams_service
 
 RESOURCE = "execution"
@@ -102,6 +104,23 @@ async def has_unfinished(session: AsyncSession, team_id: uuid.UUID) -> bool:
     return found is not None
 
 
+async def _check_budgets(
+    session: AsyncSession, manager: ExecutionManager, team_id: uuid.UUID, api_key_id: uuid.UUID | None, spec: TeamSpec
+) -> None:
+    if manager.spend is None or not await manager.spend.rules(session):
+        return  # no budget is kept: nothing to read
+    models = await catalog.load(session)
+    topology = spec.topology
+    refs = {topology.global_supervisor.model_provider}
+    for node in topology.nodes:
+        refs.add(node.supervisor_config.model_provider)
+        refs.update(agent.model_provider for agent in node.agents)
+    providers = {entry.id for entry in (models.provider(ref) for ref in refs) if entry is not None}
+    await spend_service.check_start(
+        session, manager.spend, team_id=team_id, api_key_id=api_key_id, provider_ids=providers
+    )
+
+
 async def start_execution(
     session: AsyncSession,
     manager: ExecutionManager,
@@ -109,9 +128,13 @@ async def start_execution(
     request: ExecutionRequest,
     *,
     actor: str,
+    api_key_id: uuid.UUID | None = None,
     trigger: str | None = None,
 ) -> Execution:
     """Checks the team can run now, stores a ``pending`` execution with a snapshot of the team, starts it.
+
+    ``api_key_id``: the API key starting the run (its budgets apply to the run's calls). A spent budget of the
+    team, of that key, of a provider the team uses, or the global one refuses the start (``BudgetExceeded``).
 
     ``trigger`` (from ``trigger_key``): what started the run when it was not a person; while an execution of
     the same trigger is pending or running no second one starts (``TriggerRunning``), which the database's
@@ -131,6 +154,7 @@ async def start_execution(
         report = await teams_service.check_team(session, spec)
         if not report.valid:
             raise teams_service.InvalidTopology(report)
+        await _check_budgets(session, manager, team.id, api_key_id, spec)
         if trigger is not None:
             running = await unfinished_for_trigger(session, trigger)
             if running is not None:
@@ -149,6 +173,7 @@ async def start_execution(
             output_schema=request.output_schema,
             team_snapshot=spec.model_dump(mode="json"),
             requested_by=actor,
+            api_key_id=api_key_id,
             trigger_key=trigger,
         )
         audit.record(
@@ -283,7 +308,8 @@ async def structured_output(
     supervisor = spec.topology.global_supervisor
     # Model calls take seconds and record usage in their own transactions: end this one first.
     await session.commit()
-    source = RuntimeModelSource(runtime)
+    # The team's calls (its budgets apply), though not the run's: the run's usage stays what the run used.
+    source = RuntimeModelSource(runtime, team_id=team_id)
     model = await source.chat_model(supervisor.model_provider, supervisor.model_id, {})
     result: dict[str, Any] = execution.result or {"summary": "", "node_results": []}
     reports = [prompts.report(GLOBAL_SUPERVISOR_ID, str(result.get("summary", "")))] + [

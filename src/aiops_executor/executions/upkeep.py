@@ -24,6 +24,7 @@ from aiops_executor.executions.checkpoints import Checkpoints
 from aiops_executor.executions.models import Execution, ExecutionEventRow
 from aiops_executor.executions.queue import RunQueue
 from aiops_executor.executions.schemas import UNFINISHED, ExecutionStatus
+from aiops_executor.spend import repository as spend_repository
 
 logger = structlog.get_logger(__name__)
 
@@ -136,9 +137,12 @@ class Upkeep:
         return expired
 
     async def purge(self, now: datetime | None = None) -> tuple[int, int]:
-        """Deletes finished executions older than the retention period, with their events and checkpoints."""
-        cutoff = (now or datetime.now(UTC)) - timedelta(days=self.settings.execution_retention_days)
+        """Deletes finished executions older than the retention period, with their events and checkpoints; and
+        the budget holds of calls whose process died before counting them (they stopped counting at expiry)."""
+        now = now or datetime.now(UTC)
+        cutoff = now - timedelta(days=self.settings.execution_retention_days)
         async with self.sessionmaker() as session, session.begin():
+            await spend_repository.purge_expired_holds(session, now)
             old = list(
                 await session.scalars(
                     select(Execution.id).where(

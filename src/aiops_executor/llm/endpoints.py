@@ -189,7 +189,8 @@ async def create_endpoint(
     response_model=Page[EndpointRead],
     operation_id="listEndpoints",
     summary="List a provider's endpoints",
-    description="The provider's endpoints by priority, each with its health and any cool-down in force.",
+    description="The provider's endpoints by priority, each with its health, any cool-down in force and the "
+    "state of its circuit breaker (`circuit_state`).",
     responses=errors(PROVIDER_404),
 )
 async def list_endpoints(
@@ -204,7 +205,8 @@ async def list_endpoints(
     response_model=EndpointRead,
     operation_id="getEndpoint",
     summary="Read an endpoint",
-    description="The endpoint's settings, last health check and any cool-down in force (`cooldown_seconds`).",
+    description="The endpoint's settings, last health check, any cool-down in force (`cooldown_seconds`) and the "
+    "state of its circuit breaker (`circuit_state`).",
     responses=errors(ENDPOINT_404),
 )
 async def get_endpoint(
@@ -238,9 +240,11 @@ async def update_endpoint(
     data: EndpointUpdateRequest,
     principal: AdminDep,
     session: SessionDep,
-    context: ContextDep,
+    context: ServiceContextDep,
 ) -> EndpointRead:
-    return await service.update_endpoint(session, context, endpoint_id, data, actor=principal.actor)
+    updated = await service.update_endpoint(session, context, endpoint_id, data, actor=principal.actor)
+    [shown] = await provider_calls.with_cooldowns(context.model_runtime, [updated])
+    return shown
 
 
 @router.delete(

@@ -63,6 +63,9 @@ class ProviderEndpoint(TimestampedRow, Base):
     is_default: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
     health_status: Mapped[str] = mapped_column(String(16), default="unknown", nullable=False)
+    # The provider's published limits for this endpoint (requests and tokens per minute); None: none.
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_health_check: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 

@@ -262,17 +262,22 @@ async def endpoint_cooldown(runtime: ModelRuntime, endpoint_id: uuid.UUID) -> fl
 
 
 async def with_cooldowns(runtime: ModelRuntime, endpoints: list[EndpointRead]) -> list[EndpointRead]:
-    """The stored endpoints as callers see them now: ``degraded`` while the runtime keeps calls away from one."""
-    cooling = await endpoint_cooldowns(runtime, [e.id for e in endpoints])
+    """The stored endpoints as callers see them now: ``degraded`` while the runtime keeps calls away from one, and
+    the state of each one's circuit breaker."""
+    ids = [e.id for e in endpoints]
+    cooling = await endpoint_cooldowns(runtime, ids)
+    circuits = await runtime.state.circuit_states(ids)
     shown = []
     for endpoint in endpoints:
+        now: dict[str, Any] = {"circuit_state": circuits[endpoint.id]}
         left = cooling.get(endpoint.id)
-        if left is None:
-            shown.append(endpoint)
-            continue
-        down = endpoint.health_status is HealthStatus.unhealthy
-        status = HealthStatus.unhealthy if down else HealthStatus.degraded
-        shown.append(endpoint.model_copy(update={"health_status": status, "cooldown_seconds": round(left, 1)}))
+        if left is not None:
+            down = endpoint.health_status is HealthStatus.unhealthy
+            now.update(
+                health_status=HealthStatus.unhealthy if down else HealthStatus.degraded,
+                cooldown_seconds=round(left, 1),
+            )
+        shown.append(endpoint.model_copy(update=now))
     return shown
 
 

@@ -27,6 +27,7 @@ from aiops_executor.core.json_types import JSON_INT, JsonDatetime, JsonInt
 from aiops_executor.core.partial import PartialUpdate
 from aiops_executor.core.text import FREE_TEXT, NAME_TEXT, NameText, SafeJson
 from aiops_executor.llm.adapters import PROVIDER_TYPES
+from aiops_executor.llm.runtime.breaker import CircuitState
 
 INT32_MAX = 2_147_483_647
 
@@ -211,10 +212,17 @@ class EndpointCreate(BaseModel):
     priority: JsonInt = Field(default=100, ge=0, le=1_000_000, description="failover order, lower first")
     is_default: StrictBool = False
     is_active: StrictBool = True
+    rpm: PositiveInt32 | None = Field(
+        default=None, description="requests per minute the service sends at most (calls wait for room); null: no limit"
+    )
+    tpm: PositiveInt32 | None = Field(
+        default=None, description="tokens per minute (each call's expected size) at most; null: no limit"
+    )
 
 
 class EndpointUpdate(PartialUpdate):
-    """Partial update: omitted fields keep their value; base_url, api_version and region may be cleared with null."""
+    """Partial update: omitted fields keep their value; base_url, api_version, region, rpm and tpm may be cleared
+    with null."""
 
     not_null = (
         "name",
@@ -238,6 +246,8 @@ class EndpointUpdate(PartialUpdate):
     priority: Annotated[int, Field(ge=0, le=1_000_000), JSON_INT] | None = None
     is_default: StrictBool | None = None
     is_active: StrictBool | None = None
+    rpm: PositiveInt32 | None = None
+    tpm: PositiveInt32 | None = None
 
 
 class EndpointRead(BaseModel):
@@ -261,6 +271,11 @@ class EndpointRead(BaseModel):
     # Seconds the model runtime still keeps calls away from this endpoint after 429, 503 or connection failures
     # (its health then reads ``degraded``); null when it is not cooling down.
     cooldown_seconds: float | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    # The endpoint's circuit breaker (``open``: calls skip it after repeated failures; ``half_open``: one probe call
+    # goes through), as the model runtime sees it now.
+    circuit_state: CircuitState = CircuitState.closed
     created_at: datetime
     updated_at: datetime
 

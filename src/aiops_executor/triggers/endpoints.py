@@ -45,5 +45,11 @@ async def receive_alertmanager_webhook(
     ] = None,
 ) -> WebhookResult:
     return await service.handle_alertmanager(
-        session, context.executions, context.telemetry.metrics, payload, team_id=team_id, actor=principal.actor
+        session,
+        context.executions,
+        context.telemetry.metrics,
+        payload,
+        team_id=team_id,
+        actor=principal.actor,
+        api_key_id=principal.api_key_id,
     )

@@ -139,6 +139,7 @@ async def handle_alertmanager(
     *,
     team_id: uuid.UUID | None,
     actor: str,
+    api_key_id: uuid.UUID | None = None,
 ) -> WebhookResult:
     """Starts the execution of one Alertmanager notification's alert group, or says why it starts none.
     An unknown ``team_id`` is the caller's configuration error: 404 ``TEAM_NOT_FOUND``."""
@@ -170,6 +171,7 @@ async def handle_alertmanager(
                 team.id,
                 request,
                 actor=actor,
+                api_key_id=api_key_id,
                 trigger=executions_service.trigger_key(SOURCE, group_key),
             )
         except executions_service.TriggerRunning as exc:

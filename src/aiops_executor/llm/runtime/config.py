@@ -27,6 +27,9 @@ class EndpointConfig:
     priority: int
     is_default: bool = False
     health_status: str = "unknown"
+    # The provider's limits for this endpoint, per minute (``limits``); None: none.
+    rpm: int | None = None
+    tpm: int | None = None
 
 
 @dataclass(frozen=True)

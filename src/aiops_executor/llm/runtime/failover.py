@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from contextlib import nullcontext
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from operator import itemgetter
 from typing import Any
 
@@ -41,7 +42,8 @@ from aiops_executor.core.telemetry import ChatAttempt, Telemetry
 from aiops_executor.engine.models import DISCARDED_TOKENS_KEY
 from aiops_executor.llm.adapters import adapter_for
 from aiops_executor.llm.adapters.base import JSON_SCHEMA
-from aiops_executor.llm.runtime.calls import CallRecord, CallSink, cost_of
+from aiops_executor.llm.runtime.admission import Admission, admit
+from aiops_executor.llm.runtime.calls import CallAttribution, CallGate, CallRecord, CallSink, cost_of
 from aiops_executor.llm.runtime.config import (
     CredentialConfig,
     DecryptedSecrets,
@@ -50,6 +52,7 @@ from aiops_executor.llm.runtime.config import (
     ModelConfig,
 )
 from aiops_executor.llm.runtime.errors import Failure, FailureKind, ProviderCallError
+from aiops_executor.llm.runtime.estimate import call_size
 from aiops_executor.llm.runtime.routes import Route
 from aiops_executor.llm.runtime.routing import penalise, plan_routes, rejected_earlier
 from aiops_executor.llm.runtime.state import RuntimeState, credential_fingerprint
@@ -187,6 +190,11 @@ class FailoverChatModel(BaseChatModel):
     open_secrets: SecretOpener
     on_call: CallSink | None = None
     telemetry: Telemetry | None = None  # metrics and spans of every attempt
+    # Budgets: every call is admitted before it is made and counted after, for whom ``attribution`` says.
+    gate: CallGate | None = None
+    attribution: CallAttribution = Field(default_factory=CallAttribution)
+    # The output a call without max_tokens (and a model without max_output_tokens) is assumed to stay within.
+    default_output_tokens: int = 4096
 
     _clients: dict[tuple[uuid.UUID | None, uuid.UUID | None], BaseChatModel] = PrivateAttr(default_factory=dict)
 
@@ -308,7 +316,7 @@ class FailoverChatModel(BaseChatModel):
         error_type: str | None = None,
         result: ChatResult | None = None,
         info: dict[str, Any] | None = None,
-    ) -> Decimal | None:
+    ) -> CallRecord:
         # A failed attempt returned nothing to count; a success without usage metadata is unknown, not free.
         input_tokens: int | None = 0
         output_tokens: int | None = 0
@@ -329,12 +337,16 @@ class FailoverChatModel(BaseChatModel):
             attempt.finish(record, error_type=error_type, **_response_attributes(message, result, info))
         if self.on_call is not None:
             await self.on_call(record)
-        return cost
+        return record
 
-    async def _routes_to_try(self, failures: list[tuple[Route, Failure]]) -> AsyncIterator[tuple[Route, BaseChatModel]]:
-        """The routes one call tries, in order, each with its client; ``failures`` (appended to by the caller)
-        stops the call after a failure that does not fail over, and skips keys refused during the call."""
+    async def _routes_to_try(
+        self, failures: list[tuple[Route, Failure]], messages: list[BaseMessage], kwargs: dict[str, Any]
+    ) -> AsyncIterator[tuple[Route, BaseChatModel, Admission]]:
+        """The routes one call tries, in order, with their clients and admissions; ``failures`` (appended to by
+        the caller) stops the call after a failure that does not fail over, and skips keys refused during the call."""
         await self.state.load_cooling(self.binding)
+        model, tools, out = self.binding.model, kwargs.get(TOOLS_KWARG), self.default_output_tokens
+        size = partial(call_size, model, messages, kwargs, self.params, tools=tools, default_output_tokens=out)
         for route, wait in self._attempt_plan():
             if failures and not failures[-1][1].fails_over:
                 return
@@ -345,9 +357,11 @@ class FailoverChatModel(BaseChatModel):
             client = await self._client_or_skip(route, failures)
             if client is None:
                 continue
+            if (admission := await admit(self.state, route, model, failures, size)) is None:
+                continue  # its endpoint's circuit breaker is open (said in ``failures``)
             if failures and self.telemetry is not None:
                 self.telemetry.failover(self.binding.model)
-            yield route, client
+            yield route, client, admission
 
     def _attempt_plan(self) -> Iterator[tuple[Route, float]]:
         """Routes in order; then further rounds for endpoints whose retry_count allows, after retry_interval."""
@@ -380,16 +394,51 @@ class FailoverChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        ticket = await self._admit(messages, kwargs)
+        done: CallRecord | None = None
+        try:
+            result, done = await self._generate_on_routes(messages, stop, run_manager, kwargs)
+            return result
+        finally:
+            await self._settle(ticket, done)
+
+    async def _admit(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> object:
+        """Passes the call through the gate (a spent budget refuses it here, before any provider sees it)."""
+        if self.gate is None:
+            return None
+        size = call_size(
+            self.binding.model,
+            messages,
+            kwargs,
+            self.params,
+            tools=kwargs.get(TOOLS_KWARG),
+            default_output_tokens=self.default_output_tokens,
+        )
+        return await self.gate.admit(self.attribution, self.binding.model, size)
+
+    async def _settle(self, ticket: object, record: CallRecord | None) -> None:
+        if self.gate is not None:
+            # Counted even when the caller was cancelled meanwhile: the provider was paid all the same.
+            await asyncio.shield(self.gate.settle(ticket, record))
+
+    async def _generate_on_routes(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        run_manager: AsyncCallbackManagerForLLMRun | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[ChatResult, CallRecord]:
+        """The answer of the first route that gives one, with that attempt's record."""
         failures: list[tuple[Route, Failure]] = []
         streaming = langchain_should_stream(self, run_manager, kwargs)
-        async for route, client in self._routes_to_try(failures):
+        async for route, client, admission in self._routes_to_try(failures, messages, kwargs):
             started = time.perf_counter()
             tokens = _TokenCount()
             attempt = self._attempt(route)
             try:
                 # The attempt's span is current during the call: the provider request carries its traceparent.
                 with attempt:
-                    async with self.state.slot(route.endpoint):
+                    async with admission.call():
                         call_kwargs = self._call_kwargs(client, kwargs)
                         if streaming:
                             result = await _stream_to_result(client, messages, stop, run_manager, tokens, call_kwargs)
@@ -416,10 +465,10 @@ class FailoverChatModel(BaseChatModel):
                 continue
             message = result.generations[0].message if result.generations else None
             ai = message if isinstance(message, AIMessage) else None
-            cost = await self._record(route, "success", started, ai, attempt, result=result)
+            record = await self._record(route, "success", started, ai, attempt, result=result)
             if ai is not None:
-                ai.response_metadata = {**ai.response_metadata, **self._metadata(route, cost)}
-            return result
+                ai.response_metadata = {**ai.response_metadata, **self._metadata(route, record.cost)}
+            return result, record
         raise self._exhausted(failures)
 
     def _should_stream(
@@ -453,8 +502,25 @@ class FailoverChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
+        ticket = await self._admit(messages, kwargs)
+        done: list[CallRecord] = []
+        try:
+            async for chunk in self._stream_on_routes(messages, stop, run_manager, kwargs, done):
+                yield chunk
+        finally:
+            await self._settle(ticket, done[0] if done else None)
+
+    async def _stream_on_routes(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        run_manager: AsyncCallbackManagerForLLMRun | None,
+        kwargs: dict[str, Any],
+        done: list[CallRecord],
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """The chunks of the first route whose stream completes; its attempt's record is appended to ``done``."""
         failures: list[tuple[Route, Failure]] = []
-        async for route, client in self._routes_to_try(failures):
+        async for route, client, admission in self._routes_to_try(failures, messages, kwargs):
             started = time.perf_counter()
             emitted = False
             chunks: list[AIMessageChunk] = []
@@ -463,7 +529,7 @@ class FailoverChatModel(BaseChatModel):
             # The span is current only while the stream is read: a generator cannot hold a context across yields.
             current = attempt.current if isinstance(attempt, ChatAttempt) else nullcontext
             try:
-                async with self.state.slot(route.endpoint):
+                async with admission.call():
                     stream = client._astream(messages, stop=stop, **self._call_kwargs(client, kwargs))
                     while True:
                         with current():
@@ -494,8 +560,11 @@ class FailoverChatModel(BaseChatModel):
                 failures.append((route, failure))
                 self.state.failovers += 1
                 continue
-            cost = await self._record(route, "success", started, _merged(chunks), attempt, info=info)
-            yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=self._metadata(route, cost)))
+            record = await self._record(route, "success", started, _merged(chunks), attempt, info=info)
+            done.append(record)
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(content="", response_metadata=self._metadata(route, record.cost))
+            )
             return
         raise self._exhausted(failures)
 

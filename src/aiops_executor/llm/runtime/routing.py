@@ -67,14 +67,24 @@ def cooling_last(routes: list[Route], state: RuntimeState) -> list[Route]:
 REQUEST_SPECIFIC_STATUSES = frozenset({500, None})
 
 
+def endpoint_down(failure: Failure) -> bool:
+    """The endpoint is dead or overloaded: unreachable (refused, timed out), or a 5xx not about the request."""
+    return failure.kind is FailureKind.unreachable or (
+        failure.kind is FailureKind.server and failure.status not in REQUEST_SPECIFIC_STATUSES
+    )
+
+
+def endpoint_failed(failure: Failure) -> bool:
+    """The failure says something about the endpoint (down, overloaded or throttling: what its circuit breaker
+    counts), not about the request or a key."""
+    return endpoint_down(failure) or failure.kind is FailureKind.rate_limited
+
+
 async def penalise(state: RuntimeState, route: Route, failure: Failure) -> None:
     """Cools down what failed, so the next calls try other routes first: a dead or overloaded endpoint (502,
     503, 504 and their Retry-After), a refused key, an endpoint throttling one key (429 and its Retry-After).
     A rejected request says nothing about the route."""
-    if route.endpoint and (
-        failure.kind is FailureKind.unreachable
-        or (failure.kind is FailureKind.server and failure.status not in REQUEST_SPECIFIC_STATUSES)
-    ):
+    if route.endpoint and endpoint_down(failure):
         await state.share_cool_down("endpoint", route.endpoint.id, failure.retry_after)
     elif failure.kind is FailureKind.credential and route.credential:
         await state.share_cool_down("credential", route.credential.id)

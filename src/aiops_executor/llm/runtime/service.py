@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aiops_executor.core.context import AppContext
 from aiops_executor.llm import service as llm_service
 from aiops_executor.llm.models import LLMModel, Provider, ProviderCredential, ProviderEndpoint
-from aiops_executor.llm.runtime.calls import CallRecord, CallSink
+from aiops_executor.llm.runtime.breaker import BreakerPolicy
+from aiops_executor.llm.runtime.calls import CallAttribution, CallGate, CallRecord, CallSink
 from aiops_executor.llm.runtime.config import (
     CredentialConfig,
     DecryptedSecrets,
@@ -42,6 +43,8 @@ def endpoint_config(row: ProviderEndpoint) -> EndpointConfig:
         priority=row.priority,
         is_default=row.is_default,
         health_status=row.health_status,
+        rpm=row.rpm,
+        tpm=row.tpm,
     )
 
 
@@ -121,29 +124,36 @@ class UsageLedger:
 
 
 def runtime_state(context: AppContext) -> RuntimeState:
-    """Cool-downs and per-endpoint caps: shared with every process over the rate limits' Redis connection
-    when there is one (``AIOPS_REDIS_URL``), else kept in this process."""
+    """Cool-downs, per-endpoint caps, rpm/tpm limits and circuit breakers: shared with every process over the rate
+    limits' Redis connection when there is one (``AIOPS_REDIS_URL``), else kept in this process."""
     settings = context.settings
+    values: dict[str, Any] = {
+        "cooldown_seconds": settings.failover_cooldown_seconds,
+        "max_concurrency_per_endpoint": settings.max_concurrent_calls_per_endpoint,
+        "rate_limit_window_seconds": settings.endpoint_rate_limit_window_seconds,
+        "breaker_policy": BreakerPolicy(
+            consecutive_failures=settings.circuit_breaker_consecutive_failures,
+            failure_rate_percent=settings.circuit_breaker_failure_rate_percent,
+            window_calls=settings.circuit_breaker_window_calls,
+            cooldown_seconds=settings.circuit_breaker_cooldown_seconds,
+        ),
+        "metrics": context.telemetry.metrics,
+    }
     link = context.rate_limits.redis
     if link is not None:
-        return SharedRuntimeState(
-            cooldown_seconds=settings.failover_cooldown_seconds,
-            max_concurrency_per_endpoint=settings.max_concurrent_calls_per_endpoint,
-            link=link,
-        )
-    return RuntimeState(
-        cooldown_seconds=settings.failover_cooldown_seconds,
-        max_concurrency_per_endpoint=settings.max_concurrent_calls_per_endpoint,
-    )
+        return SharedRuntimeState(**values, link=link)
+    return RuntimeState(**values)
 
 
 class ModelRuntime:
     """Turns stored configuration into chat models. One per process (lives on the AppContext)."""
 
-    def __init__(self, context: AppContext, state: RuntimeState | None = None) -> None:
+    def __init__(self, context: AppContext, state: RuntimeState | None = None, gate: CallGate | None = None) -> None:
         self.context = context
         self.state = state or runtime_state(context)
         self.ledger = UsageLedger()
+        # Admits and counts every call (budgets, the ledger of calls behind usage reports); None: nothing does.
+        self.gate = gate
 
     async def load_binding(self, session: AsyncSession, provider_ref: str | uuid.UUID, model_ref: str) -> ModelBinding:
         """Snapshot of a model and every active endpoint and usable credential of its provider."""
@@ -191,9 +201,15 @@ class ModelRuntime:
             self.state.exhaust(record.credential_id, fingerprint)
 
     def chat_model(
-        self, binding: ModelBinding, overrides: dict[str, Any] | None = None, *, also_record: CallSink | None = None
+        self,
+        binding: ModelBinding,
+        overrides: dict[str, Any] | None = None,
+        *,
+        also_record: CallSink | None = None,
+        attribution: CallAttribution | None = None,
     ) -> FailoverChatModel:
-        """``also_record`` receives every call too (an execution counting its own usage)."""
+        """``also_record`` receives every call too (an execution counting its own usage); ``attribution`` says
+        whose calls they are (the run's, for its budgets)."""
         on_call = self.record_call
         if also_record is not None:
             extra = also_record
@@ -209,6 +225,9 @@ class ModelRuntime:
             open_secrets=self.open_secrets,
             on_call=on_call,
             telemetry=self.context.telemetry,
+            gate=self.gate,
+            attribution=attribution or CallAttribution(),
+            default_output_tokens=self.context.settings.budget_default_output_tokens,
         )
 
     async def get_chat_model(

@@ -9,8 +9,11 @@ ever lengthens one set by another process, never shortens it.
 set ``aiops:sem:endpoint:<id>`` (see ``SharedSemaphores``) as well as in this process's own semaphore, which
 keeps more callers than the cap from polling Redis at once.
 
-While Redis is unreachable, cool-downs and caps are kept in this process only (``RuntimeState``): model calls
-never fail because of Redis; ``redis_link`` logs the outage once.
+Endpoints' rpm/tpm limits (``limits.RedisRateLimiter``) and circuit breakers (``breaker.RedisBreakers``) are
+kept in Redis too, so that every process counts the same window and sees the same breaker.
+
+While Redis is unreachable, cool-downs, caps, rate limits and breakers are kept in this process only
+(``RuntimeState``): model calls never fail because of Redis; ``redis_link`` logs the outage once.
 """
 
 from __future__ import annotations
@@ -19,24 +22,24 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import structlog
 
 from aiops_executor.core.redis_link import RedisLink, RedisUnavailable
+from aiops_executor.llm.runtime.breaker import Change, CircuitPass, CircuitState, Outcome, RedisBreakers
 from aiops_executor.llm.runtime.config import EndpointConfig
+from aiops_executor.llm.runtime.limits import REDIS_NOW, LocalRateLimiter, RedisRateLimiter
 from aiops_executor.llm.runtime.state import RuntimeState
 
 logger = structlog.get_logger(__name__)
 
-_NOW = "local clock = redis.call('TIME') local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)"
-
 # KEYS[1]: the holders (sorted set, scored by lease expiry). ARGV: limit, lease ms, holder token.
 # Expired leases (holders that died) are dropped first; the set expires with its latest lease.
 _ACQUIRE = f"""
-{_NOW}
+{REDIS_NOW}
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
@@ -46,7 +49,7 @@ return 1
 
 # KEYS[1]: the holders. ARGV: lease ms, holder token. 0 when the holder is no longer in the set.
 _RENEW = f"""
-{_NOW}
+{REDIS_NOW}
 if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
 redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
@@ -129,19 +132,27 @@ class SharedSemaphores:
 
 @dataclass
 class SharedRuntimeState(RuntimeState):
-    """``RuntimeState`` whose cool-downs and per-endpoint caps hold across processes (see module docstring).
+    """``RuntimeState`` whose cool-downs, per-endpoint caps, rpm/tpm limits and circuit breakers hold across
+    processes (see module docstring).
 
-    ``reset`` clears only this process's copy of the cool-downs. Exhausted credentials stay per process: the
-    database's quota counts already make every process drop them when it next loads the configuration.
+    ``reset`` clears only this process's copy of the cool-downs and breakers. Exhausted credentials stay per
+    process: the database's quota counts already make every process drop them when it next loads the configuration.
     """
 
     link: RedisLink = field(kw_only=True)
     lease_seconds: float = field(default=LEASE_SECONDS, kw_only=True)
     poll_seconds: float = field(default=POLL_SECONDS, kw_only=True)
     semaphores: SharedSemaphores = field(init=False)
+    shared_breakers: RedisBreakers = field(init=False)
+    # Releases of abandoned probes in flight (held here: the event loop keeps only weak references to tasks).
+    _releases: set[asyncio.Task[None]] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.semaphores = SharedSemaphores(self.link, lease_seconds=self.lease_seconds, poll_seconds=self.poll_seconds)
+        window = self.rate_limit_window_seconds
+        self.rate_limiter = RedisRateLimiter(self.link, window, fallback=LocalRateLimiter(window))
+        self.shared_breakers = RedisBreakers(self.link, self.breaker_policy)
 
     def cooldown_key(self, kind: str, key: uuid.UUID) -> str:
         return self.link.key("cooldown", kind, str(key))
@@ -193,3 +204,45 @@ class SharedRuntimeState(RuntimeState):
             return
         async with semaphore, self.semaphores.hold(f"endpoint:{endpoint.id}", self.max_concurrency_per_endpoint):
             yield
+
+    # Circuit breakers: the one in Redis; this process's own while Redis is unavailable.
+
+    async def _admit_circuit(self, endpoint: EndpointConfig) -> CircuitPass:
+        try:
+            return await self.shared_breakers.admit(endpoint.id, self.probe_lease(endpoint))
+        except RedisUnavailable:
+            return await super()._admit_circuit(endpoint)
+
+    async def _record_circuit(
+        self, endpoint: EndpointConfig, circuit: CircuitPass, outcome: Outcome, retry_after: float | None
+    ) -> Change:
+        if circuit.shared:
+            try:
+                return await self.shared_breakers.record(endpoint.id, circuit.probe, outcome, retry_after)
+            except RedisUnavailable:
+                pass  # counted in this process (a probe Redis let through is then replaced after its lease)
+        return await super()._record_circuit(endpoint, circuit, outcome, retry_after)
+
+    def circuit_abandon(self, endpoint: EndpointConfig, circuit: CircuitPass) -> None:
+        if circuit.probe is None or not circuit.shared:
+            super().circuit_abandon(endpoint, circuit)
+            return
+        # Called where the caller cannot wait (a cancelled call, a closed stream): released in the background.
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop to release it with: the probe is replaced once its lease runs out
+        release = loop.create_task(self._release_probe(endpoint, circuit.probe))
+        self._releases.add(release)
+        release.add_done_callback(self._releases.discard)
+
+    async def _release_probe(self, endpoint: EndpointConfig, probe: str) -> None:
+        # Unavailable: the probe is replaced once its lease runs out (the outage is logged).
+        with contextlib.suppress(RedisUnavailable):
+            await self.shared_breakers.abandon(endpoint.id, probe)
+
+    async def circuit_states(self, endpoint_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, CircuitState]:
+        try:
+            return await self.shared_breakers.states(endpoint_ids)
+        except RedisUnavailable:
+            return await super().circuit_states(endpoint_ids)

@@ -1,16 +1,29 @@
-"""Process-wide failover memory (``RuntimeState``): cool-downs, in-flight limits and exhausted credentials."""
+"""Process-wide failover memory (``RuntimeState``): cool-downs, in-flight limits, rpm/tpm limits, circuit breakers
+and exhausted credentials."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import structlog
+
+from aiops_executor.core.metrics import Metrics
+from aiops_executor.llm.runtime.breaker import BreakerPolicy, Change, CircuitPass, CircuitState, LocalBreakers, Outcome
 from aiops_executor.llm.runtime.config import CredentialConfig, EndpointConfig, ModelBinding
+from aiops_executor.llm.runtime.errors import Failure
+from aiops_executor.llm.runtime.limits import LocalRateLimiter, RedisRateLimiter, limited
 from aiops_executor.llm.runtime.routes import Route, cooldown_keys, plan_candidates
+
+logger = structlog.get_logger(__name__)
+
+# A half-open breaker's probe may take the endpoint's timeouts and this much more before another call may probe
+# in its place (its process may have died; see ``probe_lease``): a probe streaming for longer may have company.
+PROBE_GRACE_SECONDS = 5.0
 
 CredentialFingerprint = tuple[str, str | None, str | None, int | None]
 
@@ -27,7 +40,8 @@ def credential_fingerprint(credential: CredentialConfig) -> CredentialFingerprin
 
 @dataclass
 class RuntimeState:
-    """Process-wide failover memory: cool-downs and in-flight limits, shared by every model instance.
+    """Process-wide failover memory: cool-downs, in-flight and rpm/tpm limits and circuit breakers, shared by every
+    model instance.
 
     Kept in this process; ``SharedRuntimeState`` overrides the async methods to share them across processes.
     """
@@ -42,6 +56,17 @@ class RuntimeState:
     failovers: int = 0
     # The structured-output strategy that last worked for each model (by model row id), tried first next time.
     structured_output_strategy: dict[uuid.UUID, str] = field(default_factory=dict)
+    # Endpoints' rpm/tpm limits count over this window; their circuit breakers follow the policy; the breakers'
+    # states and changes go to these metrics.
+    rate_limit_window_seconds: float = 60.0
+    breaker_policy: BreakerPolicy = field(default_factory=BreakerPolicy)
+    metrics: Metrics | None = None
+    rate_limiter: LocalRateLimiter | RedisRateLimiter = field(init=False)
+    breakers: LocalBreakers = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rate_limiter = LocalRateLimiter(self.rate_limit_window_seconds)
+        self.breakers = LocalBreakers(self.breaker_policy)
 
     def exhaust(self, credential_id: uuid.UUID, fingerprint: CredentialFingerprint) -> None:
         self.exhausted[credential_id] = fingerprint
@@ -93,5 +118,76 @@ class RuntimeState:
             self._semaphores[endpoint.id] = semaphore
         return semaphore
 
+    async def wait_for_rate(self, endpoint: EndpointConfig, tokens: Callable[[], int]) -> None:
+        """Returns once a call to ``endpoint`` fits its rpm/tpm limits (``tokens``: the call's size, measured only
+        for a tpm limit); cancellable while it waits."""
+        if limited(endpoint):
+            await self.rate_limiter.wait(endpoint, tokens() if endpoint.tpm is not None else 0)
+
+    async def circuit_admit(self, endpoint: EndpointConfig, provider: str) -> CircuitPass:
+        """Whether the endpoint's circuit breaker lets a call through now (see ``breaker``)."""
+        circuit = await self._admit_circuit(endpoint)
+        self._circuit_seen(endpoint, provider, circuit.state, "its cool-down ended" if circuit.opened_probe else None)
+        return circuit
+
+    async def circuit_record(
+        self, endpoint: EndpointConfig, provider: str, circuit: CircuitPass, failure: Failure | None, outcome: Outcome
+    ) -> None:
+        """Tells the endpoint's breaker how a call it let through went (``failure``: None when it succeeded)."""
+        retry_after = failure.retry_after if failure is not None else None
+        change = await self._record_circuit(endpoint, circuit, outcome, retry_after)
+        self._circuit_seen(endpoint, provider, change.state, change.reason, change.cooldown, failure)
+
+    def circuit_abandon(self, endpoint: EndpointConfig, circuit: CircuitPass) -> None:
+        """A call the breaker let through ended without an outcome (cancelled): if it was the probe, the next
+        call probes instead."""
+        if circuit.probe is not None:
+            self.breakers.abandon(endpoint.id, circuit.probe)
+
+    async def circuit_states(self, endpoint_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, CircuitState]:
+        return self.breakers.states(endpoint_ids)
+
+    async def _admit_circuit(self, endpoint: EndpointConfig) -> CircuitPass:
+        return self.breakers.admit(endpoint.id, self.probe_lease(endpoint))
+
+    async def _record_circuit(
+        self, endpoint: EndpointConfig, circuit: CircuitPass, outcome: Outcome, retry_after: float | None
+    ) -> Change:
+        return self.breakers.record(endpoint.id, circuit.probe, outcome, retry_after)
+
+    def _circuit_seen(
+        self,
+        endpoint: EndpointConfig,
+        provider: str,
+        state: CircuitState,
+        change: str | None = None,
+        cooldown: float | None = None,
+        failure: Failure | None = None,
+    ) -> None:
+        """The state a breaker was found in (the metrics' gauge), and a change of it (logged and counted)."""
+        if self.metrics is not None:
+            self.metrics.circuit(provider, endpoint.name, state.value, changed=change is not None)
+        if change is None:
+            return
+        where = {"provider": provider, "endpoint": endpoint.name, "circuit_state": state.value, "reason": change}
+        if state is CircuitState.open:
+            logger.warning(
+                "circuit breaker opened: calls skip the endpoint until a probe call succeeds",
+                **where,
+                cooldown_seconds=None if cooldown is None else round(cooldown, 1),
+                error=failure.message if failure is not None else None,
+            )
+        elif state is CircuitState.half_open:
+            logger.info("circuit breaker half-open: one probe call goes to the endpoint", **where)
+        else:
+            logger.info("circuit breaker closed: calls go to the endpoint again", **where)
+
+    def probe_lease(self, endpoint: EndpointConfig) -> float:
+        """How long a half-open breaker's probe may take before another call may probe in its place: the wait for
+        room under the endpoint's rpm/tpm limits, its timeouts, and a grace."""
+        waits = self.rate_limit_window_seconds if limited(endpoint) else 0.0
+        return waits + endpoint.timeout_connect + endpoint.timeout_read + PROBE_GRACE_SECONDS
+
     def reset(self) -> None:
         self._cooling.clear()
+        self.breakers.reset()

@@ -17,6 +17,7 @@ const routes = [
   [/^#\/tool-servers$/, () => import('./pages/tool_servers.js').then((m) => m.renderToolServers)],
   [/^#\/approvals$/, () => import('./pages/approvals.js').then((m) => m.renderApprovals)],
   [/^#\/admin$/, () => import('./pages/admin.js').then((m) => m.renderAdmin)],
+  [/^#\/spend$/, () => import('./pages/spend.js').then((m) => m.renderSpend)],
 ];
 
 const main = document.getElementById('main');
@@ -28,6 +29,7 @@ function showChrome(visible) {
   const user = currentUser();
   document.getElementById('session-user').textContent = user ? `${user.username} (${user.role})` : '';
   document.querySelector('[data-testid="nav-admin"]').hidden = !(user && user.role === 'admin');
+  document.querySelector('[data-testid="nav-spend"]').hidden = !(user && user.role !== 'viewer');
 }
 
 async function route() {

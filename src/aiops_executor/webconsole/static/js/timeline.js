@@ -3,7 +3,7 @@
 // message being written as tokens stream in). A node team's group is open while it works and closed once it has
 // finished, unless the reader opened or closed it; a finished run's groups start closed.
 
-import { fmtDuration, fmtTime, h, json, statusBadge } from './dom.js';
+import { fmtCost, fmtDuration, fmtTime, h, json, statusBadge } from './dom.js';
 
 const FINAL_NODE = new Set(['success', 'failed', 'skipped', 'timeout', 'cancelled']);
 
@@ -37,6 +37,8 @@ function details(type, data) {
     case 'execution_error': return `${data.error_code || ''}: ${short(data.error_message)}`;
     case 'execution_resumed': return `attempt ${data.attempt} on ${data.worker_id} after seq ${data.resumed_after_seq}`;
     case 'approval_requested': return `${data.tool} waits for approval`;
+    case 'budget_warning':
+      return `budget ${data.budget_id} past its soft limit: ${data.limit_usd !== null ? `${fmtCost(data.spent_usd)} of ${fmtCost(data.limit_usd)}` : `${data.spent_tokens} of ${data.limit_tokens} tokens`}`;
     case 'approval_resolved':
       return `${data.tool || ''} ${data.decision} by ${data.decided_by}${data.comment ? `: ${short(data.comment, 80)}` : ''}`;
     default: return '';

@@ -1,0 +1,212 @@
+"""Budgets and usage reports through the API, on both databases, with the offline simulator priced: spend is
+what the recorded calls cost; a run that a budget cannot cover any more ends ``BUDGET_EXCEEDED`` with its
+partial result and the next start is refused with 429; the soft limit warns once; the usage report adds up to
+the runs' own usage."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from aiops_executor.services import ServiceContext
+from tests.executions.test_executions_api import TASK, stored_events, team_body, wait_for_status
+from tests.helpers import API, CAPABLE, assert_error, created
+
+pytestmark = pytest.mark.usefixtures("backend")
+
+UNFINISHED = ("pending", "running")
+
+
+async def priced_simulator(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
+    """``local-sim`` with ``sim-1`` at $0.5 / $1.5 per 1K tokens, its answers bounded to 256 tokens (the simulator
+    writes far less), so that what a call may cost is known before it is made."""
+    provider = await created(client, headers, "/providers", {"name": "local-sim", "type": "simulator"})
+    await created(
+        client,
+        headers,
+        f"/providers/{provider['id']}/models",
+        {
+            "model_id": "sim-1",
+            "name": "sim-1",
+            "input_price": "0.5",
+            "output_price": "1.5",
+            "max_output_tokens": 256,
+            "capabilities": {"chat": CAPABLE, "function_calling": CAPABLE, "structured_output": CAPABLE},
+        },
+    )
+    return provider
+
+
+async def finished_run(client: httpx.AsyncClient, headers: dict[str, str], team_id: str) -> dict[str, Any]:
+    started = await client.post(f"{API}/teams/{team_id}/executions", json=TASK, headers=headers)
+    assert started.status_code == 202, started.text
+    client.headers.update(headers)
+    return await wait_for_status(client, started.json()["execution_id"], "success", "failed", "timeout")
+
+
+async def budget(client: httpx.AsyncClient, headers: dict[str, str], **body: Any) -> dict[str, Any]:
+    return await created(client, headers, "/budgets", body)
+
+
+async def test_budgets_are_kept_validated_and_shown_with_their_spend(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], role_headers: Any
+) -> None:
+    await priced_simulator(client, admin_headers)
+    team_id = (await created(client, admin_headers, "/teams", team_body("kept", nodes=1)))["team_id"]
+    made = await budget(client, admin_headers, scope="team", scope_id=team_id, limit_usd="5", period="month")
+    assert made["spent_usd"] == 0 and made["spent_tokens"] == 0 and made["remaining_usd"] == 5
+    assert made["soft_limit_percent"] == 80 and made["exhausted"] is False
+    assert made["period_ends_at"] is not None and made["period_ends_at"] > made["period_started_at"]
+    total = await budget(client, admin_headers, scope="global", limit_tokens=1000, period="total")
+    assert total["period_ends_at"] is None and total["limit_usd"] is None
+
+    run = await finished_run(client, admin_headers, team_id)
+    listed = (await client.get(f"{API}/budgets", headers=admin_headers)).json()
+    assert listed["total"] == 2
+    shown = {item["id"]: item for item in listed["items"]}
+    assert Decimal(str(shown[made["id"]]["spent_usd"])) == pytest.approx(Decimal(str(run["usage"]["cost"])))
+    used = run["usage"]["input_tokens"] + run["usage"]["output_tokens"]
+    assert shown[total["id"]]["spent_tokens"] == used
+    assert shown[total["id"]]["remaining_tokens"] == max(0, 1000 - used)
+
+    changed = await client.put(
+        f"{API}/budgets/{made['id']}",
+        json={"limit_usd": "7.5", "period": "day", "soft_limit_percent": 50},
+        headers=admin_headers,
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["limit_usd"] == 7.5 and changed.json()["period"] == "day"
+    assert changed.json()["scope_id"] == team_id
+
+    operator = await role_headers("operator")
+    assert (await client.get(f"{API}/budgets/{made['id']}", headers=operator)).status_code == 200
+    assert_error(
+        await client.post(
+            f"{API}/budgets", json={"scope": "global", "limit_usd": 1, "period": "day"}, headers=operator
+        ),
+        403,
+        "FORBIDDEN",
+    )
+    for body in (
+        {"scope": "global", "period": "day"},  # no limit
+        {"scope": "team", "limit_usd": 1, "period": "day"},  # no scope_id
+        {"scope": "global", "scope_id": team_id, "limit_usd": 1, "period": "day"},
+        {"scope": "team", "scope_id": str(uuid.uuid4()), "limit_usd": 1, "period": "day"},  # no such team
+        {"scope": "team", "scope_id": team_id, "limit_usd": -1, "period": "day"},
+        {"scope": "team", "scope_id": team_id, "limit_usd": 1, "period": "year"},
+        {"scope": "team", "scope_id": team_id, "limit_usd": 1, "period": "day", "soft_limit_percent": 0},
+    ):
+        assert_error(await client.post(f"{API}/budgets", json=body, headers=admin_headers), 422, "VALIDATION_ERROR")
+    assert (await client.delete(f"{API}/budgets/{made['id']}", headers=admin_headers)).status_code == 204
+    assert_error(await client.get(f"{API}/budgets/{made['id']}", headers=admin_headers), 404, "BUDGET_NOT_FOUND")
+    actions = {
+        (entry["action"], entry["resource_id"])
+        for entry in (
+            await client.get(f"{API}/audit-logs", params={"resource_type": "budget"}, headers=admin_headers)
+        ).json()["items"]
+    }
+    assert {("create", made["id"]), ("update", made["id"]), ("delete", made["id"])} <= actions
+
+
+async def test_a_run_that_a_team_budget_cannot_cover_ends_budget_exceeded_and_the_next_start_gets_429(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], context: ServiceContext
+) -> None:
+    await priced_simulator(client, admin_headers)
+    team_id = (await created(client, admin_headers, "/teams", team_body("capped", nodes=3)))["team_id"]
+    first = await finished_run(client, admin_headers, team_id)
+    assert first["status"] == "success"
+    cost = Decimal(str(first["usage"]["cost"]))
+    # What the first run spent plus half of another: the second run cannot finish. Its soft limit (50 %) is
+    # already behind it, so its first counted call announces it.
+    limit = (cost * Decimal("1.5")).quantize(Decimal("0.0000000001"))
+    capped = await budget(
+        client, admin_headers, scope="team", scope_id=team_id, limit_usd=str(limit), period="day", soft_limit_percent=50
+    )
+    second = await finished_run(client, admin_headers, team_id)
+    assert second["status"] == "failed"
+    events = await stored_events(client, second["execution_id"])
+    end = events[-1]
+    assert end["event"] == "execution_error" and end["data"]["error_code"] == "BUDGET_EXCEEDED"
+    assert end["data"]["budget_id"] == capped["id"]
+    assert "exhausted" in second["error_message"] and capped["id"] in second["error_message"]
+    # The partial result is kept: what the node teams that ran found, and what the run spent.
+    assert second["result"]["node_results"], second["result"]
+    assert Decimal(str(second["usage"]["cost"])) > 0
+    warnings = [e for e in events if e["event"] == "budget_warning"]
+    assert len(warnings) == 1, warnings
+    assert warnings[0]["data"]["budget_id"] == capped["id"] and warnings[0]["data"]["limit_usd"] == float(limit)
+
+    shown = (await client.get(f"{API}/budgets/{capped['id']}", headers=admin_headers)).json()
+    assert shown["exhausted"] is True
+    # Never more than the limit: each call was admitted only if the most it could cost still fitted.
+    assert Decimal(str(shown["spent_usd"])) <= limit
+    refused = await client.post(f"{API}/teams/{team_id}/executions", json=TASK, headers=admin_headers)
+    body = assert_error(refused, 429, "BUDGET_EXCEEDED")
+    assert body["details"]["budget_id"] == capped["id"] and body["details"]["resets_at"]
+    assert 0 < int(refused.headers["retry-after"]) <= 86_401
+
+    # Raised, the budget lets runs start again; the warning was once per period, not once per run.
+    raised = await client.put(
+        f"{API}/budgets/{capped['id']}",
+        json={"limit_usd": str(limit * 10), "period": "day", "soft_limit_percent": 50},
+        headers=admin_headers,
+    )
+    assert raised.json()["exhausted"] is False
+    third = await finished_run(client, admin_headers, team_id)
+    assert third["status"] == "success"
+    assert not [e for e in await stored_events(client, third["execution_id"]) if e["event"] == "budget_warning"]
+    audit = (await client.get(f"{API}/audit-logs", params={"resource_id": capped["id"]}, headers=admin_headers)).json()[
+        "items"
+    ]
+    assert [e["action"] for e in audit].count("soft_limit") == 1
+    assert 'aiops_budget_events_total{kind="warning",scope="team"} 1.0' in context.telemetry.metrics.render().decode()
+
+
+async def test_the_usage_report_adds_up_to_the_runs_recorded_usage(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    provider = await priced_simulator(client, admin_headers)
+    teams = [(await created(client, admin_headers, "/teams", team_body(f"t{i}", nodes=2)))["team_id"] for i in (1, 2)]
+    runs = list(await asyncio.gather(*(finished_run(client, admin_headers, team) for team in teams)))
+    runs.append(await finished_run(client, admin_headers, teams[0]))  # a team runs once at a time
+    assert all(run["status"] == "success" for run in runs)
+
+    async def report(group_by: str) -> list[dict[str, Any]]:
+        response = await client.get(f"{API}/usage", params={"group_by": group_by}, headers=admin_headers)
+        assert response.status_code == 200, response.text
+        return list(response.json())
+
+    def total(items: list[dict[str, Any]], key: str) -> Any:
+        return sum(Decimal(str(item[key])) for item in items)
+
+    by_team = {row["key"]: row for row in await report("team")}
+    assert set(by_team) == set(teams)
+    for team in teams:
+        mine = [run["usage"] for run in runs if run["team_id"] == team]
+        row = by_team[team]
+        assert row["runs"] == len(mine)
+        assert row["input_tokens"] == sum(u["input_tokens"] for u in mine)
+        assert row["output_tokens"] == sum(u["output_tokens"] for u in mine)
+        assert Decimal(str(row["cost"])) == pytest.approx(total(mine, "cost"))
+    for group_by, key in (("model", "local-sim/sim-1"), ("provider", provider["id"]), ("api_key", None)):
+        (row,) = await report(group_by)
+        assert row["key"] == key and row["runs"] == 3
+        assert row["input_tokens"] == sum(r["usage"]["input_tokens"] for r in runs)
+    (day,) = await report("day")
+    assert len(day["key"]) == 10 and day["calls"] >= 3
+    assert Decimal(str(day["cost"])) == pytest.approx(total([r["usage"] for r in runs], "cost"))
+    empty = await client.get(
+        f"{API}/usage", params={"from": "2020-01-01T00:00:00Z", "to": "2020-01-02T00:00:00Z"}, headers=admin_headers
+    )
+    assert empty.json() == []
+    for params in (
+        {"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
+        {"from": "2020-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
+        {"group_by": "colour"},
+    ):
+        assert_error(await client.get(f"{API}/usage", params=params, headers=admin_headers), 422, "VALIDATION_ERROR")
