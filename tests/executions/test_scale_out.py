@@ -179,7 +179,9 @@ async def test_two_apis_two_workers_cancel_anywhere_and_survive_a_worker_kill(da
             rows = await wait_until(
                 a, rest, lambda r: all(x["status"] not in ("pending", "running") for x in r.values()), 120
             )
-            assert {r["status"] for r in rows.values()} == {"success"}, {i: r["error_message"] for i, r in rows.items()}
+            assert {r["status"] for r in rows.values()} == {"success"}, {
+                i: (r["status"], r["error_message"]) for i, r in rows.items() if r["status"] != "success"
+            }
             for execution_id in taken_over:
                 assert rows[execution_id]["attempt"] == 2
             logs = dict(zip(rest, await asyncio.gather(*(event_log(a, i) for i in rest)), strict=True))

@@ -78,7 +78,8 @@ postgres_app = create_app(make_settings(_PG_URL, _DATA_DIR / "postgres-data", **
 # Kubernetes manifests are YAML inside a JSON string: YAML that does not parse, or holds nothing to import, is
 # refused with 422 VALIDATION_ERROR (naming the document and line), which JSON Schema cannot say either.
 # A tool server's fields must fit its transport (stdio: command, args, env; streamable_http: url, headers),
-# a rule across fields the document states in words: 422 when they do not.
+# a rule across fields the document states in words: 422 when they do not. So must a budget's: a limit at least,
+# and a scope_id naming an existing team, API key or provider (none for a global budget).
 VALID_DATA_STATUSES = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 FREE_JSON_RULES_ACCEPTED = [*VALID_DATA_STATUSES, "422"]
 TOPOLOGY_RULES_ACCEPTED = [*FREE_JSON_RULES_ACCEPTED, "400"]
@@ -109,6 +110,8 @@ CONFIG = schemathesis.Config.from_dict(
                     "POST /api/v1/teams/{team_id}/structured-output",
                     "POST /api/v1/tool-servers",
                     "PUT /api/v1/tool-servers/{server_id}",
+                    "POST /api/v1/budgets",
+                    "PUT /api/v1/budgets/{budget_id}",
                 ],
                 "checks": {"positive_data_acceptance": {"expected-statuses": FREE_JSON_RULES_ACCEPTED}},
             },

@@ -123,7 +123,8 @@ def test_specific_codes_are_documented_where_they_are_answered(app: FastAPI) -> 
     assert codes("/teams", "post", "400") == ["INVALID_TOPOLOGY"]
     assert codes("/teams/{team_id}", "get", "404") == ["TEAM_NOT_FOUND"]
     assert "EXECUTION_TIMEOUT" in codes("/teams/{team_id}/execute", "post", "408")
-    assert codes("/teams/{team_id}/execute", "post", "429") == ["RATE_LIMITED"]
+    assert codes("/teams/{team_id}/execute", "post", "429") == ["RATE_LIMITED", "BUDGET_EXCEEDED"]
+    assert codes("/budgets/{budget_id}", "get", "404") == ["BUDGET_NOT_FOUND"]
     assert codes("/providers/{provider_id}", "delete", "409") == ["PROVIDER_IN_USE"]
     assert codes("/teams", "get", "401") == ["UNAUTHORIZED"]
     assert codes("/teams", "post", "422") == ["VALIDATION_ERROR"]

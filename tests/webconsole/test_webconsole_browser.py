@@ -142,6 +142,7 @@ def test_first_load_is_light_and_quick_and_the_providers_are_listed(page: Page, 
     page.locator('[data-testid="provider-row"][data-provider-name="ui-openai"] a').click()
     endpoint = page.locator('[data-testid="endpoint-row"][data-endpoint-name="local-mock"]')
     expect(endpoint.get_by_test_id("endpoint-health")).to_have_text("unknown")
+    expect(endpoint.get_by_test_id("endpoint-circuit")).to_have_attribute("data-state", "closed")
 
     page.get_by_test_id("credential-alias").fill("primary")
     page.get_by_test_id("credential-key").fill(MOCK_KEY)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi import status as http_status
@@ -15,7 +15,7 @@ from aiops_executor.auth.rate_limits import RATE_LIMITED_RESPONSE, ExecutionOper
 from aiops_executor.core.deps import PageQuery, SessionDep
 from aiops_executor.core.errors import AppError, ValidationFailed
 from aiops_executor.core.json_types import QueryDatetime
-from aiops_executor.core.openapi import errors, event_stream
+from aiops_executor.core.openapi import documented_error, errors, event_stream
 from aiops_executor.core.pagination import Page
 from aiops_executor.executions import service
 from aiops_executor.executions.schemas import (
@@ -45,6 +45,20 @@ STREAM_RESPONSE = event_stream(
 )
 TEAM_NOT_FOUND = {404: "TEAM_NOT_FOUND"}
 EXECUTION_NOT_FOUND = {404: "EXECUTION_NOT_FOUND"}
+# A start is refused with 429 by the request rate limit, or by a spent budget (both say when to retry).
+START_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {
+        **documented_error(
+            429,
+            {
+                "RATE_LIMITED": "too many requests; retry after Retry-After seconds",
+                "BUDGET_EXCEEDED": "a budget over the run (its team's, the API key's, a provider's or the global "
+                "one) is spent; details name it and when it resets (Retry-After)",
+            },
+        ),
+        "headers": RATE_LIMITED_RESPONSE[429]["headers"],
+    }
+}
 START_ERRORS = errors(
     {
         400: {"INVALID_TOPOLOGY": "the team no longer validates against the current LLM configuration"},
@@ -82,7 +96,7 @@ def _location(execution_id: uuid.UUID) -> str:
         **STREAM_RESPONSE,
         **START_ERRORS,
         **errors({408: {"EXECUTION_TIMEOUT": "the run timed out; partial_result holds what it found"}}),
-        **RATE_LIMITED_RESPONSE,
+        **START_LIMITED,
     },
 )
 async def execute_team(
@@ -129,7 +143,7 @@ async def execute_team(
     summary="Start a team's execution in the background",
     description="Stores a `pending` execution of the team and answers it at once (202, with `Location`); the "
     "run goes on in a worker. Follow it with `GET /executions/{id}`, its events or its stream.",
-    responses={**START_ERRORS, **RATE_LIMITED_RESPONSE},
+    responses={**START_ERRORS, **START_LIMITED},
 )
 async def submit_execution(
     team_id: uuid.UUID,

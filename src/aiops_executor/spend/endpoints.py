@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response, status
 from aiops_executor.auth.dependencies import AdminDep, OperatorDep
 from aiops_executor.core.deps import ContextDep, PageQuery, SessionDep
 from aiops_executor.core.json_types import QueryDatetime
+from aiops_executor.core.openapi import errors
 from aiops_executor.core.pagination import Page
 from aiops_executor.spend import service
 from aiops_executor.spend.schemas import BudgetCreate, BudgetRead, BudgetScope, BudgetUpdate, UsageGroup, UsageRow
@@ -19,8 +20,11 @@ SPEND_DESCRIPTION = (
     "models' prices); `limit_tokens` caps their tokens, priced or not. A run that a spent budget would stop is "
     "refused at start (429 `BUDGET_EXCEEDED`, `Retry-After`); a running run whose next model call the budget "
     "cannot cover makes no new call and ends `failed` with `BUDGET_EXCEEDED`, its partial result kept; crossing "
-    "`soft_limit_percent` emits `budget_warning` on the run, an audit entry and a metric, once per period."
+    "`soft_limit_percent` emits `budget_warning` on the run, an audit entry and a metric, once per period. "
+    "A budget needs `limit_usd`, `limit_tokens` or both; `scope_id` names an existing team, API key or provider "
+    "(none for `global`): else 422 `VALIDATION_ERROR`."
 )
+NOT_FOUND = errors({404: "BUDGET_NOT_FOUND"})
 
 
 @router.post(
@@ -59,6 +63,7 @@ async def list_budgets(
     response_model=BudgetRead,
     operation_id="getBudget",
     summary="Get a budget",
+    responses=NOT_FOUND,
     description="The budget with what its current period has spent, what is left and when it resets.",
 )
 async def get_budget(budget_id: uuid.UUID, _: OperatorDep, session: SessionDep) -> BudgetRead:
@@ -70,6 +75,7 @@ async def get_budget(budget_id: uuid.UUID, _: OperatorDep, session: SessionDep) 
     response_model=BudgetRead,
     operation_id="updateBudget",
     summary="Change a budget's limits",
+    responses=NOT_FOUND,
     description="The limits, period and soft limit; the scope stays. " + SPEND_DESCRIPTION,
 )
 async def update_budget(
@@ -83,6 +89,7 @@ async def update_budget(
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="deleteBudget",
     summary="Delete a budget",
+    responses=NOT_FOUND,
     description="Its limits stop applying at once; the ledger of calls (usage reports) keeps what was spent.",
 )
 async def delete_budget(
@@ -98,8 +105,9 @@ async def delete_budget(
     operation_id="getUsage",
     summary="Usage report",
     description="Tokens, cost (USD) and runs of the model calls made in [`from`, `to`) (default: the last 30 "
-    "days, at most 400), grouped by team, model (`provider/model`), provider, API key or UTC day. Sums are "
-    "null-aware: a group with a call whose count or price is unknown shows null, never a partial number.",
+    "days), grouped by team, model (`provider/model`), provider, API key or UTC day: a row per group with calls "
+    "(none when `from` is not before `to`). Sums are null-aware: a group with a call whose count or price is "
+    "unknown shows null, never a partial number.",
 )
 async def usage(
     _: OperatorDep,

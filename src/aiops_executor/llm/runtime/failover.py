@@ -52,7 +52,7 @@ from aiops_executor.llm.runtime.config import (
     ModelConfig,
 )
 from aiops_executor.llm.runtime.errors import Failure, FailureKind, ProviderCallError
-from aiops_executor.llm.runtime.estimate import call_size
+from aiops_executor.llm.runtime.estimate import CallSize, call_size
 from aiops_executor.llm.runtime.routes import Route
 from aiops_executor.llm.runtime.routing import penalise, plan_routes, rejected_earlier
 from aiops_executor.llm.runtime.state import RuntimeState, credential_fingerprint
@@ -345,8 +345,7 @@ class FailoverChatModel(BaseChatModel):
         """The routes one call tries, in order, with their clients and admissions; ``failures`` (appended to by
         the caller) stops the call after a failure that does not fail over, and skips keys refused during the call."""
         await self.state.load_cooling(self.binding)
-        model, tools, out = self.binding.model, kwargs.get(TOOLS_KWARG), self.default_output_tokens
-        size = partial(call_size, model, messages, kwargs, self.params, tools=tools, default_output_tokens=out)
+        model, size = self.binding.model, partial(self._size, messages, kwargs)
         for route, wait in self._attempt_plan():
             if failures and not failures[-1][1].fails_over:
                 return
@@ -406,20 +405,20 @@ class FailoverChatModel(BaseChatModel):
         """Passes the call through the gate (a spent budget refuses it here, before any provider sees it)."""
         if self.gate is None:
             return None
-        size = call_size(
-            self.binding.model,
-            messages,
-            kwargs,
-            self.params,
-            tools=kwargs.get(TOOLS_KWARG),
-            default_output_tokens=self.default_output_tokens,
-        )
-        return await self.gate.admit(self.attribution, self.binding.model, size)
+        return await self.gate.admit(self.attribution, self.binding.model, self._size(messages, kwargs))
+
+    def _size(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> CallSize:
+        tools, out = kwargs.get(TOOLS_KWARG), self.default_output_tokens
+        return call_size(self.binding.model, messages, kwargs, self.params, tools=tools, default_output_tokens=out)
 
     async def _settle(self, ticket: object, record: CallRecord | None) -> None:
-        if self.gate is not None:
+        if self.gate is None:
+            return
+        try:
             # Counted even when the caller was cancelled meanwhile: the provider was paid all the same.
             await asyncio.shield(self.gate.settle(ticket, record))
+        except Exception:  # the answer stands: it was paid for; its hold lapses at its expiry
+            logger.exception("a model call's usage could not be recorded", model=self.binding.model.model_id)
 
     async def _generate_on_routes(
         self,

@@ -29,6 +29,9 @@ function form(testid, fields, submitText, onSubmit) {
   }, fields, submit);
 }
 
+// A circuit breaker's state as a badge's colour: closed is fine, half-open is probing, open skips the endpoint.
+const CIRCUIT = { closed: 'ok', half_open: 'degraded', open: 'failed' };
+
 async function endpointsSection(provider, reload) {
   const endpoints = await listAll(`/providers/${provider.id}/endpoints`);
   const admin = can.administer();
@@ -49,6 +52,8 @@ async function endpointsSection(provider, reload) {
       h('td', {}, String(e.priority)), h('td', {}, e.is_default ? 'yes' : ''),
       h('td', {}, statusBadge(e.is_active ? 'active' : 'inactive')),
       h('td', {}, statusBadge(e.health_status, { testid: 'endpoint-health' }), ' ', h('span', { class: 'muted' }, fmtTime(e.last_health_check))),
+      h('td', {}, h('span', { class: `status ${CIRCUIT[e.circuit_state] || 'unknown'}`, testid: 'endpoint-circuit', dataset: { state: e.circuit_state || '' } }, (e.circuit_state || 'unknown').replace('_', '-'))),
+      h('td', { testid: 'endpoint-limits' }, [e.rpm ? `${e.rpm} rpm` : null, e.tpm ? `${e.tpm} tpm` : null].filter(Boolean).join(' · ') || '—'),
       h('td', {}, admin ? [check, ' ', remove] : null));
   });
   const add = admin ? form('endpoint-form', [
@@ -57,17 +62,20 @@ async function endpointsSection(provider, reload) {
     h('label', {}, 'API version', h('input', { name: 'api_version' })),
     h('label', {}, 'Region', h('input', { name: 'region' })),
     h('label', {}, 'Priority', h('input', { name: 'priority', type: 'number', min: 0, value: '100' })),
+    h('label', {}, 'Requests / min', h('input', { name: 'rpm', type: 'number', min: 1, placeholder: 'no limit', testid: 'endpoint-rpm' })),
+    h('label', {}, 'Tokens / min', h('input', { name: 'tpm', type: 'number', min: 1, placeholder: 'no limit', testid: 'endpoint-tpm' })),
     h('label', { class: 'inline' }, h('input', { name: 'is_default', type: 'checkbox' }), 'default'),
   ], 'Add endpoint', async (el) => {
     await api('POST', `/providers/${provider.id}/endpoints`, {
       name: el.name.value, base_url: optional(el.base_url.value), api_version: optional(el.api_version.value),
       region: optional(el.region.value), priority: numberOrUndefined(el.priority.value), is_default: el.is_default.checked,
+      rpm: numberOrUndefined(el.rpm.value), tpm: numberOrUndefined(el.tpm.value),
     });
     notify('endpoint added');
     await reload();
   }) : null;
   return h('section', { testid: 'endpoints' }, h('h2', {}, 'Endpoints'),
-    endpoints.length ? table(['Name', 'Base URL', 'Priority', 'Default', 'Active', 'Health', ''], rows) : h('p', { class: 'muted' }, 'No endpoint.'),
+    endpoints.length ? table(['Name', 'Base URL', 'Priority', 'Default', 'Active', 'Health', 'Circuit', 'Limits', ''], rows) : h('p', { class: 'muted' }, 'No endpoint.'),
     add);
 }
 

@@ -9,6 +9,7 @@ const SCOPES = ['team', 'api_key', 'provider', 'global'];
 const PERIODS = ['day', 'week', 'month', 'total'];
 const GROUPS = ['day', 'team', 'model', 'provider', 'api_key'];
 const DAY_MS = 86_400_000;
+const MAX_CHART_DAYS = 400;
 
 // Names for the ids budgets and reports carry: teams, providers, and (admins) API keys.
 async function loadNames() {
@@ -125,12 +126,15 @@ async function budgetsSection(names, reload) {
 // Cost by day as bars (heights set through the CSSOM, which the page's Content-Security-Policy allows); the
 // table beside it carries the same figures for screen readers.
 function dayChart(rows, from, to) {
-  // Every UTC day of the range, those without a call at 0.
+  // Every UTC day of the range, those without a call at 0; over a longer range, the days with calls only.
   const byDay = new Map(rows.map((d) => [d.key, d]));
-  const days = [];
-  for (let t = Date.UTC(from.getUTCFullYear(), from.getUTCMonth(), from.getUTCDate()); t < to.getTime(); t += DAY_MS) {
-    const key = new Date(t).toISOString().slice(0, 10);
-    days.push(byDay.get(key) || { key, cost: 0 });
+  let days = rows;
+  if (to.getTime() - from.getTime() <= MAX_CHART_DAYS * DAY_MS) {
+    days = [];
+    for (let t = Date.UTC(from.getUTCFullYear(), from.getUTCMonth(), from.getUTCDate()); t < to.getTime(); t += DAY_MS) {
+      const key = new Date(t).toISOString().slice(0, 10);
+      days.push(byDay.get(key) || { key, cost: 0 });
+    }
   }
   const known = days.filter((d) => d.cost !== null);
   const top = Math.max(...known.map((d) => d.cost), 0);
