@@ -6,6 +6,7 @@ the runs' own usage."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -13,19 +14,24 @@ from typing import Any
 import httpx
 import pytest
 
+from aiops_devtools.mock_providers import MockLLMServer
 from aiops_executor.services import ServiceContext
 from tests.executions.test_executions_api import TASK, stored_events, team_body, wait_for_status
 from tests.helpers import API, CAPABLE, assert_error, created
+from tests.mock_providers import OPENAI_KEY
 
 pytestmark = pytest.mark.usefixtures("backend")
 
 UNFINISHED = ("pending", "running")
 
 
-async def priced_simulator(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
-    """``local-sim`` with ``sim-1`` at $0.5 / $1.5 per 1K tokens, its answers bounded to 256 tokens (the simulator
-    writes far less), so that what a call may cost is known before it is made."""
+async def priced_simulator(
+    client: httpx.AsyncClient, headers: dict[str, str], *, priced: bool = True
+) -> dict[str, Any]:
+    """``local-sim`` with ``sim-1`` at $0.5 / $1.5 per 1K tokens (or no price), its answers bounded to 256 tokens
+    (the simulator writes far less), so that what a call may cost is known before it is made."""
     provider = await created(client, headers, "/providers", {"name": "local-sim", "type": "simulator"})
+    prices = {"input_price": "0.5", "output_price": "1.5"} if priced else {}
     await created(
         client,
         headers,
@@ -33,8 +39,7 @@ async def priced_simulator(client: httpx.AsyncClient, headers: dict[str, str]) -
         {
             "model_id": "sim-1",
             "name": "sim-1",
-            "input_price": "0.5",
-            "output_price": "1.5",
+            **prices,
             "max_output_tokens": 256,
             "capabilities": {"chat": CAPABLE, "function_calling": CAPABLE, "structured_output": CAPABLE},
         },
@@ -167,6 +172,26 @@ async def test_a_run_that_a_team_budget_cannot_cover_ends_budget_exceeded_and_th
     assert 'aiops_budget_events_total{kind="warning",scope="team"} 1.0' in context.telemetry.metrics.render().decode()
 
 
+async def test_a_token_limit_caps_a_model_without_a_price(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    await priced_simulator(client, admin_headers, priced=False)
+    team_id = (await created(client, admin_headers, "/teams", team_body("unpriced", nodes=3)))["team_id"]
+    first = await finished_run(client, admin_headers, team_id)
+    assert first["status"] == "success" and first["usage"]["cost"] is None  # unknown, not free
+    used = first["usage"]["input_tokens"] + first["usage"]["output_tokens"]
+    limit = used + used // 2
+    capped = await budget(client, admin_headers, scope="team", scope_id=team_id, limit_tokens=limit, period="week")
+    assert capped["spent_tokens"] == used and capped["spent_usd"] == 0
+    second = await finished_run(client, admin_headers, team_id)
+    assert second["status"] == "failed" and "tokens used" in second["error_message"]
+    shown = (await client.get(f"{API}/budgets/{capped['id']}", headers=admin_headers)).json()
+    assert shown["exhausted"] is True and shown["spent_tokens"] <= limit
+    assert_error(
+        await client.post(f"{API}/teams/{team_id}/executions", json=TASK, headers=admin_headers), 429, "BUDGET_EXCEEDED"
+    )
+
+
 async def test_the_usage_report_adds_up_to_the_runs_recorded_usage(
     client: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:
@@ -215,3 +240,53 @@ async def test_the_usage_report_adds_up_to_the_runs_recorded_usage(
     assert_error(
         await client.get(f"{API}/usage", params={"group_by": "colour"}, headers=admin_headers), 422, "VALIDATION_ERROR"
     )
+
+
+async def test_a_one_cent_team_budget_over_the_openai_mock_stops_the_run_that_crosses_it(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], openai_mock: MockLLMServer
+) -> None:
+    """The issue's own scenario: a team budget of $0.01, priced models on the OpenAI-protocol mock server."""
+    provider = await created(client, admin_headers, "/providers", {"name": "cloud", "type": "openai"})
+    base = f"/providers/{provider['id']}"
+    await created(client, admin_headers, f"{base}/endpoints", {"name": "mock", "base_url": openai_mock.client_base_url})
+    await created(client, admin_headers, f"{base}/credentials", {"alias": "k1", "api_key": OPENAI_KEY})
+    await created(
+        client,
+        admin_headers,
+        f"{base}/models",
+        {
+            "model_id": "gpt-4o-mini",
+            "name": "gpt-4o-mini",
+            "input_price": "0.002",
+            "output_price": "0.004",
+            "max_output_tokens": 64,
+            "capabilities": {"chat": CAPABLE, "function_calling": CAPABLE, "structured_output": CAPABLE},
+        },
+    )
+    body = json.loads(
+        json.dumps(team_body("cent", nodes=2)).replace('"local-sim"', '"cloud"').replace('"sim-1"', '"gpt-4o-mini"')
+    )
+    team_id = (await created(client, admin_headers, "/teams", body))["team_id"]
+    capped = await budget(client, admin_headers, scope="team", scope_id=team_id, limit_usd="0.01", period="month")
+    runs = []
+    for _ in range(10):
+        runs.append(await finished_run(client, admin_headers, team_id))
+        if runs[-1]["status"] != "success":
+            break
+    *succeeded, stopped = runs
+    assert succeeded and all(run["status"] == "success" for run in succeeded), runs
+    assert stopped["status"] == "failed" and "exhausted" in stopped["error_message"], stopped
+    assert stopped["result"]["node_results"]  # its partial result
+    warnings = [
+        event
+        for run in runs
+        for event in await stored_events(client, run["execution_id"])
+        if event["event"] == "budget_warning"
+    ]
+    assert len(warnings) == 1  # once per period, whichever run crossed it
+    shown = (await client.get(f"{API}/budgets/{capped['id']}", headers=admin_headers)).json()
+    assert Decimal(str(shown["spent_usd"])) <= Decimal("0.01") and shown["exhausted"] is True
+    assert Decimal(str(shown["spent_usd"])) == pytest.approx(sum(Decimal(str(r["usage"]["cost"])) for r in runs))
+    refused = await client.post(f"{API}/teams/{team_id}/executions", json=TASK, headers=admin_headers)
+    assert_error(refused, 429, "BUDGET_EXCEEDED")
+    assert int(refused.headers["retry-after"]) > 0
