@@ -141,7 +141,9 @@ async def test_a_callers_trace_continues_through_the_api_and_the_job_into_a_work
                     for family in text_string_to_metric_families((await scraper.get("/metrics")).text)
                     for sample in family.samples
                 }
-                if scrape.get("aiops_workers_live") == 1 or time.monotonic() > deadline:
+                # Both gauges are read at an upkeep: one may still show the queue as it was when the run was taken.
+                settled = scrape.get("aiops_workers_live") == 1 and scrape.get("aiops_execution_queue_depth") == 0
+                if settled or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.2)
         assert scrape["aiops_workers_live"] == 1 and scrape["aiops_execution_queue_depth"] == 0
