@@ -8,14 +8,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event, func, select
 
 from aiops_devtools.mock_providers import MockLLMServer
 from aiops_executor.services import ServiceContext
+from aiops_executor.spend.models import ModelCall
 from tests.executions.test_executions_api import TASK, stored_events, team_body, wait_for_status
 from tests.helpers import API, CAPABLE, assert_error, created
 from tests.mock_providers import OPENAI_KEY
@@ -290,3 +293,39 @@ async def test_a_one_cent_team_budget_over_the_openai_mock_stops_the_run_that_cr
     refused = await client.post(f"{API}/teams/{team_id}/executions", json=TASK, headers=admin_headers)
     assert_error(refused, 429, "BUDGET_EXCEEDED")
     assert int(refused.headers["retry-after"]) > 0
+
+
+async def test_calls_settled_at_once_share_one_insert_and_each_waits_for_its_row(context: ServiceContext) -> None:
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "INSERT INTO model_calls" in statement:
+            statements.append(statement)
+
+    sync_engine = context.database.engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", count)
+    try:
+        rows = [
+            {
+                "id": uuid.uuid4(),
+                "created_at": datetime.now(UTC),
+                "execution_id": None,
+                "team_id": None,
+                "api_key_id": None,
+                "provider_id": uuid.uuid4(),
+                "provider_name": "p",
+                "model_id": f"m{i}",
+                "endpoint_id": None,
+                "input_tokens": i,
+                "output_tokens": None if i % 2 else i,
+                "cost": None,
+            }
+            for i in range(50)
+        ]
+        await asyncio.gather(*(context.spend_ledger.writer.write(row) for row in rows))
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", count)
+    async with context.database.sessionmaker() as session:
+        stored = await session.scalar(select(func.count()).select_from(ModelCall))
+    assert stored == 50
+    assert 1 <= len(statements) < 50, len(statements)  # one INSERT per batch, not per call

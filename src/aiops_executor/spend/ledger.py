@@ -19,8 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import structlog
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aiops_executor.audit import service as audit
@@ -32,9 +34,10 @@ from aiops_executor.llm.runtime.calls import CallAttribution, CallRecord, CallWa
 from aiops_executor.llm.runtime.config import ModelConfig
 from aiops_executor.llm.runtime.estimate import CallSize
 from aiops_executor.spend import repository
-from aiops_executor.spend.models import BudgetHold, ModelCall
+from aiops_executor.spend.models import BudgetHold
 from aiops_executor.spend.periods import period_bounds
 from aiops_executor.spend.repository import BudgetRule
+from aiops_executor.spend.writer import MODEL_CALLS, BatchWriter
 
 logger = structlog.get_logger(__name__)
 
@@ -122,6 +125,7 @@ class SpendLedger:
         # How often a call that waits for the calls in flight asks again.
         self.wait_seconds = wait_seconds
         self.clock = clock
+        self.writer = BatchWriter(sessionmaker)
 
     async def rules(self, session: AsyncSession | None = None) -> list[BudgetRule]:
         """Every budget, cached until one changes (across processes with Redis; within the cache's TTL without).
@@ -219,13 +223,15 @@ class SpendLedger:
     async def settle(self, ticket: object, record: CallRecord | None) -> None:
         assert isinstance(ticket, Ticket)
         succeeded = record is not None and record.outcome == "success"
-        if not succeeded and not ticket.holds:
+        if not ticket.holds:
+            if record is not None and succeeded:
+                await self.writer.write(self._ledger_row(ticket.attribution, record))
             return
         warnings: list[tuple[BudgetRule, CallWarning]] = []
         async with self.sessionmaker() as session:
             usd, tokens = Decimal(0), 0
             if record is not None and succeeded:
-                session.add(self._ledger_row(ticket.attribution, record))
+                await session.execute(insert(MODEL_CALLS), [self._ledger_row(ticket.attribution, record)])
                 usd = record.cost or Decimal(0)
                 tokens = (record.input_tokens or 0) + (record.output_tokens or 0)
             for rule, start, hold_id in ticket.holds:
@@ -263,18 +269,19 @@ class SpendLedger:
             if ticket.attribution.on_warning is not None:
                 ticket.attribution.on_warning(warning)
 
-    def _ledger_row(self, attribution: CallAttribution, record: CallRecord) -> ModelCall:
+    def _ledger_row(self, attribution: CallAttribution, record: CallRecord) -> dict[str, Any]:
         model = record.model
-        return ModelCall(
-            created_at=self.clock(),
-            execution_id=attribution.execution_id,
-            team_id=attribution.team_id,
-            api_key_id=attribution.api_key_id,
-            provider_id=model.provider_id,
-            provider_name=model.provider_name,
-            model_id=model.model_id,
-            endpoint_id=record.endpoint_id,
-            input_tokens=record.input_tokens,
-            output_tokens=record.output_tokens,
-            cost=record.cost,
-        )
+        return {
+            "id": uuid.uuid4(),
+            "created_at": self.clock(),
+            "execution_id": attribution.execution_id,
+            "team_id": attribution.team_id,
+            "api_key_id": attribution.api_key_id,
+            "provider_id": model.provider_id,
+            "provider_name": model.provider_name,
+            "model_id": model.model_id,
+            "endpoint_id": record.endpoint_id,
+            "input_tokens": record.input_tokens,
+            "output_tokens": record.output_tokens,
+            "cost": record.cost,
+        }
