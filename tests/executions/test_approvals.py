@@ -75,6 +75,43 @@ async def paused_run(client: httpx.AsyncClient, headers: dict[str, str]) -> tupl
     return execution, approval
 
 
+async def test_the_inbox_lists_the_calls_of_every_run_latest_change_first(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], role_headers: RoleHeaders
+) -> None:
+    first, first_call = await paused_run(client, admin_headers)
+    body = team_body(
+        "fixers-2",
+        ["tcp_check", "dns_lookup"],
+        {"host": "127.0.0.1", "port": 9, "name": "localhost"},
+        approval_required_tools=["tcp_check"],
+    )
+    team = await client.post(f"{API}/teams", json=body, headers=admin_headers)
+    assert team.status_code == 201, team.text
+    second = await start(client, admin_headers, team.json()["team_id"])
+    [second_call] = await approvals(client, admin_headers, second["execution_id"])
+
+    viewer = await role_headers("viewer")
+
+    async def inbox(**params: str) -> dict[str, Any]:
+        response = await client.get(f"{API}/approvals", params=params, headers=viewer)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    waiting = await inbox(status="pending")
+    assert waiting["total"] == 2
+    assert [a["approval_id"] for a in waiting["items"]] == [second_call["approval_id"], first_call["approval_id"]]
+    assert {a["execution_id"] for a in waiting["items"]} == {first["execution_id"], second["execution_id"]}
+    path = f"{API}/executions/{first['execution_id']}/approvals/{first_call['approval_id']}"
+    assert (await client.post(path, json={"decision": "reject"}, headers=admin_headers)).status_code == 200
+    assert (await inbox(status="pending"))["total"] == 1
+    rejected = await inbox(status="rejected")
+    assert [a["approval_id"] for a in rejected["items"]] == [first_call["approval_id"]]
+    assert (await inbox())["items"][0]["approval_id"] == first_call["approval_id"]  # its decision is the latest change
+    assert_error(
+        await client.get(f"{API}/approvals", params={"status": "maybe"}, headers=viewer), 422, "VALIDATION_ERROR"
+    )
+
+
 async def test_an_approved_call_runs_when_the_run_resumes(
     client: httpx.AsyncClient, admin_headers: dict[str, str], role_headers: RoleHeaders
 ) -> None:

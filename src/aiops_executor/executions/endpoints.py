@@ -23,6 +23,7 @@ from aiops_executor.executions.schemas import (
     STREAM_EVENTS,
     ApprovalDecision,
     ApprovalRead,
+    ApprovalStatus,
     EventRead,
     ExecuteRequest,
     ExecutionRead,
@@ -361,6 +362,26 @@ async def list_execution_approvals(
     execution_id: uuid.UUID, _: ViewerDep, session: SessionDep, page: PageQuery
 ) -> Page[ApprovalRead]:
     return await service.list_approvals(session, execution_id, page)
+
+
+@router.get(
+    "/approvals",
+    response_model=Page[ApprovalRead],
+    operation_id="listApprovals",
+    summary="List the tool calls of every run that need a person's approval",
+    description=(
+        "The inbox: the calls of every run that waited (or wait) for approval, the latest change first (its "
+        "decision, else its request); `status=pending` for those that wait. Decide one with "
+        "`POST /executions/{execution_id}/approvals/{approval_id}`."
+    ),
+)
+async def list_approvals(
+    _: ViewerDep,
+    session: SessionDep,
+    page: PageQuery,
+    status: Annotated[ApprovalStatus | None, Query(description="only the calls in this state")] = None,
+) -> Page[ApprovalRead]:
+    return await service.list_all_approvals(session, page, status=status)
 
 
 @router.post(

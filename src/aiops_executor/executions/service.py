@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -398,6 +398,19 @@ async def list_approvals(session: AsyncSession, execution_id: uuid.UUID, page: P
     await get_execution_row(session, execution_id)
     condition = ExecutionApproval.execution_id == execution_id
     stmt = select(ExecutionApproval).where(condition).order_by(ExecutionApproval.created_at, ExecutionApproval.id)
+    rows, total = await paginate(session, stmt, page)
+    return Page[ApprovalRead].build([approval_read(r) for r in rows], total, page)
+
+
+async def list_all_approvals(
+    session: AsyncSession, page: PageParams, *, status: ApprovalStatus | None = None
+) -> Page[ApprovalRead]:
+    """The calls of every run that waited (or wait) for a person, the latest change first (a decision, else the
+    request): the inbox, in one query whatever the number of runs."""
+    changed = func.coalesce(ExecutionApproval.decided_at, ExecutionApproval.created_at)
+    stmt = select(ExecutionApproval).order_by(changed.desc(), ExecutionApproval.id)
+    if status is not None:
+        stmt = stmt.where(ExecutionApproval.status == status.value)
     rows, total = await paginate(session, stmt, page)
     return Page[ApprovalRead].build([approval_read(r) for r in rows], total, page)
 

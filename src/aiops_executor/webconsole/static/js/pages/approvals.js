@@ -9,12 +9,12 @@ import { act, button, fill, fmtTime, h, json, notify, table } from '../dom.js';
 // How often the navigation's count is read again (a decision made here updates it at once).
 const BADGE_INTERVAL_MS = 10_000;
 
-// The runs that wait for approvals and their approvals, newest request first.
+// The calls that wait, newest request first (one query across runs), and the waiting runs (for their tasks).
 async function waitingApprovals() {
-  const runs = await listAll('/executions', { status: 'awaiting_approval' });
-  const lists = await Promise.all(runs.map((run) => listAll(`/executions/${run.execution_id}/approvals`)));
-  const approvals = lists.flat();
-  approvals.sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0));
+  const [approvals, runs] = await Promise.all([
+    listAll('/approvals', { status: 'pending' }),
+    listAll('/executions', { status: 'awaiting_approval' }),
+  ]);
   return { runs: new Map(runs.map((run) => [run.execution_id, run])), approvals };
 }
 
@@ -23,8 +23,8 @@ export async function refreshPendingCount() {
   const badge = document.getElementById('approvals-count');
   if (!badge) return;
   try {
-    const { approvals } = await waitingApprovals();
-    const pending = approvals.filter((a) => a.status === 'pending').length;
+    // One request whatever the number of waiting runs: only the count is read.
+    const pending = (await api('GET', '/approvals', undefined, { query: { status: 'pending', size: 1 } })).total;
     badge.textContent = String(pending);
     badge.hidden = pending === 0;
   } catch {
@@ -74,23 +74,23 @@ function approvalsTable(rows) {
   return table(['Asked', 'Run', 'Node / agent', 'Tool', 'Input', ''], rows);
 }
 
-// Decided calls of the newest runs (a run that resumed has left the waiting list, its decisions with it).
-const RECENT_RUNS = 20;
-async function recentlyDecided(waiting) {
-  const recent = (await api('GET', '/executions', undefined, { query: { size: RECENT_RUNS } })).items;
-  const lists = await Promise.all(recent.filter((run) => !waiting.has(run.execution_id))
-    .map((run) => listAll(`/executions/${run.execution_id}/approvals`)));
-  return { runs: new Map(recent.map((run) => [run.execution_id, run])), approvals: lists.flat() };
+// The latest decisions, whichever runs they were in; the newest runs, for their tasks.
+const RECENT = 20;
+async function recentlyDecided() {
+  const [approved, rejected, recent] = await Promise.all([
+    api('GET', '/approvals', undefined, { query: { status: 'approved', size: RECENT } }),
+    api('GET', '/approvals', undefined, { query: { status: 'rejected', size: RECENT } }),
+    api('GET', '/executions', undefined, { query: { size: RECENT } }),
+  ]);
+  return { runs: new Map(recent.items.map((run) => [run.execution_id, run])), approvals: [...approved.items, ...rejected.items] };
 }
 
 export async function renderApprovals(main) {
   document.title = 'Approvals — aiops-agent-executor';
   const draw = async () => {
-    const { runs: waiting, approvals } = await waitingApprovals();
-    const recent = await recentlyDecided(waiting);
+    const [{ runs: waiting, approvals: pending }, recent] = await Promise.all([waitingApprovals(), recentlyDecided()]);
     const runs = new Map([...recent.runs, ...waiting]);
-    const pending = approvals.filter((a) => a.status === 'pending');
-    const decided = [...approvals, ...recent.approvals].filter((a) => a.status !== 'pending' && a.status !== 'cancelled');
+    const decided = recent.approvals;
     decided.sort((a, b) => ((a.decided_at || '') < (b.decided_at || '') ? 1 : -1));
     fill(main,
       h('h1', {}, 'Approvals'),
