@@ -329,3 +329,21 @@ async def test_calls_settled_at_once_share_one_insert_and_each_waits_for_its_row
         stored = await session.scalar(select(func.count()).select_from(ModelCall))
     assert stored == 50
     assert 1 <= len(statements) < 50, len(statements)  # one INSERT per batch, not per call
+
+
+async def test_calls_that_find_no_budgets_cached_read_them_once(context: ServiceContext) -> None:
+    reads: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FROM budgets" in statement:
+            reads.append(statement)
+
+    sync_engine = context.database.engine.sync_engine
+    context.config_cache.invalidate()
+    event.listen(sync_engine, "before_cursor_execute", count)
+    try:
+        found = await asyncio.gather(*(context.spend_ledger.rules() for _ in range(30)))
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", count)
+    assert found == [[]] * 30
+    assert len(reads) == 1, reads  # one read (one connection) for all of them

@@ -126,6 +126,7 @@ class SpendLedger:
         self.wait_seconds = wait_seconds
         self.clock = clock
         self.writer = BatchWriter(sessionmaker)
+        self._loading: asyncio.Task[list[BudgetRule]] | None = None
 
     async def rules(self, session: AsyncSession | None = None) -> list[BudgetRule]:
         """Every budget, cached until one changes (across processes with Redis; within the cache's TTL without).
@@ -135,10 +136,17 @@ class SpendLedger:
         async def load() -> list[BudgetRule]:
             if session is not None:
                 return await repository.rules(session)
-            async with self.sessionmaker() as own:
-                return await repository.rules(own)
+            # One read for every call that finds the cache empty at once (a run's first calls all do): a session
+            # each would take as many database connections.
+            if self._loading is None or self._loading.done():
+                self._loading = asyncio.create_task(self._read_rules(), name="budget-rules")
+            return await asyncio.shield(self._loading)
 
         return await self.cache.get_or_load(CACHE_KEY, load)
+
+    async def _read_rules(self) -> list[BudgetRule]:
+        async with self.sessionmaker() as session:
+            return await repository.rules(session)
 
     async def applicable(
         self,
