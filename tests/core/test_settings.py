@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from aiops_executor.auth.security import HashCost, hash_password, verify_password
+from aiops_executor.core.context import AppContext
 from aiops_executor.core.settings import ConfigurationError, Settings, get_settings, resolve_secrets
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, make_settings
 
 GOOD_KEY = base64.b64encode(os.urandom(32)).decode()
 
@@ -164,3 +166,15 @@ def test_new_hashes_take_the_configured_cost_and_old_ones_still_verify(tmp_path:
     assert verify_password("correct-horse", made_cheap, default)
     assert not verify_password("wrong-horse", made_cheap, default)
     assert not verify_password("correct-horse", None, cheap)
+
+
+async def test_the_database_pool_is_sized_by_the_settings(tmp_path: Path) -> None:
+    """Every process may hold ``pool_size + max_overflow`` PostgreSQL connections: operators size both."""
+    url = f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres"
+    context = AppContext.build(make_settings(url, tmp_path / "data", database_pool_size=3, database_max_overflow=1))
+    try:
+        pool = context.database.engine.sync_engine.pool
+        assert pool.size() == 3  # type: ignore[attr-defined]
+        assert "Pool size: 3" in pool.status()
+    finally:
+        await context.database.engine.dispose()

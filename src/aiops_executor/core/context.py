@@ -50,7 +50,11 @@ class AppContext:
         return cls(
             settings=settings,
             secrets=secrets,
-            database=Database(settings.resolved_database_url),
+            database=Database(
+                settings.resolved_database_url,
+                pool_size=settings.database_pool_size,
+                max_overflow=settings.database_max_overflow,
+            ),
             cipher=EnvelopeCipher(secrets.master_keys, secrets.master_key_id),
             config_cache=ConfigCache(ttl_seconds=settings.config_cache_ttl_seconds),
             telemetry=telemetry or Telemetry.from_settings(settings),

@@ -88,11 +88,13 @@ def _begin_immediate(connection: Any) -> None:
 class Database:
     """Owns the async engine and hands out sessions."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10, max_overflow: int = 20) -> None:
+        """``pool_size`` connections kept open (PostgreSQL), ``max_overflow`` more opened while they are all busy:
+        every process of a deployment may hold their sum, which PostgreSQL's ``max_connections`` must cover."""
         self.url = url
         kwargs: dict[str, Any] = {"echo": echo}
         if url.startswith("postgresql"):
-            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _enable_sqlite_pragmas)

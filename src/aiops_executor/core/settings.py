@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: str | None = None  # "json" or "console"; default depends on env
 
+    # PostgreSQL connections per process: kept open, and opened beyond them while all are busy. Every process
+    # may hold their sum: the server's max_connections must cover all processes' (plus other clients').
+    database_pool_size: int = Field(default=10, ge=1)
+    database_max_overflow: int = Field(default=20, ge=0)
     config_cache_ttl_seconds: float = Field(default=60.0, ge=0)
 
     failover_cooldown_seconds: float = Field(default=30.0, ge=0)
