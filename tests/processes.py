@@ -43,6 +43,18 @@ async def pg(statement: str) -> None:
         await conn.close()
 
 
+@asynccontextmanager
+async def scratch_database(prefix: str) -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database (``<prefix>_<random>``) for a test's processes, dropped afterwards even
+    while they still hold connections; yields its URL. The caller migrates it with its own settings."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    await pg(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        await pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def base_env(*, fast_hashing: bool = True, **settings: str) -> dict[str, str]:
     """This environment without any AIOPS_ variable, plus ``settings`` (names without the prefix) and, unless
     told otherwise or in production, the tests' cheap password hashing."""

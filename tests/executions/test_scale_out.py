@@ -15,7 +15,6 @@ import json
 import signal
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from pathlib import Path
@@ -25,7 +24,7 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from aiops_executor.engine.events import LIVE_EVENTS
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, TEST_MASTER_KEY
+from tests.conftest import TEST_MASTER_KEY
 from tests.helpers import add_simulator
 from tests.processes import (
     API,
@@ -35,8 +34,8 @@ from tests.processes import (
     event_log,
     free_port,
     make_team,
-    pg,
     run_cli,
+    scratch_database,
     start_run,
     wait_until,
 )
@@ -69,15 +68,10 @@ def _cluster_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, s
 
 @pytest.fixture
 async def database(tmp_path: Path) -> AsyncIterator[str]:
-    name = f"aiops_scale_{uuid.uuid4().hex[:10]}"
-    await pg(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    migrated = run_cli(_cluster_env(url, tmp_path / "data"), "migrate")
-    assert migrated.returncode == 0, migrated.stderr
-    try:
+    async with scratch_database("aiops_scale") as url:
+        migrated = run_cli(_cluster_env(url, tmp_path / "data"), "migrate")
+        assert migrated.returncode == 0, migrated.stderr
         yield url
-    finally:
-        await pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Cluster:

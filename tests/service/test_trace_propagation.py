@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +20,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, TEST_MASTER_KEY
+from tests.conftest import TEST_MASTER_KEY
 from tests.helpers import add_simulator
-from tests.processes import API, Process, base_env, free_port, make_team, pg, run_cli, wait_until
+from tests.processes import API, Process, base_env, free_port, make_team, run_cli, scratch_database, wait_until
 from tests.service.test_telemetry import _CollectorServer, collector  # noqa: F401 - the receiver fixture
 
 pytestmark = [pytest.mark.postgres, pytest.mark.long]
@@ -73,14 +72,9 @@ def exported(receiver: _CollectorServer) -> list[Exported]:
 
 
 @pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[str]:
-    name = f"aiops_trace_{uuid.uuid4().hex[:10]}"
-    await pg(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    try:
+async def database() -> AsyncIterator[str]:
+    async with scratch_database("aiops_trace") as url:
         yield url
-    finally:
-        await pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.mark.timeout(180)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from decimal import Decimal
@@ -16,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, TEST_MASTER_KEY
+from tests.conftest import TEST_MASTER_KEY
 from tests.helpers import CAPABLE
-from tests.processes import API, Process, base_env, free_port, pg, run_cli, wait_until
+from tests.processes import API, Process, base_env, free_port, run_cli, scratch_database, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.long]
 
@@ -46,15 +45,10 @@ def _env(database_url: str, data_dir: Path) -> dict[str, str]:
 
 @pytest.fixture
 async def database(tmp_path: Path) -> AsyncIterator[str]:
-    name = f"aiops_budget_{uuid.uuid4().hex[:10]}"
-    await pg(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    migrated = run_cli(_env(url, tmp_path / "data"), "migrate")
-    assert migrated.returncode == 0, migrated.stderr
-    try:
+    async with scratch_database("aiops_budget") as url:
+        migrated = run_cli(_env(url, tmp_path / "data"), "migrate")
+        assert migrated.returncode == 0, migrated.stderr
         yield url
-    finally:
-        await pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def _mock_ready(port: int, mock: Process) -> None:

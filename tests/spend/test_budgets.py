@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -295,55 +297,52 @@ async def test_a_one_cent_team_budget_over_the_openai_mock_stops_the_run_that_cr
     assert int(refused.headers["retry-after"]) > 0
 
 
-async def test_calls_settled_at_once_share_one_insert_and_each_waits_for_its_row(context: ServiceContext) -> None:
-    statements: list[str] = []
+@contextmanager
+def statements(context: ServiceContext, fragment: str) -> Iterator[list[str]]:
+    """The SQL statements containing ``fragment`` that the service's engine sends meanwhile."""
+    seen: list[str] = []
 
     def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "INSERT INTO model_calls" in statement:
-            statements.append(statement)
+        if fragment in statement:
+            seen.append(statement)
 
     sync_engine = context.database.engine.sync_engine
     event.listen(sync_engine, "before_cursor_execute", count)
     try:
-        rows = [
-            {
-                "id": uuid.uuid4(),
-                "created_at": datetime.now(UTC),
-                "execution_id": None,
-                "team_id": None,
-                "api_key_id": None,
-                "provider_id": uuid.uuid4(),
-                "provider_name": "p",
-                "model_id": f"m{i}",
-                "endpoint_id": None,
-                "input_tokens": i,
-                "output_tokens": None if i % 2 else i,
-                "cost": None,
-            }
-            for i in range(50)
-        ]
-        await asyncio.gather(*(context.spend_ledger.writer.write(row) for row in rows))
+        yield seen
     finally:
         event.remove(sync_engine, "before_cursor_execute", count)
+
+
+async def test_calls_settled_at_once_share_one_insert_and_each_waits_for_its_row(context: ServiceContext) -> None:
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "created_at": datetime.now(UTC),
+            "execution_id": None,
+            "team_id": None,
+            "api_key_id": None,
+            "provider_id": uuid.uuid4(),
+            "provider_name": "p",
+            "model_id": f"m{i}",
+            "endpoint_id": None,
+            "input_tokens": i,
+            "output_tokens": None if i % 2 else i,
+            "cost": None,
+        }
+        for i in range(50)
+    ]
+    with statements(context, "INSERT INTO model_calls") as inserts:
+        await asyncio.gather(*(context.spend_ledger.writer.write(row) for row in rows))
     async with context.database.sessionmaker() as session:
         stored = await session.scalar(select(func.count()).select_from(ModelCall))
     assert stored == 50
-    assert 1 <= len(statements) < 50, len(statements)  # one INSERT per batch, not per call
+    assert 1 <= len(inserts) < 50, len(inserts)  # one INSERT per batch, not per call
 
 
 async def test_calls_that_find_no_budgets_cached_read_them_once(context: ServiceContext) -> None:
-    reads: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "FROM budgets" in statement:
-            reads.append(statement)
-
-    sync_engine = context.database.engine.sync_engine
     context.config_cache.invalidate()
-    event.listen(sync_engine, "before_cursor_execute", count)
-    try:
+    with statements(context, "FROM budgets") as reads:
         found = await asyncio.gather(*(context.spend_ledger.rules() for _ in range(30)))
-    finally:
-        event.remove(sync_engine, "before_cursor_execute", count)
     assert found == [[]] * 30
     assert len(reads) == 1, reads  # one read (one connection) for all of them

@@ -77,13 +77,14 @@ def sign_in(page: Page, who: dict[str, str]) -> None:
     expect(page.get_by_test_id("session-user")).to_contain_text(who["username"])
 
 
-def api_team(console: Console, model: str) -> dict[str, Any]:
-    """A one-node team made through the API (for the scenarios that are not about creating one)."""
+def api_team(console: Console, model: str, *, prefix: str = "single", **agent: Any) -> dict[str, Any]:
+    """A one-node team made through the API (for the scenarios that are not about creating one); ``agent``: more
+    fields of its one agent (a prober with ``tcp_check``)."""
     ref = {"model_provider": "ui-sim", "model_id": model}
     created = console.api.post(
         f"{API}/teams",
         json={
-            "team_name": f"single-{uuid.uuid4().hex[:6]}",
+            "team_name": f"{prefix}-{uuid.uuid4().hex[:6]}",
             "topology": {
                 "nodes": [
                     {
@@ -91,7 +92,9 @@ def api_team(console: Console, model: str) -> dict[str, Any]:
                         "node_name": "Only",
                         "node_type": "service",
                         "attributes": {"host": "127.0.0.1", "port": 9},
-                        "agents": [{"agent_id": "probe", "agent_name": "Prober", **ref, "tools": ["tcp_check"]}],
+                        "agents": [
+                            {"agent_id": "probe", "agent_name": "Prober", **ref, "tools": ["tcp_check"], **agent}
+                        ],
                         "supervisor_config": {**ref, "coordination_strategy": "round_robin"},
                     }
                 ],
@@ -136,34 +139,4 @@ def hundred_node_team(console: Console, model: str) -> str:
 
 def approval_team(console: Console) -> str:
     """A team of one node whose one agent's ``tcp_check`` waits for a person's approval; returns its id."""
-    ref = {"model_provider": "ui-sim", "model_id": "slow"}
-    created = console.api.post(
-        f"{API}/teams",
-        json={
-            "team_name": f"approve-{uuid.uuid4().hex[:6]}",
-            "topology": {
-                "nodes": [
-                    {
-                        "node_id": "only",
-                        "node_name": "Only",
-                        "node_type": "service",
-                        "attributes": {"host": "127.0.0.1", "port": 9},
-                        "agents": [
-                            {
-                                "agent_id": "probe",
-                                "agent_name": "Prober",
-                                **ref,
-                                "tools": ["tcp_check"],
-                                "approval_required_tools": ["tcp_check"],
-                            }
-                        ],
-                        "supervisor_config": {**ref, "coordination_strategy": "round_robin"},
-                    }
-                ],
-                "edges": [],
-                "global_supervisor": {**ref, "coordination_strategy": "parallel"},
-            },
-        },
-    )
-    assert created.status_code == 201, created.text
-    return str(created.json()["team_id"])
+    return str(api_team(console, "slow", prefix="approve", approval_required_tools=["tcp_check"])["team_id"])

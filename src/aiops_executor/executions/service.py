@@ -105,11 +105,15 @@ async def has_unfinished(session: AsyncSession, team_id: uuid.UUID) -> bool:
 
 
 async def _check_budgets(
-    session: AsyncSession, manager: ExecutionManager, team_id: uuid.UUID, api_key_id: uuid.UUID | None, spec: TeamSpec
+    session: AsyncSession,
+    manager: ExecutionManager,
+    team_id: uuid.UUID,
+    api_key_id: uuid.UUID | None,
+    spec: TeamSpec,
+    models: catalog.ModelCatalog,
 ) -> None:
     if manager.spend is None or not await manager.spend.rules(session):
         return  # no budget is kept: nothing to read
-    models = await catalog.load(session)
     topology = spec.topology
     refs = {topology.global_supervisor.model_provider}
     for node in topology.nodes:
@@ -151,10 +155,11 @@ async def start_execution(
         teams_service.ensure_active(team)
         spec = teams_service.team_spec(team)
         # The team must still hold against today's configuration (a provider may have been switched off).
-        report = await teams_service.check_team(session, spec)
+        models = await catalog.load(session)
+        report = await teams_service.check_team(session, spec, models)
         if not report.valid:
             raise teams_service.InvalidTopology(report)
-        await _check_budgets(session, manager, team.id, api_key_id, spec)
+        await _check_budgets(session, manager, team.id, api_key_id, spec, models)
         if trigger is not None:
             running = await unfinished_for_trigger(session, trigger)
             if running is not None:

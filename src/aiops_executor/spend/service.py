@@ -90,8 +90,8 @@ def _limits(body: BudgetCreate | BudgetUpdate) -> dict[str, Any]:
     }
 
 
-def _audit_details(row: Budget) -> dict[str, Any]:
-    return {
+def _audit(session: AsyncSession, row: Budget, action: str, actor: str) -> None:
+    details = {
         "scope": row.scope,
         "scope_id": str(row.scope_id) if row.scope_id else None,
         "limit_usd": None if row.limit_usd is None else str(row.limit_usd),
@@ -99,20 +99,24 @@ def _audit_details(row: Budget) -> dict[str, Any]:
         "period": row.period,
         "soft_limit_percent": row.soft_limit_percent,
     }
+    audit.record(session, actor=actor, action=action, resource_type=RESOURCE, resource_id=row.id, details=details)
+
+
+async def _saved(session: AsyncSession, cache: ConfigCache, row: Budget, action: str, actor: str) -> BudgetRead:
+    """The budget's change audited and committed; admission reads budgets afresh from then on."""
+    await session.flush()
+    _audit(session, row, action, actor)
+    read = await _read(session, row, utcnow())
+    await session.commit()
+    cache.invalidate()
+    return read
 
 
 async def create_budget(session: AsyncSession, cache: ConfigCache, body: BudgetCreate, *, actor: str) -> BudgetRead:
     await _check_scope(session, body.scope, body.scope_id)
     row = Budget(scope=body.scope.value, scope_id=body.scope_id, created_by=actor, **_limits(body))
     session.add(row)
-    await session.flush()
-    audit.record(
-        session, actor=actor, action="create", resource_type=RESOURCE, resource_id=row.id, details=_audit_details(row)
-    )
-    read = await _read(session, row, utcnow())
-    await session.commit()
-    cache.invalidate()
-    return read
+    return await _saved(session, cache, row, "create", actor)
 
 
 async def update_budget(
@@ -122,21 +126,12 @@ async def update_budget(
     for name, value in _limits(body).items():
         setattr(row, name, value)
     await repository.reopen(session, row.id)
-    await session.flush()
-    audit.record(
-        session, actor=actor, action="update", resource_type=RESOURCE, resource_id=row.id, details=_audit_details(row)
-    )
-    read = await _read(session, row, utcnow())
-    await session.commit()
-    cache.invalidate()
-    return read
+    return await _saved(session, cache, row, "update", actor)
 
 
 async def delete_budget(session: AsyncSession, cache: ConfigCache, budget_id: uuid.UUID, *, actor: str) -> None:
     row = await _get(session, budget_id)
-    audit.record(
-        session, actor=actor, action="delete", resource_type=RESOURCE, resource_id=row.id, details=_audit_details(row)
-    )
+    _audit(session, row, "delete", actor)
     await session.delete(row)
     await session.commit()
     cache.invalidate()

@@ -94,9 +94,12 @@ async def tool_names(session: AsyncSession) -> set[str]:
     return default_registry().names() | await tool_servers.catalog_names(session)
 
 
-async def check_team(session: AsyncSession, spec: TeamSpec) -> ValidationReport:
-    """Every problem of ``spec`` against today's LLM configuration and tool registry."""
-    return validate_team(spec, await catalog.load(session), await tool_names(session))
+async def check_team(
+    session: AsyncSession, spec: TeamSpec, models: catalog.ModelCatalog | None = None
+) -> ValidationReport:
+    """Every problem of ``spec`` against today's LLM configuration (``models``, when the caller has loaded it)
+    and tool registry."""
+    return validate_team(spec, models or await catalog.load(session), await tool_names(session))
 
 
 async def _validated(session: AsyncSession, spec: TeamSpec) -> ValidationReport:
